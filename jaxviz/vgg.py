@@ -1,0 +1,304 @@
+"""VGG networks in Flax with Keras's layer names, and the layer table that describes them.
+
+Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015.
+
+One generic :class:`VGG` module; ``VGG16``/``VGG19`` and a tiny test variant are configurations of it.
+Module names are Keras's layer names (``block1_conv1`` … ``block5_pool``, ``flatten``, ``fc1``, ``fc2``,
+``predictions``), so converting Keras weights is a key-for-key copy. Kernels are HWIO and dense kernels
+``[in, out]``, as Keras stores them. No I/O happens here.
+
+The forward pass can stop early (``upto``) and return named intermediates (``taps``), and its ReLU is
+swappable (guided backprop, deconvnet) without a second model definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# ---------------------------------------------------------------------------------------------------------
+# Architecture descriptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """A VGG configuration: convolutions per block, channels per block, and the classifier head."""
+
+    name: str
+    convs_per_block: tuple[int, ...]
+    block_features: tuple[int, ...]
+    fc_features: tuple[int, ...] = (4096, 4096)
+    num_classes: int = 1000
+    default_size: int = 224
+    #: "flatten" (Keras VGG) or "gap" (global average pooling, the CAM head of Zhou et al. 2016).
+    head: str = "flatten"
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** len(self.convs_per_block)
+
+
+ARCHS: dict[str, Arch] = {
+    "vgg16": Arch("vgg16", (2, 2, 3, 3, 3), (64, 128, 256, 512, 512)),
+    "vgg19": Arch("vgg19", (2, 2, 4, 4, 4), (64, 128, 256, 512, 512)),
+    # VGG-shaped but tiny: for unit tests (same layer names as VGG16, a few channels each).
+    "vgg_tiny": Arch("vgg_tiny", (2, 2, 3, 3, 3), (4, 6, 8, 8, 8), (16, 12), 10, 32),
+}
+
+
+def register_arch(arch: Arch) -> None:
+    """Adds an architecture (e.g. the demo network) to the table `jaxviz.load` knows."""
+    ARCHS[arch.name] = arch
+
+
+def get_arch(arch: str | Arch) -> Arch:
+    if isinstance(arch, Arch):
+        return arch
+    try:
+        return ARCHS[arch.lower()]
+    except KeyError:
+        from .errors import JaxvizError
+
+        raise JaxvizError(
+            f"unknown architecture {arch!r}; choose one of: {', '.join(sorted(ARCHS))}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One row of Keras's model table."""
+
+    name: str
+    kind: str  # InputLayer, Conv2D, MaxPooling2D, Flatten, GlobalAveragePooling2D, Dense
+    output_shape: tuple  # without the batch axis; None for a free spatial size
+    params: int
+    kernel_shape: tuple | None = None  # Conv2D/Dense: kernel shape; bias is kernel_shape[-1]
+
+
+def layer_table(arch: str | Arch, include_top: bool = True, input_shape=None) -> list[LayerInfo]:
+    """Keras's layer list for ``arch``: names, kinds, output shapes and parameter counts.
+
+    Args:
+      arch: architecture name or :class:`Arch`.
+      include_top: whether the classifier head is part of the model.
+      input_shape: ``(H, W, 3)``; default ``(S, S, 3)`` with the architecture's size when the top is
+        included, ``(None, None, 3)`` without.
+    """
+    a = get_arch(arch)
+    if input_shape is None:
+        s = a.default_size if include_top else None
+        input_shape = (s, s, 3)
+    h, w, c = input_shape
+    rows = [LayerInfo("input_layer", "InputLayer", (h, w, c), 0)]
+    for b, (n_conv, feats) in enumerate(zip(a.convs_per_block, a.block_features), start=1):
+        for i in range(1, n_conv + 1):
+            kshape = (3, 3, c, feats)
+            rows.append(LayerInfo(f"block{b}_conv{i}", "Conv2D", (h, w, feats), 9 * c * feats + feats, kshape))
+            c = feats
+        h = None if h is None else h // 2
+        w = None if w is None else w // 2
+        rows.append(LayerInfo(f"block{b}_pool", "MaxPooling2D", (h, w, c), 0))
+    if include_top:
+        if a.head == "gap":
+            rows.append(LayerInfo("global_average_pooling", "GlobalAveragePooling2D", (c,), 0))
+            n_in = c
+        else:
+            n_in = h * w * c
+            rows.append(LayerInfo("flatten", "Flatten", (n_in,), 0))
+        for i, feats in enumerate(a.fc_features, start=1):
+            rows.append(LayerInfo(f"fc{i}", "Dense", (feats,), n_in * feats + feats, (n_in, feats)))
+            n_in = feats
+        rows.append(
+            LayerInfo("predictions", "Dense", (a.num_classes,), n_in * a.num_classes + a.num_classes,
+                      (n_in, a.num_classes))
+        )
+    return rows
+
+
+def weighted_layers(arch: str | Arch, include_top: bool = True) -> dict[str, tuple[tuple, tuple]]:
+    """``{layer: (kernel_shape, bias_shape)}`` for every layer that has weights, in network order."""
+    return {
+        r.name: (r.kernel_shape, (r.kernel_shape[-1],))
+        for r in layer_table(arch, include_top)
+        if r.kernel_shape is not None
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Primitives with hand-written backward passes.
+#
+# Both give the same values and gradients as the plain lax ops, but compile to code that XLA:CPU runs fast
+# inside loops (see shared/PERF_NOTES.md): the conv's input gradient is an ordinary forward-style conv, and
+# the max-pool gradient is an elementwise mask instead of a serial select-and-scatter.
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3×3, stride 1, "same" convolution of NHWC ``x`` with an HWIO ``kernel``."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv3x3_fwd(x, kernel):
+    return conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(res, g):
+    x, kernel = res
+    # d/dx of a stride-1 "same" 3×3 conv = the same conv with the kernel rotated by 180° and in/out swapped.
+    kernel_t = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = lax.conv_general_dilated(g, kernel_t, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    # The kernel gradient is only computed if used (XLA removes it from input-gradient programs).
+    _, kernel_vjp = jax.vjp(
+        lambda k: lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+        kernel,
+    )
+    (dk,) = kernel_vjp(g)
+    return dx, dk
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _pool_windows(x):
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    x = x[:, : 2 * h2, : 2 * w2, :]
+    return x.reshape(n, h2, 2, w2, 2, c)
+
+
+@jax.custom_vjp
+def max_pool2x2(x: jax.Array) -> jax.Array:
+    """2×2 max pooling, stride 2, "valid" padding (odd edges dropped, as Keras's MaxPooling2D)."""
+    return _pool_windows(x).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x):
+    y = max_pool2x2(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(res, g):
+    x, y = res
+    win = _pool_windows(x)
+    n, h2, _, w2, _, c = win.shape
+    # Route the gradient to the FIRST maximum of each window in row-major order, as TensorFlow's and
+    # XLA's select-and-scatter do; ties (e.g. several zeros after a ReLU) matter for deconvnet.
+    hit = win == y[:, :, None, :, None, :]
+    first = jnp.zeros_like(hit[:, :, 0, :, 0, :])
+    masks = []
+    for i in (0, 1):
+        for j in (0, 1):
+            m = hit[:, :, i, :, j, :] & ~first
+            first = first | m
+            masks.append(m)
+    mask = jnp.stack(masks, axis=-1).reshape(n, h2, w2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+    dwin = mask.astype(g.dtype) * g[:, :, None, :, None, :]
+    dx = dwin.reshape(n, 2 * h2, 2 * w2, c)
+    pad_h, pad_w = x.shape[1] - 2 * h2, x.shape[2] - 2 * w2
+    if pad_h or pad_w:
+        dx = jnp.pad(dx, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    return (dx,)
+
+
+max_pool2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Flax module
+
+
+class Conv3x3(nn.Module):
+    """Keras ``Conv2D(features, 3, padding="same")`` without its activation; params ``kernel``, ``bias``."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.he_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        return conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+class VGG(nn.Module):
+    """A VGG network whose forward pass can stop at any layer and return named intermediates.
+
+    ``__call__(x, upto=None, taps=(), relu=jax.nn.relu) -> (output, {tap: array})``:
+      x: ``[N, H, W, 3]`` preprocessed (BGR, mean-subtracted) images.
+      upto: the last layer to compute; ``None`` runs the whole network.
+      taps: layer names whose outputs are returned in the dict.
+      relu: the activation used after every conv and hidden dense layer (post-activation outputs are
+        what Keras reports for those layers). ``predictions`` applies softmax; its pre-softmax value is
+        available as the tap ``"logits"``.
+    """
+
+    arch: Arch
+    include_top: bool = True
+
+    @nn.compact
+    def __call__(self, x, upto: str | None = None, taps: Sequence[str] = (), relu: Callable = jax.nn.relu):
+        a = self.arch
+        taps = tuple(taps)
+        out: dict[str, jax.Array] = {}
+
+        def emit(name, value):
+            if name in taps:
+                out[name] = value
+            return name == upto
+
+        for b, (n_conv, feats) in enumerate(zip(a.convs_per_block, a.block_features), start=1):
+            for i in range(1, n_conv + 1):
+                x = relu(Conv3x3(feats, name=f"block{b}_conv{i}")(x))
+                if emit(f"block{b}_conv{i}", x):
+                    return x, out
+            x = max_pool2x2(x)
+            if emit(f"block{b}_pool", x):
+                return x, out
+        if not self.include_top:
+            return x, out
+        if a.head == "gap":
+            x = x.mean(axis=(1, 2))
+            name = "global_average_pooling"
+        else:
+            # NHWC reshape flattens in H·W·C order, exactly as Keras's Flatten on channels-last data.
+            x = x.reshape(x.shape[0], -1)
+            name = "flatten"
+        if emit(name, x):
+            return x, out
+        for i, feats in enumerate(a.fc_features, start=1):
+            x = relu(nn.Dense(feats, kernel_init=nn.initializers.he_normal(), name=f"fc{i}")(x))
+            if emit(f"fc{i}", x):
+                return x, out
+        logits = nn.Dense(a.num_classes, kernel_init=nn.initializers.he_normal(), name="predictions")(x)
+        emit("logits", logits)
+        if upto == "logits":
+            return logits, out
+        probs = jax.nn.softmax(logits, axis=-1)
+        emit("predictions", probs)
+        return probs, out
+
+
+def make_module(arch: str | Arch, include_top: bool = True) -> VGG:
+    return VGG(get_arch(arch), include_top)
+
+
+def random_params(arch: str | Arch, include_top: bool = True, seed: int = 0) -> dict:
+    """Deterministic He-normal kernels and zero biases, ``{layer: {"kernel", "bias"}}`` as numpy float32.
+
+    Drawn with numpy's PCG64 in network order, so the same seed gives the same weights on every platform
+    and JAX version (for tests and benchmarks; these weights have learned nothing).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, (kshape, bshape) in weighted_layers(arch, include_top).items():
+        fan_in = int(np.prod(kshape[:-1]))
+        kernel = rng.standard_normal(kshape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        params[name] = {"kernel": kernel, "bias": np.zeros(bshape, np.float32)}
+    return params
