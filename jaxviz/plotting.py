@@ -1,0 +1,107 @@
+"""Turning arrays into pictures: grids of feature maps, patterns and kernels, and titled panels.
+
+Pure numpy + matplotlib (Agg); every writer goes through :func:`jaxviz.images.save_png` or
+:func:`save_figure`, both atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def image_grid(images, cols: int | None = None, margin: int = 5, fill: float = 0) -> np.ndarray:
+    """Tiles ``[N, h, w(, C)]`` images into one ``[R·h + (R-1)·m, C·w + (C-1)·m(, C)]`` array.
+
+    The book's listing 5.39 layout for ``margin=5`` and a black ``fill``: images in row-major order,
+    ``margin`` pixels between them and none around the edge.
+    """
+    images = np.asarray(images)
+    n, h, w = images.shape[:3]
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.full((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, *images.shape[3:]),
+                  fill, images.dtype)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[r * (h + margin): r * (h + margin) + h, c * (w + margin): c * (w + margin) + w] = images[k]
+    return out
+
+
+def normalise_channel_maps(maps) -> np.ndarray:
+    """Feature maps ``[h, w, C]`` → uint8 ``[C, h, w]``, each channel standardised as in listing 5.30.
+
+    ``(a - mean) / std * 64 + 128`` clipped to 0..255; a constant channel (e.g. a dead ReLU) comes out
+    as flat 128 gray instead of NaN.
+    """
+    maps = np.asarray(maps, np.float64)
+    a = np.moveaxis(maps, -1, 0)
+    mean = a.mean(axis=(1, 2), keepdims=True)
+    std = a.std(axis=(1, 2), keepdims=True)
+    a = (a - mean) / np.where(std > 0, std, 1.0) * 64 + 128
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def colourise(gray, cmap: str = "viridis") -> np.ndarray:
+    """uint8 or [0, 1] float ``[..., h, w]`` → uint8 RGB ``[..., h, w, 3]`` through a matplotlib colormap."""
+    import matplotlib
+
+    gray = np.asarray(gray)
+    unit = gray / 255.0 if gray.dtype == np.uint8 else np.clip(gray, 0, 1)
+    return (matplotlib.colormaps[cmap](unit)[..., :3] * 255).round().astype(np.uint8)
+
+
+def feature_map_grid(maps, count: int = 64, cols: int = 8, cmap: str = "viridis", scale: int = 1,
+                     margin: int = 1) -> np.ndarray:
+    """The first ``count`` channels of one image's feature maps ``[h, w, C]`` as an RGB grid (8 per row)."""
+    gray = normalise_channel_maps(maps)[:count]
+    if scale > 1:
+        gray = gray.repeat(scale, axis=1).repeat(scale, axis=2)
+    return image_grid(colourise(gray, cmap), cols=min(cols, len(gray)), margin=margin, fill=255)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Saves a matplotlib figure atomically (temporary file in the same folder, then rename)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def titled_panel(images: Sequence[np.ndarray], titles: Sequence[str], cols: int | None = None,
+                 size: float = 3.0, suptitle: str | None = None):
+    """A matplotlib figure showing ``images`` side by side with a title each (axes off)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    cols = cols or n
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(img, cmap=None if np.ndim(img) == 3 else "viridis")
+        ax.set_title(title, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
