@@ -1,0 +1,212 @@
+"""Grad-CAM: where in the image the evidence for a class is (DLwP 1st ed., listings 5.40–5.44).
+
+Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+ICCV 2017, arXiv:1610.02391.
+
+For a conv layer's output ``A [h, w, C]`` and a class score ``y_c``:
+
+    α_k = mean_{i,j} ∂y_c/∂A_{ijk}                (gradient pooled per channel, per image)
+    L   = ReLU( mean_k α_k · A_k ) / max(…)       (the book's weighted mean over channels, scaled to [0, 1])
+
+computed with ONE forward pass (which taps ``A``) and ONE backward pass (a vjp w.r.t. that tap, batched over
+the classes asked for). The tap is made differentiable by adding a zero perturbation to the layer's output
+inside the forward pass: the gradient w.r.t. that perturbation is ∂y_c/∂A.
+
+Differences from the references, on purpose:
+- Pooling is per image. The keras.io example averages the gradient over the batch axis too, which mixes
+  the images of a batch; here each image's map equals the one it gets alone.
+- An all-zero map (no positive evidence) stays zero instead of becoming NaN through ``0 / 0``.
+- ``score="prob"`` (default) differentiates the softmax output, as the book does; ``score="logit"`` the
+  pre-softmax score, as the paper does.
+
+Examples:
+  >>> model = jaxviz.load("vgg16")
+  >>> x = preprocess_input(load_image(path)[None])
+  >>> heatmap = gradcam(model, x, target=386)[0]           # [14, 14] in [0, 1]
+  >>> maps, classes = gradcam(model, x, top=5)             # [1, 5, 14, 14], [1, 5]
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import weakref
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import JaxvizError, LayerError
+
+SCORES = ("prob", "logit")
+
+# {model: {(layer, score, k, given, relu): jitted fn}}; models are held weakly.
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Number of times a Grad-CAM program was traced (tests check a second call does not retrace).
+trace_count = 0
+
+
+class GradCAMResult(NamedTuple):
+    """Everything one Grad-CAM call computes.
+
+    maps: ``[N, K, h, w]`` in [0, 1], one map per image and class.
+    classes: ``[N, K]`` int32, the class of each map (given, or the top-K in descending probability).
+    probs: ``[N, num_classes]`` softmax probabilities of the same forward pass.
+    """
+
+    maps: jax.Array
+    classes: jax.Array
+    probs: jax.Array
+
+
+def _perturbed_relu(relu: Callable, index: int, delta: jax.Array) -> Callable:
+    """``relu`` that adds ``delta`` to the output of its ``index``-th call (the target conv layer).
+
+    The VGG forward applies the activation once after every conv layer, in network order (see
+    :class:`jaxviz.vgg.VGG`), so the ``index``-th call is the ``index``-th conv layer's output.
+    """
+    calls = itertools.count()
+
+    def act(z):
+        y = relu(z)
+        if next(calls) == index:
+            if y.shape != delta.shape:  # the contract above broke: fail loudly rather than silently
+                raise RuntimeError(f"Grad-CAM tap mismatch: activation {index} has shape {y.shape}, "
+                                   f"expected {delta.shape}")
+            y = y + delta
+        return y
+
+    return act
+
+
+def _build(model, layer: str, score: str, k: int, given: bool, relu: Callable):
+    model_ref = weakref.ref(model)
+    index = model.conv_layer_names.index(layer)
+
+    def run(params, x, classes):
+        global trace_count
+        trace_count += 1
+        m = model_ref()
+        a_shape = jax.eval_shape(lambda p, v: m.apply(p, v, upto=layer)[0], params, x)
+        delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
+
+        def forward(delta):
+            probs, taps = m.apply(params, x, taps=(layer, "logits"), relu=_perturbed_relu(relu, index, delta))
+            y = taps["logits"] if score == "logit" else probs
+            return y, (taps[layer], probs)
+
+        y, vjp_fn, (a, probs) = jax.vjp(forward, delta0, has_aux=True)
+        if not given:
+            classes = jax.lax.top_k(probs, k)[1]  # ranking: same for logits and probabilities
+        classes = classes.astype(jnp.int32)
+        cot = jax.nn.one_hot(classes.T, y.shape[-1], dtype=y.dtype)  # [K, N, num_classes]
+        (grads,) = jax.vmap(vjp_fn)(cot)  # [K, N, h, w, C]: one batched backward pass
+        weights = grads.mean(axis=(2, 3))  # [K, N, C]: pooled per image and channel
+        cam = jnp.einsum("nhwc,knc->nkhw", a, weights) / a.shape[-1]  # weighted mean over channels
+        cam = jnp.maximum(cam, 0)
+        peak = cam.max(axis=(2, 3), keepdims=True)
+        cam = cam / jnp.where(peak > 0, peak, 1)  # all-zero maps stay zero, never 0/0
+        return cam, classes, probs
+
+    return jax.jit(run)
+
+
+def _compiled(model, layer, score, k, given, relu):
+    per_model = _CACHE.setdefault(model, {})
+    key = (layer, score, k, given, relu)
+    if key not in per_model:
+        per_model[key] = _build(model, layer, score, k, given, relu)
+    return per_model[key]
+
+
+def _check_layer(model, layer):
+    if layer is None:
+        return model.last_conv_layer
+    (layer,) = model.check_layers(layer)
+    if layer not in model.conv_layer_names:
+        raise LayerError(f"Grad-CAM needs a conv layer, got {layer!r}; choose one of: "
+                         f"{', '.join(model.conv_layer_names)}")
+    return layer
+
+
+def _check_target(target, n: int, num_classes: int) -> np.ndarray:
+    try:
+        if np.ndim(target) == 0:
+            t = np.full((n,), operator.index(target), np.int64)
+        else:
+            t = np.asarray([operator.index(v) for v in target], np.int64)
+    except TypeError:
+        raise JaxvizError(f"target must be a class index or one per image, got {target!r}") from None
+    if t.shape != (n,):
+        raise JaxvizError(f"got {t.shape[0]} targets for {n} images; give one class, or one per image")
+    bad = [int(v) for v in t if not 0 <= v < num_classes]
+    if bad:
+        raise JaxvizError(f"class {bad[0]} out of range: the model has {num_classes} classes "
+                          f"(0..{num_classes - 1})")
+    return t
+
+
+def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
+                   score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
+                   class_index: int | Sequence[int] | None = None) -> GradCAMResult:
+    """Grad-CAM maps with their classes and the probabilities; see :func:`gradcam` for the arguments.
+
+    Returns:
+      :class:`GradCAMResult` with ``maps [N, K, h, w]`` (K = ``top``, or 1 for a target/the top class).
+    """
+    if class_index is not None:
+        if target is not None:
+            raise JaxvizError("give the class as target= or class_index=, not both")
+        target = class_index
+    if not model.include_top:
+        raise JaxvizError("Grad-CAM needs the classifier: load the model with include_top=True")
+    if score not in SCORES:
+        raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
+    layer = _check_layer(model, layer)
+    x = model.check_input(x)
+    n, num_classes = x.shape[0], model.arch.num_classes
+    if top is not None:
+        if target is not None:
+            raise JaxvizError("give either a target class or top=K, not both")
+        if not 1 <= operator.index(top) <= num_classes:
+            raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
+    if target is not None:
+        classes = jnp.asarray(_check_target(target, n, num_classes)[:, None], jnp.int32)
+        fn = _compiled(model, layer, score, 1, True, relu)
+    else:
+        classes = jnp.zeros((n, 0), jnp.int32)
+        fn = _compiled(model, layer, score, int(top or 1), False, relu)
+    return GradCAMResult(*fn(model.params, x, classes))
+
+
+def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
+            score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
+            class_index: int | Sequence[int] | None = None):
+    """Grad-CAM class-activation maps, one forward and one backward pass for the whole batch.
+
+    Args:
+      model: a :class:`jaxviz.Model` with its classifier (``include_top=True``).
+      x: ``[N, H, W, 3]`` preprocessed images (:func:`jaxviz.images.preprocess_input`).
+      target: the class to explain: ``None`` = each image's top class, an ``int`` for all images, or a
+        sequence with one class per image.
+      layer: conv layer whose output is weighted; default the last one (``block5_conv3`` on VGG16).
+      score: ``"prob"`` differentiates the softmax probability (the book), ``"logit"`` the pre-softmax
+        score (the paper).
+      top: ``K`` gives the maps of each image's K most probable classes instead of one target.
+      relu: the network's activation (e.g. a guided-backprop ReLU for Guided Grad-CAM variants).
+      class_index: alias of ``target`` (the book's and the issue's name).
+
+    Returns:
+      ``[N, h, w]`` float32 maps in [0, 1] (each divided by its max; an all-zero map stays zero), or with
+      ``top=K`` a tuple ``(maps [N, K, h, w], classes [N, K])`` in descending probability. ``h, w`` is the
+      layer's resolution (14×14 for block5_conv3 at 224 px): resize it to the image to overlay it
+      (:func:`jaxviz.images.overlay`).
+
+    Compiled once per (model, layer, score, K, relu) and input shape; params are a traced argument.
+    """
+    res = gradcam_result(model, x, target, layer, score, top, relu, class_index=class_index)
+    if top is not None:
+        return res.maps, res.classes
+    return res.maps[:, 0]

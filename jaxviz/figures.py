@@ -1,0 +1,528 @@
+"""The notes' figure set in one resumable run: summaries, kernels, feature maps, patterns, DeepVis, Grad-CAM.
+
+:func:`make_figures` splits the job into tasks, each with the files it writes. A task's files are written
+atomically, and only then is the task recorded as done in ``manifest.json`` (itself written atomically), so
+an interrupted run (Ctrl-C, a crash, a killed machine) leaves no half-written file, and running the same
+command again skips every task whose files exist and whose parameters are unchanged. A task whose
+parameters changed (another size, other weights, another photo) is redone. Pattern grids, the longest
+tasks, also keep each finished filter under ``.partial/<task>/`` until the grid is written, so an interrupted
+grid resumes from the filters already made.
+
+The weights are loaded only if some task has to run: a rerun of a finished job returns at once.
+
+Files written (``{L}`` a layer, ``{m}`` a pattern method, ``{c}`` a class):
+
+======================================  ==================================================================
+``summary.txt``, ``summary_conv_base.txt``  the model table with and without the classifier
+``kernels_{first conv}.png`` / ``_rgb.png`` first-layer kernels: gray grid (filter × channel), colour patches
+``fmaps_{L}.png``                       the first ``feature_maps`` maps of block1_conv1 and of each block's end
+``patterns_{m}_{L}.png``                filter patterns of ``pattern_layers``, 8 per row (DLwP listing 5.39)
+``pattern_{L}_f{i}_{S}.png``            one pattern at ``single_size`` px (DLwP listing 5.38: block3_conv1, 0)
+``deepvis_{c}.png``, ``deepvis.png``    class visualisations (Yosinski et al. 2015), and a titled panel
+``gradcam_heatmap.png``                 Grad-CAM of the photo's top class, at the layer's resolution
+``gradcam_overlay.png``                 that heatmap over the photo (DLwP listing 5.44)
+``gradcam_top{K}.png``                  overlays for the top K classes, titled with names and probabilities
+``index.html``, ``manifest.json``       a gallery of all of the above; parameters, versions and timings
+======================================  ==================================================================
+
+DeepVis classes on models with fewer classes than asked for (``vgg_tiny``: 10; a GAP demo network): a class
+``c >= num_classes`` is replaced by ``c % num_classes`` (130, 736, 779 → 0, 6, 9 on a 10-class model),
+repeats dropped; the manifest records the classes actually used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import html
+import json
+import os
+import platform
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+INDEX = "index.html"
+PARTIAL = ".partial"  # per-filter progress of unfinished pattern tasks
+FORMAT = 1
+
+#: Parameters of ``--quick``: the same figures, small enough for a few minutes on a laptop CPU.
+QUICK = dict(pattern_filters=16, single_size=64, deepvis_steps=100)
+
+
+@dataclasses.dataclass
+class _Task:
+    name: str
+    files: list[str]
+    params: dict
+    run: Callable[[_Context, _Task], None]
+    caption: str = ""
+    section: str = ""
+
+
+class _Context:
+    """Lazily loaded model, conv base and photo: nothing is loaded unless a task needs it."""
+
+    def __init__(self, arch, weights, image, out: Path, progress: bool):
+        self.arch, self.weights, self.image, self.out, self.progress = arch, weights, image, out, progress
+        self.load_seconds = 0.0
+
+    @functools.cached_property
+    def model(self):
+        from .model import load
+
+        t = time.perf_counter()
+        m = load(self.arch.name, self.weights, include_top=True)
+        self.load_seconds += time.perf_counter() - t
+        return m
+
+    @functools.cached_property
+    def conv_base(self):
+        """The model without its classifier, sharing the weights (takes inputs of any size)."""
+        from .model import Model
+
+        m = self.model
+        params = {k: v for k, v in m.params.items() if k in m.conv_layer_names}
+        return Model(m.arch, params, include_top=False, source=m.source)
+
+    @functools.cached_property
+    def photo(self) -> np.ndarray:
+        """The photo as RGB 0..255 float at the model's input size ``[S, S, 3]``."""
+        from .images import load_image
+
+        s = self.arch.default_size
+        return load_image(self.image, target_size=(s, s))
+
+    @functools.cached_property
+    def photo_full(self) -> np.ndarray:
+        from .images import load_image
+
+        return load_image(self.image, target_size=None)
+
+    @functools.cached_property
+    def x(self):
+        from .images import preprocess_input
+
+        return preprocess_input(self.photo[None])
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("jaxviz", "jax", "jaxlib", "flax", "numpy", "matplotlib", "pillow", "tqdm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    if out["jaxviz"] is None:
+        from . import __version__
+
+        out["jaxviz"] = __version__
+    return out
+
+
+def _device() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+
+
+def deepvis_classes(classes: Sequence[int], num_classes: int) -> list[int]:
+    """Classes valid for a model with ``num_classes`` outputs: ``c % num_classes``, repeats dropped."""
+    out: list[int] = []
+    for c in classes:
+        c = int(c) % num_classes
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def _as_uint8_images(images) -> np.ndarray:
+    """Model-space (BGR) pattern images → uint8 RGB with the book's contrast stretch (listing 5.37)."""
+    a = np.asarray(images)
+    if a.dtype == np.uint8:
+        return a
+    from .images import deprocess_image
+
+    return deprocess_image(a, bgr_to_rgb=True)
+
+
+# --- the tasks -----------------------------------------------------------------------------------------------
+
+
+def _run_summary(ctx: _Context, task: _Task) -> None:
+    from .model import format_summary
+
+    _write_text(ctx.out / task.files[0], format_summary(ctx.arch, include_top=True) + "\n")
+    _write_text(ctx.out / task.files[1], format_summary(ctx.arch, include_top=False) + "\n")
+
+
+def _run_kernels(ctx: _Context, task: _Task) -> None:
+    from .visualize.kernels import save_kernel_figures
+
+    save_kernel_figures(ctx.conv_base, task.params["layer"], ctx.out, filters=task.params["filters"],
+                        channels=None, prefix="kernels_")
+
+
+def _run_feature_maps(ctx: _Context, task: _Task) -> None:
+    from .visualize.activations import save_activation_grids
+
+    save_activation_grids(ctx.conv_base, ctx.x, task.params["layers"], ctx.out, count=task.params["count"],
+                          prefix="fmaps_")
+
+
+def _partial_store(ctx: _Context, task: _Task):
+    """Per-filter resume state of a pattern task: ``.partial/<task>/`` (removed when the task is done)."""
+    from .errors import JaxvizError
+    from .parallel import ItemStore
+
+    folder = ctx.out / PARTIAL / task.name
+    try:
+        return ItemStore(folder, settings=task.params, prefix="filter_")
+    except JaxvizError:  # left by a run with other parameters: start over
+        ItemStore(folder, prefix="filter_").clear()
+        return ItemStore(folder, settings=task.params, prefix="filter_")
+
+
+def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
+    from .visualize.patterns import filter_patterns
+
+    p = task.params
+    store = _partial_store(ctx, task)
+    imgs = filter_patterns(ctx.conv_base, p["layer"], filters=filters, size=p["size"], steps=p["steps"],
+                           step_size=p["step_size"], seed=p["seed"], method=p["method"], progress=ctx.progress,
+                           store=store)
+    return _as_uint8_images(imgs)
+
+
+def _run_patterns(ctx: _Context, task: _Task) -> None:
+    from .images import save_png
+    from .plotting import image_grid
+
+    imgs = _patterns(ctx, task, list(range(task.params["filters"])))
+    grid = imgs[0] if len(imgs) == 1 else image_grid(imgs, cols=min(8, len(imgs)), margin=5)
+    save_png(ctx.out / task.files[0], grid)
+
+
+def _run_deepvis(ctx: _Context, task: _Task) -> None:
+    from .images import save_png
+    from .plotting import save_figure, titled_panel
+    from .visualize.deepvis import class_patterns, class_title
+
+    p = task.params
+    imgs = class_patterns(ctx.model, p["classes"], size=p["size"], steps=p["steps"], seed=p["seed"],
+                          progress=ctx.progress)
+    for img, name in zip(imgs, task.files[1:]):
+        save_png(ctx.out / name, img)
+    fig = titled_panel(list(imgs), [f"{class_title(ctx.model, c)} ({c})" for c in p["classes"]])
+    save_figure(fig, ctx.out / task.files[0])
+
+
+def _run_gradcam(ctx: _Context, task: _Task) -> None:
+    from .attribution.gradcam import gradcam_result
+    from .images import overlay, save_png
+    from .plotting import colourise, save_figure, titled_panel
+    from .visualize.deepvis import class_title
+
+    p = task.params
+    res = gradcam_result(ctx.model, ctx.x, layer=p["layer"], score=p["score"], top=p["top"])
+    maps, classes, probs = (np.asarray(a)[0] for a in res)
+    heat = maps[0]
+    scale = max(1, ctx.arch.default_size // heat.shape[0])
+    save_png(ctx.out / task.files[0], colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet"))
+    photo = ctx.photo_full
+    save_png(ctx.out / task.files[1], overlay(photo, heat))
+    titles = [f"{class_title(ctx.model, int(c))}\np = {probs[c]:.3f}" for c in classes]
+    fig = titled_panel([overlay(photo, m) for m in maps], titles, suptitle=f"Grad-CAM ({p['layer']})")
+    save_figure(fig, ctx.out / task.files[2])
+
+
+# --- building and running the task list ----------------------------------------------------------------------
+
+
+def _steps(s: dict, method: str):
+    if s["pattern_steps"] is not None:
+        return s["pattern_steps"]
+    from .visualize import patterns
+
+    return patterns.DEFAULT_STEPS.get(method)
+
+
+def _step_size(s: dict, method: str):
+    if s["pattern_step_size"] is not None:
+        return s["pattern_step_size"]
+    from .visualize import patterns
+
+    return patterns.DEFAULT_STEP_SIZE.get(method)
+
+
+def _tasks(arch, common: dict, s: dict) -> list[_Task]:
+    from .vgg import layer_table
+    from .visualize.deepvis import DEFAULTS as DV
+
+    table = layer_table(arch, include_top=False)
+    convs = [r for r in table if r.kind == "Conv2D"]
+    conv_names = [r.name for r in convs]
+    channels = {r.name: r.output_shape[-1] for r in convs}
+    ends: dict[str, str] = {}
+    for name in conv_names:
+        ends[name.split("_", 1)[0]] = name
+    first = conv_names[0]
+
+    def task(name, files, params, run, caption, section):
+        return _Task(name, files, {**common, **params}, run, caption, section)
+
+    tasks = [
+        task("summary", ["summary.txt", "summary_conv_base.txt"], {}, _run_summary,
+             f"{arch.name}: layers, output shapes and parameters", "Model"),
+        task("kernels", [f"kernels_{first}.png"] + ([f"kernels_{first}_rgb.png"] if convs[0].kernel_shape[2] == 3
+                                                     else []),
+             {"layer": first, "filters": s["kernel_filters"]}, _run_kernels,
+             f"{first} kernels, normalised over the layer: a row per filter, a column per input channel (B, G, R); "
+             "and each filter as an RGB patch", "Kernels"),
+    ]
+    fm_layers = list(dict.fromkeys([first, *ends.values()]))
+    tasks.append(task("feature_maps", [f"fmaps_{n}.png" for n in fm_layers],
+                      {"layers": fm_layers, "count": s["feature_maps"]}, _run_feature_maps,
+                      f"the first {s['feature_maps']} feature maps for the photo", "Feature maps"))
+    for method in s["pattern_methods"]:
+        for layer in s["pattern_layers"]:
+            if layer not in channels:
+                continue
+            n = min(s["pattern_filters"], channels[layer])
+            tasks.append(task(f"patterns_{method}_{layer}", [f"patterns_{method}_{layer}.png"],
+                              {"layer": layer, "method": method, "filters": n, "size": s["pattern_size"],
+                               "steps": _steps(s, method), "step_size": _step_size(s, method),
+                               "seed": s["seed"]},
+                              _run_patterns, f"{layer}: first {n} filter patterns ({method})",
+                              f"Filter patterns ({method})"))
+    if s["single_layer"] in channels and s["single_filter"] < channels[s["single_layer"]]:
+        layer, f, size = s["single_layer"], s["single_filter"], s["single_size"]
+        tasks.append(task(f"pattern_{layer}_f{f}", [f"pattern_{layer}_f{f}_{size}.png"],
+                          {"layer": layer, "method": "keras", "filters": 1, "size": size, "filter": f,
+                           "steps": _steps(s, "keras"), "step_size": _step_size(s, "keras"), "seed": s["seed"]},
+                          _run_single_pattern, f"{layer} filter {f} at {size} px", "Filter patterns (keras)"))
+    classes = deepvis_classes(s["deepvis_classes"], arch.num_classes)
+    if classes:
+        tasks.append(task("deepvis", ["deepvis.png"] + [f"deepvis_{c}.png" for c in classes],
+                          {"classes": classes, "size": s["deepvis_size"] or arch.default_size,
+                           "steps": DV["steps"] if s["deepvis_steps"] is None else s["deepvis_steps"],
+                           "seed": s["seed"]},
+                          _run_deepvis, "classes by regularised gradient ascent on the logit "
+                          "(Yosinski et al. 2015)", "Class visualisation"))
+    k = min(s["gradcam_top"], arch.num_classes)
+    layer = s["gradcam_layer"] or conv_names[-1]
+    tasks.append(task("gradcam", ["gradcam_heatmap.png", "gradcam_overlay.png", f"gradcam_top{k}.png"],
+                      {"layer": layer, "score": s["gradcam_score"], "top": k}, _run_gradcam,
+                      f"Grad-CAM at {layer}: the top class's heatmap, its overlay, and the top {k}", "Grad-CAM"))
+    return tasks
+
+
+def _run_single_pattern(ctx: _Context, task: _Task) -> None:
+    from .images import save_png
+
+    imgs = _patterns(ctx, task, [task.params["filter"]])
+    save_png(ctx.out / task.files[0], imgs[0])
+
+
+def _load_manifest(path: Path) -> dict:
+    try:
+        m = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) and m.get("format") == FORMAT else {}
+
+
+def _is_done(task: _Task, record: dict | None, out: Path) -> bool:
+    return (bool(record) and record.get("params") == _jsonable(task.params)
+            and record.get("files") == task.files and all((out / f).is_file() for f in task.files))
+
+
+def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
+    done = manifest.get("tasks", {})
+    e = html.escape
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>jaxviz figures: {e(manifest['arch'])}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;"
+        "margin:0 1em 1em 0;vertical-align:top}img{max-width:560px;image-rendering:pixelated;"
+        "border:1px solid #ccc}figcaption{font-size:90%;max-width:560px}pre{background:#f4f4f4;padding:1em;"
+        "overflow:auto;font-size:80%}</style></head><body>",
+        f"<h1>What {e(manifest['arch'])} learned</h1>",
+        f"<p>Weights: <code>{e(str(manifest['weights']))}</code>; photo: <code>{e(str(manifest['image']))}"
+        f"</code>; jaxviz {e(str(manifest['versions'].get('jaxviz')))}, jax "
+        f"{e(str(manifest['versions'].get('jax')))}. Parameters, timings and versions: "
+        f'<a href="{MANIFEST}">{MANIFEST}</a>.</p>',
+    ]
+    section = None
+    for t in tasks:
+        if t.section != section:
+            section = t.section
+            parts.append(f"<h2>{e(section)}</h2>")
+        if t.name not in done:
+            parts.append(f"<p><em>{e(t.name)}: not made yet (rerun the command to finish)</em></p>")
+            continue
+        for f in t.files:
+            if f.endswith(".txt"):
+                try:
+                    text = (out / f).read_text("utf-8")
+                except OSError:
+                    text = ""
+                parts.append(f'<h3><a href="{e(f)}">{e(f)}</a></h3><pre>{e(text)}</pre>')
+            else:
+                parts.append(f'<figure><a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}"></a>'
+                             f"<figcaption>{e(f)}: {e(t.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    _write_text(out / INDEX, "\n".join(parts) + "\n")
+
+
+def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", image: str | os.PathLike | None = None,
+                 out_dir: str | os.PathLike = "figures", *,
+                 pattern_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
+                                                  "block5_conv1"),
+                 pattern_methods: Sequence[str] = ("keras", "regularised"),
+                 pattern_filters: int = 64, pattern_size: int = 64, pattern_steps: int | None = None,
+                 pattern_step_size: float | None = None,
+                 single_layer: str = "block3_conv1", single_filter: int = 0, single_size: int = 150,
+                 kernel_filters: int = 64, feature_maps: int = 14,
+                 deepvis_classes: Sequence[int] = (130, 736, 779), deepvis_size: int | None = None,
+                 deepvis_steps: int | None = None,
+                 gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str = "prob",
+                 seed: int = 0, progress: bool = True) -> dict:
+    """Regenerates the figure set into ``out_dir``; resumable (see the module docstring).
+
+    Args:
+      model_arch: "vgg16", "vgg19", "vgg_tiny", or any registered architecture (GAP heads included).
+      weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED").
+      image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``).
+      out_dir: output folder (created if missing).
+      pattern_layers, pattern_methods: filter-pattern grids to draw (layers the model lacks are skipped;
+        methods as :func:`jaxviz.visualize.patterns.filter_patterns`: "keras" = the book, "regularised").
+      pattern_filters, pattern_size, pattern_steps, pattern_step_size: first N filters per layer, pixels,
+        gradient steps and step size (the book: 64, 64 px, 40 steps of 1); steps and step size default to
+        each method's own (see :mod:`jaxviz.visualize.patterns`). Patterns are shown in RGB with the book's
+        contrast stretch (:func:`jaxviz.images.deprocess_image`).
+      single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
+      kernel_filters: first-layer filters shown.
+      feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv).
+      deepvis_classes: classes to visualise (130 flamingo, 736 pool table, 779 school bus on ImageNet);
+        mapped to ``c % num_classes`` on smaller models.
+      deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps (default
+        :data:`jaxviz.visualize.deepvis.DEFAULTS`).
+      gradcam_top, gradcam_layer, gradcam_score: Grad-CAM panel size, layer (default the last conv) and score.
+      seed: seed of every random start.
+      progress: tqdm bar over the tasks.
+
+    Returns:
+      The manifest (also in ``out_dir/manifest.json``): parameters, versions, and per task its files,
+      parameters, seconds and completion time; ``last_run`` lists the tasks run and skipped.
+
+    Raises:
+      KeyboardInterrupt: passed on after recording the tasks finished so far (rerun to resume).
+    """
+    from .images import sample_image_path
+    from .vgg import get_arch
+
+    arch = get_arch(model_arch)
+    image = Path(image) if image is not None else sample_image_path("chelsea")
+    if not image.is_file():
+        from .errors import ImageError
+
+        raise ImageError(f"image file not found: {str(image)!r}; check the path")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
+                 pattern_filters=pattern_filters, pattern_size=pattern_size, pattern_steps=pattern_steps,
+                 pattern_step_size=pattern_step_size, single_layer=single_layer, single_filter=single_filter,
+                 single_size=single_size, kernel_filters=kernel_filters, feature_maps=feature_maps,
+                 deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
+                 deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
+                 gradcam_score=gradcam_score, seed=seed)
+    common = {"arch": arch.name, "weights": str(weights), "image_sha256": _sha256(image)}
+    tasks = _tasks(arch, common, sizes)
+
+    path = out / MANIFEST
+    old = _load_manifest(path)
+    manifest = {
+        "format": FORMAT, "arch": arch.name, "weights": str(weights), "image": str(image),
+        "parameters": _jsonable(sizes), "versions": _versions(),
+        "tasks": {t.name: old["tasks"][t.name] for t in tasks
+                  if t.name in old.get("tasks", {}) and _is_done(t, old["tasks"][t.name], out)},
+    }
+    todo = [t for t in tasks if t.name not in manifest["tasks"]]
+    ctx = _Context(arch, weights, image, out, progress)
+    run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
+           "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
+    manifest["last_run"] = run
+    t_start = time.perf_counter()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="figures", unit="task", disable=not progress)
+    try:
+        for task in todo:
+            bar.set_postfix_str(task.name)
+            t0 = time.perf_counter()
+            task.run(ctx, task)
+            missing = [f for f in task.files if not (out / f).is_file()]
+            if missing:  # a task must write exactly its files; never record one that did not
+                raise RuntimeError(f"figure task {task.name} did not write {', '.join(missing)}")
+            manifest["tasks"][task.name] = {
+                "files": task.files, "params": _jsonable(task.params),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            run["ran"].append(task.name)
+            _write_text(path, json.dumps(manifest, indent=2) + "\n")
+            shutil.rmtree(out / PARTIAL / task.name, ignore_errors=True)  # resume state no longer needed
+            bar.update(1)
+    except BaseException:
+        run["interrupted"] = True
+        raise
+    finally:
+        bar.close()
+        run["seconds"] = round(time.perf_counter() - t_start, 3)
+        run["load_seconds"] = round(ctx.load_seconds, 3)
+        if todo:
+            run["device"] = _device()
+        manifest["total_seconds"] = round(sum(r["seconds"] for r in manifest["tasks"].values()), 3)
+        _write_text(path, json.dumps(manifest, indent=2) + "\n")
+        _write_index(out, manifest, tasks)
+        try:
+            (out / PARTIAL).rmdir()  # only when empty: unfinished pattern tasks keep their filters
+        except OSError:
+            pass
+    return manifest

@@ -1,0 +1,129 @@
+"""Feature maps (DLwP 1st ed., listings 5.25–5.30): the outputs of chosen layers for an image, as grids.
+
+All layers come from ONE forward pass (:meth:`jaxviz.Model.features`), which stops at the deepest layer
+asked for. Each layer's first ``count`` channels are drawn by :func:`jaxviz.plotting.feature_map_grid`
+(each channel standardised, viridis, 8 per row); the raw arrays can be saved next to them as ``.npy``.
+
+Examples:
+  >>> model = jaxviz.load("vgg16", include_top=False)
+  >>> x = preprocess_input(load_image(sample_image_path())[None])
+  >>> save_activation_grids(model, x, block_end_layers(model), "out/", count=64)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def block_end_layers(model) -> list[str]:
+    """The last conv layer of every block, in network order (``block1_conv2`` … ``block5_conv3`` for VGG16)."""
+    last: dict[str, str] = {}
+    for name in model.conv_layer_names:
+        last[name.split("_", 1)[0]] = name  # "block3_conv3" -> block "block3"; later convs overwrite
+    return list(last.values())
+
+
+#: Alias of :func:`block_end_layers`.
+block_ends = block_end_layers
+
+
+def save_npy(path: str | os.PathLike, array) -> Path:
+    """``np.save`` atomically (temporary file in the same folder, then rename); no pickles."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _as_batch(x):
+    """One ``[H, W, 3]`` image becomes a batch of one; a batch (numpy or jax) passes through."""
+    if not hasattr(x, "shape"):
+        x = np.asarray(x, np.float32)
+    return x[None] if len(x.shape) == 3 else x
+
+
+def _scale_for(h: int, w: int, min_side: int) -> int:
+    return max(1, -(-min_side // max(1, min(h, w))))  # ceil: small maps are upscaled to >= min_side px
+
+
+def activation_grids(model, x, layers: str | Iterable[str], count: int = 64, cols: int = 8,
+                     min_side: int = 32, cmap: str = "viridis"):
+    """Feature-map grids for ``layers`` from one forward pass.
+
+    Args:
+      model: a :class:`jaxviz.Model` (without its top for inputs of any size).
+      x: ``[N, H, W, 3]`` (or one ``[H, W, 3]``) preprocessed image(s).
+      layers: layer name(s); checked against the model (a bad name raises with the valid ones listed).
+      count: channels shown per grid (the first ``count``).
+      cols: maps per row.
+      min_side: maps smaller than this are upscaled (nearest neighbour, integer factor) so they stay visible.
+      cmap: matplotlib colormap.
+
+    Returns:
+      ``(features, grids)``: ``{layer: np.ndarray [N, h, w, C]}`` and ``{layer: [uint8 grid per image]}``.
+    """
+    from ..plotting import feature_map_grid
+
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    layers = model.check_layers(layers)
+    feats = {k: np.asarray(v) for k, v in model.features(_as_batch(x), layers).items()}
+    grids = {}
+    for name in layers:
+        a = feats[name]
+        if a.ndim != 4:
+            from ..errors import LayerError
+
+            raise LayerError(f"{name!r} has no spatial feature maps; choose a conv or pool layer")
+        scale = _scale_for(a.shape[1], a.shape[2], min_side)
+        grids[name] = [feature_map_grid(m, count=count, cols=cols, cmap=cmap, scale=scale) for m in a]
+    return feats, grids
+
+
+def save_activation_grids(model, x, layers: str | Iterable[str], out_dir: str | os.PathLike, count: int = 64,
+                          npy: bool = False, cols: int = 8, prefix: str = "") -> list[Path]:
+    """Writes one feature-map grid PNG per layer (and image), from ONE forward pass.
+
+    Files: ``{prefix}{layer}.png`` for a single image, ``{prefix}{layer}_{i}.png`` for image ``i`` of a
+    batch; with ``npy=True`` also ``{prefix}{layer}.npy`` holding the raw ``[N, h, w, C]`` activations.
+
+    Args:
+      model: a :class:`jaxviz.Model`.
+      x: ``[N, H, W, 3]`` (or ``[H, W, 3]``) preprocessed image(s).
+      layers: layer name(s), e.g. ``block_end_layers(model)``.
+      out_dir: output folder (created if missing).
+      count: feature maps per grid.
+      npy: also save the raw arrays.
+      cols: maps per row.
+      prefix: file-name prefix.
+
+    Returns:
+      The paths written (every file written atomically).
+    """
+    from ..images import save_png
+
+    feats, grids = activation_grids(model, x, layers, count=count, cols=cols)
+    out = Path(out_dir)
+    paths = []
+    for name, per_image in grids.items():
+        if len(per_image) == 1:
+            paths.append(save_png(out / f"{prefix}{name}.png", per_image[0]))
+        else:
+            paths += [save_png(out / f"{prefix}{name}_{i}.png", g) for i, g in enumerate(per_image)]
+        if npy:
+            paths.append(save_npy(out / f"{prefix}{name}.npy", feats[name]))
+    return paths

@@ -1,0 +1,207 @@
+"""Class visualisation by regularised gradient ascent ("DeepVis").
+
+Yosinski, Clune, Nguyen, Fuchs & Lipson, "Understanding Neural Networks Through Deep Visualization",
+ICML Deep Learning Workshop 2015, arXiv:1506.06579; reference code: yosinski/deep-visualization-toolbox
+(``optimize/gradient_optimizer.py``).
+
+Starting from small noise around the mean image, each step raises the PRE-SOFTMAX score of the class
+(tap ``"logits"``; the softmax can be raised by lowering the other classes instead) and then applies the
+paper's regularisers:
+
+1. clip to the valid pixel range (0..255 once the mean is added back), as the toolbox does each step;
+2. gradient step ``x += step_size · ∂logit_c/∂x`` (computed on an image shifted by up to ``jitter`` pixels,
+   the shift undone on the gradient);
+3. L2 decay ``x *= 1 - l2_decay``;
+4. every ``blur_every`` steps a Gaussian blur of width ``blur_sigma``.
+
+Defaults are the paper's Table 1, third row — the one used for most of its figures: decay 1e-4, blur
+σ = 1.0 every 4 steps, constant learning rate 100, 1000 steps, start ``N(0, 10²)`` in mean-subtracted
+space. Jitter (random translations, Mordvintsev et al. 2015, "Inceptionism") is not in that paper and is
+off by default. The pixel-norm and contribution clipping of the paper's other rows are not implemented.
+
+All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
+contraction), the whole ascent is one jit-compiled ``lax.fori_loop`` on the model's forward pass (whose
+conv and pool have the loop-friendly custom VJPs, see PERF_NOTES), and every class gets its own PRNG
+stream derived from (seed, class), so an image does not depend on which other classes share its batch.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..errors import JaxvizError
+
+#: The paper's defaults (Table 1, row 3; see the module docstring).
+DEFAULTS = dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0, jitter=0, init_std=10.0)
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Number of times an ascent program was traced (for tests).
+trace_count = 0
+
+
+def gaussian_kernel1d(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps, truncated at 4σ (as ``scipy.ndimage.gaussian_filter``)."""
+    radius = max(1, int(4.0 * sigma + 0.5))
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+    """Separable Gaussian blur of ``[N, H, W, C]`` images, each channel on its own, edges reflected."""
+    k = jnp.asarray(gaussian_kernel1d(sigma))
+    r = (k.shape[0] - 1) // 2
+    c = x.shape[-1]
+    # Reflect padding ("mirror" without repeating the edge pixel) needs r < size; fall back to edge padding.
+    mode = "reflect" if r < min(x.shape[1], x.shape[2]) else "edge"
+    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode=mode)
+    dn = ("NHWC", "HWIO", "NHWC")
+    kh = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c))
+    kw = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c))
+    y = lax.conv_general_dilated(xp, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+    return lax.conv_general_dilated(y, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+
+
+def _roll2d(x: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
+    """Circular shift of one ``[H, W, C]`` image by traced offsets (forward-only: no scatter in any grad)."""
+    return jnp.roll(jnp.roll(x, dy, axis=0), dx, axis=1)
+
+
+def _build(model, size: int, blur_every: int, blur_sigma: float, jitter: int):
+    model_ref = weakref.ref(model)
+    from ..images import BGR_MEAN
+
+    mean = jnp.asarray(BGR_MEAN, jnp.float32)
+    lo, hi = -mean, 255.0 - mean  # valid pixel range in model (mean-subtracted BGR) space
+
+    def run(params, x, onehot, keys, start, stop, step_size, l2_decay):
+        global trace_count
+        trace_count += 1
+        m = model_ref()
+
+        def objective(v):  # sum over the batch of each image's own class logit (one-hot contraction)
+            return jnp.sum(m.apply(params, v, upto="logits")[0] * onehot)
+
+        grad = jax.grad(objective)
+
+        def body(i, x):
+            x = jnp.clip(x, lo, hi)
+            if jitter:
+                shifts = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, i + 1), (2,), -jitter,
+                                                               jitter + 1))(keys)
+                xs = jax.vmap(_roll2d)(x, shifts[:, 0], shifts[:, 1])
+                g = jax.vmap(_roll2d)(grad(xs), -shifts[:, 0], -shifts[:, 1])
+            else:
+                g = grad(x)
+            x = (x + step_size * g) * (1.0 - l2_decay)
+            if blur_every and blur_sigma > 0:
+                x = lax.cond(i % blur_every == 0, lambda v: gaussian_blur(v, blur_sigma), lambda v: v, x)
+            return x
+
+        return lax.fori_loop(start, stop, body, x)
+
+    return jax.jit(run)
+
+
+def _compiled(model, *key):
+    per_model = _CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = _build(model, *key)
+    return per_model[key]
+
+
+def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
+                   steps: int = DEFAULTS["steps"], step_size: float = DEFAULTS["step_size"],
+                   l2_decay: float = DEFAULTS["l2_decay"], blur_every: int = DEFAULTS["blur_every"],
+                   blur_sigma: float = DEFAULTS["blur_sigma"], jitter: int = DEFAULTS["jitter"], seed: int = 0,
+                   init_std: float = DEFAULTS["init_std"], progress: bool = True, raw: bool = False,
+                   progress_every: int = 25) -> np.ndarray:
+    """Images that maximise the pre-softmax score of each class, with Yosinski et al.'s regularisers.
+
+    Args:
+      model: a :class:`jaxviz.Model` with its classifier (``include_top=True``).
+      classes: class index or indices (``0 <= c < model.arch.num_classes``); each gets one image.
+      size: image side; default the architecture's input size (224 for VGG16; a flatten head needs it).
+      steps: gradient steps (paper: 1000).
+      step_size: constant learning rate on the raw gradient (paper: 100).
+      l2_decay: ``x *= 1 - l2_decay`` after each step (paper: 1e-4).
+      blur_every: blur every this many steps; 0 disables (paper: 4).
+      blur_sigma: Gaussian σ in pixels (paper: 1.0); 0 disables.
+      jitter: random shift of up to this many pixels per step and image; 0 disables (default).
+      seed: PRNG seed; the start image of class ``c`` depends only on (seed, c).
+      init_std: standard deviation of the start noise around the mean image (toolbox: 10).
+      progress: show a tqdm bar over the steps.
+      raw: return the float images in model space (BGR, mean-subtracted) instead of uint8 RGB.
+      progress_every: steps per call of the compiled loop when ``progress`` is on (the bar updates then).
+
+    Returns:
+      ``[C, S, S, 3]`` uint8 RGB images (the mean added back, clipped to 0..255), or with ``raw=True``
+      float32 model-space images ready for :meth:`jaxviz.Model.apply`.
+
+    Raises:
+      JaxvizError: no classifier, a class out of range, or a bad size.
+    """
+    if not model.include_top:
+        raise JaxvizError("class visualisation needs the classifier: load the model with include_top=True")
+    n_cls = model.arch.num_classes
+    cls = [operator.index(classes)] if np.ndim(classes) == 0 else [operator.index(c) for c in classes]
+    if not cls:
+        raise JaxvizError("no class given; name at least one class index")
+    bad = [c for c in cls if not 0 <= c < n_cls]
+    if bad:
+        raise JaxvizError(f"class {bad[0]} out of range: {model.arch.name} has {n_cls} classes (0..{n_cls - 1})")
+    if steps < 0 or blur_every < 0 or jitter < 0:
+        raise JaxvizError("steps, blur_every and jitter must be non-negative")
+    size = int(size or model.arch.default_size)
+    if size < 1:
+        raise JaxvizError(f"size must be a positive number of pixels, got {size}")
+
+    base = jax.random.PRNGKey(seed)
+    keys = jnp.stack([jax.random.fold_in(base, c) for c in cls])
+    x = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (size, size, 3)))(keys)
+    x = model.check_input(x * init_std)  # raises for a size the model cannot take
+    onehot = jax.nn.one_hot(jnp.asarray(cls), n_cls, dtype=jnp.float32)
+
+    seg = max(1, min(steps, progress_every)) if progress else max(1, steps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"deepvis ({len(cls)} class{'es' if len(cls) > 1 else ''})", leave=False)
+    fn = _compiled(model, size, int(blur_every), float(blur_sigma), int(jitter))
+    try:
+        done = 0
+        while done < steps:
+            n = min(seg, steps - done)
+            x = fn(model.params, x, onehot, keys, jnp.int32(done), jnp.int32(done + n), jnp.float32(step_size),
+                   jnp.float32(l2_decay))
+            done += n
+            if bar is not None:
+                x.block_until_ready()
+                bar.update(n)
+    finally:
+        if bar is not None:
+            bar.close()
+    from ..images import BGR_MEAN, undo_preprocess
+
+    mean = np.asarray(BGR_MEAN, np.float32)
+    x = np.clip(np.asarray(x), -mean, 255.0 - mean)
+    if raw:
+        return x
+    return np.clip(np.rint(undo_preprocess(x)), 0, 255).astype(np.uint8)
+
+
+def class_title(model, c: int) -> str:
+    """``"tabby"``-style name for 1000-class (ImageNet) models, ``"class N"`` otherwise."""
+    if model.arch.num_classes == 1000:
+        from ..imagenet import class_name
+
+        return class_name(c)
+    return f"class {c}"

@@ -1,0 +1,235 @@
+"""The resumable figure set, and the kernels / deepvis / gradcam / figures commands."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxviz
+from jaxviz import figures as F
+from jaxviz import vgg
+from jaxviz.cli import main
+from jaxviz.images import sample_image_path
+
+TINY = ["--arch", "vgg_tiny", "--weights", "random:0"]
+# Reduced sizes: every figure of the set, made in seconds with vgg_tiny.
+SMALL = dict(pattern_layers=("block1_conv1", "block3_conv1"), pattern_methods=("keras", "regularised"),
+             pattern_filters=3,
+             pattern_size=32, pattern_steps=2, single_size=40, kernel_filters=4, feature_maps=3, deepvis_steps=2,
+             progress=False)
+
+
+def _expected_files(manifest):
+    return {f for t in manifest["tasks"].values() for f in t["files"]}
+
+
+def _no_temporaries(out):
+    return [p.name for p in out.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    manifest = F.make_figures("vgg_tiny", "random:0", None, out, **SMALL)
+    return out, manifest
+
+
+# Fewer pattern grids where the test is about the job, not the figures.
+FEW = {**SMALL, "pattern_layers": ("block1_conv1",), "pattern_methods": ("keras",)}
+
+
+def test_figure_set_end_to_end(made):
+    out, manifest = made
+    names = {p.name for p in out.iterdir()}
+    expected = {"summary.txt", "summary_conv_base.txt", "kernels_block1_conv1.png", "kernels_block1_conv1_rgb.png",
+                "fmaps_block1_conv1.png", "fmaps_block1_conv2.png", "fmaps_block5_conv3.png",
+                "patterns_keras_block1_conv1.png", "patterns_keras_block3_conv1.png",
+                "patterns_regularised_block1_conv1.png", "patterns_regularised_block3_conv1.png",
+                "pattern_block3_conv1_f0_40.png", "deepvis.png", "deepvis_0.png", "deepvis_6.png", "deepvis_9.png",
+                "gradcam_heatmap.png", "gradcam_overlay.png", "gradcam_top5.png", "index.html", "manifest.json"}
+    assert expected <= names and _expected_files(manifest) <= names
+    assert not _no_temporaries(out)
+    assert manifest["last_run"]["skipped"] == [] and len(manifest["last_run"]["ran"]) == len(manifest["tasks"])
+    # 130, 736, 779 are not classes of a 10-class model: c % 10, documented and recorded
+    assert manifest["tasks"]["deepvis"]["params"]["classes"] == [0, 6, 9]
+    assert manifest["versions"]["jax"] and manifest["parameters"]["pattern_size"] == 32
+    assert all(t["seconds"] >= 0 for t in manifest["tasks"].values())
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    html = (out / "index.html").read_text()
+    assert all(f'src="{f}"' in html for f in _expected_files(manifest) if f.endswith(".png"))
+    assert "Total params: 6,402" in (out / "summary.txt").read_text()
+    grid = np.asarray(Image.open(out / "patterns_keras_block1_conv1.png"))
+    assert grid.shape == (32, 3 * 32 + 2 * 5, 3)  # 3 patterns in a row, the book's 5 px margin
+    assert np.asarray(Image.open(out / "pattern_block3_conv1_f0_40.png")).shape == (40, 40, 3)
+
+
+def test_rerun_skips_everything_without_loading(made, monkeypatch):
+    out, first = made
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".png"}
+    monkeypatch.setattr(jaxviz.model, "load", lambda *a, **k: pytest.fail("a finished set loaded the model"))
+    manifest = F.make_figures("vgg_tiny", "random:0", None, out, **SMALL)
+    assert manifest["last_run"]["ran"] == [] and len(manifest["last_run"]["skipped"]) == len(first["tasks"])
+    assert manifest["tasks"] == first["tasks"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".png"} == before
+
+
+def test_changed_parameter_redoes_only_its_tasks(made, tmp_path):
+    out, _ = made
+    for p in out.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **{**SMALL, "feature_maps": 2})
+    assert manifest["last_run"]["ran"] == ["feature_maps"]
+
+
+def test_interrupt_leaves_nothing_half_written_and_resumes(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst, *args, **kwargs):
+        # Ctrl-C at the worst moment: the overlay's temporary file is fully written, not yet renamed
+        if "gradcam_overlay" in str(dst):
+            assert Path(src).stat().st_size > 0
+            raise KeyboardInterrupt
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        F.make_figures("vgg_tiny", "random:0", None, tmp_path, **FEW)
+    assert not _no_temporaries(tmp_path)
+    assert not (tmp_path / "gradcam_overlay.png").exists()
+    recorded = json.loads((tmp_path / "manifest.json").read_text())
+    assert recorded["last_run"]["interrupted"] and "gradcam" not in recorded["tasks"]
+    assert "deepvis" in recorded["tasks"]  # finished before the interruption
+    for task in recorded["tasks"].values():  # every recorded task's files are complete images
+        for f in task["files"]:
+            if f.endswith(".png"):
+                Image.open(tmp_path / f).verify()
+    assert "not made yet" in (tmp_path / "index.html").read_text()
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    calls = []
+    real_deepvis = F._run_deepvis
+    monkeypatch.setattr(F, "_run_deepvis", lambda ctx, task: calls.append(1) or real_deepvis(ctx, task))
+    manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **FEW)
+    assert manifest["last_run"]["ran"] == ["gradcam"] and calls == []
+    Image.open(tmp_path / "gradcam_overlay.png").verify()
+    assert not _no_temporaries(tmp_path)
+
+
+def test_interrupted_pattern_grid_resumes_from_its_filters(tmp_path, monkeypatch):
+    from jaxviz.visualize import patterns
+
+    small = {**FEW, "single_layer": "none", "deepvis_classes": ()}  # only patterns use the ascent program
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst, *args, **kwargs):
+        if "patterns_keras_block1_conv1.png" in str(dst):
+            raise KeyboardInterrupt  # every filter done, the grid not yet in place
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        F.make_figures("vgg_tiny", "random:0", None, tmp_path, **small)
+    monkeypatch.setattr(os, "replace", real_replace)
+    kept = sorted(p.name for p in (tmp_path / F.PARTIAL / "patterns_keras_block1_conv1").glob("filter_*.npy"))
+    assert kept == ["filter_00000.npy", "filter_00001.npy", "filter_00002.npy"]
+    monkeypatch.setattr(patterns, "_program", lambda *a, **k: pytest.fail("finished filters were recomputed"))
+    manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **small)
+    assert "patterns_keras_block1_conv1" in manifest["last_run"]["ran"]
+    assert not (tmp_path / F.PARTIAL).exists()  # resume state removed once the grid is recorded
+    Image.open(tmp_path / "patterns_keras_block1_conv1.png").verify()
+
+
+def test_gap_head_model_with_fewer_classes(tmp_path, monkeypatch):
+    arch = vgg.Arch("tiny_gap_test", (1, 1, 1), (4, 6, 8), fc_features=(), num_classes=5, default_size=32,
+                    head="gap")
+    monkeypatch.setitem(vgg.ARCHS, arch.name, arch)
+    manifest = F.make_figures(arch.name, "random:0", None, tmp_path, **{**FEW, "pattern_layers": ("block3_conv1",)})
+    assert manifest["tasks"]["deepvis"]["params"]["classes"] == [0, 1, 4]  # 130, 736, 779 mod 5
+    assert "patterns_keras_block3_conv1" in manifest["tasks"] and "gradcam" in manifest["tasks"]
+    assert manifest["tasks"]["gradcam"]["params"]["layer"] == "block3_conv1"
+    assert (tmp_path / "gradcam_top5.png").is_file()
+
+
+def test_deepvis_classes():
+    assert F.deepvis_classes([130, 736, 779], 1000) == [130, 736, 779]
+    assert F.deepvis_classes([130, 736, 779], 10) == [0, 6, 9]
+    assert F.deepvis_classes([1, 11, 21], 10) == [1]
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_kernels(tmp_path, capsys):
+    code, out, err = run(["kernels", "--layer", "block1_conv1", "--filters", "3", "--npy", *TINY, "-o",
+                          str(tmp_path)], capsys)
+    assert code == 0, err
+    assert {p.name for p in tmp_path.iterdir()} == {"kernels_block1_conv1.png", "kernels_block1_conv1_rgb.png",
+                                                    "kernels_block1_conv1.npy"}
+    assert np.asarray(Image.open(tmp_path / "kernels_block1_conv1.png")).shape == (3 * 24 + 2, 3 * 24 + 2)
+
+
+def test_cli_deepvis(tmp_path, capsys):
+    code, out, err = run(["deepvis", "--class", "2", "--class", "7", "--steps", "2", *TINY, "-o", str(tmp_path)],
+                         capsys)
+    assert code == 0, err
+    assert {p.name for p in tmp_path.iterdir()} == {"deepvis_2.png", "deepvis_7.png", "deepvis.png"}
+
+
+def test_cli_gradcam(tmp_path, capsys):
+    img = str(sample_image_path("chelsea"))
+    code, out, err = run(["gradcam", img, "--top", "3", "--score", "logit", "--npy", *TINY, "-o", str(tmp_path)],
+                         capsys)
+    assert code == 0, err
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"chelsea_gradcam.png", "chelsea_overlay.png", "chelsea_top3.png", "chelsea_gradcam.npy",
+                     "chelsea_top3.npy"}
+    heat = np.load(tmp_path / "chelsea_gradcam.npy")
+    assert heat.shape == (2, 2) and 0 <= heat.min() and heat.max() <= 1
+    overlay = np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
+    assert overlay.shape == np.asarray(Image.open(img)).shape  # drawn on the photo at its own size
+    code, out, err = run(["gradcam", img, "--class", "4", "--layer", "block4_conv3", *TINY, "-o", str(tmp_path)],
+                         capsys)
+    assert code == 0 and "class 4" in out
+
+
+def test_cli_figures_quick_flags(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake(arch, weights, image, out, **kwargs):
+        seen.update(arch=arch, weights=weights, image=image, **kwargs)
+        return {"last_run": {"ran": ["x"], "skipped": [], "seconds": 0.1}}
+
+    monkeypatch.setattr(F, "make_figures", fake)
+    code, out, err = run(["figures", "--quick", "--no-progress", *TINY, "-o", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert seen["arch"] == "vgg_tiny" and seen["progress"] is False
+    assert all(seen[k] == v for k, v in F.QUICK.items())
+    assert "1 figure task(s) made" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["kernels", "--layer", "block9_conv1", *TINY, "-o", "{tmp}"],
+    ["kernels", "--layer", "block1_pool", *TINY, "-o", "{tmp}"],
+    ["gradcam", "{img}", "--layer", "block5_conv9", *TINY, "-o", "{tmp}"],
+    ["gradcam", "{img}", "--layer", "fc1", *TINY, "-o", "{tmp}"],
+])
+def test_cli_bad_layer_is_one_line_exit_2(argv, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, img=sample_image_path("chelsea")) for a in argv]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxviz: error:") and "block1_conv1" in lines[0]
+
+
+def test_cli_deepvis_bad_class(tmp_path, capsys):
+    code, out, err = run(["deepvis", "--class", "10", "--steps", "1", *TINY, "-o", str(tmp_path)], capsys)
+    assert code == 2 and "out of range" in err and len(err.strip().splitlines()) == 1
