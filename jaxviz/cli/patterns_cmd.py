@@ -1,0 +1,134 @@
+"""``jaxviz patterns``: the book's filter-pattern grids (listings 5.38–5.39), resumable.
+
+Registered by :mod:`jaxviz.cli.visualize` through :func:`register_patterns`.
+
+For every ``--layer`` it writes ``DIR/<layer>.png`` (8 per row, 5 px black margins, images through
+``deprocess_image``: the book's figure) and ``DIR/<layer>.json`` (the settings), optionally
+``DIR/<layer>.npy`` (the raw model-space arrays, ``--npy``) and ``DIR/<layer>/filter_NNN.png``
+(``--per-filter``). Every finished filter is saved under ``DIR/.partial/<layer>/`` as soon as its chunk
+completes; a rerun with the same settings loads those, computes the rest, and skips layers whose outputs
+already exist. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import JaxvizError
+from . import common
+
+
+def register_patterns(sub) -> argparse.ArgumentParser:
+    """Adds the ``patterns`` subcommand to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser(
+        "patterns",
+        help="filter patterns: the input each filter responds to most (book listings 5.38-5.39)",
+        description="Gradient ascent in input space for many filters at once; writes the book's 8-per-row "
+                    "grid per layer. Resumable: rerun the same command after an interruption.",
+    )
+    p.add_argument("--layer", action="append", required=True,
+                   help="layer name, e.g. block3_conv1 (repeat for several layers)")
+    p.add_argument("--filters", default="0:64", help="START:STOP or a comma list (default: %(default)s)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (book: 64 in the grid, 150 alone)")
+    p.add_argument("--steps", type=int, default=None, help="ascent steps (default: 40 keras, 256 regularised)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="keras: step of the RMS-normalised gradient (1); regularised: Adam's learning rate (0.05)")
+    p.add_argument("--method", choices=("keras", "regularised"), default="keras",
+                   help="keras: the book's recipe (default); regularised: lucid-style, clearer deep layers")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start images (default: 0)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype (float32 = parity with Keras)")
+    p.add_argument("--chunk-size", type=int, default=None, help="filters per compiled call (default: per device)")
+    common.add_model_args(p, top=True)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--npy", action="store_true", help="also write DIR/<layer>.npy (model-space arrays)")
+    p.add_argument("--per-filter", action="store_true", help="also write DIR/<layer>/filter_NNN.png")
+    p.add_argument("--cols", type=int, default=8, help="grid columns (book: 8)")
+    p.add_argument("--rgb", action="store_true",
+                   help="flip BGR -> RGB before display (the book shows the BGR arrays as they are)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", default=None,
+                   help="HOST:PORT of process 0 to split the filters over several processes (jax.distributed)")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+    p.set_defaults(func=run_patterns)
+    return p
+
+
+def _settings(args, model, layer: str, filters: list[int], options: dict) -> dict:
+    from .. import __version__
+
+    return {"jaxviz": __version__, "arch": model.arch.name, "weights": model.source, "layer": layer,
+            "filters": filters, "size": args.size, "steps": args.steps, "step_size": args.step_size,
+            "method": args.method, "seed": args.seed, "dtype": args.dtype, "options": options}
+
+
+def run_patterns(args) -> int:
+    from .. import parallel
+    from ..images import deprocess_image, save_png
+    from ..plotting import image_grid
+    from ..visualize import patterns
+
+    if args.coordinator:
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    elif args.num_processes != 1:
+        raise JaxvizError("--num-processes needs --coordinator HOST:PORT (the address of process 0)")
+    parallel.enable_compilation_cache()
+    import jax
+
+    lead = jax.process_index() == 0
+    out = common.output_dir(args.output)
+    model = common.model_from_args(args, include_top=False)
+    layers = model.check_layers(args.layer)
+    for layer in layers:
+        if layer not in model.conv_layer_names and not layer.endswith("_pool"):
+            raise JaxvizError(f"patterns need a conv or pool layer; {layer!r} is neither")
+    for layer in layers:
+        filters = common.parse_index_list(args.filters, model.channels(layer))
+        compute = _settings(args, model, layer, filters, {})
+        settings = {**compute, "rgb": args.rgb, "cols": args.cols}  # the sidecar: arrays + how they are shown
+        grid_path, meta_path = out / f"{layer}.png", out / f"{layer}.json"
+        if grid_path.exists() and meta_path.exists():
+            try:
+                same = json.loads(meta_path.read_text()) == json.loads(json.dumps(settings))
+            except ValueError:
+                same = False
+            wanted = [out / f"{layer}.npy"] if args.npy else []
+            wanted += [out / layer / f"filter_{f:03d}.png" for f in filters] if args.per_filter else []
+            if same and all(p.exists() for p in wanted):
+                if lead:
+                    print(f"{layer}: done already ({grid_path})")
+                continue
+        folder = out / ".partial" / layer
+        try:
+            store = parallel.ItemStore(folder, compute, prefix="filter_")
+        except JaxvizError:  # left by a run with other settings: its filters are of no use here
+            parallel.ItemStore(folder, prefix="filter_").clear()
+            store = parallel.ItemStore(folder, compute, prefix="filter_")
+        x = patterns.filter_patterns(
+            model, layer, filters, size=args.size, steps=args.steps, step_size=args.step_size, seed=args.seed,
+            method=args.method, chunk_size=args.chunk_size, progress=not args.no_progress, dtype=args.dtype,
+            store=store,
+        )
+        if not lead:
+            continue
+        images = deprocess_image(x, bgr_to_rgb=args.rgb)
+        grid = image_grid(images, cols=min(args.cols, len(images)), margin=5, fill=0)
+        if args.per_filter:
+            (out / layer).mkdir(exist_ok=True)
+            for f, im in zip(filters, images):
+                save_png(out / layer / f"filter_{f:03d}.png", im)
+        if args.npy:
+            common.save_npy(out / f"{layer}.npy", x)
+        save_png(grid_path, grid)
+        common.save_json(meta_path, settings)  # last: its presence marks the layer as done
+        store.clear()
+        print(f"{layer}: {len(filters)} patterns -> {grid_path}")
+    if lead:
+        try:
+            (out / ".partial").rmdir()
+        except OSError:
+            pass
+    return 0
+
