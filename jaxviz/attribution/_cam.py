@@ -1,0 +1,62 @@
+"""Shared pieces of the class-activation-map family (Grad-CAM++, Guided Grad-CAM, Score-CAM).
+
+``layer_gradients`` is one forward pass that taps a conv layer's output ``A`` and one backward pass to
+``∂S_t/∂A``, using Grad-CAM's zero-perturbation tap (:func:`jaxviz.attribution.gradcam._perturbed_relu`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..errors import JaxvizError, LayerError
+from . import _core
+
+
+def check_layer(model, layer: str | None) -> str:
+    """The conv layer a CAM is computed on; default the last one (``block5_conv3`` on VGG16)."""
+    names = list(model.conv_layer_names)
+    if layer is None:
+        return names[-1]
+    if layer not in names:
+        raise LayerError(f"class-activation maps need a conv layer, got {layer!r}; choose one of: "
+                         f"{', '.join(names)}")
+    return layer
+
+
+def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, layer_index: int, targets: jax.Array,
+                    score: str, relu: Callable = jax.nn.relu):
+    """``(A [N, h, w, K], ∂S_t/∂A [N, h, w, K], resolved targets [N])``: one forward, one backward pass."""
+    from .gradcam import _perturbed_relu
+
+    a_shape = jax.eval_shape(lambda p, v: fwd(p, v, upto=layer)[0], params, x)
+    delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
+
+    def forward(delta):
+        logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=_perturbed_relu(relu, layer_index, delta))
+        return logits, taps[layer]
+
+    logits, vjp, a = jax.vjp(forward, delta0, has_aux=True)
+    t = _core.resolve(targets, logits)
+    dlogits = jax.grad(lambda z: _core.class_score(z, t, score).sum())(logits)
+    (grads,) = vjp(dlogits)
+    return a, grads, t
+
+
+def gradcam_map(a: jax.Array, grads: jax.Array) -> jax.Array:
+    """The paper's Grad-CAM before its ReLU: ``Σ_k mean_ij(∂S/∂A_ijk) · A_k`` → ``[N, h, w]``.
+
+    Sum over channels as in Selvaraju et al. eq. 2 and Captum's ``LayerGradCam`` (jaxviz's
+    :func:`~jaxviz.attribution.gradcam.gradcam` takes the mean and scales to [0, 1], as the book does).
+    """
+    weights = grads.mean(axis=(1, 2))
+    return jnp.einsum("nhwk,nk->nhw", a, weights)
+
+
+def layer_index(model, layer: str) -> int:
+    try:
+        return list(model.conv_layer_names).index(layer)
+    except ValueError:  # pragma: no cover - check_layer runs first
+        raise JaxvizError(f"{layer!r} is not a conv layer") from None

@@ -1,0 +1,390 @@
+"""What every attribution method shares: targets, class scores, channel reduction, batching, jit caching.
+
+Every method in :mod:`jaxviz.attribution` has the signature
+
+    method(model, x, target=None, **options) -> [N, H, W]        (``reduce=None``: [N, H, W, 3])
+
+- ``model``: a :class:`jaxviz.Model` with its classifier (anything with ``apply``, ``params``,
+  ``check_input`` and ``arch.num_classes`` works: the tests use tiny hand-set models).
+- ``x``: ``[N, H, W, 3]`` preprocessed images (:func:`jaxviz.images.preprocess_input`).
+- ``target``: ``None`` = each image's top class (from the same forward pass where possible), an ``int``
+  for all images, or a sequence with one class per image.
+- ``score``: what is explained. ``"logit"`` (default for the gradient methods) is the pre-softmax class
+  score — what Captum differentiates when the model returns logits; ``"prob"`` the softmax probability;
+  ``"log_prob"`` its logarithm.
+- ``reduce``: how the channel axis is folded into one map: ``"sum"``, ``"mean"``, ``"max"``,
+  ``"abs_max"``, ``"abs_sum"``, ``"norm"`` (L2) or ``None`` to keep the ``[N, H, W, 3]`` attributions.
+  Methods whose attributions have no channel axis (the CAM family, occlusion, LIME) ignore the reduction
+  and return their map repeated over the 3 channels for ``reduce=None``, so the shapes stay uniform.
+- ``params``: weights to use instead of ``model.params`` (same tree): the model-randomisation sanity check
+  re-uses the compiled programs with other weights this way.
+
+Defaults and cost per image (fwd = forward pass, bwd = input-gradient pass):
+
+    method                score     reduce    cost
+    saliency              logit     max|·|    1 fwd + 1 bwd
+    smoothgrad            logit     max|·|    1 fwd + n (fwd + bwd)
+    integrated_gradients  logit     sum       2 fwd + steps (fwd + bwd)
+    deconvnet             logit     abs_max   1 fwd + 1 bwd
+    guided_backprop       logit     abs_max   1 fwd + 1 bwd
+    gradcam (the book's)  prob      —         1 fwd + 1 bwd
+    guided_gradcam        logit     abs_max   2 (fwd + bwd)
+    gradcam_plus_plus     logit     —         1 fwd + 1 bwd
+    score_cam             prob      —         1 fwd + K fwd (K = the layer's channels)
+    occlusion             logit     —         1 fwd + one (partial, see occlusion.py) fwd per window
+    lime                  prob      —         1 fwd + n_samples fwd
+
+Each method is one jitted program per (model, options, input shape); ``model.params`` is a traced
+argument, and ``reduce`` is applied by a small shared program afterwards, so it does not multiply the
+compiled programs. Programs are cached per model (held weakly, so dropping a model frees them).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import operator
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..errors import JaxvizError
+
+SCORES = ("logit", "prob", "log_prob")
+REDUCTIONS = ("sum", "mean", "max", "abs_max", "abs_sum", "norm")
+
+#: How many times each method's program was traced (tests assert a second call does not retrace).
+trace_counts: collections.Counter = collections.Counter()
+
+# {model: {key: jitted function}}; models are held weakly.
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def check_model(model, name: str) -> None:
+    if not getattr(model, "include_top", True):
+        raise JaxvizError(f"{name} explains a class score and needs the classifier: load the model with "
+                          "include_top=True")
+
+
+def check_input(model, x) -> jax.Array:
+    check = getattr(model, "check_input", None)
+    if check is not None:
+        return check(x)
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 4:
+        raise JaxvizError(f"expected a batch of images [N, H, W, C], got shape {x.shape}")
+    return x
+
+
+def num_classes(model) -> int:
+    return int(model.arch.num_classes)
+
+
+def check_targets(model, target, n: int) -> jax.Array:
+    """``target`` → int32 ``[N]``; ``-1`` marks "this image's top class" (resolved inside the program)."""
+    if target is None:
+        return jnp.full((n,), -1, jnp.int32)
+    k = num_classes(model)
+    try:
+        if np.ndim(target) == 0:
+            t = np.full((n,), operator.index(target), np.int64)
+        else:
+            t = np.asarray([operator.index(v) for v in np.asarray(target).reshape(-1)], np.int64)
+    except TypeError:
+        raise JaxvizError(f"target must be a class index or one per image, got {target!r}") from None
+    if t.shape != (n,):
+        raise JaxvizError(f"got {t.shape[0]} targets for {n} images; give one class, or one per image")
+    bad = [int(v) for v in t if not 0 <= v < k]
+    if bad:
+        raise JaxvizError(f"class {bad[0]} out of range: the model has {k} classes (0..{k - 1})")
+    return jnp.asarray(t, jnp.int32)
+
+
+def check_choice(value, choices: Sequence, what: str):
+    if value not in choices:
+        raise JaxvizError(f"unknown {what} {value!r}; use one of: {', '.join(map(str, choices))}")
+    return value
+
+
+def check_reduce(reduce: str | None) -> str | None:
+    if reduce is None:
+        return None
+    return check_choice(reduce, REDUCTIONS, "reduce")
+
+
+def check_positive(value, what: str) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise JaxvizError(f"{what} must be a positive integer, got {value!r}") from None
+    if v < 1:
+        raise JaxvizError(f"{what} must be a positive integer, got {value!r}")
+    return v
+
+
+def params_of(model, params):
+    return model.params if params is None else params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scores and gradients (all traced)
+
+
+def class_score(logits: jax.Array, targets: jax.Array, score: str) -> jax.Array:
+    """``[N]`` score of each image's target class from ``[N, K]`` logits.
+
+    The class is picked with a one-hot contraction rather than indexing: its gradient is a multiply, not a
+    serial scatter (see shared/PERF_NOTES.md).
+    """
+    if score == "prob":
+        values = jax.nn.softmax(logits, axis=-1)
+    elif score == "log_prob":
+        values = jax.nn.log_softmax(logits, axis=-1)
+    else:
+        values = logits
+    onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+    return (values * onehot).sum(-1)
+
+
+def resolve(targets: jax.Array, logits: jax.Array) -> jax.Array:
+    """Replaces the ``-1`` entries of ``targets`` by the arg-max of ``logits`` (the top class)."""
+    return jnp.where(targets < 0, jnp.argmax(logits, axis=-1).astype(jnp.int32), targets)
+
+
+def logits_fn(fwd: Callable, params, relu: Callable = jax.nn.relu) -> Callable:
+    return lambda v: fwd(params, v, upto="logits", relu=relu)[0]
+
+
+def input_gradient(fwd: Callable, params, x: jax.Array, targets: jax.Array, score: str,
+                   relu: Callable = jax.nn.relu):
+    """One forward and one backward pass: ``(∂score/∂x [N, H, W, C], score [N], resolved targets [N])``.
+
+    ``-1`` targets become the top class of this very forward pass. Images are independent (VGG has no
+    batch statistics), so the gradient of the summed score is each image's own gradient.
+    """
+    logits, vjp = jax.vjp(logits_fn(fwd, params, relu), x)
+    t = resolve(targets, logits)
+    s, dlogits = jax.value_and_grad(lambda z: class_score(z, t, score).sum())(logits)
+    (g,) = vjp(dlogits)
+    return g, class_score(logits, t, score), t
+
+
+def scores_of(fwd: Callable, params, x: jax.Array, targets: jax.Array, score: str) -> jax.Array:
+    """``[N]`` scores of already-resolved targets (forward only)."""
+    return class_score(fwd(params, x, upto="logits")[0], targets, score)
+
+
+def reduce_channels(a: jax.Array, reduce: str | None) -> jax.Array:
+    """``[N, H, W, C]`` → ``[N, H, W]`` (or unchanged for ``None``)."""
+    if reduce is None:
+        return a
+    if reduce == "sum":
+        return a.sum(-1)
+    if reduce == "mean":
+        return a.mean(-1)
+    if reduce == "max":
+        return a.max(-1)
+    if reduce == "abs_max":
+        return jnp.abs(a).max(-1)
+    if reduce == "abs_sum":
+        return jnp.abs(a).sum(-1)
+    if reduce == "norm":
+        return jnp.sqrt((a * a).sum(-1))
+    raise ValueError(reduce)
+
+
+@functools.partial(jax.jit, static_argnames=("reduce",))
+def _reduce(a, reduce):
+    return reduce_channels(a, reduce)
+
+
+def finish(a: jax.Array, reduce: str | None) -> jax.Array:
+    """Applies the channel reduction to a method's ``[N, H, W, C]`` result.
+
+    A separate small program (shared by all methods), so a method's compiled program does not depend on
+    ``reduce``.
+    """
+    return a if reduce is None else _reduce(a, reduce)
+
+
+@functools.partial(jax.jit, static_argnames=("channels",))
+def _repeat(m, channels):
+    return jnp.repeat(m[..., None], channels, axis=-1)
+
+
+def finish_spatial(m: jax.Array, reduce: str | None, channels: int = 3) -> jax.Array:
+    """A channel-free ``[N, H, W]`` map, repeated over ``channels`` when ``reduce`` is ``None``."""
+    return _repeat(m, channels) if reduce is None else m
+
+
+def resize_maps(maps: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax.Array:
+    """``[N, h, w]`` → ``[N, H, W]``.
+
+    "bilinear" uses half-pixel centres with edge clamping and "nearest" picks ``floor(i·h/H)`` for integer
+    up-scaling factors: both equal ``torch.nn.functional.interpolate`` (``align_corners=False``) then.
+    """
+    n = maps.shape[0]
+    if maps.shape[1:] == tuple(size):
+        return maps
+    return jax.image.resize(maps, (n, *size), method=method)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batching
+
+
+def _plan(n: int, chunk: int) -> tuple[int, int]:
+    """``(chunks, size)``: the fewest chunks of at most ``chunk`` items, balanced (waste < ``chunks``)."""
+    chunk = max(1, min(chunk, n))
+    count = -(-n // chunk)
+    return count, -(-n // count)
+
+
+def _chunks(xs, n: int, count: int, size: int):
+    """``xs`` (leading axis ``n``) padded with copies of its last item to ``count·size``, as ``[count, size, …]``."""
+
+    def split(a):
+        if count * size > n:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], count * size - n, axis=0)])
+        return a.reshape(count, size, *a.shape[1:])
+
+    return jax.tree_util.tree_map(split, xs)
+
+
+def chunked_sum(fn: Callable, xs, chunk: int):
+    """``Σ_i fn(xs)[i]`` over the leading axis, evaluated at most ``chunk`` items at a time.
+
+    ``fn`` maps a chunk (pytree, leading axis ``size``) to per-item results (pytree, leading axis
+    ``size``). Chunks are balanced and the last one padded (padding items are masked out of the sum), so
+    the program contains ONE copy of ``fn``: a ``lax.scan`` over chunks, or a plain call for one chunk.
+    """
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    count, size = _plan(n, chunk)
+    parts = _chunks(xs, n, count, size)
+    valid = (jnp.arange(count * size) < n).reshape(count, size)
+
+    def masked_sum(part, ok):
+        out = fn(part)
+        return jax.tree_util.tree_map(lambda a: jnp.where(ok.reshape(-1, *[1] * (a.ndim - 1)), a, 0).sum(0), out)
+
+    if count == 1:
+        return masked_sum(jax.tree_util.tree_map(lambda a: a[0], parts), valid[0])
+    first = jax.tree_util.tree_map(lambda a: a[0], parts)
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(masked_sum, first, valid[0]))
+    total, _ = lax.scan(lambda acc, c: (jax.tree_util.tree_map(jnp.add, acc, masked_sum(*c)), None), init,
+                        (parts, valid))
+    return total
+
+
+def chunked_map(fn: Callable, xs, chunk: int):
+    """``fn`` over the leading axis at most ``chunk`` items at a time; results concatenated (ONE copy of ``fn``)."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    count, size = _plan(n, chunk)
+    parts = _chunks(xs, n, count, size)
+    if count == 1:
+        out = fn(jax.tree_util.tree_map(lambda a: a[0], parts))
+        return jax.tree_util.tree_map(lambda a: a[:n], out)
+    out = lax.map(fn, parts)
+    return jax.tree_util.tree_map(lambda a: a.reshape(count * size, *a.shape[2:])[:n], out)
+
+
+def per_chunk(batch_size: int, n_images: int) -> int:
+    """How many samples (steps, masks, windows…) per chunk so a chunk is ≈ ``batch_size`` model inputs."""
+    return max(1, int(batch_size) // max(1, n_images))
+
+
+#: Default model inputs per chunk on a CPU (gradient programs, forward-only programs). At 224×224 on a
+#: 2-core CPU one image already fills both cores; 8–16 measured marginally faster than 1 for VGG16 and
+#: keeps a gradient chunk near 1 GB.
+CPU_BATCH = {True: 8, False: 16}
+
+
+def batch_size_for(model, x, batch_size: int | None, n_items: int, gradient: bool) -> int:
+    """``batch_size`` checked, or a default for the device when it is ``None``.
+
+    On an accelerator the default is as many inputs as half its free memory holds by
+    :func:`jaxviz.parallel.choose_chunk_size`, from the activations a VGG keeps per input (the layer
+    table's output sizes; ×3 for a gradient program) — one small image leaves a GPU idle.
+    """
+    if batch_size is not None:
+        return check_positive(batch_size, "batch_size")
+    device = jax.local_devices()[0]
+    if device.platform == "cpu":
+        return CPU_BATCH[bool(gradient)]
+    from ..parallel import choose_chunk_size
+
+    per_item = activation_bytes(model, x.shape[1:3]) * (3 if gradient else 1)
+    return choose_chunk_size(per_item, n_items, devices=[device])
+
+
+def activation_bytes(model, size: tuple[int, int]) -> float:
+    """float32 bytes of all layer outputs of one ``size`` input (a guess for models without a layer table)."""
+    from ..vgg import Arch, layer_table
+
+    arch = getattr(model, "arch", None)
+    if not isinstance(arch, Arch):
+        return 4.0 * size[0] * size[1] * 64 * 8
+    rows = layer_table(arch, include_top=False, input_shape=(*size, 3))
+    return 4.0 * sum(float(np.prod(r.output_shape)) for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Compiled-program cache
+
+
+class _Forward:
+    """``model.apply`` through a weak reference, so cached programs do not keep a model alive."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, model):
+        self._ref = weakref.ref(model)
+
+    def __call__(self, params, x, upto=None, taps=(), relu=jax.nn.relu):
+        model = self._ref()
+        if model is None:  # pragma: no cover - only if a program outlives its model
+            raise RuntimeError("the model of this compiled attribution program was deleted")
+        return model.apply(params, x, upto=upto, taps=taps, relu=relu)
+
+
+def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
+    """The jitted program ``build(fwd)`` for ``(model, name, key)``, built once and cached.
+
+    ``fwd(params, x, upto=None, taps=(), relu=relu)`` is ``model.apply``. The returned function counts
+    its traces in :data:`trace_counts` under ``name``.
+    """
+    per_model = _CACHE.setdefault(model, {})
+    full_key = (name, key)
+    if full_key not in per_model:
+        fn = build(_Forward(model))
+
+        def counted(*args):
+            trace_counts[name] += 1
+            return fn(*args)
+
+        per_model[full_key] = jax.jit(counted)
+    return per_model[full_key]
+
+
+def logits(model, x, params=None) -> jax.Array:
+    """``[N, num_classes]`` pre-softmax scores (one compiled forward pass per model and shape)."""
+
+    def build(fwd):
+        return lambda params, x: fwd(params, x, upto="logits")[0]
+
+    return compiled(model, "logits", (), build)(params_of(model, params), check_input(model, x))
+
+
+def fold_keys(seed: int | jax.Array, n_images: int, n_samples: int) -> jax.Array:
+    """Per-(image, sample) PRNG keys ``[N, n]``: independent of batch and chunk sizes, so reproducible."""
+    key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+    img = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_images))
+    return jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(n_samples)))(img)

@@ -1,0 +1,64 @@
+"""Guided Grad-CAM: guided backpropagation weighted by the (upsampled, non-negative) Grad-CAM map.
+
+Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization", ICCV 2017, arXiv:1610.02391 (section 3.2).
+
+    GGC = guided_backprop(x) ⊙ upsample(ReLU(Σ_k α_k A_k)),   α_k = mean_ij ∂S_t/∂A_ijk
+
+Grad-CAM here is the paper's (sum over channels, not normalised), so the product equals Captum's
+``GuidedGradCam``. The paper upsamples bilinearly (the default); Captum defaults to ``"nearest"``
+(``interpolation="nearest"`` reproduces it). Two forward/backward passes (one with the guided ReLU, one
+with the plain ReLU through the conv tap), compiled as one program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from . import _cam, _core
+from .guided import guided_relu
+
+
+def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
+                   score: str = "logit", interpolation: str = "bilinear", reduce: str | None = "abs_max",
+                   params=None) -> jax.Array:
+    """Selvaraju et al.'s Guided Grad-CAM.
+
+    Args:
+      model: a :class:`jaxviz.Model` with its classifier.
+      x: ``[N, H, W, 3]`` preprocessed images.
+      target: ``None`` (each image's top class), a class index, or one per image.
+      layer: conv layer for Grad-CAM; default the last one.
+      score: ``"logit"`` (default, the paper), ``"prob"`` or ``"log_prob"``.
+      interpolation: how Grad-CAM is upsampled: ``"bilinear"`` (paper) or ``"nearest"`` (Captum).
+      reduce: channel reduction; default ``"abs_max"``; ``None`` keeps ``[N, H, W, 3]`` (Captum's output,
+        channels last).
+      params: weights to use instead of ``model.params``.
+
+    Returns:
+      ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
+    """
+    _core.check_model(model, "guided_gradcam")
+    _core.check_choice(score, _core.SCORES, "score")
+    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
+    reduce = _core.check_reduce(reduce)
+    layer = _cam.check_layer(model, layer)
+    index = _cam.layer_index(model, layer)
+    x = _core.check_input(model, x)
+    targets = _core.check_targets(model, target, x.shape[0])
+
+    def build(fwd):
+        def run(params, x, targets):
+            a, g, t = _cam.layer_gradients(fwd, params, x, layer, index, targets, score)
+            cam = jnp.maximum(_cam.gradcam_map(a, g), 0)
+            cam = _core.resize_maps(cam, x.shape[1:3], interpolation)
+            gb, _, _ = _core.input_gradient(fwd, params, x, t, score, relu=guided_relu)
+            return gb * cam[..., None]
+
+        return run
+
+    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build)
+    return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)

@@ -1,0 +1,17 @@
+"""How good is an attribution map? Deletion/insertion curves, the pointing game, sanity checks.
+
+- :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018): score curves as the most salient pixels are
+  removed / added, and their areas (:class:`Curve`).
+- :func:`pointing_game` (Zhang et al. 2016): does the map's maximum fall on the object?
+- :func:`model_randomisation` (Adebayo et al. 2018): how similar the map stays as the model's layers are
+  re-randomised from the top; :func:`plot_sanity` draws it.
+"""
+
+from .deletion import Curve, auc, deletion, insertion
+from .pointing import pointing_game
+from .sanity import SanityResult, model_randomisation, plot_sanity, spearman, ssim
+
+__all__ = [
+    "Curve", "SanityResult", "auc", "deletion", "insertion", "model_randomisation", "plot_sanity",
+    "pointing_game", "spearman", "ssim",
+]
