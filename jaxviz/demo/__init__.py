@@ -1,0 +1,91 @@
+"""A demo network and scenes with known answers: where is the object, and what is it?
+
+- :func:`make_scenes` renders seeded procedural scenes (one labelled shape or texture over clutter) with
+  each object's ground-truth mask.
+- ``vgg_demo`` (flatten head) and ``vgg_demo_gap`` (global-average-pooling head, for :func:`cam`) are
+  narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; importing this package registers both
+  with :func:`jaxviz.vgg.register_arch`, and their trained weights ship with jaxviz
+  (:func:`demo_weights_path`), so ``jaxviz.load("vgg_demo")`` works offline.
+
+Attribution maps of these models can be checked against the masks (pointing game, deletion/insertion),
+which real photos cannot offer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam
+from .scenes import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
+
+__all__ = [
+    "CLASS_NAMES", "DEMO_ARCHS", "NUM_CLASSES", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "demo_weights_path",
+    "file_sha256", "load_demo_params", "make_scenes", "object_regions", "shipped_sha256",
+]
+
+_PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"  # jaxviz/data: installed with the package
+_REPO_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights" / "demo"  # a source checkout
+
+
+def _arch_name(arch) -> str:
+    name = getattr(arch, "name", arch)
+    if name not in DEMO_ARCHS:
+        from ..errors import WeightsError
+
+        raise WeightsError(f"{name!r} is not a demo architecture; choose one of: {', '.join(DEMO_ARCHS)}")
+    return name
+
+
+def demo_weights_path(arch="vgg_demo") -> Path:
+    """The shipped trained weights of a demo architecture (``vgg_demo`` or ``vgg_demo_gap``).
+
+    Looks in the package's ``jaxviz/data/`` (present in an installed jaxviz) and then in the source
+    checkout's ``weights/demo/``; both hold the same bytes (see ``weights/demo/SHA256SUMS``).
+
+    Raises:
+      WeightsError: not a demo architecture, or the file is in neither place.
+    """
+    name = _arch_name(arch)
+    for folder in (_PACKAGE_DATA, _REPO_WEIGHTS):
+        path = folder / f"{name}.npz"
+        if path.is_file():
+            return path
+    from ..errors import WeightsError
+
+    raise WeightsError(
+        f"the trained {name} weights are missing from {_PACKAGE_DATA} and {_REPO_WEIGHTS}; reinstall jaxviz "
+        "or run scripts/train_demo.py"
+    )
+
+
+def shipped_sha256(arch="vgg_demo") -> str | None:
+    """The SHA-256 recorded for the demo file in ``weights/demo/SHA256SUMS`` (``None`` if not recorded)."""
+    name = _arch_name(arch)
+    sums = _REPO_WEIGHTS / "SHA256SUMS"
+    if not sums.is_file():
+        return None
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == f"{name}.npz":
+            return parts[0]
+    return None
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_demo_params(arch="vgg_demo", include_top: bool = True) -> dict:
+    """The shipped trained params of a demo architecture, ``{layer: {"kernel", "bias"}}`` float32 numpy.
+
+    Read with :func:`jaxviz.weights.load_converted` (pickle-free ``.npz``; the tree is checked against the
+    architecture); ``include_top=False`` drops the head.
+    """
+    from .. import weights
+
+    return weights.load_converted(demo_weights_path(arch), _arch_name(arch), include_top)
