@@ -1,15 +1,46 @@
-"""jaxviz: visualising what convnets learn, in JAX/Flax, on VGG16/VGG19 with Keras's ImageNet weights."""
+"""jaxviz: visualising what convnets learn, in JAX/Flax, on VGG16/VGG19 with Keras's ImageNet weights.
 
+The public API, by task:
+
+- models: :func:`load`, :class:`Model` (``summary``, ``predict``, ``features``), :data:`ARCHS`;
+- images: :func:`load_image`, :func:`preprocess_input`, :func:`deprocess_image`, :func:`overlay`,
+  :func:`decode_predictions`;
+- what the network learned: :func:`kernels`, :func:`filter_patterns`, :func:`class_patterns`,
+  :func:`gradcam`, :func:`make_figures`;
+- attribution (one signature ``method(model, x, target=None, **options) -> [N, H, W]``): :func:`explain`
+  and :func:`saliency` … :func:`lime`; :mod:`jaxviz.metrics` scores the maps;
+- :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``).
+"""
+
+from . import demo, metrics, weights
+from .attribution.gradcam import gradcam
+from .attribution.gradcam_plus_plus import gradcam_plus_plus
+from .attribution.guided import deconvnet, guided_backprop
+from .attribution.guided_gradcam import guided_gradcam
+from .attribution.integrated_gradients import integrated_gradients
+from .attribution.lime import lime
+from .attribution.methods import METHODS, explain
+from .attribution.occlusion import occlusion
+from .attribution.saliency import saliency
+from .attribution.score_cam import score_cam
+from .attribution.smoothgrad import smoothgrad
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
+from .figures import make_figures
 from .imagenet import decode_predictions
 from .images import deprocess_image, load_image, overlay, preprocess_input, undo_preprocess
 from .model import Model, load
 from .vgg import ARCHS, VGG, layer_table
+from .visualize.deepvis import class_patterns
+from .visualize.kernels import kernels
+from .visualize.patterns import filter_patterns, pattern_objective
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "VGG", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
-    "decode_predictions", "deprocess_image", "layer_table", "load", "load_image", "overlay", "preprocess_input",
-    "undo_preprocess",
+    "ARCHS", "METHODS", "VGG", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
+    "class_patterns", "decode_predictions", "deconvnet", "demo", "deprocess_image", "explain",
+    "filter_patterns", "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam",
+    "integrated_gradients", "kernels", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
+    "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
+    "undo_preprocess", "weights",
 ]

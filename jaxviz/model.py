@@ -8,7 +8,7 @@ with the same shapes reuses them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +41,13 @@ class Model:
             self._index["logits"] = self._index["predictions"]
         # One jitted function per model; jax caches its executables per (layers, input shape, dtype).
         self._features_jit = jax.jit(self._features_fn, static_argnames=("layers",))
+        self._logits_jit = jax.jit(lambda params, x: self.apply(params, x, upto="logits")[0])
 
     # --- the pure forward pass -------------------------------------------------------------------------
 
     def apply(self, params: dict, x: jax.Array, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable = jax.nn.relu):
-        """``forward(params, x, upto, taps, relu) -> (output, {tap: array})``; pure, jit-able, vmap-able.
+              relu: Callable = jax.nn.relu, perturb: Mapping[str, jax.Array] | None = None):
+        """``forward(params, x, upto, taps, relu, perturb) -> (output, {tap: array})``; pure, jit/vmap-able.
 
         Args:
           params: ``{layer: {"kernel", "bias"}}`` (e.g. ``model.params``).
@@ -54,9 +55,11 @@ class Model:
           upto: stop after this layer; nothing after it is computed.
           taps: layers whose outputs are also returned; ``"logits"`` is the pre-softmax score.
           relu: the activation, swappable for a custom-VJP one (guided backprop, deconvnet).
+          perturb: ``{layer: array}`` added to those layers' outputs; differentiate w.r.t. a zero
+            perturbation to get the gradient w.r.t. a layer's output (Grad-CAM).
         """
         taps = tuple(taps)
-        out, tapped = self.module.apply({"params": params}, x, upto=upto, taps=taps, relu=relu)
+        out, tapped = self.module.apply({"params": params}, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
         if "input_layer" in taps:
             tapped["input_layer"] = x
         return out, tapped
@@ -143,11 +146,10 @@ class Model:
         if not self.include_top:
             raise JaxvizError("predict needs the classifier: load the model with include_top=True")
         x = self.check_input(x)
-        outs = [
-            np.asarray(self._features_jit(self.params, x[i: i + batch_size], layers=("predictions",))[
-                "predictions"])
-            for i in range(0, x.shape[0], batch_size)
-        ]
+        # Softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
+        # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
+        outs = [np.asarray(_softmax(self._logits_jit(self.params, x[i: i + batch_size])))
+                for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs, axis=0)
 
     def __call__(self, x) -> jax.Array:
@@ -169,6 +171,11 @@ class Model:
     def __repr__(self) -> str:
         top = "" if self.include_top else ", include_top=False"
         return f"Model({self.arch.name!r}{top}, params={self.count_params:,}, source={self.source!r})"
+
+
+@jax.jit
+def _softmax(logits):
+    return jax.nn.softmax(logits, axis=-1)
 
 
 def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=None) -> str:

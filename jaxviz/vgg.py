@@ -14,7 +14,7 @@ swappable (guided backprop, deconvnet) without a second model definition.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -228,36 +228,43 @@ class Conv3x3(nn.Module):
 class VGG(nn.Module):
     """A VGG network whose forward pass can stop at any layer and return named intermediates.
 
-    ``__call__(x, upto=None, taps=(), relu=jax.nn.relu) -> (output, {tap: array})``:
+    ``__call__(x, upto=None, taps=(), relu=jax.nn.relu, perturb=None) -> (output, {tap: array})``:
       x: ``[N, H, W, 3]`` preprocessed (BGR, mean-subtracted) images.
       upto: the last layer to compute; ``None`` runs the whole network.
       taps: layer names whose outputs are returned in the dict.
       relu: the activation used after every conv and hidden dense layer (post-activation outputs are
         what Keras reports for those layers). ``predictions`` applies softmax; its pre-softmax value is
         available as the tap ``"logits"``.
+      perturb: ``{layer: array}`` added to those layers' outputs (before taps see them and the pass goes
+        on). A zero perturbation changes nothing, and the gradient with respect to it is the gradient with
+        respect to the layer's output: how Grad-CAM and its family differentiate through a tap.
     """
 
     arch: Arch
     include_top: bool = True
 
     @nn.compact
-    def __call__(self, x, upto: str | None = None, taps: Sequence[str] = (), relu: Callable = jax.nn.relu):
+    def __call__(self, x, upto: str | None = None, taps: Sequence[str] = (), relu: Callable = jax.nn.relu,
+                 perturb: Mapping[str, jax.Array] | None = None):
         a = self.arch
         taps = tuple(taps)
+        perturb = perturb or {}
         out: dict[str, jax.Array] = {}
 
         def emit(name, value):
+            if name in perturb:
+                value = value + perturb[name]
             if name in taps:
                 out[name] = value
-            return name == upto
+            return value, name == upto
 
         for b, (n_conv, feats) in enumerate(zip(a.convs_per_block, a.block_features), start=1):
             for i in range(1, n_conv + 1):
-                x = relu(Conv3x3(feats, name=f"block{b}_conv{i}")(x))
-                if emit(f"block{b}_conv{i}", x):
+                x, stop = emit(f"block{b}_conv{i}", relu(Conv3x3(feats, name=f"block{b}_conv{i}")(x)))
+                if stop:
                     return x, out
-            x = max_pool2x2(x)
-            if emit(f"block{b}_pool", x):
+            x, stop = emit(f"block{b}_pool", max_pool2x2(x))
+            if stop:
                 return x, out
         if not self.include_top:
             return x, out
@@ -268,18 +275,18 @@ class VGG(nn.Module):
             # NHWC reshape flattens in H·W·C order, exactly as Keras's Flatten on channels-last data.
             x = x.reshape(x.shape[0], -1)
             name = "flatten"
-        if emit(name, x):
+        x, stop = emit(name, x)
+        if stop:
             return x, out
         for i, feats in enumerate(a.fc_features, start=1):
-            x = relu(nn.Dense(feats, kernel_init=nn.initializers.he_normal(), name=f"fc{i}")(x))
-            if emit(f"fc{i}", x):
+            x, stop = emit(f"fc{i}", relu(nn.Dense(feats, kernel_init=nn.initializers.he_normal(), name=f"fc{i}")(x)))
+            if stop:
                 return x, out
-        logits = nn.Dense(a.num_classes, kernel_init=nn.initializers.he_normal(), name="predictions")(x)
-        emit("logits", logits)
-        if upto == "logits":
+        logits, stop = emit("logits", nn.Dense(a.num_classes, kernel_init=nn.initializers.he_normal(),
+                                                name="predictions")(x))
+        if stop:
             return logits, out
-        probs = jax.nn.softmax(logits, axis=-1)
-        emit("predictions", probs)
+        probs, _ = emit("predictions", jax.nn.softmax(logits, axis=-1))
         return probs, out
 
 

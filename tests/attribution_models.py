@@ -44,9 +44,10 @@ class HandModel:
     def check_input(self, x):
         return jnp.asarray(x, jnp.float32)
 
-    def apply(self, params, x, upto=None, taps=(), relu=jax.nn.relu):
+    def apply(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None):
         out = {}
         a = relu(jnp.einsum("nhwc,ck->nhwk", x, params["conv1"]["kernel"][0, 0]) + params["conv1"]["bias"])
+        a = a + (perturb or {}).get("conv1", 0.0)
         if "conv1" in taps:
             out["conv1"] = a
         if upto == "conv1":

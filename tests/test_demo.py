@@ -22,7 +22,7 @@ import pytest
 import jaxviz
 from jaxviz import demo, vgg
 from jaxviz.demo import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
-from jaxviz.errors import JaxvizError, WeightsError
+from jaxviz.errors import JaxvizError
 from jaxviz.model import Model
 
 TEST_SEED = 20_000  # fresh scenes: training used seeds (0, step), its held-out check seed 10_000
@@ -139,12 +139,14 @@ def test_demo_weights_path_rejects_other_archs():
 
 
 def test_jaxviz_load_finds_the_shipped_weights():
-    try:
-        model = jaxviz.load("vgg_demo")
-    except WeightsError as e:
-        pytest.skip(f"weights.load_params has no hook for the demo archs yet: {e}")
     ref = demo.load_demo_params("vgg_demo")
-    np.testing.assert_array_equal(np.asarray(model.params["fc1"]["kernel"]), ref["fc1"]["kernel"])
+    for spec in ("imagenet", "demo"):
+        model = jaxviz.load("vgg_demo", weights=spec)
+        assert model.source.startswith("demo:")
+        np.testing.assert_array_equal(np.asarray(model.params["fc1"]["kernel"]), ref["fc1"]["kernel"])
+    # None stays what it means for every arch: deterministic random weights, not the trained ones.
+    assert not np.array_equal(np.asarray(jaxviz.load("vgg_demo", weights=None).params["fc1"]["kernel"]),
+                              ref["fc1"]["kernel"])
 
 
 # ---------------------------------------------------------------------------------------------------------

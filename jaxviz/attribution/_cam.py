@@ -1,7 +1,7 @@
 """Shared pieces of the class-activation-map family (Grad-CAM++, Guided Grad-CAM, Score-CAM).
 
 ``layer_gradients`` is one forward pass that taps a conv layer's output ``A`` and one backward pass to
-``∂S_t/∂A``, using Grad-CAM's zero-perturbation tap (:func:`jaxviz.attribution.gradcam._perturbed_relu`).
+``∂S_t/∂A``, through a zero perturbation of that layer's output (``perturb=`` of the forward pass).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ..errors import JaxvizError, LayerError
+from ..errors import LayerError
 from . import _core
 
 
@@ -26,16 +26,15 @@ def check_layer(model, layer: str | None) -> str:
     return layer
 
 
-def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, layer_index: int, targets: jax.Array,
+def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, targets: jax.Array,
                     score: str, relu: Callable = jax.nn.relu):
     """``(A [N, h, w, K], ∂S_t/∂A [N, h, w, K], resolved targets [N])``: one forward, one backward pass."""
-    from .gradcam import _perturbed_relu
-
     a_shape = jax.eval_shape(lambda p, v: fwd(p, v, upto=layer)[0], params, x)
     delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
 
     def forward(delta):
-        logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=_perturbed_relu(relu, layer_index, delta))
+        logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=relu,
+                            perturb={layer: delta})
         return logits, taps[layer]
 
     logits, vjp, a = jax.vjp(forward, delta0, has_aux=True)
@@ -53,10 +52,3 @@ def gradcam_map(a: jax.Array, grads: jax.Array) -> jax.Array:
     """
     weights = grads.mean(axis=(1, 2))
     return jnp.einsum("nhwk,nk->nhw", a, weights)
-
-
-def layer_index(model, layer: str) -> int:
-    try:
-        return list(model.conv_layer_names).index(layer)
-    except ValueError:  # pragma: no cover - check_layer runs first
-        raise JaxvizError(f"{layer!r} is not a conv layer") from None

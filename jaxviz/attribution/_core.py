@@ -348,17 +348,17 @@ class _Forward:
     def __init__(self, model):
         self._ref = weakref.ref(model)
 
-    def __call__(self, params, x, upto=None, taps=(), relu=jax.nn.relu):
+    def __call__(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None):
         model = self._ref()
         if model is None:  # pragma: no cover - only if a program outlives its model
             raise RuntimeError("the model of this compiled attribution program was deleted")
-        return model.apply(params, x, upto=upto, taps=taps, relu=relu)
+        return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
 
 
 def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
     """The jitted program ``build(fwd)`` for ``(model, name, key)``, built once and cached.
 
-    ``fwd(params, x, upto=None, taps=(), relu=relu)`` is ``model.apply``. The returned function counts
+    ``fwd(params, x, upto=None, taps=(), relu=relu, perturb=None)`` is ``model.apply``. The returned function counts
     its traces in :data:`trace_counts` under ``name``.
     """
     per_model = _CACHE.setdefault(model, {})

@@ -10,7 +10,7 @@ For a conv layer's output ``A [h, w, C]`` and a class score ``y_c``:
 
 computed with ONE forward pass (which taps ``A``) and ONE backward pass (a vjp w.r.t. that tap, batched over
 the classes asked for). The tap is made differentiable by adding a zero perturbation to the layer's output
-inside the forward pass: the gradient w.r.t. that perturbation is ∂y_c/∂A.
+inside the forward pass (``perturb=`` of :meth:`jaxviz.Model.apply`): the gradient w.r.t. it is ∂y_c/∂A.
 
 Differences from the references, on purpose:
 - Pooling is per image. The keras.io example averages the gradient over the batch axis too, which mixes
@@ -28,7 +28,6 @@ Examples:
 
 from __future__ import annotations
 
-import itertools
 import operator
 import weakref
 from collections.abc import Callable, Sequence
@@ -61,29 +60,8 @@ class GradCAMResult(NamedTuple):
     probs: jax.Array
 
 
-def _perturbed_relu(relu: Callable, index: int, delta: jax.Array) -> Callable:
-    """``relu`` that adds ``delta`` to the output of its ``index``-th call (the target conv layer).
-
-    The VGG forward applies the activation once after every conv layer, in network order (see
-    :class:`jaxviz.vgg.VGG`), so the ``index``-th call is the ``index``-th conv layer's output.
-    """
-    calls = itertools.count()
-
-    def act(z):
-        y = relu(z)
-        if next(calls) == index:
-            if y.shape != delta.shape:  # the contract above broke: fail loudly rather than silently
-                raise RuntimeError(f"Grad-CAM tap mismatch: activation {index} has shape {y.shape}, "
-                                   f"expected {delta.shape}")
-            y = y + delta
-        return y
-
-    return act
-
-
 def _build(model, layer: str, score: str, k: int, given: bool, relu: Callable):
     model_ref = weakref.ref(model)
-    index = model.conv_layer_names.index(layer)
 
     def run(params, x, classes):
         global trace_count
@@ -93,7 +71,7 @@ def _build(model, layer: str, score: str, k: int, given: bool, relu: Callable):
         delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
 
         def forward(delta):
-            probs, taps = m.apply(params, x, taps=(layer, "logits"), relu=_perturbed_relu(relu, index, delta))
+            probs, taps = m.apply(params, x, taps=(layer, "logits"), relu=relu, perturb={layer: delta})
             y = taps["logits"] if score == "logit" else probs
             return y, (taps[layer], probs)
 
@@ -150,7 +128,7 @@ def _check_target(target, n: int, num_classes: int) -> np.ndarray:
 
 def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
                    score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
-                   class_index: int | Sequence[int] | None = None) -> GradCAMResult:
+                   class_index: int | Sequence[int] | None = None, params: dict | None = None) -> GradCAMResult:
     """Grad-CAM maps with their classes and the probabilities; see :func:`gradcam` for the arguments.
 
     Returns:
@@ -178,12 +156,12 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
     else:
         classes = jnp.zeros((n, 0), jnp.int32)
         fn = _compiled(model, layer, score, int(top or 1), False, relu)
-    return GradCAMResult(*fn(model.params, x, classes))
+    return GradCAMResult(*fn(model.params if params is None else params, x, classes))
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
             score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
-            class_index: int | Sequence[int] | None = None):
+            class_index: int | Sequence[int] | None = None, params: dict | None = None):
     """Grad-CAM class-activation maps, one forward and one backward pass for the whole batch.
 
     Args:
@@ -197,6 +175,7 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | No
       top: ``K`` gives the maps of each image's K most probable classes instead of one target.
       relu: the network's activation (e.g. a guided-backprop ReLU for Guided Grad-CAM variants).
       class_index: alias of ``target`` (the book's and the issue's name).
+      params: weights to use instead of ``model.params`` (same tree; e.g. the sanity check's randomised ones).
 
     Returns:
       ``[N, h, w]`` float32 maps in [0, 1] (each divided by its max; an all-zero map stays zero), or with
@@ -206,7 +185,7 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | No
 
     Compiled once per (model, layer, score, K, relu) and input shape; params are a traced argument.
     """
-    res = gradcam_result(model, x, target, layer, score, top, relu, class_index=class_index)
+    res = gradcam_result(model, x, target, layer, score, top, relu, class_index=class_index, params=params)
     if top is not None:
         return res.maps, res.classes
     return res.maps[:, 0]

@@ -50,13 +50,12 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
     _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
     reduce = _core.check_reduce(reduce)
     layer = _cam.check_layer(model, layer)
-    index = _cam.layer_index(model, layer)
     x = _core.check_input(model, x)
     targets = _core.check_targets(model, target, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
-            a, g, _ = _cam.layer_gradients(fwd, params, x, layer, index, targets, score)
+            a, g, _ = _cam.layer_gradients(fwd, params, x, layer, targets, score)
             cam = plus_plus_map(a, g)
             if normalize:
                 peak = cam.max(axis=(1, 2), keepdims=True)

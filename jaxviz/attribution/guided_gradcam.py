@@ -46,13 +46,12 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
     _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
     reduce = _core.check_reduce(reduce)
     layer = _cam.check_layer(model, layer)
-    index = _cam.layer_index(model, layer)
     x = _core.check_input(model, x)
     targets = _core.check_targets(model, target, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
-            a, g, t = _cam.layer_gradients(fwd, params, x, layer, index, targets, score)
+            a, g, t = _cam.layer_gradients(fwd, params, x, layer, targets, score)
             cam = jnp.maximum(_cam.gradcam_map(a, g), 0)
             cam = _core.resize_maps(cam, x.shape[1:3], interpolation)
             gb, _, _ = _core.input_gradient(fwd, params, x, t, score, relu=guided_relu)

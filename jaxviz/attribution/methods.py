@@ -10,10 +10,10 @@ import functools
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 
 from ..errors import JaxvizError
-from . import _cam, _core
+from . import _core
+from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
 from .guided import deconvnet, guided_backprop
 from .guided_gradcam import guided_gradcam
@@ -31,43 +31,15 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str |
     """Grad-CAM (:func:`jaxviz.attribution.gradcam.gradcam`, the book's: scaled to [0, 1]) at input size.
 
     Args as the other methods; ``score`` defaults to ``"prob"`` as in :mod:`~jaxviz.attribution.gradcam`.
-    With ``params`` (other weights, e.g. the sanity check's), the same map is computed by this package's
-    CAM helpers, since ``gradcam`` always uses ``model.params``.
 
     Returns:
       ``[N, H, W]`` float32 in [0, 1].
     """
     _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
     reduce = _core.check_reduce(reduce)
-    if params is None:
-        from .gradcam import gradcam as book_gradcam
-
-        maps = book_gradcam(model, x, target, layer=layer, score=score)
-        x = _core.check_input(model, x)
-        return _core.finish_spatial(_resize(maps, x.shape[1:3], interpolation), reduce, x.shape[-1])
-    return _gradcam_with_params(model, x, target, layer, score, interpolation, reduce, params)
-
-
-def _gradcam_with_params(model, x, target, layer, score, interpolation, reduce, params):
-    _core.check_model(model, "gradcam")
-    _core.check_choice(score, _core.SCORES, "score")
-    layer = _cam.check_layer(model, layer)
-    index = _cam.layer_index(model, layer)
+    maps = book_gradcam(model, x, target, layer=layer, score=score, params=params)
     x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
-
-    def build(fwd):
-        def run(params, x, targets):
-            a, g, _ = _cam.layer_gradients(fwd, params, x, layer, index, targets, score)
-            cam = jnp.maximum(_cam.gradcam_map(a, g), 0)
-            peak = cam.max(axis=(1, 2), keepdims=True)
-            cam = _core.resize_maps(cam / jnp.where(peak > 0, peak, 1), x.shape[1:3], interpolation)
-            return cam
-
-        return run
-
-    fn = _core.compiled(model, "gradcam", (layer, score, interpolation), build)
-    return _core.finish_spatial(fn(params, x, targets), reduce, x.shape[-1])
+    return _core.finish_spatial(_resize(maps, x.shape[1:3], interpolation), reduce, x.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))
