@@ -143,7 +143,7 @@ def file_url(arch: str | vgg.Arch, include_top: bool = True) -> str:
 
 
 def _fix_hint(kf: KnownFile) -> str:
-    cmd = f"jaxviz weights download --arch {kf.arch}{'' if kf.include_top else ' --no-top'}"
+    cmd = f"jaxviz weights download {kf.arch}{'' if kf.include_top else ' --no-top'}"
     return (f"run `{cmd}` where there is internet, or copy Keras's file {kf.filename} into "
             f"{_tilde(keras_cache_dirs()[0])}/ or {_tilde(cache_dir())}/")
 
@@ -687,7 +687,7 @@ def _read_meta(z, path: Path) -> dict:
     if META_KEY not in z.files:
         raise WeightsError(
             f"{path} has no jaxviz metadata: it is not a converted weight file; convert Keras files with "
-            "`jaxviz weights convert`"
+            "`jaxviz convert`"
         )
     try:
         meta = json.loads(bytes(z[META_KEY]).decode("utf8"))
@@ -781,7 +781,7 @@ def load_converted(path: str | os.PathLike, arch: str | vgg.Arch | None = None,
 
 def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike | None = None,
             include_top: bool | None = None) -> Path:
-    """Converts a Keras HDF5 file to the ``.npz`` format (for ``jaxviz weights convert``).
+    """Converts a Keras HDF5 file to the ``.npz`` format (for ``jaxviz convert``).
 
     Args:
       src: any file :func:`read_keras_h5` reads.

@@ -358,7 +358,7 @@ def test_offline_error_names_file_places_and_fix(tiny_known):
     msg = str(e.value)
     assert msg.startswith(f"{kf.filename} is not in {weights.cache_dir()} or {weights.keras_cache_dirs()[0]}")
     assert "could not be downloaded from http://127.0.0.1:" in msg
-    assert f"jaxviz weights download --arch {ARCH}" in msg and "\n" not in msg
+    assert f"jaxviz weights download {ARCH}" in msg and "\n" not in msg
     assert _cache_listing() == []
 
 
