@@ -39,7 +39,6 @@ import html
 import json
 import os
 import platform
-import secrets
 import shutil
 import sys
 import time
@@ -47,6 +46,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_bytes
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -113,18 +114,6 @@ class _Context:
         return preprocess_input(self.photo[None])
 
 
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -186,8 +175,8 @@ def _as_uint8_images(images) -> np.ndarray:
 def _run_summary(ctx: _Context, task: _Task) -> None:
     from .model import format_summary
 
-    _write_text(ctx.out / task.files[0], format_summary(ctx.arch, include_top=True) + "\n")
-    _write_text(ctx.out / task.files[1], format_summary(ctx.arch, include_top=False) + "\n")
+    write_bytes(ctx.out / task.files[0], format_summary(ctx.arch, include_top=True) + "\n")
+    write_bytes(ctx.out / task.files[1], format_summary(ctx.arch, include_top=False) + "\n")
 
 
 def _run_kernels(ctx: _Context, task: _Task) -> None:
@@ -406,7 +395,7 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
                 parts.append(f'<figure><a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}"></a>'
                              f"<figcaption>{e(f)}: {e(t.caption)}</figcaption></figure>")
     parts.append("</body></html>")
-    _write_text(out / INDEX, "\n".join(parts) + "\n")
+    write_bytes(out / INDEX, "\n".join(parts) + "\n")
 
 
 def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", image: str | os.PathLike | None = None,
@@ -506,7 +495,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             run["ran"].append(task.name)
-            _write_text(path, json.dumps(manifest, indent=2) + "\n")
+            write_bytes(path, json.dumps(manifest, indent=2) + "\n")
             shutil.rmtree(out / PARTIAL / task.name, ignore_errors=True)  # resume state no longer needed
             bar.update(1)
     except BaseException:
@@ -519,7 +508,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         if todo:
             run["device"] = _device()
         manifest["total_seconds"] = round(sum(r["seconds"] for r in manifest["tasks"].values()), 3)
-        _write_text(path, json.dumps(manifest, indent=2) + "\n")
+        write_bytes(path, json.dumps(manifest, indent=2) + "\n")
         _write_index(out, manifest, tasks)
         try:
             (out / PARTIAL).rmdir()  # only when empty: unfinished pattern tasks keep their filters

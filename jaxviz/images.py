@@ -22,7 +22,6 @@ would not expect, `load_image` deliberately differs (each switchable back to Ker
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_open
 from .errors import ImageError
 
 __all__ = [
@@ -314,21 +314,9 @@ def save_png(path: str | os.PathLike, array) -> Path:
             f"save_png expects uint8 [H, W, 3] or [H, W], got {arr.dtype} {arr.shape}; "
             "convert with deprocess_image or np.clip(x, 0, 255).astype(np.uint8)"
         )
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, unlike tempfile's private 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(arr)).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+    with atomic_open(path) as f:
+        Image.fromarray(np.ascontiguousarray(arr)).save(f, format="PNG")
+    return Path(path)
 
 
 def sample_image_path(name: str = "chelsea") -> Path:

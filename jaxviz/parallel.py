@@ -29,13 +29,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import JaxvizError
 
 #: Largest chunk per CPU device: on a 2-core CPU batches past ~16–32 images of 64×64 fall out of the L3
@@ -331,7 +331,7 @@ class ItemStore:
                         "delete it or choose another output folder"
                     )
             else:
-                _write_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+                write_bytes(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
         self.settings = settings
 
     def path(self, item_id: int) -> Path:
@@ -349,7 +349,7 @@ class ItemStore:
     def save(self, item_id: int, value) -> Path:
         buf = io.BytesIO()
         np.save(buf, np.asarray(value), allow_pickle=False)
-        return _write_atomic(self.path(item_id), buf.getvalue())
+        return write_bytes(self.path(item_id), buf.getvalue())
 
     def load(self, item_id: int) -> np.ndarray:
         return np.load(self.path(item_id), allow_pickle=False)
@@ -363,16 +363,3 @@ class ItemStore:
             self.folder.rmdir()
         except OSError:
             pass
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

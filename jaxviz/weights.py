@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import vgg
+from .atomic import atomic_open
 from .errors import WeightsError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,38 +312,34 @@ def _fetch(url: str, dst: Path, kf: KnownFile) -> Path:
     with resp:
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-        except OSError as e:
-            raise WeightsError(
-                f"cannot write to {dst.parent} ({e.strerror or e}); set JAXVIZ_HOME to a writable folder"
-            ) from None
-        tmp = Path(tmp_name)
-        try:
-            h = hashlib.md5()
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else kf.size
-            with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                  desc=kf.filename, file=sys.stderr, mininterval=0.5) as bar:
-                while True:
-                    try:
-                        chunk = resp.read(1 << 20)
-                    except (OSError, http.client.HTTPException) as e:
-                        raise _DownloadError(f"transfer broke off: {e}") from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    h.update(chunk)
-                    bar.update(len(chunk))
+            writable = os.access(dst.parent, os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:
+            raise WeightsError(f"cannot write to {dst.parent}; set JAXVIZ_HOME to a writable folder")
+        h = hashlib.md5()
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else kf.size
+        # md5 mismatch, broken transfer or Ctrl-C: atomic_open leaves no partial file behind.
+        with atomic_open(dst, suffix=".part") as out, tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=kf.filename, file=sys.stderr,
+                mininterval=0.5) as bar:
+            while True:
+                try:
+                    chunk = resp.read(1 << 20)
+                except (OSError, http.client.HTTPException) as e:
+                    raise _DownloadError(f"transfer broke off: {e}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
             got = h.hexdigest()
             if got != kf.md5:
                 raise WeightsError(
                     f"the file downloaded from {url} has md5 {got}, expected {kf.md5} for {kf.filename}; it was "
                     "deleted: try again, or check $JAXVIZ_WEIGHTS_URL points at Keras's files"
                 )
-            os.replace(tmp, dst)
-        except BaseException:  # md5 mismatch, broken transfer or Ctrl-C: leave no partial file behind
-            tmp.unlink(missing_ok=True)
-            raise
     return dst
 
 
@@ -655,15 +652,8 @@ def save_converted(params: dict, dst: str | os.PathLike, arch: str | vgg.Arch, i
     arrays = {f"{n}/{leaf}": np.ascontiguousarray(p[leaf], np.float32)
               for n, p in checked.items() for leaf in ("kernel", "bias")}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf8"), np.uint8)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_name, dst)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(dst) as f:
+        np.savez(f, **arrays)
     return dst
 
 

@@ -25,10 +25,7 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -42,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jaxviz import vgg  # noqa: E402
+from jaxviz.atomic import write_bytes  # noqa: E402
 from jaxviz.demo import VGG_DEMO, VGG_DEMO_GAP, make_scenes  # noqa: E402
 from jaxviz.images import preprocess_input  # noqa: E402
 from jaxviz.model import Model  # noqa: E402
@@ -106,19 +104,6 @@ def make_train_step(optimizer):
 def accuracy(model: Model, images: np.ndarray, labels: np.ndarray) -> float:
     probs = model.predict(preprocess_input(images), batch_size=250)
     return float(np.mean(probs.argmax(-1) == labels))
-
-
-def _write_atomic(dst: Path, data: bytes) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def npz_bytes(params: dict, meta: dict) -> bytes:
@@ -207,7 +192,7 @@ def main(argv=None) -> int:
         }
         data = npz_bytes(p, meta)
         dst = args.out / f"{a.name}.npz"
-        _write_atomic(dst, data)
+        write_bytes(dst, data)
         # Read it back through jaxviz's own reader: the tree must match the architecture exactly.
         if hasattr(weights, "load_converted"):
             back = weights.load_converted(dst, a, True)
@@ -217,11 +202,9 @@ def main(argv=None) -> int:
         print(f"wrote {dst} ({len(data) / 1024:.0f} KiB, sha256 {digest})")
         if not args.no_copy:
             pkg = ROOT / "jaxviz" / "data" / dst.name
-            tmp = pkg.with_name(f".{pkg.name}.tmp")
-            shutil.copyfile(dst, tmp)
-            os.replace(tmp, pkg)
+            write_bytes(pkg, data)
             print(f"copied to {pkg}")
-    _write_atomic(args.out / "SHA256SUMS", ("\n".join(sums) + "\n").encode())
+    write_bytes(args.out / "SHA256SUMS", ("\n".join(sums) + "\n").encode())
     return 0
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
 from ..errors import JaxvizError
 
 
@@ -48,31 +48,8 @@ def output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_npy(path: str | os.PathLike, array) -> Path:
-    """``np.save`` atomically (no pickles: object arrays are refused)."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    return write_atomic(path, buf.getvalue())
-
-
 def save_json(path: str | os.PathLike, obj) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    return write_bytes(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def parse_index_list(spec: str, upper: int) -> list[int]:

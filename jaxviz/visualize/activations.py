@@ -12,13 +12,13 @@ Examples:
 
 from __future__ import annotations
 
-import io
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import save_npy
 
 
 def block_end_layers(model) -> list[str]:
@@ -31,22 +31,6 @@ def block_end_layers(model) -> list[str]:
 
 #: Alias of :func:`block_end_layers`.
 block_ends = block_end_layers
-
-
-def save_npy(path: str | os.PathLike, array) -> Path:
-    """``np.save`` atomically (temporary file in the same folder, then rename); no pickles."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _as_batch(x):

@@ -147,7 +147,7 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
     if k.shape[2] == 3:
         paths.append(save_png(out / f"{prefix}{layer}_rgb.png", kernel_colour_patches(k, filters, scale=scale)))
     if npy:
-        from .activations import save_npy
+        from ..atomic import save_npy
 
         paths.append(save_npy(out / f"{prefix}{layer}.npy", k))
     return paths
