@@ -45,11 +45,18 @@ def keras_model(model: Model, input_shape=None):
 
 def compare(model: Model, x, layers=COMPARED) -> list[dict]:
     """Runs jaxviz and Keras on the preprocessed batch ``x``; per layer: max|Δ|, max|ref|, their ratio."""
+    x = np.asarray(x, np.float32)
+    with jax.default_matmul_precision("highest"):
+        kmodel = keras_model(model, input_shape=x.shape[1:])
+    return compare_with(model, kmodel, x, layers)
+
+
+def compare_with(model: Model, kmodel, x, layers=COMPARED) -> list[dict]:
+    """:func:`compare` against a given Keras model (same weights, same layer names)."""
     keras = import_keras()
     layers = [name for name in layers if name in model.layer_names]
     x = np.asarray(x, np.float32)
     with jax.default_matmul_precision("highest"):
-        kmodel = keras_model(model, input_shape=x.shape[1:])
         probe = keras.Model(kmodel.inputs, [kmodel.get_layer(n).output for n in layers])
         ref = probe.predict(x, verbose=0)
         ours = model.features(x, layers)
