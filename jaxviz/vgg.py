@@ -137,31 +137,55 @@ def weighted_layers(arch: str | Arch, include_top: bool = True) -> dict[str, tup
 # the max-pool gradient is an elementwise mask instead of a serial select-and-scatter.
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3×3, stride 1, "same" convolution of NHWC ``x`` with an HWIO ``kernel``."""
+def _conv(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _conv3x3_fwd(x, kernel):
-    return conv3x3(x, kernel), (x, kernel)
+def flip_kernel(kernel: jax.Array) -> jax.Array:
+    """The kernel of a 3×3 "same" conv's input gradient: rotated by 180° with in/out channels swapped."""
+    return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+
+
+def flipped_kernels(params: dict) -> dict:
+    """``{conv layer: {"kernel": flip_kernel(kernel)}}``, the ``"flipped"`` collection of :class:`VGG`.
+
+    Compute it once, outside a loop of gradient steps, and pass it to the forward pass: XLA:CPU leaves the
+    flips of the backward convs inside a ``fori_loop`` body, where they cost up to ~19 % of a step.
+    """
+    return {name: {"kernel": flip_kernel(p["kernel"])} for name, p in params.items() if p["kernel"].ndim == 4}
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+    """3×3, stride 1, "same" convolution of NHWC ``x`` with an HWIO ``kernel``.
+
+    ``kernel_t`` is :func:`flip_kernel` of ``kernel`` if the caller has it precomputed (it is derived from
+    ``kernel`` here otherwise); only the input gradient uses it.
+    """
+    return _conv3x3(x, kernel, flip_kernel(kernel) if kernel_t is None else kernel_t)
+
+
+@jax.custom_vjp
+def _conv3x3(x, kernel, kernel_t):
+    return _conv(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel, kernel_t):
+    return _conv(x, kernel), (x, kernel, kernel_t)
 
 
 def _conv3x3_bwd(res, g):
-    x, kernel = res
-    # d/dx of a stride-1 "same" 3×3 conv = the same conv with the kernel rotated by 180° and in/out swapped.
-    kernel_t = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = lax.conv_general_dilated(g, kernel_t, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x, kernel, kernel_t = res
+    # d/dx of a stride-1 "same" 3×3 conv = the same conv with the flipped kernel: a forward-style conv,
+    # which stays on XLA:CPU's fast path inside loops (autodiff's reversed-kernel conv does not).
+    dx = _conv(g, kernel_t)
     # The kernel gradient is only computed if used (XLA removes it from input-gradient programs).
-    _, kernel_vjp = jax.vjp(
-        lambda k: lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-        kernel,
-    )
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
     (dk,) = kernel_vjp(g)
-    return dx, dk
+    # kernel_t is flip_kernel(kernel): the kernel's whole gradient is dk, none flows through kernel_t.
+    return dx, dk, jnp.zeros_like(kernel_t)
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
 def _pool_windows(x):
@@ -222,7 +246,10 @@ class Conv3x3(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        return conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+        # Precomputed input-gradient kernel, when the caller passes the "flipped" collection.
+        kernel_t = self.get_variable("flipped", "kernel") if self.has_variable("flipped", "kernel") else None
+        return conv3x3(x, kernel.astype(x.dtype), None if kernel_t is None else kernel_t.astype(x.dtype)) + bias.astype(
+            x.dtype)
 
 
 class VGG(nn.Module):

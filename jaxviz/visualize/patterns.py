@@ -19,9 +19,9 @@ How it runs (see shared/PERF_NOTES.md for the measurements behind each choice):
 - The network's convolutions and max-pools have hand-written backward passes (:func:`jaxviz.vgg.conv3x3`,
   :func:`jaxviz.vgg.max_pool2x2`) that stay on XLA:CPU's fast path inside loops;
   :func:`check_compiled_program` verifies it on the compiled HLO (no scatter; every convolution in
-  forward layout, none with a reversed kernel). XLA keeps the small per-step kernel flips of those
-  backward passes inside the loop (``loop_reverses`` in the report); hoisting them would need a change
-  in :mod:`jaxviz.vgg` (measured: up to ~19 % of a step at block5_conv1 @ 64 px, ~0 at block3).
+  forward layout, none with a reversed kernel). Their flipped kernels are computed once before the loop
+  (:func:`jaxviz.vgg.flipped_kernels`): XLA:CPU would otherwise redo the flips at every step
+  (``loop_reverses`` in the report; measured up to ~19 % of a step at block5_conv1 @ 64 px).
 - Only the wanted channels of the target layer are computed (``columns``): the pass stops at the layer
   before it, and the target convolution uses just the chunk's kernel columns — the channels the
   objective reads. At block3_conv1 that is 16 % of the work saved; measured 16 % faster per step at
@@ -125,40 +125,57 @@ def _plan(model, layer: str, size: int) -> _Plan:
     return _Plan(layer, row.output_shape[-1], spatial)
 
 
-def _forward(module, params, x, upto):
+def _forward(module, prep, x, upto):
     """The network up to ``upto`` (``"input_layer"``: the input itself); :meth:`Model.apply` without taps."""
     if upto == "input_layer":
         return x
-    out, _ = module.apply({"params": params}, x, upto=upto)
+    out, _ = module.apply({"params": prep["params"], "flipped": prep["flipped"]}, x, upto=upto)
     return out
 
 
-def _objective(module, plan: _Plan, params, x, onehot, *, columns: bool, pre_relu: bool = False):
+def _prepare(plan: _Plan, params, onehot, *, columns: bool, dtype) -> dict:
+    """What the objective needs that stays fixed during an ascent, computed once before its loop.
+
+    The params in the compute dtype, the flipped kernels of the backward convs
+    (:func:`jaxviz.vgg.flipped_kernels`), and with ``columns`` the chunk's kernel columns of the target
+    conv: picked by a one-hot contraction (``[3,3,Cin,C] · [B,C] → [3,3,Cin,B]``), so no gather or scatter
+    appears in the program.
+    """
+    dtype = jnp.dtype(dtype)
+    cparams = _cast_params(params, dtype)
+    prep = {"params": cparams, "flipped": vgg.flipped_kernels(cparams), "onehot": onehot.astype(dtype)}
+    if plan.conv is not None and columns:
+        p = cparams[plan.conv]
+        kernel = jnp.einsum("hwio,bo->hwib", p["kernel"], prep["onehot"])
+        prep["column"] = (kernel, vgg.flip_kernel(kernel), prep["onehot"] @ p["bias"])
+    return prep
+
+
+def _objective(module, plan: _Plan, prep: dict, x, *, pre_relu: bool = False):
     """Per-image objective ``[B]``: the mean over positions of channel ``onehot[b]`` of ``plan.layer``.
 
     Image ``b`` is scored on its own channel only, so ``objective(x).sum()`` has per-image gradients.
-    With ``columns`` the target convolution computes only the chunk's channels: the kernel columns are
-    picked by a one-hot contraction (``[3,3,Cin,C] · [B,C] → [3,3,Cin,B]``) and the diagonal taken by
-    another, so no gather or scatter appears in the program. ``pre_relu`` scores the convolution's output
-    before its ReLU (conv layers only).
+    ``prep`` is :func:`_prepare`'s; with its ``column`` the target convolution computes only the chunk's
+    channels, and the diagonal is taken by a one-hot contraction. ``pre_relu`` scores the convolution's
+    output before its ReLU (conv layers only).
     """
     dtype = x.dtype
-    onehot = onehot.astype(dtype)
-    if plan.conv is not None and (columns or pre_relu):
-        h = _forward(module, params, x, plan.before)
-        p = params[plan.conv]
-        if columns:
-            kernel = jnp.einsum("hwio,bo->hwib", p["kernel"].astype(dtype), onehot)
-            bias = onehot @ p["bias"].astype(dtype)
+    onehot = prep["onehot"]
+    if plan.conv is not None and ("column" in prep or pre_relu):
+        h = _forward(module, prep, x, plan.before)
+        if "column" in prep:
+            kernel, kernel_t, bias = prep["column"]
             select = jnp.eye(x.shape[0], dtype=dtype)
         else:
-            kernel, bias, select = p["kernel"].astype(dtype), p["bias"].astype(dtype), onehot
-        z = vgg.conv3x3(h, kernel) + bias
+            p = prep["params"][plan.conv]
+            kernel, kernel_t, bias = p["kernel"], prep["flipped"][plan.conv]["kernel"], p["bias"]
+            select = onehot
+        z = vgg.conv3x3(h, kernel, kernel_t) + bias
         a = z if pre_relu else jax.nn.relu(z)
         if plan.pool:
             a = vgg.max_pool2x2(a)
     else:
-        a = _forward(module, params, x, plan.layer)
+        a = _forward(module, prep, x, plan.layer)
         select = onehot
     n = a.shape[1] * a.shape[2] if a.ndim == 4 else 1
     # Sum in float32 whatever the compute dtype.
@@ -190,10 +207,10 @@ def _keras_program(module, plan, params, filters, seed, init, step_size, steps, 
     dtype = jnp.dtype(dtype)
     x0 = _random_start(seed, filters, size) if init is None else init
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    cparams = _cast_params(params, dtype)  # once, outside the loop
+    prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
 
     def total(x):
-        return _objective(module, plan, cparams, x.astype(dtype), onehot, columns=columns).sum()
+        return _objective(module, plan, prep, x.astype(dtype)).sum()
 
     grad = jax.grad(total)
 
@@ -283,7 +300,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     opts = dict(opts)
     dtype = jnp.dtype(dtype)
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    cparams = _cast_params(params, dtype)
+    prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
     base = jax.random.key(seed)
     keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
     shape = (2, 3, size, size // 2 + 1)
@@ -295,7 +312,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
         rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
         rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
         x = _to_model_space(rgb).astype(dtype)
-        return -_objective(module, plan, cparams, x, onehot, columns=columns, pre_relu=pre_relu).sum()
+        return -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
 
     opt = optax.adam(step_size)
 
@@ -455,9 +472,8 @@ def measured_bytes_per_filter(model, layer: str, size: int, dtype: str = "float3
 
         def one_step(params, x, filters):
             onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-            cp = _cast_params(params, jnp.dtype(dtype))
-            return jax.grad(lambda x: _objective(model.module, plan, cp, x.astype(dtype), onehot,
-                                                 columns=columns).sum())(x)
+            prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)
+            return jax.grad(lambda x: _objective(model.module, plan, prep, x.astype(dtype)).sum())(x)
 
         x = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32)
         f = jax.ShapeDtypeStruct((n,), jnp.int32)
@@ -666,7 +682,8 @@ def pattern_objective(model, layer: str, filters: int | Iterable[int], x, pre_re
 @functools.partial(jax.jit, static_argnums=(0, 1, 5, 6))
 def _objective_jit(module, plan, params, x, filters, columns, pre_relu):
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    return _objective(module, plan, params, x, onehot, columns=columns, pre_relu=pre_relu)
+    return _objective(module, plan, _prepare(plan, params, onehot, columns=columns, dtype=x.dtype), x,
+                      pre_relu=pre_relu)
 
 
 def compiled_program(model, layer: str, size: int = 150, chunk: int = 1, method: str = "keras",
