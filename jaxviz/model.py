@@ -139,7 +139,14 @@ class Model:
           Compiled once per (layers, input shape); a second call with the same shapes does not recompile.
         """
         layers = self.check_layers(layers)
-        return self._features_jit(self.params, self.check_input(x), layers=layers)
+        x = self.check_input(x)
+        if "predictions" not in layers:
+            return self._features_jit(self.params, x, layers=layers)
+        # The softmax runs as its own small program (see predict); the pass itself stops at the logits.
+        inner = tuple(dict.fromkeys("logits" if name == "predictions" else name for name in layers))
+        out = self._features_jit(self.params, x, layers=inner)
+        out["predictions"] = _softmax(out["logits"])
+        return {name: out[name] for name in layers}
 
     def predict(self, x, batch_size: int = 32) -> np.ndarray:
         """Softmax probabilities ``[N, num_classes]``, computed ``batch_size`` images at a time like Keras."""
