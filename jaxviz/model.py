@@ -159,6 +159,33 @@ class Model:
                 for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs, axis=0)
 
+    @property
+    def class_names(self) -> list[str]:
+        """The output classes' names: ImageNet's (Keras's index) for 1000 classes, else the arch's own."""
+        a = self.arch
+        if a.class_names is not None:
+            return list(a.class_names)
+        if a.num_classes == 1000:
+            from .imagenet import class_index
+
+            return [name for _, name in class_index()]
+        return [f"class_{i}" for i in range(a.num_classes)]
+
+    def decode_predictions(self, probs, top: int = 5) -> list[list[tuple[str, str, float]]]:
+        """:func:`jaxviz.decode_predictions` for this model's classes: per image ``top`` ``(id, name, score)``.
+
+        The id is the ImageNet wnid for ImageNet models (exactly Keras's result), else the class index.
+        """
+        from .imagenet import decode_predictions
+
+        if self.arch.class_names is None and self.arch.num_classes == 1000:
+            return decode_predictions(probs, top)
+        preds = np.asarray(probs)
+        if preds.ndim != 2 or preds.shape[1] != self.arch.num_classes:
+            raise JaxvizError(f"expected predictions of shape [N, {self.arch.num_classes}], got {preds.shape}")
+        names = self.class_names
+        return [[(str(int(i)), names[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:top]] for p in preds]
+
     def __call__(self, x) -> jax.Array:
         """Output of the whole model (probabilities with the top, block5_pool features without)."""
         return self.features(x, self.layer_names[-1])[self.layer_names[-1]]

@@ -37,6 +37,8 @@ class Arch:
     default_size: int = 224
     #: "flatten" (Keras VGG) or "gap" (global average pooling, the CAM head of Zhou et al. 2016).
     head: str = "flatten"
+    #: Names of the output classes; None: ImageNet's for 1000 classes, else "class_<i>".
+    class_names: tuple[str, ...] | None = None
 
     @property
     def min_size(self) -> int:

@@ -170,3 +170,19 @@ def test_relu_is_swappable_without_a_second_model(tiny, batch):
     a, _ = tiny.apply(tiny.params, jnp.asarray(batch), upto="block1_conv1")
     b, _ = tiny.apply(tiny.params, jnp.asarray(batch), upto="block1_conv1", relu=leaky)
     assert float(a.min()) == 0.0 and float(b.min()) < 0
+
+
+def test_class_names_and_decode_follow_the_model():
+    demo_model = jaxviz.load("vgg_demo")
+    from jaxviz.demo import CLASS_NAMES
+
+    assert demo_model.class_names == list(CLASS_NAMES)
+    probs = np.eye(10, dtype=np.float32)[[3, 7]] * 0.9 + 0.01
+    decoded = demo_model.decode_predictions(probs, top=2)
+    assert [d[0][:2] for d in decoded] == [("3", CLASS_NAMES[3]), ("7", CLASS_NAMES[7])]
+    tiny = jaxviz.load("vgg_tiny", weights=None)
+    assert tiny.class_names[:2] == ["class_0", "class_1"]
+    with pytest.raises(jaxviz.JaxvizError, match=r"\[N, 10\]"):
+        tiny.decode_predictions(np.ones((1, 1000)))
+    names = jaxviz.model.Model("vgg16", {}, include_top=True).class_names
+    assert len(names) == 1000 and names[281] == "tabby"

@@ -14,9 +14,11 @@ from ..errors import JaxvizError
 
 
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
-    p.add_argument("--arch", default=default_arch, help="vgg16 | vgg19 (default: %(default)s)")
+    p.add_argument("--arch", default=default_arch,
+                   help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models; default: %(default)s)")
     p.add_argument("--weights", default="imagenet",
-                   help='"imagenet" (Keras files: cache, then download), a .h5/.npz path, or random:SEED')
+                   help='"imagenet" (Keras files: cache, then download; the demo models: their shipped '
+                        'weights), a .h5/.npz path, or random:SEED')
     if not top:
         p.add_argument("--no-top", action="store_true", help="load the model without its classifier")
 

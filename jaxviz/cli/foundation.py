@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
-
 from ..errors import JaxvizError
 from .common import add_model_args, images_from_paths, model_from_args, output_dir
 
 
 def register(sub) -> None:
     p = sub.add_parser("summary", help="print Keras's model table")
-    p.add_argument("arch", help="vgg16 | vgg19")
+    p.add_argument("arch", help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap")
     p.add_argument("--no-top", action="store_true", help="the model without its classifier")
     p.add_argument("--input-size", type=int, default=None, help="input side in pixels (no-top models)")
     p.set_defaults(func=cmd_summary)
@@ -89,16 +87,10 @@ def cmd_weights(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..imagenet import decode_predictions
-
     model = model_from_args(args, include_top=True)
     size = (model.arch.default_size, model.arch.default_size)
     probs = model.predict(images_from_paths(args.images, size))
-    if model.arch.num_classes == 1000:
-        decoded = decode_predictions(probs, top=args.top)
-    else:
-        order = np.argsort(-probs, axis=1)[:, : args.top]
-        decoded = [[(str(i), f"class_{i}", float(p[i])) for i in row] for row, p in zip(order, probs)]
+    decoded = model.decode_predictions(probs, top=args.top)
     if args.json:
         print(json.dumps({path: [{"wnid": w, "name": n, "score": float(s)} for w, n, s in d]
                           for path, d in zip(args.images, decoded)}, indent=2))

@@ -19,12 +19,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from .. import vgg
-from .scenes import NUM_CLASSES
+from .scenes import CLASS_NAMES, NUM_CLASSES
 
 __all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam"]
 
 _TRUNK = dict(convs_per_block=(2, 2, 2, 2), block_features=(8, 16, 32, 64), num_classes=NUM_CLASSES,
-              default_size=64)
+              default_size=64, class_names=CLASS_NAMES)
 
 #: Flatten head, as Keras VGG: 4×4×64 → fc1 (64) → fc2 (64) → predictions (10).
 VGG_DEMO = vgg.Arch("vgg_demo", fc_features=(64, 64), head="flatten", **_TRUNK)
