@@ -65,14 +65,7 @@ def _load(args):
 
 
 def _class_label(model, c: int) -> str:
-    if model.arch.num_classes == 1000:
-        try:
-            from ..imagenet import class_name
-
-            return f"{c} {class_name(c)}"
-        except Exception:  # noqa: BLE001 - a missing class table must not stop the maps
-            pass
-    return str(c)
+    return f"{c} {model.class_names[c]}"
 
 
 def display_map(m, method: str) -> np.ndarray:
