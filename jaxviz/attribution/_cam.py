@@ -44,6 +44,23 @@ def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, targets: ja
     return a, grads, t
 
 
+def head_gradient(fwd: Callable, params, x: jax.Array, a: jax.Array, layer: str, targets: jax.Array,
+                  score: str) -> jax.Array:
+    """``∂S_t/∂A [N, h, w, K]`` through the layers after ``layer``, with the plain ReLU, given ``A = a``.
+
+    Only those layers run (for the last conv layer: pooling and the head); ``a`` comes from a forward pass
+    already done (e.g. Guided Grad-CAM's guided one, whose forward values are the same).
+    """
+    index = _core.relu_calls(fwd, params, x, layer) - 1  # the layer's own ReLU call
+    dummy = jnp.zeros_like(x)  # everything before the layer is unused and removed by XLA
+
+    def total(av):
+        logits = fwd(params, dummy, upto="logits", relu=_core.injecting_relu(index, av))[0]
+        return _core.class_score(logits, targets, score).sum()
+
+    return jax.grad(total)(a)
+
+
 def gradcam_map(a: jax.Array, grads: jax.Array) -> jax.Array:
     """The paper's Grad-CAM before its ReLU: ``Σ_k mean_ij(∂S/∂A_ijk) · A_k`` → ``[N, h, w]``.
 

@@ -7,8 +7,9 @@ Gradient-based Localization", ICCV 2017, arXiv:1610.02391 (section 3.2).
 
 Grad-CAM here is the paper's (sum over channels, not normalised), so the product equals Captum's
 ``GuidedGradCam``. The paper upsamples bilinearly (the default); Captum defaults to ``"nearest"``
-(``interpolation="nearest"`` reproduces it). Two forward/backward passes (one with the guided ReLU, one
-with the plain ReLU through the conv tap), compiled as one program.
+(``interpolation="nearest"`` reproduces it). Its two backward passes share ONE forward pass (the guided
+ReLU's forward values are the ReLU's): the guided backward pass goes to the input, and Grad-CAM's gradient
+re-runs only the layers after the tapped conv layer with the plain ReLU, from the tapped activations.
 """
 
 from __future__ import annotations
@@ -51,13 +52,26 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
 
     def build(fwd):
         def run(params, x, targets):
-            a, g, t = _cam.layer_gradients(fwd, params, x, layer, targets, score)
+            # ONE forward pass, with the guided ReLU (its forward values are the ReLU's), tapping the layer.
+            a_shape = jax.eval_shape(lambda p, v: fwd(p, v, upto=layer)[0], params, x)
+
+            def forward(v, delta):
+                logits, taps = fwd(params, v, upto="logits", taps=(layer,), relu=guided_relu,
+                                   perturb={layer: delta})
+                return logits, taps[layer]
+
+            logits, vjp, a = jax.vjp(forward, x, jnp.zeros(a_shape.shape, a_shape.dtype), has_aux=True)
+            t = _core.resolve(targets, logits)
+            dlogits = jax.grad(lambda z: _core.class_score(z, t, score).sum())(logits)
+            gb, _ = vjp(dlogits)  # guided backpropagation to the input
+            # Grad-CAM's gradient goes through the layers after the tap with the plain ReLU: re-run only
+            # those (the head, for the last conv layer) from the tapped activations.
+            g = _cam.head_gradient(fwd, params, x, a, layer, t, score)
             cam = jnp.maximum(_cam.gradcam_map(a, g), 0)
             cam = _core.resize_maps(cam, x.shape[1:3], interpolation)
-            gb, _, _ = _core.input_gradient(fwd, params, x, t, score, relu=guided_relu)
             return gb * cam[..., None]
 
         return run
 
-    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build)
+    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build, gradient=True)
     return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)

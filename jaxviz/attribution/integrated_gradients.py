@@ -132,10 +132,17 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
     base = make_baseline(baseline, x, blur_sigma)
     chunk = _core.per_chunk(batch_size, x.shape[0])
 
+    # Forward passes on the image and the baseline run only when something needs them: the convergence
+    # delta, or a top class to resolve (2 of the 2 + steps passes; Captum skips them too).
+    with_delta = bool(return_convergence_delta)
+
     def build(fwd):
         def run(params, x, base, targets, alphas, weights):
-            s_x, t = _scores_and_targets(fwd, params, x, targets, score)
-            s_b = _core.scores_of(fwd, params, base, t, score)
+            if with_delta:
+                s_x, t = _scores_and_targets(fwd, params, x, targets, score)
+            else:  # given targets skip the forward pass at run time (one program for both)
+                t = jax.lax.cond(jnp.any(targets < 0), lambda: _scores_and_targets(fwd, params, x, targets, score)[1],
+                                 lambda: targets)
             diff = x - base
 
             def chunk_grads(aw):  # aw: ([c], [c]) → weighted gradients [c, N, H, W, C]
@@ -147,12 +154,15 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
 
             avg = _core.chunked_sum(chunk_grads, (alphas, weights), chunk)
             attr = diff * avg
+            if not with_delta:
+                return attr, None
+            s_b = _core.scores_of(fwd, params, base, t, score)
             delta = attr.sum(axis=(1, 2, 3)) - (s_x - s_b)
             return attr, delta
 
         return run
 
-    fn = _core.compiled(model, "integrated_gradients", (chunk, score), build)
+    fn = _core.compiled(model, "integrated_gradients", (chunk, score, with_delta), build, gradient=True)
     attr, delta = fn(_core.params_of(model, params), x, base, targets, jnp.asarray(alphas, jnp.float32),
                      jnp.asarray(weights, jnp.float32))
     attr = _core.finish(attr, reduce)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -215,19 +214,7 @@ def split_plan(model, size: tuple[int, int], window: tuple[int, int], incrementa
     return best
 
 
-def _injecting_relu(index: int, value: jax.Array):
-    """A ReLU that returns ``value`` on its ``index``-th call (the split layer), ignoring its input."""
-    calls = itertools.count()
-
-    def act(z):
-        if next(calls) == index:
-            if z.shape != value.shape:  # the call-order contract broke: fail loudly
-                raise RuntimeError(f"occlusion split mismatch: activation {index} has shape {z.shape}, "
-                                   f"expected {value.shape}")
-            return value
-        return jax.nn.relu(z)
-
-    return act
+_injecting_relu = _core.injecting_relu
 
 
 def _affected(start, window: int, n_out: int, plan: SplitPlan):
