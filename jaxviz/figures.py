@@ -25,9 +25,14 @@ Files written (``{L}`` a layer, ``{m}`` a pattern method, ``{c}`` a class):
 ``index.html``, ``manifest.json``       a gallery of all of the above; parameters, versions and timings
 ======================================  ==================================================================
 
-DeepVis classes on models with fewer classes than asked for (``vgg_tiny``: 10; a GAP demo network): a class
-``c >= num_classes`` is replaced by ``c % num_classes`` (130, 736, 779 → 0, 6, 9 on a 10-class model),
-repeats dropped; the manifest records the classes actually used.
+DeepVis classes on models with fewer classes than asked for (``vgg_tiny``: 10): a class ``c >= num_classes``
+is replaced by ``c % num_classes`` (130, 736, 779 → 0, 6, 9 on a 10-class model), repeats dropped; the
+manifest records the classes actually used.
+
+The demo networks (``vgg_demo``, ``vgg_demo_gap``) get defaults of their own (:func:`arch_defaults`): their
+bundled scene (:func:`jaxviz.demo.demo_image_path`, a star) instead of the cat, all ten classes in the DeepVis
+panel, titled with the scene class names, DeepVis's :data:`~jaxviz.visualize.deepvis.DEMO_DEFAULTS`, a
+larger step for the book's pattern ascent (see :data:`DEMO_PATTERN_STEP_SIZE`) and Grad-CAM of the logit.
 """
 
 from __future__ import annotations
@@ -56,6 +61,51 @@ FORMAT = 1
 
 #: Parameters of ``--quick``: the same figures, small enough for a few minutes on a laptop CPU.
 QUICK = dict(pattern_filters=16, single_size=64, deepvis_steps=100)
+
+#: DeepVis classes when none are given: 130 flamingo, 736 pool table, 779 school bus (ImageNet).
+IMAGENET_DEEPVIS_CLASSES = (130, 736, 779)
+
+#: ``method="keras"`` step size for the demo networks. The book's step of 1 (RMS-normalised gradient, 40
+#: steps) moves pixels by at most 40 gray levels over a start of uniform noise of width 20; the demo net was
+#: trained on full-contrast scenes under pixel noise up to σ = 12 and hardly responds to such small changes,
+#: so every pattern stays noise. Steps of 10 give its edge, stripe and blob detectors in the same 40 steps.
+DEMO_PATTERN_STEP_SIZE = {"keras": 10.0}
+
+
+def arch_defaults(arch) -> dict:
+    """Defaults that depend on the architecture: ``image`` (the photo), ``deepvis_classes``, per pattern
+    method ``pattern_step_size``, ``gradcam_score``, ``single_method`` (the single large pattern's method)
+    and ``fmap_min_side`` (feature maps smaller than this are enlarged).
+
+    ImageNet VGGs (and any other model): the cat, 130/736/779, each method's own step, the book's Grad-CAM
+    of the probability, the book's single pattern, maps enlarged to at least 32 px. The demo networks:
+    their star scene, all their classes, :data:`DEMO_PATTERN_STEP_SIZE`, and Grad-CAM of the logit (the
+    paper's choice): the demo network is so sure of its scenes (p = 1.000) that the softmax is saturated,
+    its gradient is ~0, and Grad-CAM of the probability highlights noise off the object instead of the
+    object. Their single 150 px pattern is the regularised one: trained at 64 px, the net's filters give
+    the book's plain ascent no structure at 150 px (it stays noise at any step size). Their 8–16 px deep
+    feature maps are enlarged to 64 px.
+    """
+    from .visualize.deepvis import is_demo
+
+    if is_demo(arch):
+        from .demo import demo_image_path
+
+        return {"image": demo_image_path(), "deepvis_classes": tuple(range(arch.num_classes)),
+                "pattern_step_size": dict(DEMO_PATTERN_STEP_SIZE), "gradcam_score": "logit",
+                "single_method": "regularised", "fmap_min_side": 64}
+    from .images import sample_image_path
+
+    return {"image": sample_image_path("chelsea"), "deepvis_classes": IMAGENET_DEEPVIS_CLASSES,
+            "pattern_step_size": {}, "gradcam_score": "prob", "single_method": "keras", "fmap_min_side": 32}
+
+
+def display_photo(photo, min_side: int = 256) -> np.ndarray:
+    """A small photo (the demo's 64 px scenes) enlarged by an integer factor, nearest neighbour, to at least
+    ``min_side`` px, so that overlays are drawn with a smooth heatmap over crisp pixels; larger photos as is."""
+    photo = np.asarray(photo)
+    k = -(-min_side // max(1, min(photo.shape[:2])))
+    return photo.repeat(k, 0).repeat(k, 1) if k > 1 else photo
 
 
 @dataclasses.dataclass
@@ -187,10 +237,13 @@ def _run_kernels(ctx: _Context, task: _Task) -> None:
 
 
 def _run_feature_maps(ctx: _Context, task: _Task) -> None:
-    from .visualize.activations import save_activation_grids
+    from .images import save_png
+    from .visualize.activations import activation_grids
 
-    save_activation_grids(ctx.conv_base, ctx.x, task.params["layers"], ctx.out, count=task.params["count"],
-                          prefix="fmaps_")
+    p = task.params
+    _, grids = activation_grids(ctx.conv_base, ctx.x, p["layers"], count=p["count"], min_side=p["min_side"])
+    for layer, name in zip(p["layers"], task.files):
+        save_png(ctx.out / name, grids[layer][0])
 
 
 def _partial_store(ctx: _Context, task: _Task):
@@ -232,12 +285,19 @@ def _run_deepvis(ctx: _Context, task: _Task) -> None:
     from .visualize.deepvis import class_patterns, class_title
 
     p = task.params
-    imgs = class_patterns(ctx.model, p["classes"], size=p["size"], steps=p["steps"], seed=p["seed"],
-                          progress=ctx.progress)
+    opts = {k: p[k] for k in DEEPVIS_OPTIONS}
+    imgs = class_patterns(ctx.model, p["classes"], size=p["size"], seed=p["seed"], progress=ctx.progress, **opts)
     for img, name in zip(imgs, task.files[1:]):
         save_png(ctx.out / name, img)
-    fig = titled_panel(list(imgs), [f"{class_title(ctx.model, c)} ({c})" for c in p["classes"]])
+    n = len(imgs)
+    fig = titled_panel(list(imgs), [f"{class_title(ctx.model, c)} ({c})" for c in p["classes"]],
+                       cols=n if n <= 5 else -(-n // 2), size=3.0 if n <= 5 else 2.0)
     save_figure(fig, ctx.out / task.files[0])
+
+
+#: DeepVis options recorded with the task (resolved per architecture by
+#: :func:`jaxviz.visualize.deepvis.defaults_for`; ``deepvis_steps`` overrides the steps).
+DEEPVIS_OPTIONS = ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma", "jitter", "init_std")
 
 
 def _run_gradcam(ctx: _Context, task: _Task) -> None:
@@ -252,10 +312,12 @@ def _run_gradcam(ctx: _Context, task: _Task) -> None:
     heat = maps[0]
     scale = max(1, ctx.arch.default_size // heat.shape[0])
     save_png(ctx.out / task.files[0], colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet"))
-    photo = ctx.photo_full
+    photo = display_photo(ctx.photo_full)
     save_png(ctx.out / task.files[1], overlay(photo, heat))
     titles = [f"{class_title(ctx.model, int(c))}\np = {probs[c]:.3f}" for c in classes]
-    fig = titled_panel([overlay(photo, m) for m in maps], titles, suptitle=f"Grad-CAM ({p['layer']})")
+    fig = titled_panel([overlay(photo, m) for m in maps], titles,
+                       suptitle=f"Grad-CAM ({p['layer']}, {p['score']}) for the top {len(maps)} classes")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # keep the panel titles clear of the suptitle on square photos
     save_figure(fig, ctx.out / task.files[2])
 
 
@@ -273,6 +335,8 @@ def _steps(s: dict, method: str):
 def _step_size(s: dict, method: str):
     if s["pattern_step_size"] is not None:
         return s["pattern_step_size"]
+    if method in s.get("_arch_step_size", {}):
+        return s["_arch_step_size"][method]
     from .visualize import patterns
 
     return patterns.DEFAULT_STEP_SIZE.get(method)
@@ -280,7 +344,7 @@ def _step_size(s: dict, method: str):
 
 def _tasks(arch, common: dict, s: dict) -> list[_Task]:
     from .vgg import layer_table
-    from .visualize.deepvis import DEFAULTS as DV
+    from .visualize.deepvis import defaults_for
 
     table = layer_table(arch, include_top=False)
     convs = [r for r in table if r.kind == "Conv2D"]
@@ -305,7 +369,8 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
     ]
     fm_layers = list(dict.fromkeys([first, *ends.values()]))
     tasks.append(task("feature_maps", [f"fmaps_{n}.png" for n in fm_layers],
-                      {"layers": fm_layers, "count": s["feature_maps"]}, _run_feature_maps,
+                      {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"]},
+                      _run_feature_maps,
                       f"the first {s['feature_maps']} feature maps for the photo", "Feature maps"))
     for method in s["pattern_methods"]:
         for layer in s["pattern_layers"]:
@@ -319,16 +384,18 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
                               _run_patterns, f"{layer}: first {n} filter patterns ({method})",
                               f"Filter patterns ({method})"))
     if s["single_layer"] in channels and s["single_filter"] < channels[s["single_layer"]]:
-        layer, f, size = s["single_layer"], s["single_filter"], s["single_size"]
+        layer, f, size, m = s["single_layer"], s["single_filter"], s["single_size"], s["single_method"]
         tasks.append(task(f"pattern_{layer}_f{f}", [f"pattern_{layer}_f{f}_{size}.png"],
-                          {"layer": layer, "method": "keras", "filters": 1, "size": size, "filter": f,
-                           "steps": _steps(s, "keras"), "step_size": _step_size(s, "keras"), "seed": s["seed"]},
-                          _run_single_pattern, f"{layer} filter {f} at {size} px", "Filter patterns (keras)"))
+                          {"layer": layer, "method": m, "filters": 1, "size": size, "filter": f,
+                           "steps": _steps(s, m), "step_size": _step_size(s, m), "seed": s["seed"]},
+                          _run_single_pattern, f"{layer} filter {f} at {size} px ({m})", f"Filter patterns ({m})"))
     classes = deepvis_classes(s["deepvis_classes"], arch.num_classes)
     if classes:
+        dv = {k: v for k, v in defaults_for(arch).items() if k in DEEPVIS_OPTIONS}
+        if s["deepvis_steps"] is not None:
+            dv["steps"] = s["deepvis_steps"]
         tasks.append(task("deepvis", ["deepvis.png"] + [f"deepvis_{c}.png" for c in classes],
-                          {"classes": classes, "size": s["deepvis_size"] or arch.default_size,
-                           "steps": DV["steps"] if s["deepvis_steps"] is None else s["deepvis_steps"],
+                          {"classes": classes, "size": s["deepvis_size"] or arch.default_size, **dv,
                            "seed": s["seed"]},
                           _run_deepvis, "classes by regularised gradient ascent on the logit "
                           "(Yosinski et al. 2015)", "Class visualisation"))
@@ -406,32 +473,37 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  pattern_filters: int = 64, pattern_size: int = 64, pattern_steps: int | None = None,
                  pattern_step_size: float | None = None,
                  single_layer: str = "block3_conv1", single_filter: int = 0, single_size: int = 150,
+                 single_method: str | None = None,
                  kernel_filters: int = 64, feature_maps: int = 14,
-                 deepvis_classes: Sequence[int] = (130, 736, 779), deepvis_size: int | None = None,
+                 deepvis_classes: Sequence[int] | None = None, deepvis_size: int | None = None,
                  deepvis_steps: int | None = None,
-                 gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str = "prob",
+                 gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str | None = None,
                  seed: int = 0, progress: bool = True) -> dict:
     """Regenerates the figure set into ``out_dir``; resumable (see the module docstring).
 
     Args:
       model_arch: "vgg16", "vgg19", "vgg_tiny", or any registered architecture (GAP heads included).
       weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED").
-      image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``).
+      image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``), or
+        for the demo networks their bundled star scene (``jaxviz.demo.demo_image_path()``).
       out_dir: output folder (created if missing).
       pattern_layers, pattern_methods: filter-pattern grids to draw (layers the model lacks are skipped;
         methods as :func:`jaxviz.visualize.patterns.filter_patterns`: "keras" = the book, "regularised").
       pattern_filters, pattern_size, pattern_steps, pattern_step_size: first N filters per layer, pixels,
         gradient steps and step size (the book: 64, 64 px, 40 steps of 1); steps and step size default to
-        each method's own (see :mod:`jaxviz.visualize.patterns`). Patterns are shown in RGB with the book's
-        contrast stretch (:func:`jaxviz.images.deprocess_image`).
+        each method's own (see :mod:`jaxviz.visualize.patterns`; for the demo networks the "keras" step is
+        :data:`DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB with the book's contrast stretch
+        (:func:`jaxviz.images.deprocess_image`).
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
+      single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
       feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv).
-      deepvis_classes: classes to visualise (130 flamingo, 736 pool table, 779 school bus on ImageNet);
-        mapped to ``c % num_classes`` on smaller models.
-      deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps (default
-        :data:`jaxviz.visualize.deepvis.DEFAULTS`).
-      gradcam_top, gradcam_layer, gradcam_score: Grad-CAM panel size, layer (default the last conv) and score.
+      deepvis_classes: classes to visualise; default 130 flamingo, 736 pool table, 779 school bus
+        (ImageNet), or every class of a demo network. Mapped to ``c % num_classes`` on smaller models.
+      deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps; the
+        steps and the other DeepVis options default to :func:`jaxviz.visualize.deepvis.defaults_for`.
+      gradcam_top, gradcam_layer, gradcam_score: Grad-CAM panel size, layer (default the last conv) and score
+        ("prob", the book; "logit", the paper and the default for the demo networks).
       seed: seed of every random start.
       progress: tqdm bar over the tasks.
 
@@ -442,11 +514,17 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     Raises:
       KeyboardInterrupt: passed on after recording the tasks finished so far (rerun to resume).
     """
-    from .images import sample_image_path
     from .vgg import get_arch
 
     arch = get_arch(model_arch)
-    image = Path(image) if image is not None else sample_image_path("chelsea")
+    per_arch = arch_defaults(arch)
+    image = Path(image) if image is not None else per_arch["image"]
+    if deepvis_classes is None:
+        deepvis_classes = per_arch["deepvis_classes"]
+    if gradcam_score is None:
+        gradcam_score = per_arch["gradcam_score"]
+    if single_method is None:
+        single_method = per_arch["single_method"]
     if not image.is_file():
         from .errors import ImageError
 
@@ -456,12 +534,14 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
                  pattern_filters=pattern_filters, pattern_size=pattern_size, pattern_steps=pattern_steps,
                  pattern_step_size=pattern_step_size, single_layer=single_layer, single_filter=single_filter,
-                 single_size=single_size, kernel_filters=kernel_filters, feature_maps=feature_maps,
+                 single_size=single_size, single_method=single_method, kernel_filters=kernel_filters,
+                 feature_maps=feature_maps,
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
     common = {"arch": arch.name, "weights": str(weights), "image_sha256": _sha256(image)}
-    tasks = _tasks(arch, common, sizes)
+    tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
+                                  "_fmap_min_side": per_arch["fmap_min_side"]})
 
     path = out / MANIFEST
     old = _load_manifest(path)

@@ -80,3 +80,40 @@ def test_errors(tiny):
 
 def test_class_title(tiny):
     assert D.class_title(tiny, 3) == "class 3"
+
+
+# --- the demo network: its own defaults ------------------------------------------------------------------------
+
+
+def test_defaults_per_architecture():
+    assert D.defaults_for("vgg16") == D.DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_tiny"))
+    assert D.defaults_for("vgg_demo") == D.DEMO_DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_demo_gap"))
+    assert D.DEFAULTS == dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0, jitter=0,
+                              init_std=10.0)  # the paper's (Table 1, row 3): VGG16 unchanged
+
+
+def _neighbour_correlation(img: np.ndarray) -> np.ndarray:
+    """Per image ``[N, H, W, 3]``: correlation of each pixel with its right and lower neighbours (noise ≈ 0)."""
+    u = img.astype(np.float64) - img.mean(axis=(1, 2, 3), keepdims=True)
+    var = (u * u).mean(axis=(1, 2, 3))
+    return ((u[:, :, :-1] * u[:, :, 1:]).mean(axis=(1, 2, 3)) + (u[:, :-1] * u[:, 1:]).mean(axis=(1, 2, 3))) / (2 * var)
+
+
+def test_demo_class_images_show_structure_and_raise_their_class():
+    from jaxviz.demo import CLASS_NAMES
+    from jaxviz.images import BGR_MEAN
+
+    model = jaxviz.load("vgg_demo")
+    classes = [0, 4, 7]  # disc, ring, vertical stripes
+    start = class_patterns(model, classes, steps=0, raw=True, progress=False)
+    raw = class_patterns(model, classes, steps=60, raw=True, progress=False)  # 300 by default; 60 suffice here
+    img = raw + np.asarray(BGR_MEAN)
+    # Not flat: the paper's ImageNet defaults leave these images gray (std ≈ 8, the start noise decayed);
+    # not noise either: the start (σ = 50 white noise) has neighbour correlation ≈ 0.
+    assert np.all(img.reshape(3, -1).std(axis=1) > 25)
+    assert np.all(_neighbour_correlation(img) > 0.4), _neighbour_correlation(img)
+    before, after = _scores(model, start, classes), _scores(model, raw, classes)
+    assert np.all(after > before + 100), (before, after)  # logits are O(100) on this model
+    logits = np.asarray(model.features(raw, "logits")["logits"])
+    assert logits.argmax(axis=1).tolist() == classes  # each image is its class, for the model
+    assert [D.class_title(model, c) for c in classes] == [CLASS_NAMES[c] for c in classes]

@@ -402,3 +402,26 @@ def test_library_randomisation_changes_gradcam(flat_model, scenes):
                               layers=["predictions", "fc2", "fc1", "block4_conv2"], checkpoints=["block4_conv2"])
     # A map that randomisation makes all-zero has no ranking (Spearman NaN): leave it out of the mean.
     assert np.nanmean(res.spearman[-1]) < 0.5, f"Spearman after randomising to block4_conv2: {res.spearman[-1]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The bundled demo scene (the default image of the demo's figure set)
+
+
+def test_demo_image_is_the_documented_scene_and_is_classified(flat_model, gap_model):
+    from PIL import Image
+
+    from jaxviz.visualize.deepvis import class_title
+
+    path = demo.demo_image_path()
+    assert path.is_file() and path.suffix == ".png" and path.stat().st_size < 20_000
+    shipped = np.asarray(Image.open(path).convert("RGB"))
+    image, label, mask = demo.demo_image()  # regenerated from DEMO_IMAGE's seed: the PNG is that scene
+    np.testing.assert_array_equal(shipped, image)
+    assert CLASS_NAMES[label] == demo.DEMO_IMAGE["label"] == "star"
+    assert 0.05 < mask.mean() < 0.3  # a clearly visible object, not the whole frame
+    x = _preprocess(shipped[None].astype(np.float32))
+    for model in (flat_model, gap_model):
+        p = model.predict(x)[0]
+        assert p.argmax() == label and p[label] > 0.99, (model.arch.name, p)
+        assert class_title(model, label) == "star"

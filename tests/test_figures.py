@@ -233,3 +233,53 @@ def test_cli_bad_layer_is_one_line_exit_2(argv, tmp_path, capsys):
 def test_cli_deepvis_bad_class(tmp_path, capsys):
     code, out, err = run(["deepvis", "--class", "10", "--steps", "1", *TINY, "-o", str(tmp_path)], capsys)
     assert code == 2 and "out of range" in err and len(err.strip().splitlines()) == 1
+
+
+# --- the demo network's figure set ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def panel_titles(monkeypatch):
+    """Every title drawn by :func:`jaxviz.plotting.titled_panel`, panel by panel."""
+    from jaxviz import plotting
+
+    seen, real = [], plotting.titled_panel
+    monkeypatch.setattr(plotting, "titled_panel",
+                        lambda images, titles, *a, **k: seen.append(list(titles)) or real(images, titles, *a, **k))
+    return seen
+
+
+def test_arch_defaults_keep_imagenet_behaviour():
+    d = F.arch_defaults(vgg.get_arch("vgg16"))
+    assert d["image"] == sample_image_path("chelsea") and d["deepvis_classes"] == (130, 736, 779)
+    assert d["pattern_step_size"] == {} and d["gradcam_score"] == "prob"
+    assert F.arch_defaults(vgg.get_arch("vgg_tiny"))["deepvis_classes"] == (130, 736, 779)  # → 0, 6, 9
+
+
+def test_demo_figure_set_uses_the_demo_scene_classes_and_names(tmp_path, panel_titles):
+    from jaxviz.demo import CLASS_NAMES, demo_image_path
+    from jaxviz.visualize.deepvis import DEMO_DEFAULTS
+
+    small = dict(pattern_layers=("block1_conv1",), pattern_methods=("keras",), pattern_filters=2, pattern_steps=2,
+                 single_layer="none", kernel_filters=4, feature_maps=2, deepvis_steps=2, progress=False)
+    manifest = F.make_figures("vgg_demo", out_dir=tmp_path, **small)
+    assert Path(manifest["image"]) == demo_image_path()  # not the cat
+    tasks = manifest["tasks"]
+    assert tasks["deepvis"]["params"]["classes"] == list(range(10))  # every demo class, not 130 736 779 mod 10
+    assert {k: tasks["deepvis"]["params"][k] for k in DEMO_DEFAULTS} == {**DEMO_DEFAULTS, "steps": 2}
+    assert tasks["patterns_keras_block1_conv1"]["params"]["step_size"] == F.DEMO_PATTERN_STEP_SIZE["keras"]
+    assert tasks["gradcam"]["params"]["score"] == "logit"  # the demo's softmax is saturated (p = 1.000)
+    deepvis_titles, gradcam_titles = panel_titles  # the DeepVis panel, then Grad-CAM's top 5
+    assert deepvis_titles == [f"{name} ({i})" for i, name in enumerate(CLASS_NAMES)]
+    assert gradcam_titles[0].startswith("star\np = ")  # the scene's object is the top class
+    assert all(t.split("\n")[0] in CLASS_NAMES for t in gradcam_titles) and len(gradcam_titles) == 5
+    overlay = np.asarray(Image.open(tmp_path / "gradcam_overlay.png"))
+    assert overlay.shape == (256, 256, 3)  # the 64 px scene enlarged ×4 under a smooth heatmap
+    assert "demo_star.png" in (tmp_path / "index.html").read_text()
+
+
+def test_cli_deepvis_demo_titles_by_class_name(tmp_path, capsys, panel_titles):
+    code, out, err = run(["deepvis", "--arch", "vgg_demo", "--class", "3", "--steps", "2", "-o", str(tmp_path)],
+                         capsys)
+    assert code == 0, err
+    assert panel_titles == [["star (3)"]]

@@ -30,17 +30,23 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_kernels)
 
     from ..visualize.deepvis import DEFAULTS as DV
+    from ..visualize.deepvis import DEMO_DEFAULTS as DD
+
+    def dflt(key: str) -> str:  # "default 100.0; vgg_demo: 3000.0"
+        return f"default {DV[key]}; vgg_demo*: {DD[key]}"
 
     p = sub.add_parser("deepvis", help="images that maximise class scores (Yosinski et al. 2015)")
     p.add_argument("--class", dest="classes", type=int, action="append", required=True, metavar="N",
-                   help="class index (repeatable), e.g. --class 130 --class 736")
+                   help="class index (repeatable), e.g. --class 130 --class 736 (vgg_demo: 0..9, see "
+                        "jaxviz.demo.CLASS_NAMES)")
     p.add_argument("--size", type=int, default=None, help="image side (default: the model's input size)")
-    p.add_argument("--steps", type=int, default=DV["steps"], help="gradient steps (default %(default)s)")
-    p.add_argument("--step-size", type=float, default=DV["step_size"], help="default %(default)s")
-    p.add_argument("--l2-decay", type=float, default=DV["l2_decay"], help="default %(default)s")
-    p.add_argument("--blur-every", type=int, default=DV["blur_every"], help="default %(default)s; 0 = off")
-    p.add_argument("--blur-sigma", type=float, default=DV["blur_sigma"], help="default %(default)s")
-    p.add_argument("--jitter", type=int, default=DV["jitter"], help="max shift in pixels (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help=f"gradient steps ({dflt('steps')})")
+    p.add_argument("--step-size", type=float, default=None, help=dflt("step_size"))
+    p.add_argument("--l2-decay", type=float, default=None, help=dflt("l2_decay"))
+    p.add_argument("--blur-every", type=int, default=None, help=f"{dflt('blur_every')}; 0 = off")
+    p.add_argument("--blur-sigma", type=float, default=None, help=dflt("blur_sigma"))
+    p.add_argument("--jitter", type=int, default=None, help=f"max shift in pixels ({dflt('jitter')})")
+    p.add_argument("--init-std", type=float, default=None, help=f"start noise ({dflt('init_std')})")
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -54,8 +60,9 @@ def register(sub) -> None:
                    help="class to explain (default: each image's top class)")
     g.add_argument("--top", type=int, default=None, metavar="K", help="panel of the top K classes (default 5)")
     p.add_argument("--layer", default=None, help="conv layer (default: the last one)")
-    p.add_argument("--score", choices=("prob", "logit"), default="prob",
-                   help="differentiate the probability (the book) or the logit (the paper)")
+    p.add_argument("--score", choices=("prob", "logit"), default=None,
+                   help="differentiate the probability (the book; default) or the logit (the paper; default for "
+                        "vgg_demo*, whose softmax is saturated on its scenes)")
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the heatmaps as .npy")
@@ -63,7 +70,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("figures", help="regenerate the whole figure set (resumable) with an HTML gallery")
     add_model_args(p)
-    p.add_argument("--image", default=None, help="photo for feature maps and Grad-CAM (default: the bundled cat)")
+    p.add_argument("--image", default=None, help="photo for feature maps and Grad-CAM (default: the bundled cat; "
+                                                 "for vgg_demo*, the bundled demo scene of a star)")
     p.add_argument("--quick", action="store_true", help="fewer filters and steps (a few minutes on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -98,7 +106,7 @@ def cmd_deepvis(args) -> int:
     out = output_dir(args.output)
     raw = class_patterns(model, args.classes, size=args.size, steps=args.steps, step_size=args.step_size,
                          l2_decay=args.l2_decay, blur_every=args.blur_every, blur_sigma=args.blur_sigma,
-                         jitter=args.jitter, seed=args.seed, progress=True, raw=True)
+                         jitter=args.jitter, init_std=args.init_std, seed=args.seed, progress=True, raw=True)
     from ..images import undo_preprocess
 
     imgs = np.clip(np.rint(undo_preprocess(raw)), 0, 255).astype(np.uint8)
@@ -106,18 +114,22 @@ def cmd_deepvis(args) -> int:
         print(save_png(out / f"deepvis_{c}.png", img))
         if args.npy:
             print(save_npy(out / f"deepvis_{c}.npy", r))
-    fig = titled_panel(list(imgs), [f"{class_title(model, c)} ({c})" for c in args.classes])
+    n = len(imgs)
+    fig = titled_panel(list(imgs), [f"{class_title(model, c)} ({c})" for c in args.classes],
+                       cols=n if n <= 5 else -(-n // 2), size=3.0 if n <= 5 else 2.0)
     print(save_figure(fig, out / "deepvis.png"))
     return 0
 
 
 def cmd_gradcam(args) -> int:
     from ..attribution.gradcam import gradcam_result
+    from ..figures import arch_defaults, display_photo
     from ..images import load_image, overlay, preprocess_input, save_png
     from ..plotting import colourise, save_figure, titled_panel
     from ..visualize.deepvis import class_title
 
     model = model_from_args(args, include_top=True)
+    score = args.score or arch_defaults(model.arch)["gradcam_score"]
     layer = args.layer
     if layer is not None:
         model.check_layers(layer)
@@ -125,13 +137,13 @@ def cmd_gradcam(args) -> int:
     k = min(args.top or 5, model.arch.num_classes)
     if args.top is not None and args.top < 1:
         raise JaxvizError(f"--top must be at least 1, got {args.top}")
-    photos = [load_image(p, target_size=None) for p in args.images]
+    photos = [display_photo(load_image(p, target_size=None)) for p in args.images]
     x = preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in args.images]))
     out = output_dir(args.output)
-    top = gradcam_result(model, x, layer=layer, score=args.score, top=k)
+    top = gradcam_result(model, x, layer=layer, score=score, top=k)
     top_maps, top_classes, probs = (np.asarray(a) for a in top)
     if args.class_index is not None:
-        res = gradcam_result(model, x, target=args.class_index, layer=layer, score=args.score)
+        res = gradcam_result(model, x, target=args.class_index, layer=layer, score=score)
         maps, classes = np.asarray(res.maps)[:, 0], np.asarray(res.classes)[:, 0]
     else:
         maps, classes = top_maps[:, 0], top_classes[:, 0]
@@ -145,7 +157,8 @@ def cmd_gradcam(args) -> int:
         print(save_png(out / f"{stem}_overlay.png", overlay(photo, heat)))
         titles = [f"{class_title(model, int(cc))}\np = {probs[i, cc]:.3f}" for cc in top_classes[i]]
         fig = titled_panel([overlay(photo, m) for m in top_maps[i]], titles,
-                           suptitle=f"{Path(args.images[i]).name}: Grad-CAM at {layer} ({args.score})")
+                           suptitle=f"{Path(args.images[i]).name}: Grad-CAM at {layer} ({score})")
+        fig.tight_layout(rect=(0, 0, 1, 0.94))  # panel titles clear of the suptitle on square images
         print(save_figure(fig, out / f"{stem}_top{k}.png"))
         if args.npy:
             print(save_npy(out / f"{stem}_gradcam.npy", heat))

@@ -9,6 +9,9 @@
 
 Attribution maps of these models can be checked against the masks (pointing game, deletion/insertion),
 which real photos cannot offer.
+
+:func:`demo_image_path` is the demo's counterpart of the bundled cat photo: one 64×64 scene (a star, which
+``vgg_demo`` classifies with p > 0.99) that ``jaxviz figures --arch vgg_demo`` uses by default.
 """
 
 from __future__ import annotations
@@ -20,12 +23,31 @@ from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam
 from .scenes import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
 
 __all__ = [
-    "CLASS_NAMES", "DEMO_ARCHS", "NUM_CLASSES", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "demo_weights_path",
-    "file_sha256", "load_demo_params", "make_scenes", "object_regions", "shipped_sha256",
+    "CLASS_NAMES", "DEMO_ARCHS", "DEMO_IMAGE", "NUM_CLASSES", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "demo_image",
+    "demo_image_path", "demo_weights_path", "file_sha256", "load_demo_params", "make_scenes", "object_regions",
+    "shipped_sha256",
 ]
 
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"  # jaxviz/data: installed with the package
 _REPO_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights" / "demo"  # a source checkout
+
+
+#: The shipped demo scene: ``make_scenes(n, seed=seed)`` image ``index`` (a star, lower right), saved as
+#: ``jaxviz/data/{file}``.
+DEMO_IMAGE = dict(file="demo_star.png", n=400, seed=2024, index=1, label="star")
+
+
+def demo_image():
+    """The demo scene rendered afresh: ``(uint8 [64, 64, 3] RGB, label, bool [64, 64] mask)``; the shipped
+    PNG (:func:`demo_image_path`) holds the same pixels."""
+    images, labels, masks = make_scenes(DEMO_IMAGE["n"], size=64, seed=DEMO_IMAGE["seed"])
+    i = DEMO_IMAGE["index"]
+    return images[i], int(labels[i]), masks[i]
+
+
+def demo_image_path() -> Path:
+    """Path of the bundled 64×64 demo scene (a star): the default image for the demo networks' figures."""
+    return _PACKAGE_DATA / DEMO_IMAGE["file"]
 
 
 def _arch_name(arch) -> str:

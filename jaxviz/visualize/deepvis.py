@@ -19,6 +19,9 @@ Defaults are the paper's Table 1, third row — the one used for most of its fig
 space. Jitter (random translations, Mordvintsev et al. 2015, "Inceptionism") is not in that paper and is
 off by default. The pixel-norm and contribution clipping of the paper's other rows are not implemented.
 
+The demo networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes) have their own defaults,
+:data:`DEMO_DEFAULTS`, chosen by experiment (see there); :func:`defaults_for` picks the set for a model.
+
 All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
 contraction), the whole ascent is one jit-compiled ``lax.fori_loop`` on the model's forward pass (whose
 conv and pool have the loop-friendly custom VJPs, see PERF_NOTES), and every class gets its own PRNG
@@ -40,6 +43,21 @@ from ..errors import JaxvizError
 
 #: The paper's defaults (Table 1, row 3; see the module docstring).
 DEFAULTS = dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0, jitter=0, init_std=10.0)
+
+#: Defaults for the demo networks (64 px, 10 classes), chosen by a sweep over all 10 classes (seed 0):
+#:
+#: - ``init_std=50``: at the paper's near-gray start (σ = 10) the class gradients are ~5× smaller still,
+#:   and for 4–6 of the 10 classes the decay and blur win: those images stay flat gray whatever the step
+#:   size up to 3000. A start with scene-like contrast gives every class a usable gradient.
+#: - ``step_size=3000``: the demo's input gradients are tiny (mean |∂logit/∂x| ≈ 5e-4 to 1.6e-3 per pixel
+#:   at the σ = 50 start), so the paper's 100 moves pixels by ~0.1 gray level per step. 3000 (~1.5–5 levels)
+#:   brings every class to ``p > 0.99`` within 300 steps; 10 000 over-saturates into colour noise.
+#: - ``l2_decay=1e-3``, ``blur_sigma=0.5``: a σ = 1 blur every 4 steps at 64 px erases the stripes and
+#:   dots the texture classes are made of (two classes then fail); 3e-3 decay flattens the weakest class.
+#: - ``jitter=2``: small random shifts keep the images from locking onto one pixel grid.
+#: - ``steps=300``: the logits have levelled off; 10 classes take ~10 s on 2 CPU cores.
+DEMO_DEFAULTS = dict(steps=300, step_size=3000.0, l2_decay=1e-3, blur_every=4, blur_sigma=0.5, jitter=2,
+                     init_std=50.0)
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: Number of times an ascent program was traced (for tests).
@@ -117,13 +135,28 @@ def _compiled(model, *key):
     return per_model[key]
 
 
+def is_demo(arch) -> bool:
+    """Whether ``arch`` (an :class:`jaxviz.vgg.Arch` or its name) is one of the shipped demo networks."""
+    from ..demo import DEMO_ARCHS
+
+    return getattr(arch, "name", arch) in DEMO_ARCHS
+
+
+def defaults_for(arch) -> dict:
+    """The DeepVis defaults for an architecture: :data:`DEMO_DEFAULTS` for the demo networks, else
+    :data:`DEFAULTS` (the paper's, tuned for ImageNet VGGs)."""
+    return dict(DEMO_DEFAULTS if is_demo(arch) else DEFAULTS)
+
+
 def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
-                   steps: int = DEFAULTS["steps"], step_size: float = DEFAULTS["step_size"],
-                   l2_decay: float = DEFAULTS["l2_decay"], blur_every: int = DEFAULTS["blur_every"],
-                   blur_sigma: float = DEFAULTS["blur_sigma"], jitter: int = DEFAULTS["jitter"], seed: int = 0,
-                   init_std: float = DEFAULTS["init_std"], progress: bool = True, raw: bool = False,
+                   steps: int | None = None, step_size: float | None = None, l2_decay: float | None = None,
+                   blur_every: int | None = None, blur_sigma: float | None = None, jitter: int | None = None,
+                   seed: int = 0, init_std: float | None = None, progress: bool = True, raw: bool = False,
                    progress_every: int = 25) -> np.ndarray:
     """Images that maximise the pre-softmax score of each class, with Yosinski et al.'s regularisers.
+
+    Every optimisation parameter left at ``None`` takes the model's default (:func:`defaults_for`: the
+    paper's values below, or :data:`DEMO_DEFAULTS` for the demo networks).
 
     Args:
       model: a :class:`jaxviz.Model` with its classifier (``include_top=True``).
@@ -134,7 +167,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
       l2_decay: ``x *= 1 - l2_decay`` after each step (paper: 1e-4).
       blur_every: blur every this many steps; 0 disables (paper: 4).
       blur_sigma: Gaussian σ in pixels (paper: 1.0); 0 disables.
-      jitter: random shift of up to this many pixels per step and image; 0 disables (default).
+      jitter: random shift of up to this many pixels per step and image; 0 disables (paper: 0).
       seed: PRNG seed; the start image of class ``c`` depends only on (seed, c).
       init_std: standard deviation of the start noise around the mean image (toolbox: 10).
       progress: show a tqdm bar over the steps.
@@ -150,6 +183,11 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     """
     if not model.include_top:
         raise JaxvizError("class visualisation needs the classifier: load the model with include_top=True")
+    given = dict(steps=steps, step_size=step_size, l2_decay=l2_decay, blur_every=blur_every, blur_sigma=blur_sigma,
+                 jitter=jitter, init_std=init_std)
+    opts = {k: (v if given[k] is None else given[k]) for k, v in defaults_for(model.arch).items()}
+    steps, step_size, l2_decay, blur_every, blur_sigma, jitter, init_std = (
+        opts[k] for k in ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma", "jitter", "init_std"))
     n_cls = model.arch.num_classes
     cls = [operator.index(classes)] if np.ndim(classes) == 0 else [operator.index(c) for c in classes]
     if not cls:
@@ -199,7 +237,14 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
 
 
 def class_title(model, c: int) -> str:
-    """``"tabby"``-style name for 1000-class (ImageNet) models, ``"class N"`` otherwise."""
+    """A class's name: the architecture's own class names where it has them (the demo networks' scene
+    classes: ``"star"``), ``"tabby"``-style for 1000-class (ImageNet) models, ``"class N"`` otherwise."""
+    c = int(c)
+    names = getattr(model.arch, "class_names", None)  # an architecture that names its classes
+    if names is None and is_demo(model.arch):
+        from ..demo import CLASS_NAMES as names
+    if names is not None and 0 <= c < len(names):
+        return str(names[c])
     if model.arch.num_classes == 1000:
         from ..imagenet import class_name
 
