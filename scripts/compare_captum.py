@@ -8,8 +8,19 @@ hooks need modules); the torch model returns logits, so Captum explains logits �
 
 Each method is run on both sides with matched settings and compared with the relative error
 ``max|jaxviz − captum| / max|captum|`` (channels-first Captum output moved to channels last). Then both
-sides are timed on the same batch in the same process (warm: compiled / first call done; median of
-``--repeats``), and the images/s ratio jaxviz / Captum is printed.
+sides are timed on the same batch in the same process (warm: compiled / first call done; calls interleaved
+jaxviz, Captum, pytorch-grad-cam round by round; the best of ``--repeats`` rounds, as the machine is shared
+and noise only ever adds time), and the images/s ratio jaxviz / Captum is printed.
+
+pytorch-grad-cam (``pip install grad-cam --no-deps ttach opencv-python-headless``) is the reference for
+the CAM family (``gradcam``, ``gradcam_plus_plus``) when it is installed. Its package ``__init__`` imports
+torchvision and scikit-learn for methods not used here; the PyPI torchvision is built against the CUDA
+torch and does not load with the CPU one, so missing ones are replaced by empty placeholder modules (its
+GradCAM / GradCAM++ use only torch, numpy and OpenCV). It runs on its own copy of the network whose
+parameters are frozen except the target conv layer's (so that its ``loss.backward()`` computes no weight
+gradients beyond the one it needs for its hooks to fire; with every parameter trainable, as a torchvision
+model is loaded, it would be slower). Its maps are min-max scaled and resized with OpenCV (bilinear,
+half-pixel centres, as jaxviz's); jaxviz's are min-max scaled too before comparing.
 
 Definitional differences, and how they are matched here:
 - Saliency: Captum's ``abs=True`` default is jaxviz's ``abs=True``; jaxviz then reduces over channels with
@@ -24,6 +35,9 @@ Definitional differences, and how they are matched here:
 - Occlusion: same window positions (``ceil((H − k) / s) + 1`` per axis, the last one clipped at the
   border) and the same averaging of score drops over the windows covering a pixel. Both sides evaluate
   the same number of occluded images per call (Captum's ``perturbations_per_eval`` = jaxviz's chunk).
+- gradcam: :func:`jaxviz.attribution.methods.gradcam` (the book's Grad-CAM, upsampled bilinearly to the
+  input size) with ``score="logit"``; Captum's ``LayerGradCam`` map is ReLU'd, divided by its maximum and
+  upsampled with ``torch.nn.functional.interpolate(mode="bilinear")`` like it (inside the timed call).
 - SmoothGrad (NoiseTunnel) and LIME draw different random numbers; they are timed, not compared.
   Captum's NoiseTunnel ``stdevs`` is absolute; jaxviz's ``noise`` is a fraction of the image's range,
   converted here.
@@ -32,13 +46,13 @@ Usage:
   python scripts/compare_captum.py                        # vgg16, random:0 weights, 224×224, short
   python scripts/compare_captum.py --arch vgg_tiny --batch 4 --json out.json
   python scripts/compare_captum.py --weights imagenet --image chelsea --methods saliency,ig
+  python scripts/compare_captum.py --methods all --repeats 5 --json compare_captum.json   # the issue's table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,17 +66,21 @@ import jax  # noqa: E402
 import jaxviz  # noqa: E402
 
 # Functions from their modules: the package may re-export them under the modules' own names.
-from jaxviz.attribution.gradcam import gradcam  # noqa: E402
+from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus  # noqa: E402
 from jaxviz.attribution.guided import deconvnet, guided_backprop  # noqa: E402
 from jaxviz.attribution.guided_gradcam import guided_gradcam  # noqa: E402
 from jaxviz.attribution.integrated_gradients import integrated_gradients  # noqa: E402
+from jaxviz.attribution.methods import gradcam  # noqa: E402
 from jaxviz.attribution.occlusion import occlusion  # noqa: E402
 from jaxviz.attribution.saliency import saliency  # noqa: E402
 from jaxviz.attribution.smoothgrad import smoothgrad  # noqa: E402
 
 METHODS = ("saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
-           "guided_gradcam_bilinear", "occlusion", "smoothgrad")
-ALIASES = {"ig": "integrated_gradients", "gbp": "guided_backprop", "deconv": "deconvnet"}
+           "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad")
+ALIASES = {"ig": "integrated_gradients", "gbp": "guided_backprop", "deconv": "deconvnet",
+           "gradcam++": "gradcam_plus_plus"}
+#: The methods compared with pytorch-grad-cam, and its class for each.
+PGC_METHODS = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -158,13 +176,16 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
     n = x.shape[0]
 
     def our_gradcam():
-        return gradcam(model, x, target=tt, score="logit")
+        return gradcam(model, x, tt, score="logit")
 
     def their_gradcam():
-        m = ca.LayerGradCam(net, last_relu).attribute(xt, target=tt)[:, 0].detach().numpy()
-        m = np.maximum(m, 0)
-        peak = m.max(axis=(1, 2), keepdims=True)
-        return m / np.where(peak > 0, peak, 1)
+        import torch
+
+        m = torch.relu(ca.LayerGradCam(net, last_relu).attribute(xt, target=tt)).detach()
+        peak = m.amax(dim=(2, 3), keepdim=True)
+        m = m / torch.where(peak > 0, peak, torch.ones_like(peak))
+        return torch.nn.functional.interpolate(m, size=tuple(xt.shape[2:]), mode="bilinear",
+                                               align_corners=False)[:, 0].numpy()
 
     sigma = opts["noise"] * float(np.ptp(np.asarray(x)))  # NoiseTunnel's stdevs is absolute
     return {
@@ -188,6 +209,9 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
             lambda: guided_gradcam(model, x, tt, interpolation="bilinear", reduce=None),
             lambda: nhwc(ca.GuidedGradCam(net, last_relu).attribute(xt.clone().requires_grad_(), target=tt,
                                                                     interpolate_mode="bilinear"))),
+        "gradcam_plus_plus": (
+            lambda: gradcam_plus_plus(model, x, tt, score="logit"),
+            None),
         "occlusion": (
             lambda: occlusion(model, x, tt, window=win, stride=stride, batch_size=chunk, reduce=None),
             lambda: nhwc(ca.Occlusion(net).attribute(xt, sliding_window_shapes=(3, win, win),
@@ -210,17 +234,101 @@ def block(v):
     return jax.block_until_ready(v) if not isinstance(v, np.ndarray) else v
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        block(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - t0
 
 
-def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = True, fp64: bool = False) -> dict:
-    """Runs each method on both sides; returns ``{method: {rel_error, jaxviz_ips, captum_ips, ratio}}``.
+def minmax(m) -> np.ndarray:
+    """Per-map ``(m − min) / (max − min)``, as pytorch-grad-cam scales its maps."""
+    m = np.asarray(m, np.float64)
+    lo = m.min(axis=(1, 2), keepdims=True)
+    span = m.max(axis=(1, 2), keepdims=True) - lo
+    return (m - lo) / np.where(span > 0, span, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pytorch-grad-cam
+
+
+def load_pytorch_grad_cam():
+    """The ``pytorch_grad_cam`` package, or ``None`` (with the reason printed) if it cannot be imported.
+
+    Its ``__init__`` imports every method it has, and those import torchvision (transforms, ``box_iou``)
+    and scikit-learn (``KernelPCA``, ``NMF``) at import time; GradCAM and GradCAM++ use neither. Missing
+    ones are replaced by empty placeholder modules (the PyPI torchvision is built for the CUDA torch).
+    """
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        print("pytorch-grad-cam not installed (pip install grad-cam --no-deps ttach opencv-python-headless)")
+        return None
+    placeholders = {"torchvision": ("transforms", "transforms.functional", "ops"),
+                    "sklearn": ("decomposition",)}
+    for top, subs in placeholders.items():
+        try:
+            importlib.import_module(top)
+            continue
+        except Exception:  # missing, or present but not loadable (CUDA build of torchvision)
+            pass
+        for name in (top, *(f"{top}.{sub}" for sub in subs)):
+            mod = types.ModuleType(name)
+            mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            mod.__getattr__ = lambda attr, name=name: None  # any name: a placeholder
+            sys.modules[name] = mod
+    try:
+        import pytorch_grad_cam
+    except Exception as e:  # pragma: no cover - depends on the environment
+        print(f"pytorch-grad-cam cannot be imported: {type(e).__name__}: {e}")
+        return None
+    return pytorch_grad_cam
+
+
+def pgc_pairs(model, net, x, targets, pgc):
+    """``{method: (jaxviz call, pytorch-grad-cam call)}`` on a frozen copy of ``net`` (see the docstring)."""
+    import copy
+
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torch import nn
+
+    net = copy.deepcopy(net)
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in convs[-1].parameters():
+        p.requires_grad_(True)
+    last_relu = [m for m in net.features if isinstance(m, nn.ReLU)][-1]
+    xt = nchw(x)
+    tt = [int(t) for t in targets]
+    out = {}
+    for name, cls in PGC_METHODS.items():
+        cam = getattr(pgc, cls)(model=net, target_layers=[last_relu])
+
+        def theirs(cam=cam):
+            return cam(input_tensor=xt, targets=[ClassifierOutputTarget(t) for t in tt])
+
+        if name == "gradcam":
+            ours = lambda: gradcam(model, x, tt, score="logit")  # noqa: E731
+        else:
+            ours = lambda: gradcam_plus_plus(model, x, tt, score="logit")  # noqa: E731
+        out[name] = (ours, theirs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparison
+
+
+def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = True, fp64: bool = False,
+            pgc=None) -> dict:
+    """Runs each method on both sides; returns ``{method: {rel_error, jaxviz_ips, captum_ips, ratio, …}}``.
+
+    ``rel_error`` is ``max|jaxviz − captum| / max|captum|``; with ``pgc`` (the ``pytorch_grad_cam``
+    package) the CAM family is also run there: ``pgc_rel_error``, ``pgc_ips``, ``pgc_ratio``. Timings are
+    the best of ``repeats`` rounds, each round calling every side once, interleaved.
 
     With ``fp64`` (needs ``jax_enable_x64``), both sides also run in float64: ``fp64_rel_error`` compares
     them (the definitions, free of float32 rounding), and ``fp64_error_jaxviz`` / ``fp64_error_captum``
@@ -234,6 +342,7 @@ def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = T
 
     net, last_relu = torch_vgg(model)
     table = pairs(model, net, last_relu, x, targets, opts)
+    pgc_table = pgc_pairs(model, net, x, targets, pgc) if pgc is not None else {}
     if fp64:
         net64 = copy.deepcopy(net).double()
         relu64 = [m for m in net64.features if isinstance(m, torch.nn.ReLU)][-1]
@@ -243,23 +352,68 @@ def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = T
     out = {}
     for name in methods:
         ours_fn, theirs_fn = table[name]
+        pgc_fn = pgc_table.get(name, (None, None))[1]
         ours = np.asarray(block(ours_fn()))  # first call compiles
-        theirs = theirs_fn()  # first call warms oneDNN
-        row = {"rel_error": rel_error(ours, theirs) if name in COMPARED else None}
+        row = {"rel_error": None}
+        if theirs_fn is not None:
+            theirs = theirs_fn()  # first call warms oneDNN
+            row["rel_error"] = rel_error(ours, theirs) if name in COMPARED else None
+        if pgc_fn is not None:
+            row["pgc_rel_error"] = rel_error(minmax(ours), pgc_fn())
         if fp64 and name in COMPARED:
             exact = table64[name][1]()
             row.update(fp64_rel_error=rel_error(np.asarray(table64[name][0]()), exact),
                        fp64_error_jaxviz=rel_error(ours, exact), fp64_error_captum=rel_error(theirs, exact))
-        if timing:  # interleaved, so that load from other processes hits both sides alike
-            t_ours, t_theirs = [], []
+        if timing:  # interleaved, so that load from other processes hits every side alike
+            sides = {"jaxviz": ours_fn, "captum": theirs_fn, "pgc": pgc_fn}
+            sides = {k: f for k, f in sides.items() if f is not None}
+            times = {k: [] for k in sides}
             for _ in range(repeats):
-                t_ours.append(timed(ours_fn, 1))
-                t_theirs.append(timed(theirs_fn, 1))
-            t_ours, t_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-            row.update(jaxviz_ips=n / t_ours, captum_ips=n / t_theirs, ratio=t_theirs / t_ours)
+                for k, f in sides.items():
+                    times[k].append(timed(f))
+            best = {k: min(v) for k, v in times.items()}
+            row.update(jaxviz_ips=n / best["jaxviz"], jaxviz_times=times["jaxviz"])
+            if "captum" in best:
+                row.update(captum_ips=n / best["captum"], ratio=best["captum"] / best["jaxviz"],
+                           captum_times=times["captum"])
+            if "pgc" in best:
+                row.update(pgc_ips=n / best["pgc"], pgc_ratio=best["pgc"] / best["jaxviz"], pgc_times=times["pgc"])
         out[name] = row
         torch.set_grad_enabled(True)
     return out
+
+
+def _cell(value, fmt: str, width: int) -> str:
+    return f"{value:>{width}{fmt}}" if value is not None else f"{'—':>{width}}"
+
+
+def format_table(results: dict, fp64: bool = False) -> str:
+    """The results as a text table: one row per method."""
+    head = (f"{'method':<24}{'jaxviz img/s':>13}{'Captum img/s':>13}{'ratio':>9}{'max rel diff':>14}"
+            f"{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}")
+    if fp64:
+        head += f"{'f64 vs f64':>12}{'jaxviz vs f64':>15}{'captum vs f64':>15}"
+    lines = [head]
+    for name, r in results.items():
+        line = (f"{name:<24}" + _cell(r.get("jaxviz_ips"), ".3f", 13) + _cell(r.get("captum_ips"), ".3f", 13)
+                + _cell(r.get("ratio"), ".2f", 8) + ("×" if r.get("ratio") else " ")
+                + _cell(r.get("rel_error"), ".2e", 14) + _cell(r.get("pgc_ips"), ".3f", 11)
+                + _cell(r.get("pgc_ratio"), ".2f", 8) + ("×" if r.get("pgc_ratio") else " ")
+                + _cell(r.get("pgc_rel_error"), ".2e", 14))
+        if fp64:
+            line += _cell(r.get("fp64_rel_error"), ".2e", 12) + _cell(r.get("fp64_error_jaxviz"), ".2e", 15)
+            line += _cell(r.get("fp64_error_captum"), ".2e", 15)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
 
 
 def main(argv=None) -> int:
@@ -276,7 +430,8 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=56, help="occlusion window")
     p.add_argument("--stride", type=int, default=28, help="occlusion stride")
     p.add_argument("--batch-size", type=int, default=8, help="model inputs per chunk (both sides)")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds; the best is reported")
+    p.add_argument("--no-pgc", action="store_true", help="skip pytorch-grad-cam even if installed")
     p.add_argument("--no-timing", action="store_true")
     p.add_argument("--fp64", action="store_true",
                    help="also run both sides in float64 (parity without float32 rounding) and measure each "
@@ -300,24 +455,16 @@ def main(argv=None) -> int:
     import captum
     import torch
 
-    results = compare(model, x, targets, names, opts, args.repeats, not args.no_timing, args.fp64)
-    print(f"{args.arch} ({args.weights}) {size}×{size}, batch {args.batch}; jax {jax.__version__}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), captum {captum.__version__}")
-    head = f"{'method':<26}{'rel. error':>12}"
-    if args.fp64:
-        head += f"{'f64 vs f64':>12}{'jaxviz vs f64':>15}{'captum vs f64':>15}"
-    print(head + (f"{'jaxviz img/s':>14}{'captum img/s':>14}{'ratio':>8}" if not args.no_timing else ""))
-    for name, r in results.items():
-        line = f"{name:<26}" + (f"{r['rel_error']:>12.2e}" if r["rel_error"] is not None else f"{'—':>12}")
-        if args.fp64:
-            line += f"{r['fp64_rel_error']:>12.2e}" if "fp64_rel_error" in r else f"{'—':>12}"
-            line += "".join(f"{r[k]:>15.2e}" if k in r else f"{'—':>15}" for k in ("fp64_error_jaxviz",
-                                                                                 "fp64_error_captum"))
-        if "ratio" in r:
-            line += f"{r['jaxviz_ips']:>14.3f}{r['captum_ips']:>14.3f}{r['ratio']:>7.2f}×"
-        print(line)
+    pgc = None if args.no_pgc or not any(n in PGC_METHODS for n in names) else load_pytorch_grad_cam()
+    results = compare(model, x, targets, names, opts, args.repeats, not args.no_timing, args.fp64, pgc=pgc)
+    print(f"{args.arch} ({args.weights}) {size}×{size}, batch {args.batch}, best of {args.repeats}; "
+          f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"captum {captum.__version__}" + (f", pytorch-grad-cam {_version('grad-cam')}" if pgc else ""))
+    print(format_table(results, args.fp64))
     report = {"arch": args.arch, "weights": args.weights, "size": size, "batch": args.batch, "options": opts,
-              "versions": {"jax": jax.__version__, "torch": torch.__version__, "captum": captum.__version__},
+              "repeats": args.repeats, "timing": "best of repeats, sides interleaved",
+              "versions": {"jax": jax.__version__, "torch": torch.__version__, "captum": captum.__version__,
+                           "pytorch-grad-cam": _version("grad-cam") if pgc else None},
               "threads": torch.get_num_threads(), "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
