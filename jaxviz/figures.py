@@ -427,6 +427,21 @@ def _is_done(task: _Task, record: dict | None, out: Path) -> bool:
             and record.get("files") == task.files and all((out / f).is_file() for f in task.files))
 
 
+def _demo_intro(arch: str, weights: str) -> list[str]:
+    """A paragraph saying what a demo network is (nothing for other models)."""
+    from .visualize.deepvis import is_demo
+
+    if not is_demo(arch):
+        return []
+    from .demo import CLASS_NAMES
+
+    which = "its shipped trained weights" if weights in ("imagenet", "demo") else "the weights named below"
+    return [f"<p>{html.escape(arch)} is jaxviz's demo network: a narrow VGG for 64×64 images, here with {which}, "
+            "trained on procedural scenes of one object over clutter in 10 classes: "
+            f"{html.escape(', '.join(CLASS_NAMES))}. The photo is one such scene (a star); the figures show "
+            "what the network looks at and what its filters and classes respond to.</p>"]
+
+
 def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     done = manifest.get("tasks", {})
     e = html.escape
@@ -438,6 +453,7 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
         "border:1px solid #ccc}figcaption{font-size:90%;max-width:560px}pre{background:#f4f4f4;padding:1em;"
         "overflow:auto;font-size:80%}</style></head><body>",
         f"<h1>What {e(manifest['arch'])} learned</h1>",
+        *_demo_intro(manifest["arch"], manifest["weights"]),
         f"<p>Weights: <code>{e(str(manifest['weights']))}</code>; photo: <code>{e(str(manifest['image']))}"
         f"</code>; jaxviz {e(str(manifest['versions'].get('jaxviz')))}, jax "
         f"{e(str(manifest['versions'].get('jax')))}. Parameters, timings and versions: "

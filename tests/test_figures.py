@@ -275,7 +275,8 @@ def test_demo_figure_set_uses_the_demo_scene_classes_and_names(tmp_path, panel_t
     assert all(t.split("\n")[0] in CLASS_NAMES for t in gradcam_titles) and len(gradcam_titles) == 5
     overlay = np.asarray(Image.open(tmp_path / "gradcam_overlay.png"))
     assert overlay.shape == (256, 256, 3)  # the 64 px scene enlarged ×4 under a smooth heatmap
-    assert "demo_star.png" in (tmp_path / "index.html").read_text()
+    html = (tmp_path / "index.html").read_text()
+    assert "demo_star.png" in html and "shipped trained weights" in html and "horizontal_stripes" in html
 
 
 def test_cli_deepvis_demo_titles_by_class_name(tmp_path, capsys, panel_titles):
