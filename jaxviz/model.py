@@ -46,7 +46,8 @@ class Model:
     # --- the pure forward pass -------------------------------------------------------------------------
 
     def apply(self, params: dict, x: jax.Array, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable = jax.nn.relu, perturb: Mapping[str, jax.Array] | None = None):
+              relu: Callable = jax.nn.relu, perturb: Mapping[str, jax.Array] | None = None,
+              flipped: Mapping | None = None):
         """``forward(params, x, upto, taps, relu, perturb) -> (output, {tap: array})``; pure, jit/vmap-able.
 
         Args:
@@ -57,9 +58,12 @@ class Model:
           relu: the activation, swappable for a custom-VJP one (guided backprop, deconvnet).
           perturb: ``{layer: array}`` added to those layers' outputs; differentiate w.r.t. a zero
             perturbation to get the gradient w.r.t. a layer's output (Grad-CAM).
+          flipped: :func:`jaxviz.vgg.flipped_kernels` of ``params``, computed once outside a loop or a
+            cache, so the input-gradient convs do not flip every kernel again (same values, less work).
         """
         taps = tuple(taps)
-        out, tapped = self.module.apply({"params": params}, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
+        variables = {"params": params} if flipped is None else {"params": params, "flipped": flipped}
+        out, tapped = self.module.apply(variables, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
         if "input_layer" in taps:
             tapped["input_layer"] = x
         return out, tapped

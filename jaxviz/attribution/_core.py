@@ -396,15 +396,9 @@ class _Forward:
         model = self._ref()
         if model is None:  # pragma: no cover - only if a program outlives its model
             raise RuntimeError("the model of this compiled attribution program was deleted")
-        if self._flipped is None:
+        if self._flipped is None:  # models without the collection (the hand-set test models)
             return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
-        # Model.apply's body, with the "flipped" collection added to the variables.
-        taps = tuple(taps)
-        out, tapped = model.module.apply({"params": params, "flipped": self._flipped}, x, upto=upto, taps=taps,
-                                         relu=relu, perturb=perturb)
-        if "input_layer" in taps:
-            tapped["input_layer"] = x
-        return out, tapped
+        return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb, flipped=self._flipped)
 
 
 # {model: (conv kernels the flipped ones were computed from, flipped kernels)}; models are held weakly.
@@ -415,13 +409,6 @@ def _has_flipped_collection(model) -> bool:
     from ..vgg import Arch
 
     return isinstance(getattr(model, "arch", None), Arch) and hasattr(model, "module")
-
-
-@jax.jit
-def _flip_all(kernels):
-    from ..vgg import flip_kernel
-
-    return {name: {"kernel": flip_kernel(k)} for name, k in kernels.items()}
 
 
 def flipped_kernels(model, params):
@@ -435,7 +422,9 @@ def flipped_kernels(model, params):
     hit = _FLIPPED.get(model)
     if hit is not None and hit[0] == ident and all(a is b for a, b in zip(hit[1], kernels.values())):
         return hit[2]
-    flipped = _flip_all(kernels)
+    from ..vgg import flipped_kernels as flip_all
+
+    flipped = jax.jit(flip_all)({name: params[name] for name in kernels})
     _FLIPPED[model] = (ident, tuple(kernels.values()), flipped)
     return flipped
 
