@@ -27,7 +27,7 @@ Defaults and cost per image (fwd = forward pass, bwd = input-gradient pass):
     integrated_gradients  logit     sum       2 fwd + steps (fwd + bwd)
     deconvnet             logit     abs_max   1 fwd + 1 bwd
     guided_backprop       logit     abs_max   1 fwd + 1 bwd
-    gradcam (the book's)  prob      —         1 fwd + 1 bwd
+    gradcam               logit     —         1 fwd + 1 bwd   (jaxviz.gradcam, the book's: prob)
     guided_gradcam        logit     abs_max   2 (fwd + bwd)
     gradcam_plus_plus     logit     —         1 fwd + 1 bwd
     score_cam             prob      —         1 fwd + K fwd (K = the layer's channels)

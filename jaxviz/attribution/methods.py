@@ -26,11 +26,13 @@ from .smoothgrad import smoothgrad
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
-            score: str = "prob", interpolation: str = "bilinear", reduce: str | None = "sum",
+            score: str = "logit", interpolation: str = "bilinear", reduce: str | None = "sum",
             params=None) -> jax.Array:
     """Grad-CAM (:func:`jaxviz.attribution.gradcam.gradcam`, the book's: scaled to [0, 1]) at input size.
 
-    Args as the other methods; ``score`` defaults to ``"prob"`` as in :mod:`~jaxviz.attribution.gradcam`.
+    Args as the other methods; ``score`` defaults to ``"logit"`` like theirs (and Captum's, and the paper's):
+    a confident model's softmax is saturated, its gradient vanishes and the map of the probability is noise.
+    :func:`jaxviz.gradcam` keeps the book's ``"prob"``.
 
     Returns:
       ``[N, H, W]`` float32 in [0, 1].
