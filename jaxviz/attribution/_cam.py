@@ -69,3 +69,15 @@ def gradcam_map(a: jax.Array, grads: jax.Array) -> jax.Array:
     """
     weights = grads.mean(axis=(1, 2))
     return jnp.einsum("nhwk,nk->nhw", a, weights)
+
+
+def check_args(model, method: str, x, target, layer: str | None, score: str, interpolation: str,
+               reduce: str | None):
+    """The checks every CAM method starts with; returns ``(layer, x, targets, reduce)``."""
+    _core.check_model(model, method)
+    _core.check_choice(score, _core.SCORES, "score")
+    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
+    reduce = _core.check_reduce(reduce)
+    layer = check_layer(model, layer)
+    x = _core.check_input(model, x)
+    return layer, x, _core.check_targets(model, target, x.shape[0]), reduce

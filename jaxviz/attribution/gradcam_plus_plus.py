@@ -45,13 +45,8 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
-    _core.check_model(model, "gradcam_plus_plus")
-    _core.check_choice(score, _core.SCORES, "score")
-    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
-    reduce = _core.check_reduce(reduce)
-    layer = _cam.check_layer(model, layer)
-    x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    layer, x, targets, reduce = _cam.check_args(model, "gradcam_plus_plus", x, target, layer, score, interpolation,
+                                                reduce)
 
     def build(fwd):
         def run(params, x, targets):

@@ -42,13 +42,8 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
-    _core.check_model(model, "guided_gradcam")
-    _core.check_choice(score, _core.SCORES, "score")
-    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
-    reduce = _core.check_reduce(reduce)
-    layer = _cam.check_layer(model, layer)
-    x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    layer, x, targets, reduce = _cam.check_args(model, "guided_gradcam", x, target, layer, score, interpolation,
+                                                reduce)
 
     def build(fwd):
         def run(params, x, targets):

@@ -49,14 +49,9 @@ def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
-    _core.check_model(model, "score_cam")
-    _core.check_choice(score, _core.SCORES, "score")
-    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
-    reduce = _core.check_reduce(reduce)
-    layer = _cam.check_layer(model, layer)
-    x = _core.check_input(model, x)
+    layer, x, targets, reduce = _cam.check_args(model, "score_cam", x, target, layer, score, interpolation,
+                                                reduce)
     batch_size = _core.batch_size_for(model, x, batch_size, 512 * x.shape[0], gradient=False)
-    targets = _core.check_targets(model, target, x.shape[0])
     chunk = _core.per_chunk(batch_size, x.shape[0])
 
     def build(fwd):
