@@ -1,5 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, and an interrupted run (Ctrl-C, a crash)
-leaves the previous file, if any, intact and no temporary file behind.
+"""Atomic file writes (and file digests): a reader never sees a half-written file, and an interrupted run
+(Ctrl-C, a crash) leaves the previous file, if any, intact and no temporary file behind.
 
 Every file jaxviz writes goes through :func:`atomic_open`: a temporary file in the destination's folder
 (same filesystem, so the final ``os.replace`` is atomic), flushed to disk, then renamed over the destination.
@@ -8,6 +8,7 @@ Every file jaxviz writes goes through :func:`atomic_open`: a temporary file in t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import secrets
@@ -59,3 +60,12 @@ def save_npy(path: str | os.PathLike, array) -> Path:
     with atomic_open(path) as f:
         np.save(f, np.asarray(array), allow_pickle=False)
     return Path(path)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import html
 import json
 import os
@@ -52,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_bytes
+from .atomic import file_digest, write_bytes
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -166,14 +165,6 @@ class _Context:
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions() -> dict:
@@ -555,7 +546,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
-    common = {"arch": arch.name, "weights": str(weights), "image_sha256": _sha256(image)}
+    common = {"arch": arch.name, "weights": str(weights), "image_sha256": file_digest(image)}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
                                   "_fmap_min_side": per_arch["fmap_min_side"]})
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import vgg
-from .atomic import atomic_open
+from .atomic import atomic_open, file_digest
 from .errors import WeightsError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -168,11 +168,7 @@ def file_md5(path: str | os.PathLike) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _MD5_MEMO:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _MD5_MEMO[key] = h.hexdigest()
+        _MD5_MEMO[key] = file_digest(path, "md5")
     return _MD5_MEMO[key]
 
 

@@ -16,9 +16,9 @@ which real photos cannot offer.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from ..atomic import file_digest
 from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam
 from .scenes import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
 
@@ -95,11 +95,7 @@ def shipped_sha256(arch="vgg_demo") -> str | None:
 
 
 def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def load_demo_params(arch="vgg_demo", include_top: bool = True) -> dict:
