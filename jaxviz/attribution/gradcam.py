@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..errors import JaxvizError, LayerError
+from . import _core
 
 SCORES = ("prob", "logit")
 
@@ -109,23 +109,6 @@ def _check_layer(model, layer):
     return layer
 
 
-def _check_target(target, n: int, num_classes: int) -> np.ndarray:
-    try:
-        if np.ndim(target) == 0:
-            t = np.full((n,), operator.index(target), np.int64)
-        else:
-            t = np.asarray([operator.index(v) for v in target], np.int64)
-    except TypeError:
-        raise JaxvizError(f"target must be a class index or one per image, got {target!r}") from None
-    if t.shape != (n,):
-        raise JaxvizError(f"got {t.shape[0]} targets for {n} images; give one class, or one per image")
-    bad = [int(v) for v in t if not 0 <= v < num_classes]
-    if bad:
-        raise JaxvizError(f"class {bad[0]} out of range: the model has {num_classes} classes "
-                          f"(0..{num_classes - 1})")
-    return t
-
-
 def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
                    score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
                    class_index: int | Sequence[int] | None = None, params: dict | None = None) -> GradCAMResult:
@@ -151,7 +134,7 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
         if not 1 <= operator.index(top) <= num_classes:
             raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
     if target is not None:
-        classes = jnp.asarray(_check_target(target, n, num_classes)[:, None], jnp.int32)
+        classes = _core.check_targets(model, target, n)[:, None]
         fn = _compiled(model, layer, score, 1, True, relu)
     else:
         classes = jnp.zeros((n, 0), jnp.int32)
