@@ -109,6 +109,22 @@ def check_targets(model, target, n: int) -> jax.Array:
     return jnp.asarray(t, jnp.int32)
 
 
+def check_sampled_args(model, method: str, x, target, score: str, reduce: str | None, count: int,
+                       count_name: str, batch_size: int | None, gradient: bool):
+    """The checks the sampling methods (IG, SmoothGrad, LIME) start with.
+
+    Returns ``(x, targets, reduce, count, batch_size)``, the batch size resolved by :func:`batch_size_for`
+    for ``count`` model inputs per image.
+    """
+    check_model(model, method)
+    check_choice(score, SCORES, "score")
+    reduce = check_reduce(reduce)
+    count = check_positive(count, count_name)
+    x = check_input(model, x)
+    batch_size = batch_size_for(model, x, batch_size, count * x.shape[0], gradient=gradient)
+    return x, check_targets(model, target, x.shape[0]), reduce, count, batch_size
+
+
 def check_choice(value, choices: Sequence, what: str):
     if value not in choices:
         raise JaxvizError(f"unknown {what} {value!r}; use one of: {', '.join(map(str, choices))}")

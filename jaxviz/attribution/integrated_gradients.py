@@ -121,13 +121,8 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``); with ``return_convergence_delta`` a
       tuple ``(attributions, delta [N])``.
     """
-    _core.check_model(model, "integrated_gradients")
-    _core.check_choice(score, _core.SCORES, "score")
-    reduce = _core.check_reduce(reduce)
-    steps = _core.check_positive(steps, "steps")
-    x = _core.check_input(model, x)
-    batch_size = _core.batch_size_for(model, x, batch_size, steps * x.shape[0], gradient=True)
-    targets = _core.check_targets(model, target, x.shape[0])
+    x, targets, reduce, steps, batch_size = _core.check_sampled_args(
+        model, "integrated_gradients", x, target, score, reduce, steps, "steps", batch_size, gradient=True)
     alphas, weights = quadrature(method, steps)
     base = make_baseline(baseline, x, blur_sigma)
     chunk = _core.per_chunk(batch_size, x.shape[0])

@@ -125,14 +125,9 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     Returns:
       ``[N, H, W]`` float32: each pixel holds its superpixel's surrogate coefficient.
     """
-    _core.check_model(model, "lime")
-    _core.check_choice(score, _core.SCORES, "score")
-    reduce = _core.check_reduce(reduce)
-    n_samples = _core.check_positive(n_samples, "n_samples")
-    x = _core.check_input(model, x)
-    batch_size = _core.batch_size_for(model, x, batch_size, n_samples * x.shape[0], gradient=False)
+    x, targets, reduce, n_samples, batch_size = _core.check_sampled_args(
+        model, "lime", x, target, score, reduce, n_samples, "n_samples", batch_size, gradient=False)
     n = x.shape[0]
-    targets = _core.check_targets(model, target, n)
     if isinstance(segments, str):
         labels = segment(np.asarray(x), segments, _core.check_positive(n_segments, "n_segments"), compactness)
     else:

@@ -49,13 +49,8 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
-    _core.check_model(model, "smoothgrad")
-    _core.check_choice(score, _core.SCORES, "score")
-    reduce = _core.check_reduce(reduce)
-    n = _core.check_positive(n, "n")
-    x = _core.check_input(model, x)
-    batch_size = _core.batch_size_for(model, x, batch_size, n * x.shape[0], gradient=True)
-    targets = _core.check_targets(model, target, x.shape[0])
+    x, targets, reduce, n, batch_size = _core.check_sampled_args(
+        model, "smoothgrad", x, target, score, reduce, n, "n", batch_size, gradient=True)
     keys = _core.fold_keys(seed, x.shape[0], n)  # [N, n]
     chunk = _core.per_chunk(batch_size, x.shape[0])
 
