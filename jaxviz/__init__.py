@@ -12,6 +12,10 @@ The public API, by task:
 - :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``).
 """
 
+from . import xla_cpu
+
+xla_cpu.configure()  # before anything below starts JAX' CPU backend
+
 from . import demo, metrics, weights
 from .attribution.gradcam import gradcam
 from .attribution.gradcam_plus_plus import gradcam_plus_plus
