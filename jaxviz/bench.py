@@ -119,7 +119,30 @@ def _keras_worker() -> None:  # pragma: no cover - exercised through the benchma
             return {"gflops": 2 * n**3 / min(ts) / 1e9}
         return {"gflops": None}
 
-    print(json.dumps({"ready": True, "backend": backend, "keras": keras.__version__}), flush=True)
+    _serve({"ready": True, "backend": backend, "keras": keras.__version__}, run, peak)
+
+
+def _jaxviz_worker() -> None:  # pragma: no cover - exercised through the benchmark
+    """jaxviz in a process of its own, started with the user's XLA flags (JAX's defaults unless changed)."""
+    import jax
+
+    import jaxviz
+    from jaxviz.visualize import patterns
+
+    model = jaxviz.load("vgg16", "random:0", include_top=False)
+
+    def run(layer, size, n, steps):
+        t = time.perf_counter()
+        patterns.filter_patterns(model, layer, range(n), size=size, steps=steps, progress=False)
+        return {"seconds": [(time.perf_counter() - t) / n] * n}
+
+    _serve({"ready": True, "backend": "jaxviz", "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "jax": jax.__version__}, run, lambda: {"gflops": None})
+
+
+def _serve(hello: dict, run, peak) -> None:  # pragma: no cover - exercised through the benchmark
+    """The worker loop: answers one JSON command per line on stdin with one JSON line on stdout."""
+    print(json.dumps(hello), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         try:
@@ -138,9 +161,14 @@ class KerasWorker:
     """A Keras process on one backend, answering ``run``/``peak`` commands over pipes."""
 
     def __init__(self, backend: str, python: str | None = None, timeout_s: float = 120):
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+        # The user's XLA flags, not the ones importing jaxviz set: what Keras users run today.
+        from . import xla_cpu
+
+        env = dict(xla_cpu.users_environment(), KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONUNBUFFERED="1")
         self.backend = backend
-        self.proc = subprocess.Popen([python or sys.executable, os.path.abspath(__file__), "--keras-worker"],
+        role = "--jaxviz-worker" if backend == "jaxviz" else "--keras-worker"
+        self.proc = subprocess.Popen([python or sys.executable, os.path.abspath(__file__), role],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env=env)
         hello = self._read()
@@ -238,7 +266,7 @@ def _variants(spec: str) -> list[dict]:
 
 def run(cases=CASES, filters: int = 64, steps: int = 40, rounds: int = 2, variants: str = "full-layer,bf16",
         keras_jax: bool = True, keras_tf: bool = True, tf_python: str | None = None, keras_filters: int | None = None,
-        log=print) -> dict:
+        xla_defaults: bool = True, log=print) -> dict:
     """Runs the benchmark and returns every number (see the module docstring)."""
     import jax
 
@@ -250,7 +278,15 @@ def run(cases=CASES, filters: int = 64, steps: int = 40, rounds: int = 2, varian
     model = jaxviz.load("vgg16", "random:0", include_top=False)
     result = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "cpus": os.cpu_count(),
               "jax": jax.__version__, "filters": filters, "steps": steps, "rounds": rounds, "cases": []}
+    from . import xla_cpu
+
+    result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     workers = {}
+    if xla_defaults and xla_cpu.added:  # the same code under JAX's default XLA:CPU settings (YNNPACK convs)
+        try:
+            workers["jaxviz xla-defaults"] = KerasWorker("jaxviz")
+        except Exception as e:
+            result["jaxviz_xla_defaults_error"] = str(e)
     if keras_jax and importlib.util.find_spec("keras") is not None:
         try:
             workers["keras-jax"] = KerasWorker("jax")
@@ -296,14 +332,18 @@ def run(cases=CASES, filters: int = 64, steps: int = 40, rounds: int = 2, varian
                                           dtype=kw.get("dtype", "float32"), columns=kw.get("columns", True))
                 compile_s[v["name"]] = time.perf_counter() - t
                 v["_kw"] = kw
-            for name, w in workers.items():  # Keras: build + trace + compile + one filter
+            # Workers ask for as many filters as the jaxviz run (so a jaxviz worker compiles the same
+            # chunk) or, for Keras's per-filter loops, kf.
+            worker_filters = {name: filters if name.startswith("jaxviz") else kf for name in workers}
+            for name, w in workers.items():  # first call: build + trace + compile + one filter
+                first = 1 if worker_filters[name] == kf else worker_filters[name]
                 t = time.perf_counter()
-                out = w.ask(cmd="run", layer=layer, size=size, filters=1, steps=steps)
+                out = w.ask(cmd="run", layer=layer, size=size, filters=first, steps=steps)
                 if "error" in out:
                     log(f"{name}: {out['error']}")
                     times.pop(name, None)
                     continue
-                first_s[name] = time.perf_counter() - t
+                first_s[name] = (time.perf_counter() - t, first)
             peaks = []
             for r in range(rounds):
                 peaks.append(matmul_peak(repeats=3)["jax"])  # the machine's rate now, for % of peak
@@ -317,12 +357,13 @@ def run(cases=CASES, filters: int = 64, steps: int = 40, rounds: int = 2, varian
                                                  progress=False, **item["_kw"])
                         times[item["name"]].append((time.perf_counter() - t) / filters)
                     elif item in times:
-                        out = workers[item].ask(cmd="run", layer=layer, size=size, filters=kf, steps=steps)
+                        out = workers[item].ask(cmd="run", layer=layer, size=size, filters=worker_filters[item],
+                                                steps=steps)
                         if "error" not in out:
                             times[item].append(sum(out["seconds"]) / len(out["seconds"]))
-            for name, t in first_s.items():  # first call minus a steady filter = build + compile
+            for name, (t, n) in first_s.items():  # first call minus its steady-state time = build + compile
                 if times.get(name):
-                    compile_s[name] = max(t - _median(times[name]), 0.0)
+                    compile_s[name] = max(t - n * _median(times[name]), 0.0)
             case["jax_peak_gflops_rounds"] = peaks
             jax_peak = max(_median(peaks), 1e-9)
             rows = []
@@ -382,6 +423,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra jaxviz variants: full-layer, bf16, chunkN (comma list; '' for none)")
     p.add_argument("--no-keras-jax", action="store_true", help="skip Keras on the JAX backend")
     p.add_argument("--no-keras-tf", action="store_true", help="skip Keras on the TensorFlow backend")
+    p.add_argument("--no-xla-defaults", action="store_true",
+                   help="skip jaxviz under JAX's default XLA:CPU flags (YNNPACK convolutions; see jaxviz.xla_cpu)")
     p.add_argument("--tf-python", default=None,
                    help="interpreter with TensorFlow (default: $JAXVIZ_TF_PYTHON, else this one if it has TF)")
     p.add_argument("--out", default=None, help="write every number to this JSON file")
@@ -399,7 +442,7 @@ def main_from_args(args) -> int:
     rounds = args.rounds or (2 if args.quick else 3)
     result = run(cases, filters=filters, steps=args.steps, rounds=rounds, variants=args.variants,
                  keras_jax=not args.no_keras_jax, keras_tf=not args.no_keras_tf, tf_python=args.tf_python,
-                 keras_filters=args.keras_filters)
+                 keras_filters=args.keras_filters, xla_defaults=not args.no_xla_defaults)
     if args.out:
         from .cli.common import save_json
 
@@ -417,5 +460,7 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if "--keras-worker" in sys.argv:
         _keras_worker()
+    elif "--jaxviz-worker" in sys.argv:
+        _jaxviz_worker()
     else:
         sys.exit(main())

@@ -16,6 +16,8 @@ import os
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 KEEP_ENV = "JAXVIZ_KEEP_XLA_FLAGS"
+#: Whether :func:`configure` changed ``XLA_FLAGS`` in this process.
+added = False
 
 
 def _backend_started() -> bool:
@@ -34,8 +36,20 @@ def configure() -> bool:
         return False
     if _backend_started():
         return False
+    global added
     os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
+    added = True
     return True
+
+
+def users_environment() -> dict[str, str]:
+    """This process's environment as the user set it: for child processes that should run JAX's defaults."""
+    env = dict(os.environ)
+    if added:
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if f != YNN_FLAG]
+        env["XLA_FLAGS"] = " ".join(flags)
+        env[KEEP_ENV] = "1"
+    return env
 
 
 def ynn_disabled() -> bool:
