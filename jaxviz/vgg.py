@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import winograd
+
 # ---------------------------------------------------------------------------------------------------------
 # Architecture descriptions
 
@@ -148,22 +150,67 @@ def flip_kernel(kernel: jax.Array) -> jax.Array:
     return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
-def flipped_kernels(params: dict) -> dict:
-    """``{conv layer: {"kernel": flip_kernel(kernel)}}``, the ``"flipped"`` collection of :class:`VGG`.
+def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
+    """``{conv layer: {"kernel": flip_kernel(kernel), ...}}``, the ``"flipped"`` collection of :class:`VGG`.
 
     Compute it once, outside a loop of gradient steps, and pass it to the forward pass: XLA:CPU leaves the
     flips of the backward convs inside a ``fori_loop`` body, where they cost up to ~19 % of a step.
+    With ``transforms`` (default: on the CPU backend) the layers :func:`jaxviz.winograd.kernel_eligible`
+    also get their Winograd kernels ``"winograd"`` and ``"winograd_t"`` (of the kernel and of its flip).
     """
-    return {name: {"kernel": flip_kernel(p["kernel"])} for name, p in params.items() if p["kernel"].ndim == 4}
+    if transforms is None:
+        transforms = winograd.platform_uses_winograd()
+    out = {}
+    for name, p in params.items():
+        if p["kernel"].ndim != 4:
+            continue
+        kernel_t = flip_kernel(p["kernel"])
+        out[name] = {"kernel": kernel_t}
+        if transforms and winograd.kernel_eligible(p["kernel"].shape):
+            out[name]["winograd"] = winograd.transform_kernel(p["kernel"])
+            out[name]["winograd_t"] = winograd.transform_kernel(kernel_t)
+    return out
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
+            transformed: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """3×3, stride 1, "same" convolution of NHWC ``x`` with an HWIO ``kernel``.
 
     ``kernel_t`` is :func:`flip_kernel` of ``kernel`` if the caller has it precomputed (it is derived from
-    ``kernel`` here otherwise); only the input gradient uses it.
+    ``kernel`` here otherwise); only the input gradient uses it. ``transformed`` = the Winograd kernels of
+    ``kernel`` and ``kernel_t`` (:func:`flipped_kernels`): then, where :func:`jaxviz.winograd.applies`, the
+    forward pass and the input gradient run as Winograd convolutions (not under
+    ``jax.default_matmul_precision("highest")``).
     """
-    return _conv3x3(x, kernel, flip_kernel(kernel) if kernel_t is None else kernel_t)
+    kernel_t = flip_kernel(kernel) if kernel_t is None else kernel_t
+    if transformed is not None and winograd.applies(x.shape):
+        return _conv3x3_winograd(x, kernel, *transformed)
+    return _conv3x3(x, kernel, kernel_t)
+
+
+def _kernel_grad(x, kernel, g):
+    # The kernel gradient is only computed if used (XLA removes it from input-gradient programs).
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
+    return kernel_vjp(g)[0]
+
+
+@jax.custom_vjp
+def _conv3x3_winograd(x, kernel, u, u_t):
+    return winograd.conv(x, u)
+
+
+def _conv3x3_winograd_fwd(x, kernel, u, u_t):
+    return winograd.conv(x, u), (x, kernel, u, u_t)
+
+
+def _conv3x3_winograd_bwd(res, g):
+    x, kernel, u, u_t = res
+    # The input gradient is the conv with the flipped kernel, so also a Winograd conv (with its transform).
+    # The transforms are functions of kernel: its whole gradient is the direct one.
+    return winograd.conv(g, u_t), _kernel_grad(x, kernel, g), jnp.zeros_like(u), jnp.zeros_like(u_t)
+
+
+_conv3x3_winograd.defvjp(_conv3x3_winograd_fwd, _conv3x3_winograd_bwd)
 
 
 @jax.custom_vjp
@@ -180,11 +227,8 @@ def _conv3x3_bwd(res, g):
     # d/dx of a stride-1 "same" 3×3 conv = the same conv with the flipped kernel: a forward-style conv,
     # which stays on XLA:CPU's fast path inside loops (autodiff's reversed-kernel conv does not).
     dx = _conv(g, kernel_t)
-    # The kernel gradient is only computed if used (XLA removes it from input-gradient programs).
-    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
-    (dk,) = kernel_vjp(g)
-    # kernel_t is flip_kernel(kernel): the kernel's whole gradient is dk, none flows through kernel_t.
-    return dx, dk, jnp.zeros_like(kernel_t)
+    # kernel_t is flip_kernel(kernel): the kernel's whole gradient is the direct one, none flows through it.
+    return dx, _kernel_grad(x, kernel, g), jnp.zeros_like(kernel_t)
 
 
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
@@ -248,10 +292,11 @@ class Conv3x3(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        # Precomputed input-gradient kernel, when the caller passes the "flipped" collection.
-        kernel_t = self.get_variable("flipped", "kernel") if self.has_variable("flipped", "kernel") else None
-        return conv3x3(x, kernel.astype(x.dtype), None if kernel_t is None else kernel_t.astype(x.dtype)) + bias.astype(
-            x.dtype)
+        # Precomputed input-gradient (and Winograd) kernels, when the caller passes the "flipped" collection.
+        pre = {k: self.get_variable("flipped", k).astype(x.dtype)
+               for k in ("kernel", "winograd", "winograd_t") if self.has_variable("flipped", k)}
+        transformed = (pre["winograd"], pre["winograd_t"]) if "winograd" in pre else None
+        return conv3x3(x, kernel.astype(x.dtype), pre.get("kernel"), transformed) + bias.astype(x.dtype)
 
 
 class VGG(nn.Module):

@@ -445,14 +445,13 @@ def flipped_kernels(model, params):
     return flipped
 
 
-def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callable],
-             gradient: bool = False) -> Callable:
+def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
     """The jitted program ``build(fwd)`` for ``(model, name, key)``, built once and cached.
 
     ``fwd(params, x, upto=None, taps=(), relu=relu, perturb=None)`` is ``model.apply``. The returned function
-    ``fn(params, *args)`` counts its traces in :data:`trace_counts` under ``name``. ``gradient=True`` marks a
-    program that back-propagates through the convs to the input: on jaxviz VGG models it then gets the
-    precomputed input-gradient kernels (:func:`flipped_kernels`, cached per params) as an argument.
+    ``fn(params, *args)`` counts its traces in :data:`trace_counts` under ``name``. On jaxviz VGG models it
+    gets the precomputed input-gradient and Winograd kernels (:func:`flipped_kernels`, cached per params)
+    as an argument.
     """
     per_model = _CACHE.setdefault(model, {})
     full_key = (name, key)
@@ -464,7 +463,9 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
 
         per_model[full_key] = jax.jit(counted)
     program = per_model[full_key]
-    if not (gradient and _has_flipped_collection(model)):
+    # Every program on a jaxviz VGG gets the "flipped" collection: gradient programs use its input-gradient
+    # kernels, and on CPUs all programs its Winograd kernels (XLA drops whatever a program does not use).
+    if not _has_flipped_collection(model):
         return lambda params, *args: program(params, None, *args)
     return lambda params, *args: program(params, flipped_kernels(model, params), *args)
 

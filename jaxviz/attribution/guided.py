@@ -77,7 +77,7 @@ def _modified_gradient(name, model, x, target, score, reduce, params):
 
         return run
 
-    fn = _core.compiled(model, name, (score,), build, gradient=True)
+    fn = _core.compiled(model, name, (score,), build)
     return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)
 
 

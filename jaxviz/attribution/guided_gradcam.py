@@ -68,5 +68,5 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
 
         return run
 
-    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build, gradient=True)
+    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build)
     return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)

@@ -157,7 +157,7 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
 
         return run
 
-    fn = _core.compiled(model, "integrated_gradients", (chunk, score, with_delta), build, gradient=True)
+    fn = _core.compiled(model, "integrated_gradients", (chunk, score, with_delta), build)
     attr, delta = fn(_core.params_of(model, params), x, base, targets, jnp.asarray(alphas, jnp.float32),
                      jnp.asarray(weights, jnp.float32))
     attr = _core.finish(attr, reduce)

@@ -53,5 +53,5 @@ def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str 
 
         return run
 
-    fn = _core.compiled(model, "saliency", (score, bool(abs)), build, gradient=True)
+    fn = _core.compiled(model, "saliency", (score, bool(abs)), build)
     return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)

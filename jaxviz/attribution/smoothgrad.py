@@ -73,5 +73,5 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
 
         return run
 
-    fn = _core.compiled(model, "smoothgrad", (chunk, bool(squared), bool(abs), score), build, gradient=True)
+    fn = _core.compiled(model, "smoothgrad", (chunk, bool(squared), bool(abs), score), build)
     return _core.finish(fn(_core.params_of(model, params), x, targets, keys, jnp.float32(noise)), reduce)

@@ -1,0 +1,92 @@
+"""Winograd F(4×4, 3×3) convolutions: the CPU fast default for deep layers, never used in parity mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxviz
+from jaxviz import vgg, winograd
+from jaxviz.attribution import _core
+
+
+def _direct(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _relative(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 8, 5), (1, 15, 13, 4, 6), (1, 4, 4, 3, 2), (3, 9, 21, 2, 7)])
+def test_conv_equals_direct_conv(shape):
+    n, h, w, cin, cout = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, h, w, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref = _direct(x, k)
+    got = jax.jit(winograd.conv)(x, winograd.transform_kernel(k))
+    assert got.shape == ref.shape
+    assert _relative(got, ref) < 1e-5
+
+
+def _big_conv_inputs():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(np.maximum(rng.normal(size=(1, 16, 16, 128)), 0), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 128, 128)) * np.sqrt(2 / (9 * 128)), jnp.float32)
+    flipped = vgg.flipped_kernels({"c": {"kernel": k, "bias": jnp.zeros(128)}}, transforms=True)["c"]
+    return x, k, flipped
+
+
+def test_conv3x3_picks_winograd_by_default_and_direct_when_pinned():
+    x, k, fl = _big_conv_inputs()
+    fn = jax.jit(lambda x: vgg.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
+    fast_hlo = fn.lower(x).compile().as_text()
+    with jax.default_matmul_precision("highest"):
+        exact_hlo = fn.lower(x).compile().as_text()
+        exact = fn(x)
+        assert np.array_equal(np.asarray(exact), np.asarray(_direct(x, k)))
+    assert " convolution(" not in fast_hlo and " convolution(" in exact_hlo
+    assert _relative(fn(x), exact) < 1e-5
+
+
+def test_winograd_input_gradient_matches_direct():
+    x, k, fl = _big_conv_inputs()
+    g = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
+
+    def vjp(conv):
+        return jax.vjp(conv, x, k)[1](g)
+
+    dx, dk = vjp(lambda x, k: vgg.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
+    with jax.default_matmul_precision("highest"):
+        dx_ref, dk_ref = vjp(_direct)
+    assert _relative(dx, dx_ref) < 1e-5
+    assert _relative(dk, dk_ref) < 1e-5
+
+
+def test_only_wide_layers_get_transforms():
+    model = jaxviz.load("vgg16", "random:0", include_top=False)
+    fl = jax.eval_shape(lambda p: vgg.flipped_kernels(p, transforms=True), model.params)
+    with_transforms = sorted(n for n, e in fl.items() if "winograd" in e)
+    assert "block1_conv2" not in with_transforms and "block2_conv1" not in with_transforms
+    assert with_transforms[0] == "block2_conv2" and len(with_transforms) == 10
+    assert fl["block3_conv1"]["winograd"].shape == (36, 128, 256)
+    assert fl["block3_conv1"]["winograd_t"].shape == (36, 256, 128)
+    assert not any("winograd" in e for e in vgg.flipped_kernels(model.params, transforms=False).values())
+    assert winograd.applies((1, 14, 14, 512)) and not winograd.applies((1, 8, 8, 512))
+    with jax.default_matmul_precision("float32"):
+        assert not winograd.applies((1, 64, 64, 512))
+
+
+def test_attribution_fast_default_close_to_parity_mode():
+    # A VGG with 128-channel blocks, so that block2 (16×16) runs as Winograd convolutions.
+    arch = vgg.Arch("wino_test", (1, 2), (8, 128), (16,), 5, 32)
+    vgg.register_arch(arch)
+    model = jaxviz.load("wino_test", "random:3")
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 32, 32, 3)) * 50, jnp.float32)
+    fast = jaxviz.saliency(model, x, target=[1, 2])
+    with jax.default_matmul_precision("highest"):
+        exact = jaxviz.saliency(model, x, target=[1, 2])
+    assert _relative(fast, exact) < 1e-4
+    assert any("winograd" in e for e in _core.flipped_kernels(model, model.params).values())
