@@ -41,7 +41,8 @@ class Model:
             self._index["logits"] = self._index["predictions"]
         # One jitted function per model; jax caches its executables per (layers, input shape, dtype).
         self._features_jit = jax.jit(self._features_fn, static_argnames=("layers",))
-        self._logits_jit = jax.jit(lambda params, x: self.apply(params, x, upto="logits")[0])
+        self._logits_jit = jax.jit(lambda params, prepared, x: self.apply(params, x, upto="logits",
+                                                                          flipped=prepared)[0])
 
     # --- the pure forward pass -------------------------------------------------------------------------
 
@@ -127,9 +128,15 @@ class Model:
                 )
         return jnp.asarray(x, jnp.float32)
 
-    def _features_fn(self, params, x, layers):
-        _, tapped = self.apply(params, x, upto=self.deepest(layers), taps=layers)
+    def _features_fn(self, params, prepared, x, layers):
+        _, tapped = self.apply(params, x, upto=self.deepest(layers), taps=layers, flipped=prepared)
         return tapped
+
+    def _prepared(self):
+        """The "flipped" collection of ``self.params`` (Winograd kernels on CPUs), computed once per params."""
+        from .attribution import _core
+
+        return _core.flipped_kernels(self, self.params)
 
     def features(self, x, layers: str | Iterable[str]) -> dict[str, jax.Array]:
         """Outputs of ``layers`` for ``x`` from ONE forward pass that stops at the deepest of them.
@@ -145,10 +152,10 @@ class Model:
         layers = self.check_layers(layers)
         x = self.check_input(x)
         if "predictions" not in layers:
-            return self._features_jit(self.params, x, layers=layers)
+            return self._features_jit(self.params, self._prepared(), x, layers=layers)
         # The softmax runs as its own small program (see predict); the pass itself stops at the logits.
         inner = tuple(dict.fromkeys("logits" if name == "predictions" else name for name in layers))
-        out = self._features_jit(self.params, x, layers=inner)
+        out = self._features_jit(self.params, self._prepared(), x, layers=inner)
         out["predictions"] = _softmax(out["logits"])
         return {name: out[name] for name in layers}
 
@@ -159,7 +166,8 @@ class Model:
         x = self.check_input(x)
         # Softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
         # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
-        outs = [np.asarray(_softmax(self._logits_jit(self.params, x[i: i + batch_size])))
+        prepared = self._prepared()
+        outs = [np.asarray(_softmax(self._logits_jit(self.params, prepared, x[i: i + batch_size])))
                 for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs, axis=0)
 
