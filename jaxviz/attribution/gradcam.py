@@ -29,7 +29,6 @@ Examples:
 from __future__ import annotations
 
 import operator
-import weakref
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -41,8 +40,6 @@ from . import _core
 
 SCORES = ("prob", "logit")
 
-# {model: {(layer, score, k, given, relu): jitted fn}}; models are held weakly.
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: Number of times a Grad-CAM program was traced (tests check a second call does not retrace).
 trace_count = 0
 
@@ -60,18 +57,17 @@ class GradCAMResult(NamedTuple):
     probs: jax.Array
 
 
-def _build(model, layer: str, score: str, k: int, given: bool, relu: Callable):
-    model_ref = weakref.ref(model)
+def _build(fwd, layer: str, score: str, k: int, given: bool, relu: Callable):
+    """The Grad-CAM program on ``fwd`` (:func:`jaxviz.attribution._core.compiled`'s forward pass)."""
 
     def run(params, x, classes):
         global trace_count
         trace_count += 1
-        m = model_ref()
-        a_shape = jax.eval_shape(lambda p, v: m.apply(p, v, upto=layer)[0], params, x)
+        a_shape = jax.eval_shape(lambda p, v: fwd(p, v, upto=layer)[0], params, x)
         delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
 
         def forward(delta):
-            probs, taps = m.apply(params, x, taps=(layer, "logits"), relu=relu, perturb={layer: delta})
+            probs, taps = fwd(params, x, taps=(layer, "logits"), relu=relu, perturb={layer: delta})
             y = taps["logits"] if score == "logit" else probs
             return y, (taps[layer], probs)
 
@@ -88,15 +84,12 @@ def _build(model, layer: str, score: str, k: int, given: bool, relu: Callable):
         cam = cam / jnp.where(peak > 0, peak, 1)  # all-zero maps stay zero, never 0/0
         return cam, classes, probs
 
-    return jax.jit(run)
+    return run
 
 
 def _compiled(model, layer, score, k, given, relu):
-    per_model = _CACHE.setdefault(model, {})
-    key = (layer, score, k, given, relu)
-    if key not in per_model:
-        per_model[key] = _build(model, layer, score, k, given, relu)
-    return per_model[key]
+    return _core.compiled(model, "gradcam_book", (layer, score, k, given, relu),
+                          lambda fwd: _build(fwd, layer, score, k, given, relu))
 
 
 def _check_layer(model, layer):
