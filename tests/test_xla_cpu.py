@@ -18,7 +18,7 @@ import jax, jax.numpy as jnp
 import jaxviz
 f = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
                                                       dimension_numbers=("NHWC", "HWIO", "NHWC")))
-hlo = f.lower(jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))).compile().as_text()
+hlo = f.lower(jnp.ones((1, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
 print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "ynn": "ynn_fusion" in hlo,
                   "added": jaxviz.xla_cpu.added}))
 """
