@@ -213,6 +213,20 @@ def _conv3x3_winograd_bwd(res, g):
 _conv3x3_winograd.defvjp(_conv3x3_winograd_fwd, _conv3x3_winograd_bwd)
 
 
+#: Input channels up to which a conv's input gradient is a matmul and shifted sums (the first layer's RGB).
+FEW_CHANNELS = 4
+
+
+def _input_grad_few_channels(g, kernel):
+    """The input gradient of a 3×3 "same" conv with few input channels, as one matmul (each output pixel's
+    contribution to its 3×3 neighbourhood) and nine shifted adds: 5–7× faster on XLA:CPU than the conv with
+    a 3-channel output (64 → 3 channels at 224 px: 9.7 → 1.3 ms), whose vector lanes sit mostly idle."""
+    n, h, w, _ = g.shape
+    p = jnp.einsum("nhwo,ijco->nhwijc", g, kernel, precision=lax.Precision.HIGHEST)
+    dx = sum(jnp.pad(p[:, :, :, i, j], ((0, 0), (i, 2 - i), (j, 2 - j), (0, 0))) for i in range(3) for j in range(3))
+    return dx[:, 1:-1, 1:-1]
+
+
 @jax.custom_vjp
 def _conv3x3(x, kernel, kernel_t):
     return _conv(x, kernel)
@@ -224,9 +238,12 @@ def _conv3x3_fwd(x, kernel, kernel_t):
 
 def _conv3x3_bwd(res, g):
     x, kernel, kernel_t = res
-    # d/dx of a stride-1 "same" 3×3 conv = the same conv with the flipped kernel: a forward-style conv,
-    # which stays on XLA:CPU's fast path inside loops (autodiff's reversed-kernel conv does not).
-    dx = _conv(g, kernel_t)
+    if kernel.shape[2] <= FEW_CHANNELS and winograd.platform_uses_winograd() and winograd.precision_allows():
+        dx = _input_grad_few_channels(g, kernel)
+    else:
+        # d/dx of a stride-1 "same" 3×3 conv = the same conv with the flipped kernel: a forward-style conv,
+        # which stays on XLA:CPU's fast path inside loops (autodiff's reversed-kernel conv does not).
+        dx = _conv(g, kernel_t)
     # kernel_t is flip_kernel(kernel): the kernel's whole gradient is the direct one, none flows through it.
     return dx, _kernel_grad(x, kernel, g), jnp.zeros_like(kernel_t)
 

@@ -69,8 +69,10 @@ def test_only_wide_layers_get_transforms():
     model = jaxviz.load("vgg16", "random:0", include_top=False)
     fl = jax.eval_shape(lambda p: vgg.flipped_kernels(p, transforms=True), model.params)
     with_transforms = sorted(n for n, e in fl.items() if "winograd" in e)
-    assert "block1_conv2" not in with_transforms and "block2_conv1" not in with_transforms
-    assert with_transforms[0] == "block2_conv2" and len(with_transforms) == 10
+    # 64 → 64 stays direct; 64 → 128 (block2_conv1) and everything wider is transformed.
+    assert "block1_conv1" not in with_transforms and "block1_conv2" not in with_transforms
+    assert with_transforms[0] == "block2_conv1" and len(with_transforms) == 11
+    assert fl["block2_conv1"]["winograd_t"].shape == (36, 128, 64)
     assert fl["block3_conv1"]["winograd"].shape == (36, 128, 256)
     assert fl["block3_conv1"]["winograd_t"].shape == (36, 256, 128)
     assert not any("winograd" in e for e in vgg.flipped_kernels(model.params, transforms=False).values())
@@ -90,3 +92,32 @@ def test_attribution_fast_default_close_to_parity_mode():
         exact = jaxviz.saliency(model, x, target=[1, 2])
     assert _relative(fast, exact) < 1e-4
     assert any("winograd" in e for e in _core.flipped_kernels(model, model.params).values())
+
+
+@pytest.mark.parametrize("shape, budget", [
+    ((3, 37, 23, 64, 128), 2**16),   # bands of tile rows of one image (several per image, uneven edge)
+    ((6, 14, 15, 128, 64), 2**19),   # groups of whole images
+    ((2, 9, 30, 64, 128), 1),        # the smallest strip: one tile row
+])
+def test_strips_equal_whole_image(shape, budget):
+    n, h, w, cin, cout = shape
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(n, h, w, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.1, jnp.float32)
+    u = winograd.transform_kernel(k)
+    images, rows = winograd.strips(n, -(-h // 4), -(-w // 4), cin, cout, budget)
+    assert (images, rows) != (n, -(-h // 4))  # really split
+    whole = winograd.conv(x, u, budget=2**40)
+    np.testing.assert_allclose(winograd.conv(x, u, budget=budget), whole, rtol=0, atol=1e-5 * float(jnp.abs(whole).max()))
+    ref = vgg._conv(x, k)
+    assert float(jnp.abs(whole - ref).max() / jnp.abs(ref).max()) < 3e-5
+
+
+def test_strip_plan():
+    mb = 2**20
+    # VGG16 block2_conv2 at 224 px, batch 1: 28 tile rows of 36·28·256·4 B ≈ 1 MB → 16 per strip → 2 bands of 14.
+    assert winograd.strips(1, 28, 28, 128, 128, 16 * mb) == (1, 14)
+    # 16 images of 16 px, 256 channels: 1.1 MB each → 13 fit in 16 MB → 8 (a divisor of the batch).
+    assert winograd.strips(16, 4, 4, 256, 256, 16 * mb) == (8, 4)
+    assert winograd.strips(16, 4, 4, 256, 256, 4 * mb) == (2, 4)
+    assert winograd.strips(6, 4, 4, 256, 256, 5 * mb) == (3, 4)   # a divisor of the batch
