@@ -122,3 +122,25 @@ def test_strip_plan():
     assert winograd.strips(16, 4, 4, 256, 256, 16 * mb) == (8, 4)
     assert winograd.strips(16, 4, 4, 256, 256, 4 * mb) == (2, 4)
     assert winograd.strips(6, 4, 4, 256, 256, 5 * mb) == (3, 4)   # a divisor of the batch
+
+
+@pytest.mark.parametrize("cin", [3, 4])
+def test_few_channel_input_gradient_equals_conv_gradient(cin):
+    rng = np.random.default_rng(cin)
+    x = jnp.asarray(rng.normal(size=(2, 19, 12, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, 16)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 19, 12, 16)), jnp.float32)
+    ref = jax.vjp(lambda x: vgg._conv(x, k), x)[1](g)[0]
+    fast = vgg._input_grad_few_channels(g, k)
+    assert float(jnp.abs(fast - ref).max() / jnp.abs(ref).max()) < 1e-6
+
+    def grad_hlo():
+        fn = jax.jit(lambda x, k, g: jax.vjp(lambda x: vgg.conv3x3(x, k), x)[1](g)[0])
+        return fn.lower(x, k, g).compile().as_text(), fn(x, k, g)
+
+    text, dx = grad_hlo()  # fast default: forward conv only, the input gradient is a matmul
+    assert text.count("convolution(") == 0 and jnp.abs(dx - ref).max() <= 1e-6 * jnp.abs(ref).max()
+    with jax.default_matmul_precision("highest"):  # exact mode: the conv (bit-identical to autodiff's)
+        text, dx = grad_hlo()
+    assert text.count("convolution(") == 1
+    np.testing.assert_array_equal(dx, ref)
