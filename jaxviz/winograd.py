@@ -3,15 +3,21 @@ Convolutional Neural Networks", CVPR 2016).
 
 A 3×3 "same" convolution computed on 6×6 input tiles that each give a 4×4 output tile: 36 elementwise
 products (as 36 matrix products over channels) instead of 144 multiply-adds per tile and channel pair — 4×
-fewer FLOPs. XLA:CPU runs these matrix products at its matmul rate, so on VGG16's layers with ≥ 128
-channels and ≥ 14×14 pixels it is 1.3–2.7× faster than XLA:CPU's direct convolution (measured on a 2-core
-AVX-512 CPU: 112² × 128 → 128: 1.9×, 56² × 256 → 256: 2.7×, 28² × 512 → 512: 2.0×, 14² × 512: 1.3×; at 64
-channels the tile transforms dominate and it is slower, so those layers stay direct).
+fewer FLOPs. XLA:CPU runs these matrix products at its matmul rate, so on VGG16's layers with ≥ 64
+channels on one side and ≥ 128 on the other, on ≥ 14×14 pixels, it is 1.3–2.7× faster than XLA:CPU's
+direct convolution (measured on a 2-core AVX-512 CPU, forward + input gradient: 112² × 64 → 128: 1.6×,
+112² × 128 → 128: 1.9×, 56² × 256 → 256: 2.7×, 28² × 512 → 512: 2.0×, 14² × 512: 1.3×; 224² × 64 → 64 was
+no faster, so block1 stays direct). Images whose transformed tiles would not fit in the last-level cache
+are done in strips (:func:`strips`), one loop iteration each.
 
 It is jaxviz's fast default on CPUs and is never used for comparisons: under
 ``jax.default_matmul_precision("highest")`` (or ``"float32"``) every convolution is the direct one, which
 matches Keras bit for bit. Its rounding differs from the direct convolution's by ~1e-5 relative per layer
-(1.7e-6 on a VGG16 forward pass with random weights). GPUs and TPUs keep their own convolution libraries.
+(~2e-6 on a VGG16 forward pass with random weights). Gradient maps through many layers amplify it where a
+ReLU or a max-pool choice flips: the saliency map of a random-weight VGG16 differs from the exact mode's
+by up to 2e-2 of its maximum at a few hundred of its 150,528 values — the size of float32's own
+conditioning there (the exact mode's map is 3e-2 from a float64 computation, Captum's 2e-2). GPUs and
+TPUs keep their own convolution libraries.
 
 The kernel transforms (``G k Gᵀ``, 4× the kernel's size) are computed once per set of weights, with the
 flipped kernels of the backward pass (:func:`jaxviz.vgg.flipped_kernels`), not inside each program.

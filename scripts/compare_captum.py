@@ -41,7 +41,14 @@ Definitional differences, and how they are matched here:
 - gradcam: :func:`jaxviz.attribution.methods.gradcam` (the book's Grad-CAM, upsampled bilinearly to the
   input size) with ``score="logit"``; Captum's ``LayerGradCam`` map is ReLU'd, divided by its maximum and
   upsampled with ``torch.nn.functional.interpolate(mode="bilinear")`` like it (inside the timed call).
-- SmoothGrad (NoiseTunnel) and LIME draw different random numbers; they are timed, not compared.
+- SmoothGrad (NoiseTunnel) and LIME draw different random numbers; they are timed, not compared. LIME runs
+  on the same SLIC superpixels on both sides (jaxviz's, as Captum's ``feature_mask``), ``--lime-samples``
+  perturbed images of which ``--batch-size`` per call, masked-out superpixels set to model-space 0 (the
+  mean colour; ``fill=0`` / ``baselines=0``), and a ridge surrogate on both sides (Captum's
+  ``SkLearnRidge`` if scikit-learn is installed, else its ``SGDRidge``; its default Lasso needs it too).
+- Score-CAM: pytorch-grad-cam's ``ScoreCAM`` (timed, not compared: it weights channels by a softmax over
+  the channels of the masked images' logits; jaxviz, as the paper, by each masked image's class
+  probability). Both evaluate every channel's masked image, 16 per model call.
   Captum's NoiseTunnel ``stdevs`` is absolute; jaxviz's ``noise`` is a fraction of the image's range,
   converted here.
 
@@ -73,17 +80,19 @@ from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus  # noqa: E402
 from jaxviz.attribution.guided import deconvnet, guided_backprop  # noqa: E402
 from jaxviz.attribution.guided_gradcam import guided_gradcam  # noqa: E402
 from jaxviz.attribution.integrated_gradients import integrated_gradients  # noqa: E402
+from jaxviz.attribution.lime import lime, segment  # noqa: E402
 from jaxviz.attribution.methods import gradcam  # noqa: E402
 from jaxviz.attribution.occlusion import occlusion  # noqa: E402
 from jaxviz.attribution.saliency import saliency  # noqa: E402
+from jaxviz.attribution.score_cam import score_cam  # noqa: E402
 from jaxviz.attribution.smoothgrad import smoothgrad  # noqa: E402
 
 METHODS = ("saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
-           "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad")
+           "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad", "lime", "score_cam")
 ALIASES = {"ig": "integrated_gradients", "gbp": "guided_backprop", "deconv": "deconvnet",
            "gradcam++": "gradcam_plus_plus"}
 #: The methods compared with pytorch-grad-cam, and its class for each.
-PGC_METHODS = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus"}
+PGC_METHODS = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus", "score_cam": "ScoreCAM"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,8 +178,25 @@ def rel_error(ours, theirs) -> float:
 # Method pairs: (jaxviz call, captum call, captum → channels-last comparable array)
 
 
+#: pytorch-grad-cam's ScoreCAM batch (its default); jaxviz's score_cam is timed with the same.
+SCORE_CAM_BATCH = 16
+
+
+def lime_surrogate():
+    """Captum's LIME surrogate: a ridge regression like jaxviz's (scikit-learn's when installed, as Captum's
+    default Lasso needs it too; else Captum's own SGD-trained ridge)."""
+    from captum._utils.models.linear_model import SGDRidge, SkLearnRidge
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return SGDRidge()
+    return SkLearnRidge(alpha=1.0)
+
+
 def pairs(model, net, last_relu, x, targets, opts, dtype=None):
     import captum.attr as ca
+    import torch
 
     xt = nchw(x) if dtype is None else nchw(x).to(dtype)
     tt = [int(t) for t in targets]
@@ -191,6 +217,7 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
                                                align_corners=False)[:, 0].numpy()
 
     sigma = opts["noise"] * float(np.ptp(np.asarray(x)))  # NoiseTunnel's stdevs is absolute
+    labels = segment(np.asarray(x), "slic", 50)  # LIME's superpixels, the same on both sides
     return {
         "saliency": (lambda: saliency(model, x, tt, reduce=None),
                      lambda: nhwc(ca.Saliency(net).attribute(xt.clone().requires_grad_(), target=tt))),
@@ -220,6 +247,13 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
             lambda: nhwc(ca.Occlusion(net).attribute(xt, sliding_window_shapes=(3, win, win),
                                                      strides=(3, stride, stride), baselines=0, target=tt,
                                                      perturbations_per_eval=max(1, chunk // n)))),
+        "lime": (
+            lambda: lime(model, x, tt, n_samples=opts["lime_samples"], segments=labels, fill=0.0,
+                         batch_size=chunk),
+            lambda: nhwc(ca.Lime(net, interpretable_model=lime_surrogate()).attribute(
+                xt, target=tt, feature_mask=torch.from_numpy(labels[:, None]).long(), baselines=0,
+                n_samples=opts["lime_samples"], perturbations_per_eval=chunk))),
+        "score_cam": (lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH), None),
         "smoothgrad": (
             lambda: smoothgrad(model, x, tt, n=opts["samples"], noise=opts["noise"],
                                           batch_size=chunk, abs=False, reduce=None),
@@ -315,6 +349,9 @@ def pgc_pairs(model, net, x, targets, pgc):
 
         if name == "gradcam":
             ours = lambda: gradcam(model, x, tt, score="logit")  # noqa: E731
+        elif name == "score_cam":
+            cam.batch_size = SCORE_CAM_BATCH
+            ours = lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH)  # noqa: E731
         else:
             ours = lambda: gradcam_plus_plus(model, x, tt, score="logit")  # noqa: E731
         out[name] = (ours, theirs)
@@ -434,6 +471,7 @@ def main(argv=None) -> int:
                    help=f"comma list from: {', '.join(METHODS)}, or all")
     p.add_argument("--steps", type=int, default=50, help="IG steps")
     p.add_argument("--samples", type=int, default=10, help="SmoothGrad samples")
+    p.add_argument("--lime-samples", type=int, default=200, help="LIME perturbed images per image")
     p.add_argument("--noise", type=float, default=0.15)
     p.add_argument("--window", type=int, default=56, help="occlusion window")
     p.add_argument("--stride", type=int, default=28, help="occlusion stride")
@@ -459,7 +497,7 @@ def main(argv=None) -> int:
     targets = logits.argmax(-1)
     names = METHODS if args.methods == "all" else [ALIASES.get(m, m) for m in args.methods.split(",")]
     opts = dict(steps=args.steps, batch_size=args.batch_size, window=args.window, stride=args.stride,
-                samples=args.samples, noise=args.noise)
+                samples=args.samples, noise=args.noise, lime_samples=args.lime_samples)
     import captum
     import torch
 
