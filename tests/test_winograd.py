@@ -144,3 +144,17 @@ def test_few_channel_input_gradient_equals_conv_gradient(cin):
         text, dx = grad_hlo()
     assert text.count("convolution(") == 1
     np.testing.assert_array_equal(dx, ref)
+
+
+@pytest.mark.parametrize("ynn_off", [True, False])
+def test_both_transform_forms_equal_direct_conv(monkeypatch, ynn_off):
+    # The tile transforms are broadcast sums with jaxviz's XLA flag, unrolled sums under JAX's defaults.
+    from jaxviz import xla_cpu
+
+    monkeypatch.setattr(xla_cpu, "ynn_disabled", lambda: ynn_off)
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(size=(2, 18, 13, 64)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.1, jnp.float32)
+    ref = vgg._conv(x, k)
+    y = winograd.conv(x, winograd.transform_kernel(k))
+    assert float(jnp.abs(y - ref).max() / jnp.abs(ref).max()) < 3e-5
