@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -299,3 +300,15 @@ def test_cli_writes_grid_and_resumes(tmp_path, capsys, monkeypatch):
     assert "done already" in capsys.readouterr().out
     assert main(["patterns", "--arch", "vgg_tiny", "--weights", "random:0", "--layer", LAYER, "--filters", "9",
                  "-o", str(tmp_path)]) == 2
+
+
+def test_exact_mode_gets_its_own_program(tiny):
+    # Same signature, other matmul precision: the exact mode's program (every input gradient a conv) is
+    # compiled separately, not taken from the fast default's cache entry (where the first three layers'
+    # input gradients are matmuls, vgg._input_grad_few_channels), and vice versa.
+    fast = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)
+    with jax.default_matmul_precision("highest"):
+        exact = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)
+    assert patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2) is fast
+    n_fast = patterns.check_compiled_program(fast.as_text())["convolutions"]
+    assert patterns.check_compiled_program(exact.as_text())["convolutions"] == n_fast + 3

@@ -344,6 +344,9 @@ class _Signature:
     has_init: bool
     options: tuple
     devices: tuple  # device ids of the mesh
+    # jax.default_matmul_precision at the call: "highest"/"float32" build the exact-mode program (direct
+    # convolutions, see jaxviz.winograd), so it must not share a cache entry with the fast default's.
+    precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
 
 
 _PROGRAMS: dict[_Signature, tuple] = {}
