@@ -116,12 +116,14 @@ def test_strips_equal_whole_image(shape, budget):
 
 def test_strip_plan():
     mb = 2**20
-    # VGG16 block2_conv2 at 224 px, batch 1: 28 tile rows of 36·28·256·4 B ≈ 1 MB → 16 per strip → 2 bands of 14.
-    assert winograd.strips(1, 28, 28, 128, 128, 16 * mb) == (1, 14)
-    # 16 images of 16 px, 256 channels: 1.1 MB each → 13 fit in 16 MB → 8 (a divisor of the batch).
-    assert winograd.strips(16, 4, 4, 256, 256, 16 * mb) == (8, 4)
+    # VGG16 block2_conv2 at 224 px, batch 1: 28 MB of transformed tiles ≤ 3 × 16 MB: whole.
+    assert winograd.strips(1, 28, 28, 128, 128, 16 * mb) == (1, 28)
+    # 8 images of 56 px, 128 channels: 7.2 MB each, 58 MB in all → 2 images per strip.
+    assert winograd.strips(8, 14, 14, 128, 128, 16 * mb) == (2, 14)
+    # 16 images of 16 px, 256 channels (1.1 MB each) with a 4 MB budget: 3 fit → 2 (a divisor of 16).
     assert winograd.strips(16, 4, 4, 256, 256, 4 * mb) == (2, 4)
-    assert winograd.strips(6, 4, 4, 256, 256, 5 * mb) == (3, 4)   # a divisor of the batch
+    # One 224 px image, 64 → 128 channels: 1.55 MB per tile row, 87 MB in all → 6 bands of ≤ 10 rows.
+    assert winograd.strips(1, 56, 56, 64, 128, 16 * mb) == (1, 10)
 
 
 @pytest.mark.parametrize("cin", [3, 4])
