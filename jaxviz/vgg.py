@@ -156,13 +156,16 @@ def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
     Compute it once, outside a loop of gradient steps, and pass it to the forward pass: XLA:CPU leaves the
     flips of the backward convs inside a ``fori_loop`` body, where they cost up to ~19 % of a step.
     With ``transforms`` (default: on the CPU backend) the layers :func:`jaxviz.winograd.kernel_eligible`
-    also get their Winograd kernels ``"winograd"`` and ``"winograd_t"`` (of the kernel and of its flip).
+    also get their Winograd kernels ``"winograd"`` and ``"winograd_t"`` (of the kernel and of its flip),
+    and the dense layers their transposed kernel (:func:`dense`).
     """
     if transforms is None:
         transforms = winograd.platform_uses_winograd()
     out = {}
     for name, p in params.items():
-        if p["kernel"].ndim != 4:
+        if p["kernel"].ndim == 2:
+            if transforms:  # see dense(): XLA:CPU's input gradient without it is up to 30× slower
+                out[name] = {"kernel": p["kernel"].T}
             continue
         kernel_t = flip_kernel(p["kernel"])
         out[name] = {"kernel": kernel_t}
@@ -316,6 +319,50 @@ class Conv3x3(nn.Module):
         return conv3x3(x, kernel.astype(x.dtype), pre.get("kernel"), transformed) + bias.astype(x.dtype)
 
 
+def dense(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+    """``x @ kernel``; with ``kernel_t`` (its transpose, :func:`flipped_kernels`) the input gradient is
+    ``g @ kernel_t``. XLA:CPU computes ``g @ kernelᵀ`` for 2–16 rows without it at 164–450 ms for fc1
+    (25088 × 4096; one row: 13 ms) — every gradient method on a batch paid that; with it, ~25 ms. Not in
+    the exact mode (``jax.default_matmul_precision("highest")``), whose gradients stay autodiff's."""
+    if kernel_t is not None and winograd.precision_allows():
+        return _dense(x, kernel, kernel_t)
+    return x @ kernel
+
+
+@jax.custom_vjp
+def _dense(x, kernel, kernel_t):
+    return x @ kernel
+
+
+def _dense_fwd(x, kernel, kernel_t):
+    return x @ kernel, (x, kernel_t)
+
+
+def _dense_bwd(res, g):
+    x, kernel_t = res
+    # kernel_t is kernel's transpose: the kernel's whole gradient is the direct one.
+    return g @ kernel_t, x.T @ g, jnp.zeros_like(kernel_t)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+class Dense(nn.Module):
+    """Keras ``Dense(features)`` without its activation (params ``kernel``, ``bias``, as ``flax.linen.Dense``),
+    using the precomputed transposed kernel of the ``"flipped"`` collection for its input gradient."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.he_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        kernel_t = self.get_variable("flipped", "kernel") if self.has_variable("flipped", "kernel") else None
+        kernel_t = None if kernel_t is None else kernel_t.astype(x.dtype)
+        return dense(x, kernel.astype(x.dtype), kernel_t) + bias.astype(x.dtype)
+
+
 class VGG(nn.Module):
     """A VGG network whose forward pass can stop at any layer and return named intermediates.
 
@@ -370,11 +417,10 @@ class VGG(nn.Module):
         if stop:
             return x, out
         for i, feats in enumerate(a.fc_features, start=1):
-            x, stop = emit(f"fc{i}", relu(nn.Dense(feats, kernel_init=nn.initializers.he_normal(), name=f"fc{i}")(x)))
+            x, stop = emit(f"fc{i}", relu(Dense(feats, name=f"fc{i}")(x)))
             if stop:
                 return x, out
-        logits, stop = emit("logits", nn.Dense(a.num_classes, kernel_init=nn.initializers.he_normal(),
-                                                name="predictions")(x))
+        logits, stop = emit("logits", Dense(a.num_classes, name="predictions")(x))
         if stop:
             return logits, out
         probs, _ = emit("predictions", jax.nn.softmax(logits, axis=-1))

@@ -160,3 +160,29 @@ def test_both_transform_forms_equal_direct_conv(monkeypatch, ynn_off):
     ref = vgg._conv(x, k)
     y = winograd.conv(x, winograd.transform_kernel(k))
     assert float(jnp.abs(y - ref).max() / jnp.abs(ref).max()) < 3e-5
+
+
+def test_dense_input_gradient_uses_transposed_kernel():
+    # vgg.dense with the precomputed transpose: same values and gradients as x @ kernel; the fast default's
+    # program multiplies by kernel_t, the exact mode's is autodiff's.
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(3, 40)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(40, 24)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(3, 24)), jnp.float32)
+
+    def grads(x, k, kt):
+        y, vjp = jax.vjp(lambda x, k: vgg.dense(x, k, kt), x, k)
+        return (y, *vjp(g))
+
+    ref = jax.vjp(lambda x, k: x @ k, x, k)
+    for got, want in zip(jax.jit(grads)(x, k, k.T), (ref[0], *ref[1](g))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    model = jaxviz.load("vgg_tiny", "random:0")
+    fl = vgg.flipped_kernels(model.params, transforms=True)
+    np.testing.assert_array_equal(fl["fc1"]["kernel"], model.params["fc1"]["kernel"].T)
+    assert "fc1" not in vgg.flipped_kernels(model.params, transforms=False)
+    xs = jnp.asarray(rng.normal(size=(2, 32, 32, 3)) * 50, jnp.float32)
+    fast = jaxviz.saliency(model, xs, target=[1, 2], reduce=None)
+    with jax.default_matmul_precision("highest"):
+        exact = jaxviz.saliency(model, xs, target=[1, 2], reduce=None)
+    assert float(jnp.abs(fast - exact).max() / jnp.abs(exact).max()) < 1e-5

@@ -428,12 +428,13 @@ def _has_flipped_collection(model) -> bool:
 
 
 def flipped_kernels(model, params):
-    """The input-gradient kernels of ``params``' conv layers, computed once per params (cached per model).
+    """The input-gradient kernels of ``params``' conv and dense layers, computed once per params (cached per
+    model).
 
     The cache holds the last params' result and is checked by the identity of every conv kernel, so new
     params (the sanity check's randomised weights) or a replaced ``model.params`` are noticed.
     """
-    kernels = {name: p["kernel"] for name, p in params.items() if getattr(p.get("kernel"), "ndim", 0) == 4}
+    kernels = {name: p["kernel"] for name, p in params.items() if getattr(p.get("kernel"), "ndim", 0) in (2, 4)}
     ident = tuple((name, id(k)) for name, k in kernels.items())
     hit = _FLIPPED.get(model)
     if hit is not None and hit[0] == ident and all(a is b for a, b in zip(hit[1], kernels.values())):
