@@ -431,7 +431,7 @@ def flipped_kernels(model, params):
     """The input-gradient kernels of ``params``' conv and dense layers, computed once per params (cached per
     model).
 
-    The cache holds the last params' result and is checked by the identity of every conv kernel, so new
+    The cache holds the last params' result and is checked by the identity of every conv and dense kernel, so new
     params (the sanity check's randomised weights) or a replaced ``model.params`` are noticed.
     """
     kernels = {name: p["kernel"] for name, p in params.items() if getattr(p.get("kernel"), "ndim", 0) in (2, 4)}
