@@ -177,6 +177,14 @@ def test_dense_input_gradient_uses_transposed_kernel():
     ref = jax.vjp(lambda x, k: x @ k, x, k)
     for got, want in zip(jax.jit(grads)(x, k, k.T), (ref[0], *ref[1](g))):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # One row: both directions are matrix-vector products over contiguous rows (kernel_t @ x, kernel @ g).
+    x1, g = x[:1], g[:1]
+    ref = jax.vjp(lambda x, k: x @ k, x1, k)
+    for got, want in zip(jax.jit(grads)(x1, k, k.T), (ref[0], *ref[1](g))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    forward = jax.jit(vgg.dense).lower(x1, k, k.T).as_text()
+    backward = jax.jit(lambda x, k, kt: jax.vjp(lambda x: vgg.dense(x, k, kt), x)[1](g)[0]).lower(x1, k, k.T).as_text()
+    assert "(tensor<24x40xf32>, tensor<40xf32>)" in forward and "(tensor<40x24xf32>, tensor<24xf32>)" in backward
     model = jaxviz.load("vgg_tiny", "random:0")
     fl = vgg.flipped_kernels(model.params, transforms=True)
     np.testing.assert_array_equal(fl["fc1"]["kernel"], model.params["fc1"]["kernel"].T)
