@@ -368,7 +368,9 @@ def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = T
 
     ``rel_error`` is ``max|jaxviz − captum| / max|captum|``; with ``pgc`` (the ``pytorch_grad_cam``
     package) the CAM family is also run there: ``pgc_rel_error``, ``pgc_ips``, ``pgc_ratio``. Timings are
-    the best of ``repeats`` rounds, each round calling every side once, interleaved.
+    the best of ``repeats`` rounds, each round calling every side once, interleaved (in alternating order);
+    ``round_ratios`` (``pgc_round_ratios``) are the peer's time over jaxviz's within each round, with their
+    median ``round_ratio_median``.
 
     With ``fp64`` (needs ``jax_enable_x64``), both sides also run in float64: ``fp64_rel_error`` compares
     them (the definitions, free of float32 rounding), and ``fp64_error_jaxviz`` / ``fp64_error_captum``
@@ -413,16 +415,20 @@ def compare(model, x, targets, methods, opts, repeats: int = 1, timing: bool = T
             sides = {"jaxviz": ours_fn, "captum": theirs_fn, "pgc": pgc_fn}
             sides = {k: f for k, f in sides.items() if f is not None}
             times = {k: [] for k in sides}
-            for _ in range(repeats):
-                for k, f in sides.items():
-                    times[k].append(timed(f))
+            for i in range(repeats):
+                # Alternating the order as well: neither side always runs right after the other.
+                for k in list(sides) if i % 2 == 0 else reversed(list(sides)):
+                    times[k].append(timed(sides[k]))
             best = {k: min(v) for k, v in times.items()}
             row.update(jaxviz_ips=n / best["jaxviz"], jaxviz_times=times["jaxviz"])
-            if "captum" in best:
-                row.update(captum_ips=n / best["captum"], ratio=best["captum"] / best["jaxviz"],
-                           captum_times=times["captum"])
-            if "pgc" in best:
-                row.update(pgc_ips=n / best["pgc"], pgc_ratio=best["pgc"] / best["jaxviz"], pgc_times=times["pgc"])
+            for peer, prefix in (("captum", ""), ("pgc", "pgc_")):
+                if peer in best:
+                    # The ratio of the best times, and the spread of the ratios within each round (the two
+                    # sides of one round saw about the same load from other processes).
+                    rounds = np.asarray(times[peer]) / np.asarray(times["jaxviz"])
+                    row.update({f"{peer}_ips": n / best[peer], f"{prefix}ratio": best[peer] / best["jaxviz"],
+                                f"{peer}_times": times[peer], f"{prefix}round_ratios": rounds.tolist(),
+                                f"{prefix}round_ratio_median": float(np.median(rounds))})
         out[name] = row
         torch.set_grad_enabled(True)
     return out
@@ -432,17 +438,25 @@ def _cell(value, fmt: str, width: int) -> str:
     return f"{value:>{width}{fmt}}" if value is not None else f"{'—':>{width}}"
 
 
+def _rounds(ratios, width: int) -> str:
+    """``median (min–max)`` of the per-round ratios."""
+    if not ratios:
+        return f"{'—':>{width}}"
+    return f"{np.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})".rjust(width)
+
+
 def format_table(results: dict, fp64: bool = False) -> str:
     """The results as a text table: one row per method."""
     head = (f"{'method':<24}{'jaxviz img/s':>13}{'Captum img/s':>13}{'ratio':>9}{'max rel diff':>14}"
-            f"{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
+            f"{'rounds':>19}{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
     if fp64:
         head += f"{'f64 vs f64':>12}{'jaxviz vs f64':>15}{'captum vs f64':>15}"
     lines = [head]
     for name, r in results.items():
         line = (f"{name:<24}" + _cell(r.get("jaxviz_ips"), ".3f", 13) + _cell(r.get("captum_ips"), ".3f", 13)
                 + _cell(r.get("ratio"), ".2f", 8) + ("×" if r.get("ratio") else " ")
-                + _cell(r.get("rel_error"), ".2e", 14) + _cell(r.get("pgc_ips"), ".3f", 11)
+                + _cell(r.get("rel_error"), ".2e", 14) + _rounds(r.get("round_ratios"), 19)
+                + _cell(r.get("pgc_ips"), ".3f", 11)
                 + _cell(r.get("pgc_ratio"), ".2f", 8) + ("×" if r.get("pgc_ratio") else " ")
                 + _cell(r.get("pgc_rel_error"), ".2e", 14) + _cell(r.get("fast_rel_error"), ".2e", 15))
         if fp64:

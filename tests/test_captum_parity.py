@@ -55,3 +55,15 @@ def test_methods_match_captum(compare_captum, setup):
     # ~1e-6 relative; a definitional difference (a missed ReLU, another window placement) is O(1).
     errors = {name: r["rel_error"] for name, r in results.items()}
     assert all(e < 1e-4 for e in errors.values()), errors
+
+
+def test_timing_reports_per_round_ratios(compare_captum, setup):
+    model, x = setup
+    opts = dict(steps=4, batch_size=8, window=8, stride=4, samples=2, noise=0.1)
+    r = compare_captum.compare(model, x, [1, 7, 3], ["saliency"], opts, repeats=3)["saliency"]
+    rounds = np.asarray(r["captum_times"]) / np.asarray(r["jaxviz_times"])
+    np.testing.assert_allclose(r["round_ratios"], rounds)
+    assert r["round_ratio_median"] == np.median(rounds) and len(rounds) == 3
+    assert r["ratio"] == min(r["captum_times"]) / min(r["jaxviz_times"])
+    row = compare_captum.format_table({"saliency": r}).splitlines()[1]
+    assert f"{np.median(rounds):.2f} ({rounds.min():.2f}–{rounds.max():.2f})" in row
