@@ -448,7 +448,7 @@ def _rounds(ratios, width: int) -> str:
 def format_table(results: dict, fp64: bool = False) -> str:
     """The results as a text table: one row per method."""
     head = (f"{'method':<24}{'jaxviz img/s':>13}{'Captum img/s':>13}{'ratio':>9}{'max rel diff':>14}"
-            f"{'rounds':>19}{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
+            f"{'rounds: med (range)':>19}{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
     if fp64:
         head += f"{'f64 vs f64':>12}{'jaxviz vs f64':>15}{'captum vs f64':>15}"
     lines = [head]
