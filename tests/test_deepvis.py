@@ -117,3 +117,18 @@ def test_demo_class_images_show_structure_and_raise_their_class():
     logits = np.asarray(model.features(raw, "logits")["logits"])
     assert logits.argmax(axis=1).tolist() == classes  # each image is its class, for the model
     assert [D.class_title(model, c) for c in classes] == [CLASS_NAMES[c] for c in classes]
+
+
+def test_ascent_gets_the_precomputed_kernels(tiny):
+    # The flipped (input-gradient, transposed dense) kernels are computed once per weights and passed to the
+    # ascent, as in the attribution programs; the fast default stays within float32 rounding of the exact mode.
+    import jax
+
+    from jaxviz.attribution import _core
+
+    _core._FLIPPED.pop(tiny, None)
+    fast = class_patterns(tiny, CLASSES, steps=6, raw=True, progress=False)
+    assert tiny in _core._FLIPPED and "fc1" in _core._FLIPPED[tiny][2]
+    with jax.default_matmul_precision("highest"):
+        exact = class_patterns(tiny, CLASSES, steps=6, raw=True, progress=False)
+    assert np.abs(fast - exact).max() < 1e-2 * np.abs(exact).max()

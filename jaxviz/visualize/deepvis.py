@@ -24,8 +24,10 @@ The demo networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes) have their
 
 All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
 contraction), the whole ascent is one jit-compiled ``lax.fori_loop`` on the model's forward pass (whose
-conv and pool have the loop-friendly custom VJPs, see PERF_NOTES), and every class gets its own PRNG
-stream derived from (seed, class), so an image does not depend on which other classes share its batch.
+conv and pool have the loop-friendly custom VJPs, see PERF_NOTES, with the model's precomputed flipped,
+Winograd and transposed dense kernels: VGG16 at 224 px, 4 classes, 1.93 → 0.88 s per step on 2 cores),
+and every class gets its own PRNG stream derived from (seed, class), so an image does not depend on which
+other classes share its batch.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..attribution import _core
 from ..errors import JaxvizError
 
 #: The paper's defaults (Table 1, row 3; see the module docstring).
@@ -99,13 +102,13 @@ def _build(model, size: int, blur_every: int, blur_sigma: float, jitter: int):
     mean = jnp.asarray(BGR_MEAN, jnp.float32)
     lo, hi = -mean, 255.0 - mean  # valid pixel range in model (mean-subtracted BGR) space
 
-    def run(params, x, onehot, keys, start, stop, step_size, l2_decay):
+    def run(params, flipped, x, onehot, keys, start, stop, step_size, l2_decay):
         global trace_count
         trace_count += 1
         m = model_ref()
 
         def objective(v):  # sum over the batch of each image's own class logit (one-hot contraction)
-            return jnp.sum(m.apply(params, v, upto="logits")[0] * onehot)
+            return jnp.sum(m.apply(params, v, upto="logits", flipped=flipped)[0] * onehot)
 
         grad = jax.grad(objective)
 
@@ -214,11 +217,15 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
 
         bar = tqdm(total=steps, desc=f"deepvis ({len(cls)} class{'es' if len(cls) > 1 else ''})", leave=False)
     fn = _compiled(model, size, int(blur_every), float(blur_sigma), int(jitter))
+    # The input-gradient (and on CPUs Winograd and transposed dense) kernels, computed once per weights and
+    # passed in: XLA:CPU would otherwise flip every kernel at each step and compute fc1's input gradient
+    # for several classes through its slow g @ Wᵀ (see jaxviz.vgg.dense).
+    flipped = _core.flipped_kernels(model, model.params) if _core.has_flipped_collection(model) else None
     try:
         done = 0
         while done < steps:
             n = min(seg, steps - done)
-            x = fn(model.params, x, onehot, keys, jnp.int32(done), jnp.int32(done + n), jnp.float32(step_size),
+            x = fn(model.params, flipped, x, onehot, keys, jnp.int32(done), jnp.int32(done + n), jnp.float32(step_size),
                    jnp.float32(l2_decay))
             done += n
             if bar is not None:
