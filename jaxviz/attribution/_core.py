@@ -421,7 +421,7 @@ class _Forward:
 _FLIPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def has_flipped_collection(model) -> bool:
+def _has_flipped_collection(model) -> bool:
     from ..vgg import Arch
 
     return isinstance(getattr(model, "arch", None), Arch) and hasattr(model, "module")
@@ -466,7 +466,7 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
     program = per_model[full_key]
     # Every program on a jaxviz VGG gets the "flipped" collection: gradient programs use its input-gradient
     # kernels, and on CPUs all programs its Winograd kernels (XLA drops whatever a program does not use).
-    if not has_flipped_collection(model):
+    if not _has_flipped_collection(model):
         return lambda params, *args: program(params, None, *args)
     return lambda params, *args: program(params, flipped_kernels(model, params), *args)
 

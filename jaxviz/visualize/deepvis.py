@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..attribution import _core
 from ..errors import JaxvizError
 
 #: The paper's defaults (Table 1, row 3; see the module docstring).
@@ -220,7 +219,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     # The input-gradient (and on CPUs Winograd and transposed dense) kernels, computed once per weights and
     # passed in: XLA:CPU would otherwise flip every kernel at each step and compute fc1's input gradient
     # for several classes through its slow g @ Wᵀ (see jaxviz.vgg.dense).
-    flipped = _core.flipped_kernels(model, model.params) if _core.has_flipped_collection(model) else None
+    flipped = model._prepared()
     try:
         done = 0
         while done < steps:
