@@ -448,14 +448,14 @@ def _rounds(ratios, width: int) -> str:
 def format_table(results: dict, fp64: bool = False) -> str:
     """The results as a text table: one row per method."""
     head = (f"{'method':<24}{'jaxviz img/s':>13}{'Captum img/s':>13}{'ratio':>9}{'max rel diff':>14}"
-            f"{'rounds: med (range)':>19}{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
+            f"{'rounds: med (range)':>21}{'pgc img/s':>11}{'ratio':>9}{'pgc rel diff':>14}{'fast vs exact':>15}")
     if fp64:
         head += f"{'f64 vs f64':>12}{'jaxviz vs f64':>15}{'captum vs f64':>15}"
     lines = [head]
     for name, r in results.items():
         line = (f"{name:<24}" + _cell(r.get("jaxviz_ips"), ".3f", 13) + _cell(r.get("captum_ips"), ".3f", 13)
                 + _cell(r.get("ratio"), ".2f", 8) + ("×" if r.get("ratio") else " ")
-                + _cell(r.get("rel_error"), ".2e", 14) + _rounds(r.get("round_ratios"), 19)
+                + _cell(r.get("rel_error"), ".2e", 14) + _rounds(r.get("round_ratios"), 21)
                 + _cell(r.get("pgc_ips"), ".3f", 11)
                 + _cell(r.get("pgc_ratio"), ".2f", 8) + ("×" if r.get("pgc_ratio") else " ")
                 + _cell(r.get("pgc_rel_error"), ".2e", 14) + _cell(r.get("fast_rel_error"), ".2e", 15))
