@@ -17,9 +17,10 @@ from . import xla_cpu
 xla_cpu.configure()  # before anything below starts JAX' CPU backend
 
 from . import demo, metrics, weights
+from .attribution.deconvnet import deconvnet
 from .attribution.gradcam import gradcam
 from .attribution.gradcam_plus_plus import gradcam_plus_plus
-from .attribution.guided import deconvnet, guided_backprop
+from .attribution.guided_backprop import guided_backprop
 from .attribution.guided_gradcam import guided_gradcam
 from .attribution.integrated_gradients import integrated_gradients
 from .attribution.lime import lime

@@ -76,8 +76,9 @@ import jax  # noqa: E402
 import jaxviz  # noqa: E402
 
 # Functions from their modules: the package may re-export them under the modules' own names.
+from jaxviz.attribution.deconvnet import deconvnet  # noqa: E402
 from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus  # noqa: E402
-from jaxviz.attribution.guided import deconvnet, guided_backprop  # noqa: E402
+from jaxviz.attribution.guided_backprop import guided_backprop  # noqa: E402
 from jaxviz.attribution.guided_gradcam import guided_gradcam  # noqa: E402
 from jaxviz.attribution.integrated_gradients import integrated_gradients  # noqa: E402
 from jaxviz.attribution.lime import lime, segment  # noqa: E402

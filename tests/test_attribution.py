@@ -11,8 +11,9 @@ from attribution_models import HandModel, X, hand_params, tiny_with_biases
 
 import jaxviz
 from jaxviz.attribution import _core
+from jaxviz.attribution.deconvnet import deconvnet
 from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus
-from jaxviz.attribution.guided import deconvnet, guided_backprop
+from jaxviz.attribution.guided_backprop import guided_backprop
 from jaxviz.attribution.guided_gradcam import guided_gradcam
 from jaxviz.attribution.integrated_gradients import integrated_gradients, quadrature
 from jaxviz.attribution.lime import lime, segment, slic
@@ -303,6 +304,19 @@ def test_registry_names_and_gradcam_paths_agree(tiny, batch):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(jaxviz.JaxvizError, match="valid methods: saliency, smoothgrad"):
         get_method("gradcam+++")
+
+
+def test_each_method_lives_in_a_module_named_after_it():
+    import importlib
+
+    from jaxviz.attribution import guided
+
+    for name in METHODS:
+        module = importlib.import_module(f"jaxviz.attribution.{name}")
+        assert callable(getattr(module, name)), name
+        assert "arXiv" in module.__doc__, f"{name}'s module docstring cites no paper"
+    # the old shared module still exports both for old imports
+    assert guided.deconvnet is deconvnet and guided.guided_backprop is guided_backprop
 
 
 def test_params_override_is_used(tiny, batch):

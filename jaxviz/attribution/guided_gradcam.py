@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _cam, _core
-from .guided import guided_relu
+from .guided_backprop import guided_relu
 
 
 def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,

@@ -13,9 +13,10 @@ import jax
 
 from ..errors import JaxvizError
 from . import _core
+from .deconvnet import deconvnet
 from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
-from .guided import deconvnet, guided_backprop
+from .guided_backprop import guided_backprop
 from .guided_gradcam import guided_gradcam
 from .integrated_gradients import integrated_gradients
 from .lime import lime

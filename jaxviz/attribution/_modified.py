@@ -1,0 +1,38 @@
+"""What deconvnet and guided backpropagation share: the input gradient through a ReLU with another backward rule.
+
+Both are the gradient of the class score through the SAME network (:meth:`jaxviz.Model.apply`) with its
+ReLU swapped for one whose forward pass is the ReLU and whose backward pass is, for a ReLU input ``z``
+and incoming gradient ``g``:
+
+    plain ReLU       g · [z > 0]
+    deconvnet        max(g, 0)               (:mod:`jaxviz.attribution.deconvnet`)
+    guided backprop  max(g, 0) · [z > 0]     (:mod:`jaxviz.attribution.guided_backprop`)
+
+Max-pooling routes the gradient to the arg-max of each window in all three (the deconvnet's "switches"),
+as in the papers and in Captum. Nothing else in the network changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import _core
+
+
+def modified_gradient(name: str, relu: Callable, model, x, target, score: str, reduce: str | None, params):
+    """``∂score/∂x`` with ``relu`` in place of the ReLU, reduced over channels; one program per (model, score)."""
+    _core.check_model(model, name)
+    _core.check_choice(score, _core.SCORES, "score")
+    reduce = _core.check_reduce(reduce)
+    x = _core.check_input(model, x)
+    targets = _core.check_targets(model, target, x.shape[0])
+
+    def build(fwd):
+        def run(params, x, targets):
+            g, _, _ = _core.input_gradient(fwd, params, x, targets, score, relu=relu)
+            return g
+
+        return run
+
+    fn = _core.compiled(model, name, (score,), build)
+    return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)
