@@ -83,7 +83,8 @@ def test_pointing_game_boxes_masks_and_tolerance():
     maps[1, 10, 10] = 1  # far outside
     maps[2, 50, 75] = 1  # 5 px right of the box's last column (69)
     box = (30, 30, 70, 70)
-    np.testing.assert_array_equal(pointing_game(maps, [box] * 3, tolerance=0), [True, False, False])
+    np.testing.assert_array_equal(pointing_game(maps, [box] * 3, tolerance=1), [True, False, False])
+    np.testing.assert_array_equal(pointing_game(maps, [box] * 3, tolerance=0), [False] * 3)  # d < 0 never
     np.testing.assert_array_equal(pointing_game(maps, [box] * 3, tolerance=15), [True, False, True])
     mask = np.zeros((100, 100), bool)
     mask[45:55, 45:55] = True
@@ -91,8 +92,37 @@ def test_pointing_game_boxes_masks_and_tolerance():
     # a 14×14 map whose maximum is cell (7, 7) points at pixel (7.5·16 − 0.5) = 119.5 of a 224 image
     cam = np.zeros((1, 14, 14))
     cam[0, 7, 7] = 1
-    assert pointing_game(cam, [(110, 110, 130, 130)], tolerance=0, size=(224, 224))[0]
-    assert not pointing_game(cam, [(110, 110, 130, 130)], tolerance=0)[0]
+    assert pointing_game(cam, [(110, 110, 130, 130)], tolerance=1, size=(224, 224))[0]
+    assert not pointing_game(cam, [(110, 110, 130, 130)], tolerance=1)[0]
+
+
+def _torchray_hit(mask, point, tolerance):
+    """TorchRay's ``PointingGame.evaluate`` in numpy: a hit iff a mask pixel is at squared distance < tol²."""
+    u, v = point  # (column, row)
+    rows = (np.arange(mask.shape[0], dtype=np.float32) - v) ** 2
+    cols = (np.arange(mask.shape[1], dtype=np.float32) - u) ** 2
+    return bool((mask & ((rows[:, None] + cols[None, :]) < tolerance**2)).any())
+
+
+def test_pointing_game_matches_torchray_strict_tolerance():
+    # points exactly `tolerance` away miss (TorchRay counts d < tolerance; d ≤ tolerance hit before)
+    mask = np.zeros((40, 40), bool)
+    mask[10:20, 10:20] = True
+    maps = np.zeros((4, 40, 40), np.float32)
+    for i, (r, c) in enumerate([(15, 25), (15, 24), (28, 28), (27, 19)]):  # d = 6, 5, √128 ≈ 11.3, 8
+        maps[i, r, c] = 1
+    np.testing.assert_array_equal(pointing_game(maps, [mask] * 4, tolerance=6), [False, True, False, False])
+    np.testing.assert_array_equal(pointing_game(maps, [mask] * 4, tolerance=8), [True, True, False, False])
+    np.testing.assert_array_equal(pointing_game(maps, [(10, 10, 20, 20)] * 4, tolerance=8),
+                                  [True, True, False, False])  # the same region as a box
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # random masks, points and integer tolerances: the same verdict as TorchRay's
+        mask = rng.random((24, 24)) < rng.choice([0.005, 0.02, 0.2])
+        m = np.zeros((1, 24, 24), np.float32)
+        r, c = rng.integers(0, 24, 2)
+        m[0, r, c] = 1
+        tol = int(rng.integers(0, 8))
+        assert pointing_game(m, [mask], tolerance=tol)[0] == _torchray_hit(mask, (c, r), tol), (r, c, tol)
 
 
 # ---------------------------------------------------------------------------------------------------------

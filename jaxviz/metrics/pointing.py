@@ -3,8 +3,10 @@
 Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, "Top-down Neural Attention by Excitation Backprop", ECCV 2016,
 arXiv:1608.00507 (section 5.1).
 
-A hit is a map whose maximum lies within ``tolerance`` pixels (15 in the paper) of the ground-truth
-region — a box or a boolean mask. With several equal maxima, the first in row-major order is used.
+A hit is a map whose maximum lies closer than ``tolerance`` pixels (15 in the paper) to the ground-truth
+region — a box or a boolean mask. Closer means strictly: distance < ``tolerance``, as TorchRay's
+``PointingGame`` (the benchmark's reference code) counts it, so a point exactly ``tolerance`` pixels away
+misses and ``tolerance=0`` never hits. With several equal maxima, the first in row-major order is used.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def pointing_game(maps, regions, tolerance: float = 15.0, size: tuple[int, int] 
       maps: ``[N, h, w]`` attribution maps.
       regions: per image, a box ``(x0, y0, x1, y1)`` (pixels, ``x`` = column, end exclusive) or a boolean
         mask ``[H, W]``; ``[N, 4]`` or ``[N, H, W]`` arrays work too.
-      tolerance: how far (pixels, Euclidean) the maximum may be from the region and still count.
+      tolerance: the maximum counts if its distance (pixels, Euclidean) to the region is below this.
       size: ``(H, W)`` of the image the regions refer to, when the maps are smaller (e.g. Grad-CAM's
         14×14); the maximum's position is scaled to it. Default: the maps' own size.
 
@@ -51,10 +53,10 @@ def pointing_game(maps, regions, tolerance: float = 15.0, size: tuple[int, int] 
             x0, y0, x1, y1 = region.astype(np.float64)
             dy = max(y0 - r, 0.0, r - (y1 - 1))
             dx = max(x0 - c, 0.0, c - (x1 - 1))
-            hits.append(bool(np.hypot(dy, dx) <= tolerance))
+            hits.append(bool(dy * dy + dx * dx < tolerance * tolerance))
         elif region.ndim == 2:
             ys, xs = np.nonzero(region)
-            hits.append(bool(len(ys)) and bool(np.min(np.hypot(ys - r, xs - c)) <= tolerance))
+            hits.append(bool(len(ys)) and bool(np.min((ys - r) ** 2 + (xs - c) ** 2) < tolerance * tolerance))
         else:
             raise JaxvizError(f"a region must be a box (x0, y0, x1, y1) or a mask [H, W], got shape {region.shape}")
     return np.asarray(hits, bool)
