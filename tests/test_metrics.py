@@ -65,6 +65,32 @@ def test_curves_batched_equal_loop(tiny, batch):
     assert c.scores.shape == (2, 9) and c.fractions[0] == 0 and c.fractions[-1] == 1
 
 
+def test_insertion_substrate_is_rises_gkern():
+    from jaxviz.metrics.deletion import _rise_blur, rise_kernel
+
+    k = rise_kernel(11, 5.0)
+    # RISE's gkern(11, 5) is nearly flat: the reflect border folds the σ = 5 tails back into the window.
+    # Values from scipy.ndimage.gaussian_filter of the delta (scipy 1.17), to float64 rounding.
+    assert abs(k.sum() - 1) < 1e-12
+    np.testing.assert_allclose(k[5, 0] / k[5, 5], 0.9359035407219273, rtol=1e-12)
+    np.testing.assert_allclose(k[0, 0] / k[5, 5], 0.8759154375358401, rtol=1e-12)
+    np.testing.assert_allclose(k[5, 5], 0.008832628216191647, rtol=1e-12)
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")  # a dependency of jax, so present wherever jax is
+    for size, sigma in [(11, 5.0), (11, 2.0), (7, 3.0), (5, 10.0)]:
+        delta = np.zeros((size, size))
+        delta[size // 2, size // 2] = 1
+        np.testing.assert_allclose(rise_kernel(size, sigma), scipy_ndimage.gaussian_filter(delta, sigma),
+                                   rtol=1e-12, atol=1e-15)  # both float64: the same sums in another order
+    # the substrate: RISE's conv2d(x, gkern, padding=5) — zero padding — per channel
+    x = np.random.default_rng(0).normal(size=(1, 20, 16, 3)).astype(np.float32)
+    pad = np.pad(x.astype(np.float64), ((0, 0), (5, 5), (5, 5), (0, 0)))
+    ref = np.zeros(x.shape)
+    for i in range(11):
+        for j in range(11):
+            ref += k[i, j] * pad[:, i: i + 20, j: j + 16]
+    np.testing.assert_allclose(np.asarray(_rise_blur(jnp.asarray(x), 5.0)), ref, atol=2e-6)  # float32 sums
+
+
 def test_cam_sized_maps_are_upsampled(tiny, batch):
     small = np.random.default_rng(0).random((2, 2, 2)).astype(np.float32)
     d = deletion(tiny, batch, small, steps=4)

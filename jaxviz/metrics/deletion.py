@@ -8,8 +8,12 @@ Pixels are ranked by the map, most salient first (ties: row-major order). At ste
 
 - deletion: replaced by the baseline (default: model-space zero, i.e. the mean colour — what RISE's code
   gets from ``zeros_like`` on a normalised image);
-- insertion: copied from the image onto the baseline (default: the image blurred with RISE's 11-tap,
-  σ = 5 Gaussian);
+- insertion: copied from the image onto the baseline (default: the image blurred as RISE's
+  ``evaluation.py`` blurs it: an 11×11 convolution, zero padding, with the kernel ``gkern(11, 5)`` —
+  SciPy's ``gaussian_filter`` (σ = 5, truncated at 4σ, "reflect" border) of an 11×11 delta, which folds
+  the Gaussian's tails back into the window: nearly flat, edge/centre 0.936. :func:`rise_kernel`
+  computes it without SciPy. Insertion AUCs are comparable with RISE's published ones only with this
+  substrate);
 
 and the target's softmax probability is recorded. The AUC is the trapezoid area under the curve over the
 fraction of pixels in [0, 1]: low for a good map under deletion, high under insertion. All ``steps + 1``
@@ -109,10 +113,35 @@ def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blu
     return Curve(fractions, scores, auc(fractions, scores), np.asarray(t))
 
 
+def rise_kernel(size: int = 11, sigma: float = 5.0) -> np.ndarray:
+    """RISE's ``gkern(size, sigma)`` blur kernel ``[size, size]`` (sums to 1), computed in numpy.
+
+    RISE smooths an ``size × size`` delta with ``scipy.ndimage.gaussian_filter(delta, sigma)``: a 1-D
+    Gaussian of radius ``int(4σ + 0.5)`` (SciPy's ``truncate=4``), normalised, correlated along each axis
+    with the "reflect" border (``d c b a | a b c d | d c b a``, repeated for radii beyond the window). The
+    kernel is separable: the outer product of that 1-D result with itself.
+    """
+    k = _rise_kernel_1d(size, sigma)
+    return np.outer(k, k)
+
+
+def _rise_kernel_1d(size: int, sigma: float) -> np.ndarray:
+    """The separable factor of :func:`rise_kernel`: SciPy's 1-D Gaussian filter of a delta, reflect border."""
+    radius = int(4.0 * float(sigma) + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    w = np.exp(-0.5 * (taps / float(sigma)) ** 2)
+    w /= w.sum()
+    k = np.zeros(size)
+    for i in range(size):
+        m = (i + taps) % (2 * size)  # reflect: a period of 2·size, the second half mirrored
+        m = np.where(m >= size, 2 * size - 1 - m, m)
+        k[i] = w[m == size // 2].sum()
+    return k
+
+
 def _rise_blur(x, sigma):
-    """RISE's insertion baseline: an 11-tap Gaussian blur with σ = ``sigma`` (zero padding, as RISE's)."""
-    k = np.exp(-0.5 * ((np.arange(11) - 5) / sigma) ** 2)
-    k = jnp.asarray(k / k.sum(), jnp.float32)
+    """RISE's insertion substrate: ``conv2d(x, gkern(11, sigma), padding=5)`` per channel (zero padding)."""
+    k = jnp.asarray(_rise_kernel_1d(11, sigma), jnp.float32)  # separable: rows, then columns
     n, h, w, c = x.shape
     pad = jnp.pad(x, ((0, 0), (5, 5), (5, 5), (0, 0)))
     rows = sum(k[i] * pad[:, i: i + h, :, :] for i in range(11))
@@ -145,6 +174,7 @@ def insertion(model, x, maps, target: int | Sequence[int] | None = None, *, step
               params=None) -> Curve:
     """Petsiuk et al.'s insertion curve (higher AUC = a better map).
 
-    Arguments as :func:`deletion`; the default baseline is RISE's blurred image (``blur_sigma``).
+    Arguments as :func:`deletion`; the default baseline is RISE's blurred image (:func:`rise_kernel` with
+    σ = ``blur_sigma``, 5 as RISE's).
     """
     return _curve("insertion", model, x, maps, target, steps, baseline, score, batch_size, blur_sigma, params)
