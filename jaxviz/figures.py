@@ -16,7 +16,8 @@ Files written (``{L}`` a layer, ``{m}`` a pattern method, ``{c}`` a class):
 ``summary.txt``, ``summary_conv_base.txt``  the model table with and without the classifier
 ``kernels_{first conv}.png`` / ``_rgb.png`` first-layer kernels: gray grid (filter × channel), colour patches
 ``fmaps_{L}.png``                       the first ``feature_maps`` maps of block1_conv1 and of each block's end
-``patterns_{m}_{L}.png``                filter patterns of ``pattern_layers``, 8 per row (DLwP listing 5.39)
+``patterns_{m}_{L}.png``                filter patterns of ``pattern_layers``, 8 columns, filter ``i + 8·j`` at
+                                        row ``i``, column ``j`` (DLwP listing 5.39; ``pattern_order``)
 ``pattern_{L}_f{i}_{S}.png``            one pattern at ``single_size`` px (DLwP listing 5.38: block3_conv1, 0)
 ``deepvis_{c}.png``, ``deepvis.png``    class visualisations (Yosinski et al. 2015), and a titled panel
 ``gradcam_heatmap.png``                 Grad-CAM of the photo's top class, at the layer's resolution
@@ -266,7 +267,8 @@ def _run_patterns(ctx: _Context, task: _Task) -> None:
     from .plotting import image_grid
 
     imgs = _patterns(ctx, task, list(range(task.params["filters"])))
-    grid = imgs[0] if len(imgs) == 1 else image_grid(imgs, cols=min(8, len(imgs)), margin=5)
+    grid = imgs[0] if len(imgs) == 1 else image_grid(imgs, cols=min(8, len(imgs)), margin=5,
+                                                     order=task.params["order"])
     save_png(ctx.out / task.files[0], grid)
 
 
@@ -371,7 +373,7 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
             tasks.append(task(f"patterns_{method}_{layer}", [f"patterns_{method}_{layer}.png"],
                               {"layer": layer, "method": method, "filters": n, "size": s["pattern_size"],
                                "steps": _steps(s, method), "step_size": _step_size(s, method),
-                               "seed": s["seed"]},
+                               "seed": s["seed"], "order": s["pattern_order"]},
                               _run_patterns, f"{layer}: first {n} filter patterns ({method})",
                               f"Filter patterns ({method})"))
     if s["single_layer"] in channels and s["single_filter"] < channels[s["single_layer"]]:
@@ -478,7 +480,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                                                   "block5_conv1"),
                  pattern_methods: Sequence[str] = ("keras", "regularised"),
                  pattern_filters: int = 64, pattern_size: int = 64, pattern_steps: int | None = None,
-                 pattern_step_size: float | None = None,
+                 pattern_step_size: float | None = None, pattern_order: str = "columns",
                  single_layer: str = "block3_conv1", single_filter: int = 0, single_size: int = 150,
                  single_method: str | None = None,
                  kernel_filters: int = 64, feature_maps: int = 14,
@@ -501,6 +503,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         each method's own (see :mod:`jaxviz.visualize.patterns`; for the demo networks the "keras" step is
         :data:`DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB with the book's contrast stretch
         (:func:`jaxviz.images.deprocess_image`).
+      pattern_order: ``"columns"`` (default, the book's listing 5.39: filter ``i + 8·j`` at row ``i``,
+        column ``j``) or ``"rows"`` (row-major); see :func:`jaxviz.plotting.image_grid`.
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
       single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
@@ -532,6 +536,12 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         gradcam_score = per_arch["gradcam_score"]
     if single_method is None:
         single_method = per_arch["single_method"]
+    from .plotting import GRID_ORDERS
+
+    if pattern_order not in GRID_ORDERS:
+        from .errors import JaxvizError
+
+        raise JaxvizError(f"unknown pattern_order {pattern_order!r}; use one of: {', '.join(GRID_ORDERS)}")
     if not image.is_file():
         from .errors import ImageError
 
@@ -540,7 +550,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     out.mkdir(parents=True, exist_ok=True)
     sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
                  pattern_filters=pattern_filters, pattern_size=pattern_size, pattern_steps=pattern_steps,
-                 pattern_step_size=pattern_step_size, single_layer=single_layer, single_filter=single_filter,
+                 pattern_step_size=pattern_step_size, pattern_order=pattern_order, single_layer=single_layer,
+                 single_filter=single_filter,
                  single_size=single_size, single_method=single_method, kernel_filters=kernel_filters,
                  feature_maps=feature_maps,
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,

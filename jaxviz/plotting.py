@@ -14,13 +14,24 @@ import numpy as np
 
 from .atomic import atomic_open
 
+#: Orders :func:`image_grid` fills a grid in: ``"columns"`` = image ``i + R·j`` at row ``i``, column ``j``
+#: (column-major: the book's listing 5.39, whose loop puts filter ``i + 8·j`` at row ``i``, column ``j``);
+#: ``"rows"`` = image ``C·i + j`` there (row-major: the book's feature-map grids, listing 5.30).
+GRID_ORDERS = ("columns", "rows")
 
-def image_grid(images, cols: int | None = None, margin: int = 5, fill: float = 0) -> np.ndarray:
+
+def image_grid(images, cols: int | None = None, margin: int = 5, fill: float = 0, order: str = "rows") -> np.ndarray:
     """Tiles ``[N, h, w(, C)]`` images into one ``[R·h + (R-1)·m, C·w + (C-1)·m(, C)]`` array.
 
-    The book's listing 5.39 layout for ``margin=5`` and a black ``fill``: images in row-major order,
-    ``margin`` pixels between them and none around the edge.
+    ``margin`` pixels between the images and none around the edge, ``R = ceil(N / C)`` rows. ``order``
+    (:data:`GRID_ORDERS`): ``"rows"`` fills rows first (row-major, the default here; the book's feature-map
+    grids), ``"columns"`` fills columns first — the book's filter-pattern grid (listing 5.39, ``margin=5``,
+    black ``fill``) puts filter ``i + 8·j`` at row ``i``, column ``j``.
     """
+    if order not in GRID_ORDERS:
+        from .errors import JaxvizError
+
+        raise JaxvizError(f"unknown grid order {order!r}; use one of: {', '.join(GRID_ORDERS)}")
     images = np.asarray(images)
     n, h, w = images.shape[:3]
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -28,7 +39,7 @@ def image_grid(images, cols: int | None = None, margin: int = 5, fill: float = 0
     out = np.full((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, *images.shape[3:]),
                   fill, images.dtype)
     for k in range(n):
-        r, c = divmod(k, cols)
+        r, c = divmod(k, cols) if order == "rows" else (k % rows, k // rows)
         out[r * (h + margin): r * (h + margin) + h, c * (w + margin): c * (w + margin) + w] = images[k]
     return out
 

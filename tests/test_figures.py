@@ -138,6 +138,7 @@ def test_interrupted_pattern_grid_resumes_from_its_filters(tmp_path, monkeypatch
     monkeypatch.setattr(patterns, "_program", lambda *a, **k: pytest.fail("finished filters were recomputed"))
     manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **small)
     assert "patterns_keras_block1_conv1" in manifest["last_run"]["ran"]
+    assert manifest["tasks"]["patterns_keras_block1_conv1"]["params"]["order"] == "columns"  # the book's
     assert not (tmp_path / F.PARTIAL).exists()  # resume state removed once the grid is recorded
     Image.open(tmp_path / "patterns_keras_block1_conv1.png").verify()
 
@@ -151,6 +152,12 @@ def test_gap_head_model_with_fewer_classes(tmp_path, monkeypatch):
     assert "patterns_keras_block3_conv1" in manifest["tasks"] and "gradcam" in manifest["tasks"]
     assert manifest["tasks"]["gradcam"]["params"]["layer"] == "block3_conv1"
     assert (tmp_path / "gradcam_top5.png").is_file()
+
+
+def test_bad_pattern_order_is_one_clear_error(tmp_path):
+    with pytest.raises(jaxviz.JaxvizError, match="unknown pattern_order 'diagonal'; use one of: columns, rows"):
+        F.make_figures("vgg_tiny", "random:0", None, tmp_path, pattern_order="diagonal")
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def test_deepvis_classes():

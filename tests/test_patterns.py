@@ -175,7 +175,7 @@ def test_compiled_program_has_no_scatter_and_plain_convs(tiny, method):
     assert report["scatter"] == 0 and report["select_and_scatter"] == 0, report
     # The convs are inside the ascent loop: 5 forward, 2 input-gradient (keras; regularised: one forward
     # conv is outside). In the fast default the input gradients of vgg_tiny's first three layers (≤ 4 input
-    # channels) are matmuls and shifted sums (vgg._input_grad_few_channels), not convs.
+    # channels) are matmuls and shifted sums (ops._input_grad_few_channels), not convs.
     assert report["loop_convolutions"] >= (7 if method == "keras" else 5), report
     assert set(report["conv_layouts"]) == {"b01f_01io->b01f"}, report  # input gradient = forward-style conv
     if method == "keras":  # the backward convs' flipped kernels are made before the loop (the regularised
@@ -302,10 +302,54 @@ def test_cli_writes_grid_and_resumes(tmp_path, capsys, monkeypatch):
                  "-o", str(tmp_path)]) == 2
 
 
+def _book_grid(images, margin=5):
+    """Listing 5.39's loop: ``results[i·(s+m) : …, j·(s+m) : …] = pattern(i + 8·j)`` for i, j in 0..7."""
+    s = images.shape[1]
+    out = np.zeros((8 * s + 7 * margin, 8 * s + 7 * margin, 3), images.dtype)
+    for i in range(8):
+        for j in range(8):
+            out[i * (s + margin): i * (s + margin) + s, j * (s + margin): j * (s + margin) + s] = images[i + j * 8]
+    return out
+
+
+def test_image_grid_orders():
+    from jaxviz.plotting import image_grid
+
+    imgs = np.random.default_rng(0).integers(0, 256, size=(64, 3, 3, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(image_grid(imgs, cols=8, margin=5, order="columns"), _book_grid(imgs))
+    rows = image_grid(imgs, cols=8, margin=5, order="rows")  # row-major: the transpose of the book's layout
+    np.testing.assert_array_equal(rows, _book_grid(imgs.reshape(8, 8, 3, 3, 3).swapaxes(0, 1).reshape(64, 3, 3, 3)))
+    # 5 images in 3 columns: columns first → rows = 2, image k at row k % 2, column k // 2
+    ids = np.arange(5, dtype=np.uint8)[:, None, None] * np.ones((5, 1, 1), np.uint8)
+    np.testing.assert_array_equal(image_grid(ids + 1, cols=3, margin=0, order="columns"), [[1, 3, 5], [2, 4, 0]])
+    np.testing.assert_array_equal(image_grid(ids + 1, cols=3, margin=0, order="rows"), [[1, 2, 3], [4, 5, 0]])
+    with pytest.raises(JaxvizError, match="grid order 'diagonal'"):
+        image_grid(imgs, order="diagonal")
+
+
+def test_cli_grid_is_the_books_order_by_default(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from jaxviz import parallel
+    from jaxviz.cli import main
+
+    monkeypatch.setattr(parallel, "enable_compilation_cache", lambda *a, **k: None)
+    base = ["patterns", "--arch", "vgg_tiny", "--weights", "random:0", "--layer", LAYER, "--filters", "0:4",
+            "--size", "8", "--steps", "1", "--cols", "2", "--per-filter", "--no-progress"]
+    for order, at in [(None, [(0, 0), (1, 0), (0, 1), (1, 1)]), ("rows", [(0, 0), (0, 1), (1, 0), (1, 1)])]:
+        out = tmp_path / str(order)
+        assert main(base + ["-o", str(out)] + ([] if order is None else ["--order", order])) == 0
+        grid = np.asarray(Image.open(out / f"{LAYER}.png"))
+        for f, (r, c) in enumerate(at):  # filter f's own picture at (row r, column c) of the 2×2 grid
+            cell = grid[r * 13: r * 13 + 8, c * 13: c * 13 + 8]
+            np.testing.assert_array_equal(cell, np.asarray(Image.open(out / LAYER / f"filter_{f:03d}.png")))
+    capsys.readouterr()
+
+
 def test_exact_mode_gets_its_own_program(tiny):
     # Same signature, other matmul precision: the exact mode's program (every input gradient a conv) is
     # compiled separately, not taken from the fast default's cache entry (where the first three layers'
-    # input gradients are matmuls, vgg._input_grad_few_channels), and vice versa.
+    # input gradients are matmuls, ops._input_grad_few_channels), and vice versa.
     fast = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)
     with jax.default_matmul_precision("highest"):
         exact = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)

@@ -73,6 +73,9 @@ def register(sub) -> None:
     p.add_argument("--image", default=None, help="photo for feature maps and Grad-CAM (default: the bundled cat; "
                                                  "for vgg_demo*, the bundled demo scene of a star)")
     p.add_argument("--quick", action="store_true", help="fewer filters and steps (a few minutes on a CPU)")
+    p.add_argument("--pattern-order", choices=("columns", "rows"), default="columns",
+                   help="pattern grids: columns = filter i+8j at row i, column j (the book's listing 5.39, "
+                        "default); rows = row-major")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_figures)
@@ -182,6 +185,7 @@ def cmd_figures(args) -> int:
 
     out = output_dir(args.output)
     kwargs = dict(QUICK) if args.quick else {}
+    kwargs["pattern_order"] = args.pattern_order
     manifest = make_figures(args.arch, args.weights, args.image, out, progress=_progress(args), **kwargs)
     run = manifest["last_run"]
     print(f"{out / 'index.html'}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
