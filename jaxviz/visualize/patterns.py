@@ -16,11 +16,11 @@ How it runs (see shared/PERF_NOTES.md for the measurements behind each choice):
   ``i`` maximises filter ``i``; the images never interact, so the summed loss gives every image its own
   gradient). The filter is chosen by a one-hot contraction, not by indexing: the gradient of an indexed
   read is a scatter, which XLA:CPU runs on one core.
-- The network's convolutions and max-pools have hand-written backward passes (:func:`jaxviz.ops.conv3x3`,
-  :func:`jaxviz.ops.max_pool2x2`) that stay on XLA:CPU's fast path inside loops;
+- The network's convolutions and max-pools have hand-written backward passes (:func:`jaxviz.vgg.conv3x3`,
+  :func:`jaxviz.vgg.max_pool2x2`) that stay on XLA:CPU's fast path inside loops;
   :func:`check_compiled_program` verifies it on the compiled HLO (no scatter; every convolution in
   forward layout, none with a reversed kernel). Their flipped kernels are computed once before the loop
-  (:func:`jaxviz.ops.flipped_kernels`): XLA:CPU would otherwise redo the flips at every step
+  (:func:`jaxviz.vgg.flipped_kernels`): XLA:CPU would otherwise redo the flips at every step
   (``loop_reverses`` in the report; measured up to ~19 % of a step at block5_conv1 @ 64 px).
 - Only the wanted channels of the target layer are computed (``columns``): the pass stops at the layer
   before it, and the target convolution uses just the chunk's kernel columns — the channels the
@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import ops, parallel, vgg
+from .. import parallel, vgg
 from ..errors import JaxvizError
 
 METHODS = ("keras", "regularised")
@@ -137,17 +137,17 @@ def _prepare(plan: _Plan, params, onehot, *, columns: bool, dtype) -> dict:
     """What the objective needs that stays fixed during an ascent, computed once before its loop.
 
     The params in the compute dtype, the flipped kernels of the backward convs
-    (:func:`jaxviz.ops.flipped_kernels`), and with ``columns`` the chunk's kernel columns of the target
+    (:func:`jaxviz.vgg.flipped_kernels`), and with ``columns`` the chunk's kernel columns of the target
     conv: picked by a one-hot contraction (``[3,3,Cin,C] · [B,C] → [3,3,Cin,B]``), so no gather or scatter
     appears in the program.
     """
     dtype = jnp.dtype(dtype)
     cparams = _cast_params(params, dtype)
-    prep = {"params": cparams, "flipped": ops.flipped_kernels(cparams), "onehot": onehot.astype(dtype)}
+    prep = {"params": cparams, "flipped": vgg.flipped_kernels(cparams), "onehot": onehot.astype(dtype)}
     if plan.conv is not None and columns:
         p = cparams[plan.conv]
         kernel = jnp.einsum("hwio,bo->hwib", p["kernel"], prep["onehot"])
-        prep["column"] = (kernel, ops.flip_kernel(kernel), prep["onehot"] @ p["bias"])
+        prep["column"] = (kernel, vgg.flip_kernel(kernel), prep["onehot"] @ p["bias"])
     return prep
 
 
@@ -170,10 +170,10 @@ def _objective(module, plan: _Plan, prep: dict, x, *, pre_relu: bool = False):
             p = prep["params"][plan.conv]
             kernel, kernel_t, bias = p["kernel"], prep["flipped"][plan.conv]["kernel"], p["bias"]
             select = onehot
-        z = ops.conv3x3(h, kernel, kernel_t) + bias
+        z = vgg.conv3x3(h, kernel, kernel_t) + bias
         a = z if pre_relu else jax.nn.relu(z)
         if plan.pool:
-            a = ops.max_pool2x2(a)
+            a = vgg.max_pool2x2(a)
     else:
         a = _forward(module, prep, x, plan.layer)
         select = onehot
