@@ -21,8 +21,11 @@ would not expect, `load_image` deliberately differs (each switchable back to Ker
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -102,8 +105,9 @@ def load_image(
         raise ValueError(f"unknown interpolation {interpolation!r}; use one of {', '.join(_RESAMPLE)}")
     size = _check_target_size(target_size)
     name = os.fspath(path)
+    limit = _max_image_pixels()
     try:
-        with Image.open(name) as img:
+        with _pixel_limit(limit), Image.open(name) as img:
             img.load()  # decode now, inside the try: truncated/corrupt data only fails here
             if exif_transpose:
                 img = ImageOps.exif_transpose(img)
@@ -118,6 +122,14 @@ def load_image(
             f"{name!r} is not an image file PIL can read (corrupt or unsupported format); "
             "pass a JPEG, PNG, BMP, GIF, TIFF or WebP file"
         ) from None
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
+        raise ImageError(
+            f"image {name!r} is too large ({pixels}; jaxviz reads up to {limit / 1e6:,.0f} megapixels): downscale "
+            "it first (e.g. `convert in.png -resize 4096x4096 out.png`, or PIL's Image.thumbnail) or raise the "
+            f"limit with the environment variable {MAX_PIXELS_ENV}=<pixels>"
+        ) from None
     except Exception as e:  # any decoder failure past identification means damaged image data
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__  # PIL says "truncated" etc.
         raise ImageError(f"cannot decode image {name!r}: {detail}; re-download or re-export the file") from None
@@ -131,6 +143,38 @@ def load_image(
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])  # PIL sizes are (width, height)
     return np.array(img, dtype=np.float32)
+
+
+#: Environment variable that raises (or lowers) the largest image, in pixels, :func:`load_image` decodes.
+MAX_PIXELS_ENV = "JAXVIZ_MAX_IMAGE_PIXELS"
+
+
+def _max_image_pixels() -> int | None:
+    """The pixel limit: ``$JAXVIZ_MAX_IMAGE_PIXELS``, else PIL's own (twice ``Image.MAX_IMAGE_PIXELS``; None if
+    that is None: no limit)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if text:
+        try:
+            value = int(float(text))
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ImageError(f"{MAX_PIXELS_ENV}={text!r} is not a positive number of pixels, e.g. 400000000")
+        return value
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+
+@contextlib.contextmanager
+def _pixel_limit(limit: int | None):
+    """PIL refuses images over ``2 * Image.MAX_IMAGE_PIXELS``; set that so the refusal comes at ``limit``."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None if limit is None else max(1, limit // 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # between 1x and 2x: read it
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def _check_target_size(target_size):

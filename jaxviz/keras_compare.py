@@ -30,17 +30,45 @@ def import_keras():
 
 
 def keras_model(model: Model, input_shape=None):
-    """The Keras application matching ``model`` (VGG16/VGG19), with ``model.params`` copied in by name."""
+    """The Keras model matching ``model``, with ``model.params`` copied in by name: Keras's application for
+    VGG16/VGG19, else (the demo networks) the same layers built with Keras's own Conv2D/MaxPooling2D/Dense."""
     keras = import_keras()
     builders = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}
-    if model.arch.name not in builders:
-        raise JaxvizError(f"Keras has no {model.arch.name}; compare-keras works for vgg16 and vgg19")
     if input_shape is None and not model.include_top:
         input_shape = (224, 224, 3)
-    kmodel = builders[model.arch.name](weights=None, include_top=model.include_top, input_shape=input_shape)
+    if model.arch.name in builders:
+        kmodel = builders[model.arch.name](weights=None, include_top=model.include_top, input_shape=input_shape)
+    else:
+        kmodel = _keras_vgg(keras, model, input_shape)
     for name, p in model.params.items():
         kmodel.get_layer(name).set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
     return kmodel
+
+
+def _keras_vgg(keras, model: Model, input_shape=None):
+    """A Keras functional model with ``model``'s layers and names, for architectures Keras does not ship."""
+    from . import vgg
+
+    if not hasattr(model, "arch") or not isinstance(model.arch, vgg.Arch):
+        raise JaxvizError("compare-keras works for VGG-family models (vgg16, vgg19, vgg_demo, vgg_demo_gap)")
+    a = model.arch
+    L = keras.layers
+    shape = tuple(input_shape) if input_shape is not None else (a.default_size, a.default_size, 3)
+    inp = keras.Input(shape=shape, name="input_layer")
+    h = inp
+    for b, (n, f) in enumerate(zip(a.convs_per_block, a.block_features), 1):
+        for c in range(1, n + 1):
+            h = L.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{c}")(h)
+        h = L.MaxPooling2D(2, 2, name=f"block{b}_pool")(h)
+    if model.include_top:
+        if a.head == "gap":
+            h = L.GlobalAveragePooling2D(name="global_average_pooling")(h)
+        else:
+            h = L.Flatten(name="flatten")(h)
+        for i, f in enumerate(a.fc_features, 1):
+            h = L.Dense(f, activation="relu", name=f"fc{i}")(h)
+        h = L.Dense(a.num_classes, activation="softmax", name="predictions")(h)
+    return keras.Model(inp, h, name=a.name)
 
 
 def compare(model: Model, x, layers=COMPARED) -> list[dict]:

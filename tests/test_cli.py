@@ -36,7 +36,8 @@ def test_predict_table_and_json(capsys):
     scores = [r["score"] for r in result[img]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
     code, out, _ = run(["predict", img, *TINY, "--top", "2"], capsys)
-    assert code == 0 and out.count("\n") == 3 and " 1. " in out
+    assert code == 0 and out.count("\n") == 4 and " 1. " in out
+    assert out.splitlines()[0] == "vgg_tiny (random:0): top 2 of 10 classes, probability"  # the header
 
 
 def test_activations_writes_grids_and_arrays(tmp_path, capsys):

@@ -103,7 +103,7 @@ def _check_layer(model, layer):
 
 
 def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
-                   score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
+                   score: str | None = None, top: int | None = None, relu: Callable = jax.nn.relu, *,
                    class_index: int | Sequence[int] | None = None, params: dict | None = None) -> GradCAMResult:
     """Grad-CAM maps with their classes and the probabilities; see :func:`gradcam` for the arguments.
 
@@ -116,6 +116,9 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
         target = class_index
     if not model.include_top:
         raise JaxvizError("Grad-CAM needs the classifier: load the model with include_top=True")
+    from .scores import default_score
+
+    score = default_score(model, score)
     if score not in SCORES:
         raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
     layer = _check_layer(model, layer)
@@ -136,7 +139,7 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
-            score: str = "prob", top: int | None = None, relu: Callable = jax.nn.relu, *,
+            score: str | None = None, top: int | None = None, relu: Callable = jax.nn.relu, *,
             class_index: int | Sequence[int] | None = None, params: dict | None = None):
     """Grad-CAM class-activation maps, one forward and one backward pass for the whole batch.
 
@@ -147,7 +150,8 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | No
         sequence with one class per image.
       layer: conv layer whose output is weighted; default the last one (``block5_conv3`` on VGG16).
       score: ``"prob"`` differentiates the softmax probability (the book), ``"logit"`` the pre-softmax
-        score (the paper).
+        score (the paper); default (``None``) the probability, except on the demo networks, whose saturated
+        softmax has no gradient: the logit there (:func:`jaxviz.attribution.scores.default_score`).
       top: ``K`` gives the maps of each image's K most probable classes instead of one target.
       relu: the network's activation (e.g. a guided-backprop ReLU for Guided Grad-CAM variants).
       class_index: alias of ``target`` (the book's and the issue's name).

@@ -102,7 +102,7 @@ def segment(x, method: str = "slic", n_segments: int = 50, compactness: float = 
 def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int = 1000,
          segments="slic", n_segments: int = 50, compactness: float = 20.0, fill="mean",
          kernel_width: float = 0.25, alpha: float = 1.0, seed: int = 0, batch_size: int | None = None,
-         score: str = "prob", reduce: str | None = "sum", params=None) -> jax.Array:
+         score: str | None = None, reduce: str | None = "sum", params=None) -> jax.Array:
     """Ribeiro et al.'s LIME with superpixel features.
 
     Args:
@@ -118,13 +118,18 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
       alpha: ridge regularisation.
       seed: PRNG seed (an int, or a ``jax.random.key``).
       batch_size: perturbed images per model call (default: 16 on a CPU, more on an accelerator).
-      score: ``"prob"`` (default, as ``lime`` explains probabilities), ``"logit"`` or ``"log_prob"``.
+      score: ``"prob"`` (the default, as ``lime`` explains probabilities), ``"logit"`` or ``"log_prob"``;
+        on the demo networks, whose softmax is saturated (the probability does not move), ``"logit"``
+        (:func:`jaxviz.attribution.scores.default_score`).
       reduce: accepted for the common signature; the map has no channel axis (``None`` repeats it 3×).
       params: weights to use instead of ``model.params``.
 
     Returns:
       ``[N, H, W]`` float32: each pixel holds its superpixel's surrogate coefficient.
     """
+    from .scores import default_score
+
+    score = default_score(model, score)
     x, targets, reduce, n_samples, batch_size = _core.check_sampled_args(
         model, "lime", x, target, score, reduce, n_samples, "n_samples", batch_size, gradient=False)
     n = x.shape[0]

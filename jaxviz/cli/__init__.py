@@ -16,10 +16,21 @@ from ..errors import JaxvizError
 COMMAND_MODULES = ("foundation", "visualize", "attribution", "throughput")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``jaxviz: error: <problem> (see `jaxviz CMD --help`)``, exit status 2.
+
+    argparse's default prints the whole usage block before the error; the usage is one ``--help`` away.
+    """
+
+    def error(self, message: str):
+        print(f"jaxviz: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jaxviz", description="Visualise what convnets learn: VGG16/VGG19 in JAX with Keras's weights."
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -43,9 +54,30 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Runs one command; returns its exit status (0 ok, 1 a check failed, 2 bad input, 130 Ctrl-C)."""
+    from . import common
+
+    common.created_folders.clear()
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and argument errors (already printed, one line)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except KeyboardInterrupt:
+        print("jaxviz: interrupted", file=sys.stderr)
+        return 130
+    code = _run(args)
+    if code != 0:
+        common.remove_empty_created_folders()  # a failed command leaves no empty output folder behind
+    return code
+
+
+def _run(args) -> int:
+    try:
+        if getattr(args, "command", None) not in ("bench", "weights", "summary", "convert"):
+            from ..parallel import enable_compilation_cache
+
+            enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
         return int(args.func(args) or 0)
     except JaxvizError as e:
         print(f"jaxviz: error: {e}", file=sys.stderr)
@@ -68,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxviz: error: {e.strerror or e} ({e.filename}); check the path and free space",
               file=sys.stderr)
         return 2
+    except MemoryError:
+        print("jaxviz: error: out of memory; use smaller or fewer images (or a smaller --size)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: still one line, the traceback on request
+        import os
+
+        if os.environ.get("JAXVIZ_DEBUG"):
+            raise
+        detail = str(e).splitlines()[0] if str(e) else ""
+        print(f"jaxviz: internal error: {type(e).__name__}: {detail} -- a bug in jaxviz; rerun with "
+              "JAXVIZ_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,11 +16,63 @@ from ..errors import JaxvizError
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
     p.add_argument("--arch", default=default_arch,
                    help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models; default: %(default)s)")
-    p.add_argument("--weights", default="imagenet",
+    p.add_argument("--weights", default="imagenet", type=weights_spec,
                    help='"imagenet" (Keras files: cache, then download; the demo models: their shipped '
                         'weights), a .h5/.npz path, or random:SEED')
     if not top:
         p.add_argument("--no-top", action="store_true", help="load the model without its classifier")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse reports anything else as one line)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {v}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def weights_spec(text: str) -> str:
+    """argparse type for ``--weights``: ``random:SEED`` needs a whole number SEED >= 0; other text is a name or
+    a path, checked when the model loads."""
+    if text.startswith("random:"):
+        seed = text.split(":", 1)[1]
+        if not seed.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r}: use random:SEED with a whole number SEED >= 0, e.g. random:0")
+    return text
 
 
 def model_from_args(args, include_top: bool | None = None):
@@ -38,33 +90,178 @@ def images_from_paths(paths, size) -> np.ndarray:
     return preprocess_input(np.stack([load_image(p, target_size=size) for p in paths]))
 
 
-def output_dir(path: str | os.PathLike) -> Path:
-    """Creates the output folder, failing with one clear line if that is not possible."""
+#: Folders :func:`output_dir` created in this command (``jaxviz.cli.main`` removes those left empty on failure).
+created_folders: list[Path] = []
+
+
+def output_dir(path: str | os.PathLike, option: str = "-o") -> Path:
+    """Creates the output folder, failing with one clear line if that is not possible.
+
+    Folders it creates are remembered, so that a command that fails leaves no empty folder behind.
+    """
     out = Path(path)
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise JaxvizError(f"cannot create output folder {out}: {p} is a file, not a folder; choose another "
+                              f"{option}")
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except (PermissionError, FileExistsError, NotADirectoryError) as e:
-        raise JaxvizError(f"cannot create output folder {out}: {e.strerror or e}; choose another -o") from None
-    if not os.access(out, os.W_OK):
-        raise JaxvizError(f"output folder {out} is not writable; choose another -o")
+    except OSError as e:
+        raise JaxvizError(f"cannot create output folder {out}: {e.strerror or e}; choose another {option}") from None
+    created_folders.extend(reversed(missing))  # deepest last
+    if not _writable(out):
+        raise JaxvizError(f"output folder {out} is not writable; choose another {option}")
     return out
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried for real: ``os.access`` says yes to root on /proc)."""
+    import secrets
+
+    probe = folder / f".jaxviz-probe-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Checks, before any work, that ``path`` can be written: its folder exists (or can be made), is a
+    folder, is writable, and ``path`` is not itself a folder. Fails with one line naming ``option``."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise JaxvizError(f"{option} {dest} is a folder; give a file path such as {dest / 'results.json'}")
+    parent = dest.parent
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise JaxvizError(f"cannot write {option} {dest}: {p} is a file, not a folder; choose another path")
+            if p == parent and not _writable(p):
+                raise JaxvizError(f"cannot write {option} {dest}: folder {p} is not writable; choose another path")
+            break
+    return dest
+
+
+def remove_empty_created_folders() -> None:
+    """Removes the folders this command created that are still empty (deepest first)."""
+    for p in reversed(created_folders):
+        try:
+            p.rmdir()
+        except OSError:
+            pass  # not empty (finished files are kept) or already gone
+    created_folders.clear()
 
 
 def save_json(path: str | os.PathLike, obj) -> Path:
     return write_bytes(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def parse_index_list(spec: str, upper: int) -> list[int]:
-    """``"0:64"``, ``"0,5,9"`` or ``"7"`` → indices, checked against ``[0, upper)``."""
+def parse_index_list(spec: str | None, upper: int, what: str = "filters", default_count: int = 64) -> list[int]:
+    """``"0:64"``, ``"0,5,9"`` or ``"7"`` → indices into ``[0, upper)``.
+
+    ``None`` means the first ``default_count`` (or all, if fewer). A range's STOP is clamped to ``upper`` as
+    Python's slices are (``0:64`` on an 8-channel layer = all 8); listed indices must exist; a selection
+    that is empty (``5:2``, ``0:0``, ``''``, a START past the end) is an error saying so.
+    """
+    if spec is None:
+        return list(range(min(default_count, upper)))
+    option = f"--{what}"
     try:
         if ":" in spec:
-            start, stop = (int(s) if s else d for s, d in zip(spec.split(":", 1), (0, upper)))
-            idx = list(range(start, stop))
-        else:
-            idx = [int(s) for s in spec.split(",") if s.strip()]
+            start, stop = (int(s) if s.strip() else d for s, d in zip(spec.split(":", 1), (0, upper)))
+            if start < 0 or stop < 0:
+                raise JaxvizError(f"{option} {spec!r}: indices count from 0; use START:STOP with 0 <= START")
+            idx = list(range(start, min(stop, upper)))
+            if not idx:
+                raise JaxvizError(f"{option} {spec!r} selects no {what}: the layer has {upper} (0..{upper - 1}); "
+                                  f"use START:STOP with START < STOP, e.g. 0:{min(upper, default_count)}")
+            return idx
+        idx = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise JaxvizError(f"cannot read {spec!r} as indices; use START:STOP or a comma list like 0,5,9") from None
+        raise JaxvizError(f"cannot read {option} {spec!r} as indices; use START:STOP or a comma list like "
+                          "0,5,9") from None
+    if not idx:
+        raise JaxvizError(f"{option} {spec!r} selects no {what}; use START:STOP or a comma list like 0,5,9")
     bad = [i for i in idx if not 0 <= i < upper]
-    if bad or not idx:
-        raise JaxvizError(f"indices {spec!r} out of range: the layer has {upper} (0..{upper - 1})")
-    return idx
+    if bad:
+        raise JaxvizError(f"{option} {', '.join(map(str, bad))} out of range: the layer has {upper} {what} "
+                          f"(0..{upper - 1})")
+    return list(dict.fromkeys(idx))
+
+
+# --- images: files, folders, the bundled default ------------------------------------------------------
+
+#: File suffixes taken from a folder given as IMAGE (others, e.g. .txt or .json, are skipped).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def add_images_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files or folders of images (default: the bundled sample for the model: the cat "
+                        "photo for VGG16/VGG19, the star scene for vgg_demo*)")
+
+
+def collect_images(specs) -> list[str]:
+    """IMAGE arguments → image paths: files as given, folders expanded to their image files (sorted, not
+    recursive), duplicates dropped. Checked before any model is loaded: a missing path or a folder without
+    images is one error line."""
+    paths: list[str] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise JaxvizError(f"folder {spec} has no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                                  "give image files or a folder that holds some")
+            paths += found
+        elif p.exists():
+            paths.append(str(spec))
+        else:
+            raise JaxvizError(f"image file not found: {spec!r}; check the path and spelling")
+    return list(dict.fromkeys(paths))
+
+
+def default_images(images: list[str], model) -> list[str]:
+    """``images``, or the model's bundled sample image (with a note on stderr) when none was given."""
+    if images:
+        return images
+    import sys
+
+    from ..figures import arch_defaults
+
+    path = str(arch_defaults(model.arch)["image"])
+    print(f"jaxviz: no IMAGE given: using the bundled {path}", file=sys.stderr)
+    return [path]
+
+
+def unique_stems(paths) -> list[str]:
+    """File stems, made unique (``cat``, ``cat_1``, …) so that outputs of same-named images do not collide."""
+    stems, seen = [], {}
+    for p in paths:
+        stem = Path(p).stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr when it is a terminal and there is more than one item; else a silent stand-in."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="image", disable=None if (enabled and total > 1) else True,
+                leave=False)
+
+
+def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True, desc: str = "images"):
+    """Yields ``(paths, x)`` with ``x`` a preprocessed batch ``[n, H, W, 3]`` of at most ``batch`` images
+    (so a large folder is never in memory at once), advancing a progress bar."""
+    with progress_bar(len(paths), desc, progress) as bar:
+        for i in range(0, len(paths), batch):
+            chunk = paths[i: i + batch]
+            yield chunk, images_from_paths(chunk, size)
+            bar.update(len(chunk))

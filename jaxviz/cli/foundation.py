@@ -5,8 +5,21 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 from ..errors import JaxvizError
-from .common import add_model_args, images_from_paths, model_from_args, output_dir
+from .common import (
+    add_images_arg,
+    add_model_args,
+    collect_images,
+    default_images,
+    image_batches,
+    images_from_paths,
+    model_from_args,
+    output_dir,
+    positive_int,
+    unique_stems,
+)
 
 
 def register(sub) -> None:
@@ -18,39 +31,47 @@ def register(sub) -> None:
 
     p = sub.add_parser("convert", help="convert a Keras HDF5 weight file to jaxviz's .npz")
     p.add_argument("src", help="Keras .h5 / .weights.h5 file")
-    p.add_argument("--arch", required=True, help="vgg16 | vgg19")
+    p.add_argument("--arch", required=True,
+                   help="the file's architecture: vgg16 | vgg19 | vgg_demo | vgg_demo_gap")
     p.add_argument("-o", "--output", required=True, help="destination (the .npz suffix is added)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("weights", help="where the ImageNet weights are; download or verify them")
-    p.add_argument("action", choices=("path", "download", "verify"))
+    p.add_argument("action", choices=("path", "download", "verify"),
+                   help="path: where the file is (or would be downloaded to); download; verify its checksum")
     p.add_argument("arch", help="vgg16 | vgg19")
     p.add_argument("--no-top", action="store_true", help="the file without the classifier")
     p.add_argument("--force", action="store_true", help="download even if a verified file exists")
     p.set_defaults(func=cmd_weights)
 
-    p = sub.add_parser("predict", help="top-k ImageNet classes for images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", help="top-k classes for images or folders (ImageNet; vgg_demo*: its 10 classes)")
+    add_images_arg(p)
     add_model_args(p)
-    p.add_argument("--top", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--top", type=positive_int, default=5,
+                   help="classes listed per image (default %(default)s; more than the model has lists all)")
+    p.add_argument("--json", action="store_true", help="print JSON (one entry per image) instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("activations", help="feature maps of layers for an image, as grids (one pass)")
-    p.add_argument("image", metavar="IMAGE")
+    p = sub.add_parser("activations", help="feature maps of layers for images, as grids (one pass per batch)")
+    add_images_arg(p)
     p.add_argument("--layer", action="append", default=[], help="layer name (repeatable)")
     p.add_argument("--blocks", action="store_true", help="the last conv layer of every block")
-    p.add_argument("--count", type=int, default=64, help="feature maps per grid (default 64)")
-    p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--count", type=positive_int, default=64, help="feature maps per grid (default 64)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="image side in pixels (default: the model's input size: 224 for VGG16/VGG19, 64 for "
+                        "vgg_demo*)")
     add_model_args(p, top=False)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the raw arrays")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_activations)
 
     p = sub.add_parser("compare-keras", help="compare jaxviz with Keras on the same weights and image")
     add_model_args(p)
-    p.add_argument("image", nargs="?", default=None, help="image (default: the bundled cat photo)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("image", nargs="?", default=None,
+                   help="image (default: the bundled cat photo; vgg_demo*: the bundled star scene)")
+    p.add_argument("--json", action="store_true", help="print the per-layer differences as JSON")
     p.set_defaults(func=cmd_compare_keras)
 
 
@@ -72,12 +93,19 @@ def cmd_convert(args) -> int:
 
 def cmd_weights(args) -> int:
     from .. import weights
+    from ..errors import WeightsError
     from ..vgg import get_arch
 
     arch = get_arch(args.arch)
     top = not args.no_top
     if args.action == "path":
-        print(weights.resolve(arch, top, download=False))
+        try:
+            print(weights.resolve(arch, top, download=False))
+        except WeightsError:  # absent: where `weights download` would put it
+            dest = weights.cache_dir() / weights.known_file(arch, top).filename
+            print(dest)
+            print(f"jaxviz: {dest} is not there yet; `jaxviz weights download {arch.name}"
+                  f"{' --no-top' if args.no_top else ''}` fetches it", file=sys.stderr)
     elif args.action == "download":
         print(weights.download(arch, top, force=args.force))
     else:
@@ -86,44 +114,97 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def _slow_notice(message: str, after_s: float = 2.0):
+    """Prints ``message`` on stderr if the block is still running after ``after_s`` (a first compile)."""
+    import contextlib
+    import threading
+
+    @contextlib.contextmanager
+    def cm():
+        timer = threading.Timer(after_s, lambda: print(message, file=sys.stderr, flush=True))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    return cm()
+
+
+def _padded(x, n: int):
+    """``x`` padded to ``n`` images by repeating the last (one compiled program for every batch)."""
+    return x if len(x) == n else np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
+
+
 def cmd_predict(args) -> int:
+    paths = collect_images(args.images)
     model = model_from_args(args, include_top=True)
-    size = (model.arch.default_size, model.arch.default_size)
-    probs = model.predict(images_from_paths(args.images, size))
-    decoded = model.decode_predictions(probs, top=args.top)
+    paths = default_images(paths, model)
+    s = model.arch.default_size
+    n_classes = len(model.class_names)
+    top = min(args.top, n_classes)
+    batch = min(16, len(paths))
+    results = {}
+    first = True
+    for chunk, x in image_batches(paths, (s, s), batch=batch, progress=not args.no_progress, desc="predict"):
+        with _slow_notice(f"jaxviz: compiling {model.arch.name} for batches of {batch} (once; later runs load "
+                          "it from the cache)…") if first else _nothing():
+            probs = model.predict(_padded(x, batch), batch_size=batch)[: len(chunk)]
+        first = False
+        for path, d in zip(chunk, model.decode_predictions(probs, top=top)):
+            results[path] = d
     if args.json:
-        print(json.dumps({path: [{"wnid": w, "name": n, "score": float(s)} for w, n, s in d]
-                          for path, d in zip(args.images, decoded)}, indent=2))
+        print(json.dumps({path: [{"id": w, "name": n, "score": float(sc)} | ({"wnid": w} if w.startswith("n")
+                                                                              else {}) for w, n, sc in d]
+                          for path, d in results.items()}, indent=2))
         return 0
-    for path, d in zip(args.images, decoded):
+    print(f"{model.arch.name} ({model.source}): top {top} of {n_classes} classes, probability")
+    for path, d in results.items():
         print(path)
         for rank, (wnid, name, score) in enumerate(d, 1):
             print(f"  {rank}. {name:<28} {wnid:<10} {score:.4f}")
     return 0
 
 
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def cmd_activations(args) -> int:
     from ..visualize.activations import block_end_layers, save_activation_grids
 
+    paths = collect_images(args.images)
     model = model_from_args(args, include_top=False)
     layers = list(args.layer) + (block_end_layers(model) if args.blocks else [])
     if not layers:
         raise JaxvizError("name at least one layer with --layer (or use --blocks); valid layers: "
                           + ", ".join(model.layer_names[1:]))
-    model.check_layers(layers)
-    x = images_from_paths([args.image], (args.size, args.size))
+    layers = list(dict.fromkeys(model.check_layers(layers)))
+    paths = default_images(paths, model)
+    size = args.size or model.arch.default_size
+    if size < model.arch.min_size:
+        raise JaxvizError(f"--size {size} is too small: {model.arch.name} needs at least {model.arch.min_size} px")
     out = output_dir(args.output)
-    for path in save_activation_grids(model, x, layers, out, count=args.count, npy=args.npy):
-        print(path)
+    stems = dict(zip(paths, unique_stems(paths)))
+    for chunk, x in image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations"):
+        for i, path in enumerate(chunk):
+            for written in save_activation_grids(model, x[i: i + 1], layers, out, count=args.count, npy=args.npy,
+                                                 prefix=f"{stems[path]}_"):
+                print(written)
     return 0
 
 
 def cmd_compare_keras(args) -> int:
-    from ..images import sample_image_path
+    from ..figures import arch_defaults
     from ..keras_compare import compare
 
+    if args.image is not None:
+        collect_images([args.image])
     model = model_from_args(args, include_top=True)
-    image = args.image or str(sample_image_path())
+    image = args.image or str(arch_defaults(model.arch)["image"])
     size = (model.arch.default_size, model.arch.default_size)
     rows = compare(model, images_from_paths([image], size))
     if args.json:
@@ -138,4 +219,3 @@ def cmd_compare_keras(args) -> int:
     verdict = "PASS" if worst <= 1e-4 else "FAIL"
     print(f"{verdict}: worst relative difference {worst:.2e} (tolerance 1e-4)")
     return 0 if worst <= 1e-4 else 1
-

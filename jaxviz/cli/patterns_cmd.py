@@ -29,23 +29,29 @@ def register_patterns(sub) -> argparse.ArgumentParser:
                     "an interruption.",
     )
     p.add_argument("--layer", action="append", required=True,
-                   help="layer name, e.g. block3_conv1 (repeat for several layers)")
-    p.add_argument("--filters", default="0:64", help="START:STOP or a comma list (default: %(default)s)")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (book: 64 in the grid, 150 alone)")
-    p.add_argument("--steps", type=int, default=None, help="ascent steps (default: 40 keras, 256 regularised)")
-    p.add_argument("--step-size", type=float, default=None,
+                   help="layer name: a conv, pool or dense layer, e.g. block3_conv1 or fc1 (repeat for several)")
+    p.add_argument("--filters", default=None,
+                   help="START:STOP or a comma list, e.g. 0:16 or 0,5,9 (default: the first 64, or all if the layer "
+                        "has fewer; a STOP past the end stops at the last filter)")
+    p.add_argument("--size", type=common.positive_int, default=None,
+                   help="image side in pixels (default 64, the book's grid; 150 alone; dense layers after the "
+                        "flatten layer need the model's input size, their default)")
+    p.add_argument("--steps", type=common.positive_int, default=None,
+                   help="ascent steps (default: 40 keras, 256 regularised)")
+    p.add_argument("--step-size", type=common.positive_float, default=None,
                    help="keras: step of the RMS-normalised gradient (1); regularised: Adam's learning rate (0.05)")
     p.add_argument("--method", choices=("keras", "regularised"), default="keras",
                    help="keras: the book's recipe (default); regularised: lucid-style, clearer deep layers")
     p.add_argument("--seed", type=int, default=0, help="seed of the random start images (default: 0)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="compute dtype (float32 = parity with Keras)")
-    p.add_argument("--chunk-size", type=int, default=None, help="filters per compiled call (default: per device)")
+    p.add_argument("--chunk-size", type=common.positive_int, default=None,
+                   help="filters per compiled call (default: per device)")
     common.add_model_args(p, top=True)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also write DIR/<layer>.npy (model-space arrays)")
     p.add_argument("--per-filter", action="store_true", help="also write DIR/<layer>/filter_NNN.png")
-    p.add_argument("--cols", type=int, default=8, help="grid columns (book: 8)")
+    p.add_argument("--cols", type=common.positive_int, default=8, help="grid columns (book: 8)")
     p.add_argument("--order", choices=("columns", "rows"), default="columns",
                    help="columns = filter i+8j at row i, column j (the book's listing 5.39, default); "
                         "rows = row-major")
@@ -54,10 +60,16 @@ def register_patterns(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 to split the filters over several processes (jax.distributed)")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--num-processes", type=common.positive_int, default=1,
+                   help="how many processes share the work (with --coordinator; default 1)")
+    p.add_argument("--process-id", type=common.nonnegative_int, default=0,
+                   help="this process's index, 0..N-1 (with --coordinator; default 0)")
     p.set_defaults(func=run_patterns)
     return p
+
+
+#: Layers of the classifier (need the model's top); their patterns are ascents of one unit's activation.
+_TOP_LAYERS = ("fc1", "fc2", "predictions", "logits")
 
 
 def _settings(args, model, layer: str, filters: list[int], options: dict) -> dict:
@@ -82,14 +94,24 @@ def run_patterns(args) -> int:
     import jax
 
     lead = jax.process_index() == 0
-    out = common.output_dir(args.output)
-    model = common.model_from_args(args, include_top=False)
+    if args.process_id >= args.num_processes:
+        raise JaxvizError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
+    top = [name for name in args.layer if name in _TOP_LAYERS]
+    model = common.model_from_args(args, include_top=bool(top))
     layers = model.check_layers(args.layer)
     for layer in layers:
-        if layer not in model.conv_layer_names and not layer.endswith("_pool"):
-            raise JaxvizError(f"patterns need a conv or pool layer; {layer!r} is neither")
-    for layer in layers:
-        filters = common.parse_index_list(args.filters, model.channels(layer))
+        if layer not in model.conv_layer_names and not layer.endswith("_pool") and layer not in _TOP_LAYERS:
+            raise JaxvizError(f"patterns need a conv, pool or dense layer; {layer!r} is none of these")
+    flat = top and model.arch.head == "flatten"
+    size = args.size or (model.arch.default_size if flat else 64)
+    if flat and size != model.arch.default_size:
+        raise JaxvizError(f"--size {size}: {top[0]} comes after the flatten layer of {model.arch.name}, so its "
+                          f"patterns need --size {model.arch.default_size} (or no --size); run the conv layers "
+                          "in a separate command")
+    args.size = size
+    plan = [(layer, common.parse_index_list(args.filters, model.channels(layer))) for layer in layers]
+    out = common.output_dir(args.output)
+    for layer, filters in plan:
         compute = _settings(args, model, layer, filters, {})
         # the sidecar: arrays + how they are shown
         settings = {**compute, "rgb": args.rgb, "cols": args.cols, "order": args.order}

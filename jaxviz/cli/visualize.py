@@ -7,7 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import JaxvizError
-from .common import add_model_args, model_from_args, output_dir, save_npy
+from .common import (
+    add_images_arg,
+    add_model_args,
+    collect_images,
+    default_images,
+    model_from_args,
+    nonnegative_float,
+    nonnegative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+    progress_bar,
+    save_npy,
+    unique_stems,
+)
 
 
 def register(sub) -> None:
@@ -21,9 +35,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("kernels", help="a conv layer's kernels: a row per filter, a column per input channel")
     p.add_argument("--layer", default="block1_conv1", help="conv layer (default: %(default)s)")
-    p.add_argument("--filters", type=int, default=64, help="first N filters (rows; default %(default)s)")
-    p.add_argument("--channels", type=int, default=64, help="first M input channels (columns; default %(default)s)")
-    p.add_argument("--scale", type=int, default=8, help="pixels per weight (default %(default)s)")
+    p.add_argument("--filters", type=positive_int, default=64, help="first N filters (rows; default %(default)s)")
+    p.add_argument("--channels", type=positive_int, default=64,
+                   help="first M input channels (columns; default %(default)s)")
+    p.add_argument("--scale", type=positive_int, default=8, help="pixels per weight (default %(default)s)")
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the normalised kernel as .npy")
@@ -36,29 +51,33 @@ def register(sub) -> None:
         return f"default {DV[key]}; vgg_demo*: {DD[key]}"
 
     p = sub.add_parser("deepvis", help="images that maximise class scores (Yosinski et al. 2015)")
-    p.add_argument("--class", dest="classes", type=int, action="append", required=True, metavar="N",
+    p.add_argument("--class", dest="classes", type=nonnegative_int, action="append", required=True, metavar="N",
                    help="class index (repeatable), e.g. --class 130 --class 736 (vgg_demo: 0..9, see "
                         "jaxviz.demo.CLASS_NAMES)")
-    p.add_argument("--size", type=int, default=None, help="image side (default: the model's input size)")
-    p.add_argument("--steps", type=int, default=None, help=f"gradient steps ({dflt('steps')})")
-    p.add_argument("--step-size", type=float, default=None, help=dflt("step_size"))
-    p.add_argument("--l2-decay", type=float, default=None, help=dflt("l2_decay"))
-    p.add_argument("--blur-every", type=int, default=None, help=f"{dflt('blur_every')}; 0 = off")
-    p.add_argument("--blur-sigma", type=float, default=None, help=dflt("blur_sigma"))
-    p.add_argument("--jitter", type=int, default=None, help=f"max shift in pixels ({dflt('jitter')})")
-    p.add_argument("--init-std", type=float, default=None, help=f"start noise ({dflt('init_std')})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="image side (default: the model's input size; models with a flatten head, e.g. VGG16, "
+                        "take only that size)")
+    p.add_argument("--steps", type=positive_int, default=None, help=f"gradient steps ({dflt('steps')})")
+    p.add_argument("--step-size", type=positive_float, default=None, help=dflt("step_size"))
+    p.add_argument("--l2-decay", type=nonnegative_float, default=None, help=dflt("l2_decay"))
+    p.add_argument("--blur-every", type=nonnegative_int, default=None, help=f"{dflt('blur_every')}; 0 = off")
+    p.add_argument("--blur-sigma", type=nonnegative_float, default=None, help=dflt("blur_sigma"))
+    p.add_argument("--jitter", type=nonnegative_int, default=None, help=f"max shift in pixels ({dflt('jitter')})")
+    p.add_argument("--init-std", type=nonnegative_float, default=None, help=f"start noise ({dflt('init_std')})")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the random start images (default 0; the same seed gives the same images)")
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the model-space images as .npy")
     p.set_defaults(func=cmd_deepvis)
 
-    p = sub.add_parser("gradcam", help="Grad-CAM heatmaps, overlays and a top-K panel for images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("gradcam", help="Grad-CAM heatmaps, overlays and a top-K panel for images or folders")
+    add_images_arg(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--class", dest="class_index", type=int, default=None, metavar="N",
+    g.add_argument("--class", dest="class_index", type=nonnegative_int, default=None, metavar="N",
                    help="class to explain (default: each image's top class)")
-    g.add_argument("--top", type=int, default=None, metavar="K", help="panel of the top K classes (default 5)")
+    g.add_argument("--top", type=positive_int, default=None, metavar="K",
+                   help="panel of the top K classes (default 5)")
     p.add_argument("--layer", default=None, help="conv layer (default: the last one)")
     p.add_argument("--score", choices=("prob", "logit"), default=None,
                    help="differentiate the probability (the book; default) or the logit (the paper; default for "
@@ -66,6 +85,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the heatmaps as .npy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_gradcam)
 
     p = sub.add_parser("figures", help="regenerate the whole figure set (resumable) with an HTML gallery")
@@ -88,9 +108,6 @@ def _progress(args) -> bool:
 def cmd_kernels(args) -> int:
     from ..visualize.kernels import save_kernel_figures
 
-    for n, what in ((args.filters, "--filters"), (args.channels, "--channels"), (args.scale, "--scale")):
-        if n < 1:
-            raise JaxvizError(f"{what} must be at least 1, got {n}")
     model = model_from_args(args, include_top=False)
     model.check_layers(args.layer)
     out = output_dir(args.output)
@@ -104,8 +121,18 @@ def cmd_deepvis(args) -> int:
     from ..images import save_png
     from ..plotting import save_figure, titled_panel
     from ..visualize.deepvis import class_patterns, class_title
+    from .attribution import check_class
 
     model = model_from_args(args, include_top=True)
+    for c in args.classes:
+        check_class(model, c, "--class")
+    s = model.arch.default_size
+    if args.size is not None and args.size != s and getattr(model.arch, "head", "flatten") == "flatten":
+        raise JaxvizError(f"--size {args.size}: {model.arch.name}'s classifier (a flatten head) takes only {s}×{s} "
+                          f"images; drop --size or use --size {s}")
+    if args.size is not None and args.size < model.arch.min_size:
+        raise JaxvizError(f"--size {args.size} is too small for {model.arch.name}: use at least "
+                          f"{model.arch.min_size}")
     out = output_dir(args.output)
     raw = class_patterns(model, args.classes, size=args.size, steps=args.steps, step_size=args.step_size,
                          l2_decay=args.l2_decay, blur_every=args.blur_every, blur_sigma=args.blur_sigma,
@@ -130,54 +157,64 @@ def cmd_gradcam(args) -> int:
     from ..images import load_image, overlay, preprocess_input, save_png
     from ..plotting import colourise, save_figure, titled_panel
     from ..visualize.deepvis import class_title
+    from .attribution import check_class
 
+    paths = collect_images(args.images)
     model = model_from_args(args, include_top=True)
+    paths = default_images(paths, model)
+    if args.class_index is not None:
+        check_class(model, args.class_index, "--class")
     score = args.score or arch_defaults(model.arch)["gradcam_score"]
     layer = args.layer
     if layer is not None:
         model.check_layers(layer)
+        if layer not in model.conv_layer_names:
+            raise JaxvizError(f"--layer {layer}: Grad-CAM needs a conv layer; valid: "
+                              f"{', '.join(model.conv_layer_names)}")
     s = model.arch.default_size
-    k = min(args.top or 5, model.arch.num_classes)
-    if args.top is not None and args.top < 1:
-        raise JaxvizError(f"--top must be at least 1, got {args.top}")
-    photos = [display_photo(load_image(p, target_size=None)) for p in args.images]
-    x = preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in args.images]))
+    k = min(args.top or 5, len(model.class_names))
     out = output_dir(args.output)
-    top = gradcam_result(model, x, layer=layer, score=score, top=k)
-    top_maps, top_classes, probs = (np.asarray(a) for a in top)
-    if args.class_index is not None:
-        res = gradcam_result(model, x, target=args.class_index, layer=layer, score=score)
-        maps, classes = np.asarray(res.maps)[:, 0], np.asarray(res.classes)[:, 0]
-    else:
-        maps, classes = top_maps[:, 0], top_classes[:, 0]
-    layer = layer or model.last_conv_layer
-    stems = _unique_stems(args.images)
-    for i, (stem, photo) in enumerate(zip(stems, photos)):
-        c = int(classes[i])
-        heat = maps[i]
-        scale = max(1, s // heat.shape[0])
-        print(save_png(out / f"{stem}_gradcam.png", colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet")))
-        print(save_png(out / f"{stem}_overlay.png", overlay(photo, heat)))
-        titles = [f"{class_title(model, int(cc))}\np = {probs[i, cc]:.3f}" for cc in top_classes[i]]
-        fig = titled_panel([overlay(photo, m) for m in top_maps[i]], titles,
-                           suptitle=f"{Path(args.images[i]).name}: Grad-CAM at {layer} ({score})")
-        fig.tight_layout(rect=(0, 0, 1, 0.94))  # panel titles clear of the suptitle on square images
-        print(save_figure(fig, out / f"{stem}_top{k}.png"))
-        if args.npy:
-            print(save_npy(out / f"{stem}_gradcam.npy", heat))
-            print(save_npy(out / f"{stem}_top{k}.npy", top_maps[i]))
-        print(f"  {stem}: class {c} ({class_title(model, c)}), p = {probs[i, c]:.4f}")
+    stems = unique_stems(paths)
+    shown = layer or model.last_conv_layer
+    batch = 8
+    with progress_bar(len(paths), "gradcam", not args.no_progress) as bar:
+        for start in range(0, len(paths), batch):
+            chunk = paths[start: start + batch]
+            photos = [display_photo(load_image(p, target_size=None)) for p in chunk]
+            x = preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in chunk]))
+            top = gradcam_result(model, x, layer=layer, score=score, top=k)
+            top_maps, top_classes, probs = (np.asarray(a) for a in top)
+            logits = np.asarray(model.features(x, "logits")["logits"])
+            if args.class_index is not None:
+                res = gradcam_result(model, x, target=args.class_index, layer=layer, score=score)
+                maps, classes = np.asarray(res.maps)[:, 0], np.asarray(res.classes)[:, 0]
+            else:
+                maps, classes = top_maps[:, 0], top_classes[:, 0]
+            for i, (path, stem, photo) in enumerate(zip(chunk, stems[start:], photos)):
+                c = int(classes[i])
+                heat = maps[i]
+                scale = max(1, s // heat.shape[0])
+                print(save_png(out / f"{stem}_gradcam.png", colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet")))
+                print(save_png(out / f"{stem}_overlay.png", overlay(photo, heat)))
+                titles = [f"#{r} {class_title(model, int(cc))} ({int(cc)})\np = {_prob(probs[i, cc])}, "
+                          f"logit {logits[i, cc]:.2f}" for r, cc in enumerate(top_classes[i], 1)]
+                fig = titled_panel([overlay(photo, m) for m in top_maps[i]], titles,
+                                   suptitle=f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} "
+                                            f"({score}), {model.arch.name}")
+                fig.tight_layout(rect=(0, 0, 1, 0.94))  # panel titles clear of the suptitle on square images
+                print(save_figure(fig, out / f"{stem}_top{k}.png"))
+                if args.npy:
+                    print(save_npy(out / f"{stem}_gradcam.npy", heat))
+                    print(save_npy(out / f"{stem}_top{k}.npy", top_maps[i]))
+                print(f"  {stem}: class {c} ({class_title(model, c)}), p = {probs[i, c]:.4f}, "
+                      f"logit {logits[i, c]:.2f}")
+            bar.update(len(chunk))
     return 0
 
 
-def _unique_stems(paths) -> list[str]:
-    stems, seen = [], {}
-    for p in paths:
-        stem = Path(p).stem
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        stems.append(stem if n == 0 else f"{stem}_{n}")
-    return stems
+def _prob(p: float) -> str:
+    """A probability for a title: 3 decimals, or scientific notation when that would print 0.000."""
+    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
 
 
 def cmd_figures(args) -> int:
