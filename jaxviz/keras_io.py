@@ -1,0 +1,436 @@
+"""Whole Keras models read without Keras: ``.keras`` archives and legacy ``.h5`` files → a layer graph + params.
+
+:func:`read_model` reads
+
+- Keras 3's ``model.save("m.keras")``: a zip with ``config.json`` (the model's config), ``metadata.json``
+  (the Keras version) and ``model.weights.h5``, whose variables sit at ``layers/<name>/vars/0, 1, …`` where
+  ``<name>`` is the snake-case class name made unique within its model (``conv2d``, ``conv2d_1``, …, in the
+  order of ``model.layers``; a nested model's layers under ``layers/<functional>/layers/…``); recent Keras 3
+  also stores the layer's name in the ``vars`` group's ``name`` attribute, checked when present;
+- the legacy whole-model HDF5 of ``model.save("m.h5")`` (Keras 2 / tf.keras, and Keras 3's legacy writer):
+  root attribute ``model_config`` (JSON), ``keras_version``, ``backend``, and a ``model_weights`` group
+  with one group per top-level layer whose ``weight_names`` attribute lists its datasets
+  (``conv2d/kernel:0`` in Keras 2, ``conv2d/kernel`` in Keras 3; a nested model's group lists all its
+  layers' weights, ``vgg16/block1_conv1/kernel`` — matched to the inner layers by name).
+
+``Sequential`` and functional models (merges, branches, several outputs) are read, and **nested models**
+(a model used as a layer) are flattened into one :class:`jaxviz.graph.Graph`: an inner layer is named
+``outer/inner`` (``vgg16/block5_conv3``); :func:`resolve_name` also accepts the bare inner name where it
+is unique. Each layer's weights are named as Keras names them (``kernel``, ``bias``, ``gamma``, ``beta``,
+``moving_mean``, ``moving_variance``, ``depthwise_kernel``, ``pointwise_kernel``, ``alpha``, ``mean``,
+``variance``, ``count``), except ``DepthwiseConv2D``'s kernel, which is ``kernel`` (Keras 3's name; Keras 2
+called it ``depthwise_kernel``). See :func:`jaxviz.layers.weight_names` for each kind's weights.
+
+jaxviz's own pickle-free format for a read model is :mod:`jaxviz.converted`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import layers as layers_lib
+from .errors import JaxvizError, LayerError, WeightsError
+from .graph import Graph, make_layer
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+#: keras.applications model names (lower case, as ``model.name``) → the preprocessing they expect.
+#: EfficientNet(V2), MobileNetV3 and ConvNeXt rescale and normalise inside the model: "none".
+APPLICATIONS = (
+    (r"vgg1[69]$", "caffe"),
+    (r"resnet(50|101|152)$", "caffe"),
+    (r"resnet(50|101|152)v2$", "tf"),
+    (r"inception_v3$", "tf"),
+    (r"inception_resnet_v2$", "tf"),
+    (r"xception$", "tf"),
+    (r"mobilenet_\d", "tf"),
+    (r"mobilenetv2_", "tf"),
+    (r"nasnet", "tf"),
+    (r"densenet(121|169|201)$", "torch"),
+    (r"efficientnet", "none"),
+    (r"mobilenetv3", "none"),
+    (r"convnext", "none"),
+)
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value[()])
+    return str(value)
+
+
+def _attr_list(group, name: str) -> list[str]:
+    """A string-list attribute, joining the chunks (``name0``, ``name1``, …) Keras splits big ones into."""
+    if name in group.attrs:
+        values = list(np.atleast_1d(group.attrs[name]))
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values += list(np.atleast_1d(group.attrs[f"{name}{i}"]))
+            i += 1
+    return [_text(v) for v in values]
+
+
+def to_snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case`` (the ``.weights.h5`` group names: ``Conv2D`` → ``conv2d``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def application_preprocess(name: str | None) -> str | None:
+    """The preprocessing of a ``keras.applications`` model by its name (``vgg16`` → ``"caffe"``), else None."""
+    if not name:
+        return None
+    low = name.lower()
+    for pattern, mode in APPLICATIONS:
+        if re.match(pattern, low):
+            return mode
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config → flat layers
+
+
+class _Flattener:
+    """Turns a (possibly nested) model config into flat layers ``(name, kind, cfg, inputs)``, each after its
+    inputs, plus ``weighted``: per flat layer, where its weights are in the file."""
+
+    def __init__(self, keras2: bool):
+        self.keras2 = keras2
+        self.layers: list[tuple[str, str, dict, list[str]]] = []
+        self.names: set[str] = set()
+        # flat layer name → (Keras 3 weights path, legacy top-level group, kind, cfg)
+        self.weighted: dict[str, tuple[str, str, str, dict]] = {}
+        self.models: list[str] = []  # model names, outermost first
+
+    def add(self, name, kind, cfg, inputs, h5path, top):
+        if name in self.names:
+            raise WeightsError(f"the model has two layers named {name!r}")
+        self.names.add(name)
+        cfg = dict(cfg)
+        if self.keras2 and cfg.get("activation") == "hard_sigmoid":
+            cfg["activation"] = "hard_sigmoid_keras2"  # tf.keras's 0.2x + 0.5, not Keras 3's relu6(x + 3) / 6
+        self.layers.append((name, kind, cfg, list(inputs)))
+        if layers_lib.weight_names(kind, cfg):
+            self.weighted[name] = (h5path, top, kind, cfg)
+
+    def model(self, mcfg: dict, prefix: str, external: list[str] | None, h5path: str, top: str | None):
+        """Adds model ``mcfg``'s layers; returns its outputs' flat names."""
+        cls = mcfg.get("class_name")
+        cfg = mcfg.get("config") or {}
+        self.models.append(str(cfg.get("name", "")))
+        if cls == "Sequential":
+            return self._sequential(cfg, prefix, external, h5path, top)
+        if cls in ("Functional", "Model"):
+            return self._functional(cfg, prefix, external, h5path, top)
+        raise JaxvizError(f"the file holds a {cls} model; jaxviz reads Sequential and functional Keras models "
+                          "(a subclassed model has no config of its layers: rebuild it as a functional model)")
+
+    def _layer_entries(self, cfg):
+        entries = cfg.get("layers")
+        if not isinstance(entries, list):
+            raise KeyError("model config without a layers list")
+        used: dict[str, int] = {}
+        for lc in entries:
+            cls = lc["class_name"]
+            name = str(lc.get("config", {}).get("name") or lc.get("name"))
+            snake = to_snake_case(cls)
+            key = snake if snake not in used else f"{snake}_{used[snake] + 1}"
+            used[snake] = used.get(snake, -1) + 1
+            yield lc, cls, name, key
+
+    def _check_kind(self, lc, cls, name):
+        module = str(lc.get("module") or "")
+        if ".ops" in module or module.startswith("keras.ops"):
+            raise JaxvizError(f"layer {name!r} is a Keras operation ({cls} from {module}) applied to tensors, "
+                              "which jaxviz does not read; use layers (e.g. keras.layers.Add) instead")
+        if cls not in layers_lib.KINDS and cls not in _MODEL_CLASSES:
+            raise layers_lib.unsupported(name, cls)
+
+    def _sequential(self, cfg, prefix, external, h5path, top):
+        prev = external[0] if external else None
+        for lc, cls, name, key in self._layer_entries(cfg):
+            self._check_kind(lc, cls, name)
+            lcfg = lc.get("config") or {}
+            if cls == "InputLayer":
+                if prev is None:
+                    prev = prefix + name
+                    self.add(prev, "InputLayer", _input_cfg(lcfg), [], None, top)
+                continue
+            if prev is None:  # a Keras 2 Sequential without an InputLayer: the first layer has the input shape
+                shape = lcfg.get("batch_input_shape") or lcfg.get("batch_shape") or cfg.get("build_input_shape")
+                if shape is None:
+                    raise KeyError(f"Sequential model {cfg.get('name')!r} has no input shape")
+                prev = prefix + "input_layer"
+                self.add(prev, "InputLayer", {"batch_shape": list(shape)}, [], None, top)
+            path = f"{h5path}/layers/{key}"
+            if cls in _MODEL_CLASSES:
+                prev = self.model(lc, f"{prefix}{name}/", [prev], path, top or name)[0]
+            else:
+                self.add(prefix + name, cls, lcfg, [prev], path, top or name)
+                prev = prefix + name
+        if prev is None:
+            raise KeyError(f"Sequential model {cfg.get('name')!r} has no layers")
+        return [prev]
+
+    def _functional(self, cfg, prefix, external, h5path, top):
+        inputs = _refs(cfg.get("input_layers"))
+        outputs = _refs(cfg.get("output_layers"))
+        values: dict[str, list[str]] = {}
+        pending = []
+        for lc, cls, name, key in self._layer_entries(cfg):
+            self._check_kind(lc, cls, name)
+            pending.append((lc, cls, name, f"{h5path}/layers/{key}"))
+        # Layers in the config's order (topological in Keras); a second pass catches any that are not.
+        while pending:
+            left = []
+            for lc, cls, name, path in pending:
+                lcfg = lc.get("config") or {}
+                if cls == "InputLayer":
+                    if external is not None:
+                        idx = [n for n, _, _ in inputs].index(name)
+                        values[name] = [external[idx]]
+                    else:
+                        self.add(prefix + name, "InputLayer", _input_cfg(lcfg), [], None, top)
+                        values[name] = [prefix + name]
+                    continue
+                nodes = _inbound_nodes(lc)
+                if len(nodes) > 1:
+                    raise JaxvizError(f"layer {name!r} is called {len(nodes)} times (a shared layer), which jaxviz "
+                                      "does not read; give each call its own layer")
+                refs = nodes[0] if nodes else []
+                if any(r[0] not in values for r in refs):
+                    left.append((lc, cls, name, path))
+                    continue
+                ins = [values[n][t] for n, _, t in refs]
+                if cls in _MODEL_CLASSES:
+                    values[name] = self.model(lc, f"{prefix}{name}/", ins, path, top or name)
+                else:
+                    self.add(prefix + name, cls, lcfg, ins, path, top or name)
+                    values[name] = [prefix + name]
+            if len(left) == len(pending):
+                raise KeyError(f"layers {[p[2] for p in left]} take inputs that no layer of the model produces")
+            pending = left
+        return [values[n][t] for n, _, t in outputs]
+
+
+def _input_cfg(cfg: Mapping) -> dict:
+    shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+    return {"batch_shape": list(shape) if shape is not None else [None, None, None, 3],
+            "name": cfg.get("name")}
+
+
+def _refs(value) -> list[tuple[str, int, int]]:
+    """``input_layers``/``output_layers``: ``[[name, node, tensor], …]`` or one ``[name, node, tensor]``."""
+    if not value:
+        return []
+    if isinstance(value[0], str):
+        value = [value]
+    return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
+
+
+def _inbound_nodes(lc: Mapping) -> list[list[tuple[str, int, int]]]:
+    """A layer's calls, each the list of its input tensors ``(layer, node, tensor)`` in order."""
+    nodes = []
+    for node in lc.get("inbound_nodes") or []:
+        if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ entries
+            refs: list[tuple[str, int, int]] = []
+            _collect_tensors(node.get("args", []), refs)
+            nodes.append(refs)
+        else:  # Keras 2: [[name, node, tensor, kwargs], ...]
+            nodes.append([(str(r[0]), int(r[1]), int(r[2])) for r in node])
+    return nodes
+
+
+def _collect_tensors(value, out):
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            h = value["config"]["keras_history"]
+            out.append((str(h[0]), int(h[1]), int(h[2])))
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_tensors(v, out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def _weights_keras3(f, flat: _Flattener) -> dict:
+    """``model.weights.h5``: each weighted layer's ``vars`` group at the path its class names, or by name."""
+    by_name: dict[str, object] = {}
+
+    def walk(group):
+        for key in group:
+            g = group[key]
+            if not hasattr(g, "keys"):
+                continue
+            if "vars" in g and "name" in g["vars"].attrs:
+                by_name.setdefault(_text(g["vars"].attrs["name"]), g["vars"])
+            if "layers" in g:
+                walk(g["layers"])
+
+    params = {}
+    for name, (path, _, kind, cfg) in flat.weighted.items():
+        path = path.lstrip("/")
+        group = f[path + "/vars"] if path + "/vars" in f else None
+        local = name.rsplit("/", 1)[-1]
+        if group is not None and "name" in group.attrs and _text(group.attrs["name"]) != local:
+            group = None
+        if group is None:
+            if not by_name:
+                walk(f["layers"] if "layers" in f else f)
+            group = by_name.get(local)
+        if group is None:
+            raise KeyError(f"no weights for layer {name!r} ({path}/vars)")
+        arrays = [group[str(i)] for i in range(len(group))]
+        params[name] = _named(name, kind, cfg, arrays)
+    return params
+
+
+def _weights_legacy(group, flat: _Flattener) -> dict:
+    """``model_weights``: per top-level layer group, ``weight_names`` lists its (and its inner layers') weights."""
+    params = {}
+    tops: dict[str, list[str]] = {}
+    for name, (_, top, _, _) in flat.weighted.items():
+        tops.setdefault(top, []).append(name)
+    for top, names in tops.items():
+        if top not in group:
+            raise KeyError(f"no weight group for layer {top!r}")
+        g = group[top]
+        wnames = _attr_list(g, "weight_names")
+        datasets = [(w, g[w]) for w in wnames]
+        if len(names) == 1 and names[0] == top:
+            _, _, kind, cfg = flat.weighted[top]
+            params[top] = _named(top, kind, cfg, [d for _, d in datasets])
+            continue
+        # A nested model: its weights' names end in "<inner layer>/<weight>".
+        for name in names:
+            _, _, kind, cfg = flat.weighted[name]
+            local = name.rsplit("/", 1)[-1]
+            mine = [d for w, d in datasets if w.split(":")[0].split("/")[-2:-1] == [local]]
+            params[name] = _named(name, kind, cfg, mine)
+    return params
+
+
+def _named(name: str, kind: str, cfg: dict, arrays: list) -> dict:
+    """A layer's stored weights (in Keras's order) under their names, as float32 numpy."""
+    spec = layers_lib.weight_names(kind, cfg)
+    if len(arrays) != len(spec):
+        raise KeyError(f"layer {name!r} ({kind}) has {len(arrays)} weights in the file, expected {len(spec)} "
+                       f"({', '.join(w for w, _ in spec)})")
+    return {w: np.asarray(a[()], np.float32) for (w, _), a in zip(spec, arrays)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reader
+
+
+def read_model(path: str | os.PathLike) -> tuple[Graph, dict, dict]:
+    """Reads a whole Keras model (``.keras`` or legacy ``.h5``) without Keras.
+
+    Returns:
+      ``(graph, params, info)``: the :class:`jaxviz.graph.Graph` (nested models flattened, inner layers named
+      ``outer/inner``), ``{layer: {weight name: float32 numpy array}}``, and ``info`` = ``{"format": "keras" |
+      "h5", "keras_version", "backend", "name": the model's name, "application": the recognised
+      ``keras.applications`` model's name or None, "preprocess": "caffe" | "tf" | "torch" | "none"}``.
+
+    Raises:
+      JaxvizError (one line): a missing, unreadable or non-Keras file, a weights-only file, or a layer kind
+      jaxviz does not support (naming the layer, its class and the supported kinds).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a directory (a TensorFlow SavedModel?); jaxviz reads .keras and .h5 model "
+                           "files: in Keras, save the model with model.save('model.keras')")
+    if not path.is_file():
+        raise WeightsError(f"model file {path} not found; check the path")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if zipfile.is_zipfile(path):
+            return _read_keras_zip(path)
+        if head == _HDF5_MAGIC:
+            return _read_h5(path)
+        raise WeightsError(f"{path} is neither a .keras archive nor an HDF5 file; give a model saved by Keras's "
+                           "model.save('model.keras') or model.save('model.h5')")
+    except JaxvizError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
+            zipfile.BadZipFile, json.JSONDecodeError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"cannot read {path} as a Keras model ({reason}): it is truncated, corrupt or not "
+                           "saved by Keras's model.save; save the model again") from None
+
+
+def _read_keras_zip(path: Path):
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if "config.json" not in names or "model.weights.h5" not in names:
+            raise WeightsError(f"{path} is a zip archive without config.json and model.weights.h5: not a .keras "
+                               "model file; save the model with model.save('model.keras')")
+        config = json.loads(z.read("config.json"))
+        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        data = io.BytesIO(z.read("model.weights.h5"))
+    version = str(meta.get("keras_version", "3"))
+    flat = _Flattener(keras2=version.startswith("2"))
+    outputs = flat.model(config, "", None, "", None)
+    with h5py.File(data, "r") as f:
+        params = _weights_keras3(f, flat)
+    return _result(flat, outputs, params, {"format": "keras", "keras_version": version, "backend": None})
+
+
+def _read_h5(path: Path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "model_config" not in f.attrs:
+            what = "weights only" if ("layers" in f or "layer_names" in f.attrs or "model_weights" in f) else \
+                "not a Keras model"
+            raise WeightsError(f"{path} is an HDF5 file without a model config ({what}); jaxviz needs the whole "
+                               "model: save it with model.save('model.keras') (or .h5), not save_weights")
+        config = json.loads(_text(f.attrs["model_config"]))
+        version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "2"
+        backend = _text(f.attrs["backend"]) if "backend" in f.attrs else None
+        flat = _Flattener(keras2=not version.startswith("3"))
+        outputs = flat.model(config, "", None, "", None)
+        params = _weights_legacy(f["model_weights"], flat)
+    return _result(flat, outputs, params, {"format": "h5", "keras_version": version, "backend": backend})
+
+
+def _result(flat: _Flattener, outputs, params, info):
+    layers = tuple(make_layer(n, k, c, i) for n, k, c, i in flat.layers)
+    name = flat.models[0] if flat.models else "model"
+    graph = Graph(name, layers, tuple(dict.fromkeys(outputs)))
+    app = next((m for m in flat.models if application_preprocess(m)), None)
+    info = {**info, "name": name, "application": app, "preprocess": application_preprocess(app) or "none"}
+    return graph, params, info
+
+
+def resolve_name(graph: Graph, name: str) -> str:
+    """A layer name of ``graph``: exact, ``"logits"``, or the bare name of a nested model's inner layer where
+    it is unique (``block5_conv3`` → ``vgg16/block5_conv3``). LayerError (listing candidates) otherwise."""
+    if name == "logits" or name in graph.by_name:
+        return graph.resolve(name)
+    matches = [n for n in graph.layer_names if n.endswith("/" + name)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise LayerError(f"layer name {name!r} is ambiguous in {graph.name}: {', '.join(matches)}; give the full name")
+    return graph.resolve(name)
