@@ -22,8 +22,8 @@ class Parser(argparse.ArgumentParser):
     argparse's default prints the whole usage block before the error; the usage is one ``--help`` away.
     """
 
-    def error(self, message: str):
-        print(f"jaxviz: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+    def error(self, message: str, prog: str | None = None):
+        print(f"jaxviz: error: {message} (see `{prog or self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     common.created_folders.clear()
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported against the subcommand, whose --help lists what it takes
+            cmd = getattr(args, "command", None)
+            parser.error(f"unrecognized arguments: {' '.join(extra)}", prog=f"jaxviz {cmd}" if cmd else None)
     except SystemExit as e:  # --help, --version and argument errors (already printed, one line)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p = sub.add_parser("summary", help="print Keras's model table")
     p.add_argument("arch", help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap")
     p.add_argument("--no-top", action="store_true", help="the model without its classifier")
-    p.add_argument("--input-size", type=int, default=None, help="input side in pixels (no-top models)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input side in pixels (no-top models)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("convert", help="convert a Keras HDF5 weight file to jaxviz's .npz")

@@ -42,7 +42,8 @@ def register_patterns(sub) -> argparse.ArgumentParser:
                    help="keras: step of the RMS-normalised gradient (1); regularised: Adam's learning rate (0.05)")
     p.add_argument("--method", choices=("keras", "regularised"), default="keras",
                    help="keras: the book's recipe (default); regularised: lucid-style, clearer deep layers")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random start images (default: 0)")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="seed of the random start images (default: 0)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="compute dtype (float32 = parity with Keras)")
     p.add_argument("--chunk-size", type=common.positive_int, default=None,
@@ -97,7 +98,8 @@ def run_patterns(args) -> int:
     if args.process_id >= args.num_processes:
         raise JaxvizError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
     top = [name for name in args.layer if name in _TOP_LAYERS]
-    model = common.model_from_args(args, include_top=bool(top))
+    head = [name for name in args.layer if name in ("flatten", "global_average_pooling")]  # named, then refused
+    model = common.model_from_args(args, include_top=bool(top or head))
     layers = model.check_layers(args.layer)
     for layer in layers:
         if layer not in model.conv_layer_names and not layer.endswith("_pool") and layer not in _TOP_LAYERS:
