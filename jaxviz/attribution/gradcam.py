@@ -9,8 +9,10 @@ For a conv layer's output ``A [h, w, C]`` and a class score ``y_c``:
     L   = ReLU( mean_k α_k · A_k ) / max(…)       (the book's weighted mean over channels, scaled to [0, 1])
 
 computed with ONE forward pass (which taps ``A``) and ONE backward pass (a vjp w.r.t. that tap, batched over
-the classes asked for). The tap is made differentiable by adding a zero perturbation to the layer's output
-inside the forward pass (``perturb=`` of :meth:`jaxviz.Model.apply`): the gradient w.r.t. it is ∂y_c/∂A.
+the classes asked for). The classes are a traced argument (``-1`` = "the next most probable class"): one
+program serves every target, the top class and ``top=1``; ``top=K`` differs only in the shape ``[N, K]``.
+The tap is made differentiable by adding a zero perturbation to the layer's output inside the forward pass
+(``perturb=`` of :meth:`jaxviz.Model.apply`): the gradient w.r.t. it is ∂y_c/∂A.
 
 Differences from the references, on purpose:
 - Pooling is per image. The keras.io example averages the gradient over the batch axis too, which mixes
@@ -57,8 +59,11 @@ class GradCAMResult(NamedTuple):
     probs: jax.Array
 
 
-def _build(fwd, layer: str, score: str, k: int, given: bool, relu: Callable):
-    """The Grad-CAM program on ``fwd`` (:func:`jaxviz.attribution._core.compiled`'s forward pass)."""
+def _build(fwd, layer: str, score: str, relu: Callable):
+    """The Grad-CAM program on ``fwd`` (:func:`jaxviz.attribution._core.compiled`'s forward pass).
+
+    ``classes [N, K]``: a class index, or ``-1`` for the image's ``j``-th most probable class in column ``j``.
+    """
 
     def run(params, x, classes):
         global trace_count
@@ -72,9 +77,8 @@ def _build(fwd, layer: str, score: str, k: int, given: bool, relu: Callable):
             return y, (taps[layer], probs)
 
         y, vjp_fn, (a, probs) = jax.vjp(forward, delta0, has_aux=True)
-        if not given:
-            classes = jax.lax.top_k(probs, k)[1]  # ranking: same for logits and probabilities
-        classes = classes.astype(jnp.int32)
+        ranked = jax.lax.top_k(probs, classes.shape[1])[1]  # ranking: same for logits and probabilities
+        classes = jnp.where(classes < 0, ranked, classes).astype(jnp.int32)
         cot = jax.nn.one_hot(classes.T, y.shape[-1], dtype=y.dtype)  # [K, N, num_classes]
         (grads,) = jax.vmap(vjp_fn)(cot)  # [K, N, h, w, C]: one batched backward pass
         weights = grads.mean(axis=(2, 3))  # [K, N, C]: pooled per image and channel
@@ -87,9 +91,8 @@ def _build(fwd, layer: str, score: str, k: int, given: bool, relu: Callable):
     return run
 
 
-def _compiled(model, layer, score, k, given, relu):
-    return _core.compiled(model, "gradcam_book", (layer, score, k, given, relu),
-                          lambda fwd: _build(fwd, layer, score, k, given, relu))
+def _compiled(model, layer, score, relu):
+    return _core.compiled(model, "gradcam_book", (layer, score, relu), lambda fwd: _build(fwd, layer, score, relu))
 
 
 def _check_layer(model, layer):
@@ -131,10 +134,9 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
             raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
     if target is not None:
         classes = _core.check_targets(model, target, n)[:, None]
-        fn = _compiled(model, layer, score, 1, True, relu)
     else:
-        classes = jnp.zeros((n, 0), jnp.int32)
-        fn = _compiled(model, layer, score, int(top or 1), False, relu)
+        classes = jnp.full((n, int(top or 1)), -1, jnp.int32)  # -1: the j-th most probable class
+    fn = _compiled(model, layer, score, relu)
     return GradCAMResult(*fn(model.params if params is None else params, x, classes))
 
 
@@ -163,7 +165,8 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | No
       layer's resolution (14×14 for block5_conv3 at 224 px): resize it to the image to overlay it
       (:func:`jaxviz.images.overlay`).
 
-    Compiled once per (model, layer, score, K, relu) and input shape; params are a traced argument.
+    Compiled once per (model, layer, score, relu) and input shape (with ``top=K``, K is part of the shape);
+    params and the classes are traced arguments, so another target does not recompile.
     """
     res = gradcam_result(model, x, target, layer, score, top, relu, class_index=class_index, params=params)
     if top is not None:
