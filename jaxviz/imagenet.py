@@ -53,7 +53,7 @@ def class_name(i: int) -> str:
     return _table()[idx][1]
 
 
-def decode_predictions(probs, top: int = 5) -> list[list[tuple[str, str, float]]]:
+def decode_predictions(probs, top: int = 5, *, model=None) -> list[list[tuple[str, str, float]]]:
     """The `top` classes of each prediction, as Keras's `imagenet_utils.decode_predictions` returns them.
 
     Same selection and order as Keras, ties included (numpy ``argsort``, last `top`, reversed, then a stable
@@ -62,16 +62,26 @@ def decode_predictions(probs, top: int = 5) -> list[list[tuple[str, str, float]]
     Args:
       probs: ``[N, 1000]`` class probabilities or logits, numpy or jax.
       top: how many classes to return per image (>= 1; more than 1000 returns all 1000).
+      model: decode with this model's own classes (``model.decode_predictions``: the demo networks' shape
+        names, ``class_<i>`` for other non-ImageNet heads); without it the predictions must be ImageNet's.
 
     Returns:
       One list per image of `top` ``(wnid, name, score)`` tuples, highest score first.
     """
+    if model is not None:
+        return model.decode_predictions(probs, top=top)
     preds = np.asarray(probs)
-    if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
+    if preds.ndim == 1 and preds.shape[0] == NUM_CLASSES:
+        raise ValueError(f"decode_predictions expects a batch [N, {NUM_CLASSES}], got one prediction of shape "
+                         f"{preds.shape}; add a batch axis with probs[None]")
+    if preds.ndim == 2 and preds.shape[1] != NUM_CLASSES:
         raise ValueError(
-            f"decode_predictions expects a batch of predictions of shape [N, {NUM_CLASSES}], "
-            f"got {preds.shape}; add a batch axis with x[None] for a single image"
+            f"these predictions have {preds.shape[1]} classes, not ImageNet's [N, {NUM_CLASSES}]: decode them with the "
+            "model's own classes: model.decode_predictions(probs), or decode_predictions(probs, model=model)"
         )
+    if preds.ndim != 2:
+        raise ValueError(f"decode_predictions expects a batch of predictions of shape [N, {NUM_CLASSES}], "
+                         f"got {preds.shape}")
     top = operator.index(top)
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")

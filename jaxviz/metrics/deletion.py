@@ -58,6 +58,10 @@ def auc(fractions, scores) -> np.ndarray:
 
 
 def _check_maps(maps, x) -> jax.Array:
+    finite = np.isfinite(np.asarray(maps, np.float32))
+    if not finite.all():
+        raise JaxvizError(f"the maps hold {int(finite.size - finite.sum())} NaN/inf values, which rank no pixels "
+                          "(a NaN map would score an arbitrary AUC); check the method's inputs (np.isfinite)")
     m = jnp.asarray(maps, jnp.float32)
     if m.ndim != 3 or m.shape[0] != x.shape[0]:
         raise JaxvizError(f"expected one map [N, H, W] per image ({x.shape[0]} images), got shape {m.shape}; "

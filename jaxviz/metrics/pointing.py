@@ -43,6 +43,10 @@ def pointing_game(maps, regions, tolerance: float = 15.0, size: tuple[int, int] 
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise JaxvizError(f"expected maps [N, h, w], got shape {maps.shape}")
+    if not np.all(np.isfinite(maps)):
+        bad = int(np.size(maps) - np.isfinite(maps).sum())
+        raise JaxvizError(f"the maps hold {bad} NaN/inf values: a non-finite map has no maximum to point with; "
+                          "check the method's inputs (np.isfinite)")
     if len(regions) != len(maps):
         raise JaxvizError(f"got {len(regions)} regions for {len(maps)} maps; give one box or mask per image")
     hits = []
