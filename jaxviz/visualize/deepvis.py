@@ -12,12 +12,24 @@ paper's regularisers:
 2. gradient step ``x += step_size · ∂logit_c/∂x`` (computed on an image shifted by up to ``jitter`` pixels,
    the shift undone on the gradient);
 3. L2 decay ``x *= 1 - l2_decay``;
-4. every ``blur_every`` steps a Gaussian blur of width ``blur_sigma``.
+4. every ``blur_every`` steps a Gaussian blur of width ``blur_sigma`` (truncated at 4σ, borders as
+   SciPy's ``gaussian_filter`` — the toolbox's blur — in its default "reflect" mode: the edge pixel is
+   repeated, ``c b a | a b c``; that is ``jnp.pad``'s "symmetric", not its "reflect").
+
+As in the toolbox, the image returned is the BEST iterate — the one with the highest class score among all
+``steps + 1`` images visited (the start, after each step, and the last), each scored after its clip — not
+the last one: with a constant learning rate the score can fall again late in the ascent.
 
 Defaults are the paper's Table 1, third row — the one used for most of its figures: decay 1e-4, blur
 σ = 1.0 every 4 steps, constant learning rate 100, 1000 steps, start ``N(0, 10²)`` in mean-subtracted
 space. Jitter (random translations, Mordvintsev et al. 2015, "Inceptionism") is not in that paper and is
-off by default. The pixel-norm and contribution clipping of the paper's other rows are not implemented.
+off by default (with it, an iterate's score is that of its shifted copy).
+
+Not implemented: the paper's other two regularisers and the toolbox's learning-rate policies — clipping
+pixels with small norm (``small_norm_percentile``, the paper's θ_n_pct) or with small contribution
+(``px_benefit_percentile`` / ``px_abs_benefit_percentile``, θ_c_pct), used in Table 1's other rows;
+clipping small values (``small_val_percentile``); and the "progress" learning-rate policies (only the
+constant rate of row 3 is offered).
 
 The demo networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes) have their own defaults,
 :data:`DEMO_DEFAULTS`, chosen by experiment (see there); :func:`defaults_for` picks the set for a model.
@@ -75,13 +87,16 @@ def gaussian_kernel1d(sigma: float) -> np.ndarray:
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of ``[N, H, W, C]`` images, each channel on its own, edges reflected."""
+    """Separable Gaussian blur of ``[N, H, W, C]`` images, each channel on its own.
+
+    Equals ``scipy.ndimage.gaussian_filter(…, sigma)`` per channel (the toolbox's blur): taps truncated at
+    4σ, and SciPy's default border "reflect" (``c b a | a b c``, the edge pixel repeated), which is
+    ``jnp.pad``'s "symmetric" mode (``jnp.pad``'s "reflect" is SciPy's "mirror").
+    """
     k = jnp.asarray(gaussian_kernel1d(sigma))
     r = (k.shape[0] - 1) // 2
     c = x.shape[-1]
-    # Reflect padding ("mirror" without repeating the edge pixel) needs r < size; fall back to edge padding.
-    mode = "reflect" if r < min(x.shape[1], x.shape[2]) else "edge"
-    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode=mode)
+    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="symmetric")
     dn = ("NHWC", "HWIO", "NHWC")
     kh = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c))
     kw = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c))
@@ -101,31 +116,38 @@ def _build(model, size: int, blur_every: int, blur_sigma: float, jitter: int):
     mean = jnp.asarray(BGR_MEAN, jnp.float32)
     lo, hi = -mean, 255.0 - mean  # valid pixel range in model (mean-subtracted BGR) space
 
-    def run(params, flipped, x, onehot, keys, start, stop, step_size, l2_decay):
+    def run(params, flipped, x, best, best_score, onehot, keys, start, stop, step_size, l2_decay):
         global trace_count
         trace_count += 1
         m = model_ref()
 
-        def objective(v):  # sum over the batch of each image's own class logit (one-hot contraction)
-            return jnp.sum(m.apply(params, v, upto="logits", flipped=flipped)[0] * onehot)
+        def scores(v):  # [N]: each image's own class logit (one-hot contraction)
+            return jnp.sum(m.apply(params, v, upto="logits", flipped=flipped)[0] * onehot, axis=-1)
 
-        grad = jax.grad(objective)
+        def score_and_grad(v):
+            s, vjp = jax.vjp(scores, v)
+            return s, vjp(jnp.ones_like(s))[0]
 
-        def body(i, x):
+        def body(i, carry):
+            x, best, best_score = carry
             x = jnp.clip(x, lo, hi)
             if jitter:
                 shifts = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, i + 1), (2,), -jitter,
                                                                jitter + 1))(keys)
                 xs = jax.vmap(_roll2d)(x, shifts[:, 0], shifts[:, 1])
-                g = jax.vmap(_roll2d)(grad(xs), -shifts[:, 0], -shifts[:, 1])
+                s, g = score_and_grad(xs)
+                g = jax.vmap(_roll2d)(g, -shifts[:, 0], -shifts[:, 1])
             else:
-                g = grad(x)
+                s, g = score_and_grad(x)
+            better = s > best_score  # the toolbox's "best-ever objective" snapshot, per image
+            best = jnp.where(better[:, None, None, None], x, best)
+            best_score = jnp.where(better, s, best_score)
             x = (x + step_size * g) * (1.0 - l2_decay)
             if blur_every and blur_sigma > 0:
                 x = lax.cond(i % blur_every == 0, lambda v: gaussian_blur(v, blur_sigma), lambda v: v, x)
-            return x
+            return x, best, best_score
 
-        return lax.fori_loop(start, stop, body, x)
+        return lax.fori_loop(start, stop, body, (x, best, best_score))
 
     return jax.jit(run)
 
@@ -177,8 +199,9 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
       progress_every: steps per call of the compiled loop when ``progress`` is on (the bar updates then).
 
     Returns:
-      ``[C, S, S, 3]`` uint8 RGB images (the mean added back, clipped to 0..255), or with ``raw=True``
-      float32 model-space images ready for :meth:`jaxviz.Model.apply`.
+      The best iterate of each class (the highest class logit of the ``steps + 1`` images visited, as the
+      toolbox saves): ``[C, S, S, 3]`` uint8 RGB images (the mean added back, clipped to 0..255), or with
+      ``raw=True`` float32 model-space images ready for :meth:`jaxviz.Model.apply`.
 
     Raises:
       JaxvizError: no classifier, a class out of range, or a bad size.
@@ -220,19 +243,26 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     # passed in: XLA:CPU would otherwise flip every kernel at each step and compute fc1's input gradient
     # for several classes through its slow g @ Wᵀ (see jaxviz.vgg.dense).
     flipped = model._prepared()
+    best, best_score = x, jnp.full((len(cls),), -jnp.inf, jnp.float32)
+    lr, decay = jnp.float32(step_size), jnp.float32(l2_decay)
     try:
         done = 0
         while done < steps:
             n = min(seg, steps - done)
-            x = fn(model.params, flipped, x, onehot, keys, jnp.int32(done), jnp.int32(done + n), jnp.float32(step_size),
-                   jnp.float32(l2_decay))
+            x, best, best_score = fn(model.params, flipped, x, best, best_score, onehot, keys, jnp.int32(done),
+                                     jnp.int32(done + n), lr, decay)
             done += n
             if bar is not None:
                 x.block_until_ready()
                 bar.update(n)
+        # The last image is scored too (the toolbox's final iteration: scored, not updated); the step this
+        # extra pass of the same program takes is thrown away.
+        _, best, best_score = fn(model.params, flipped, x, best, best_score, onehot, keys, jnp.int32(steps),
+                                 jnp.int32(steps + 1), lr, decay)
     finally:
         if bar is not None:
             bar.close()
+    x = best
     from ..images import BGR_MEAN, undo_preprocess
 
     mean = np.asarray(BGR_MEAN, np.float32)
