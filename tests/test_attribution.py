@@ -252,6 +252,30 @@ def test_slic_segments():
         assert cols.max() < 20 or cols.min() >= 20
 
 
+def test_lime_quickshift_is_limes_default_segmentation(tiny, batch):
+    skimage_seg = pytest.importorskip("skimage.segmentation", reason="quickshift needs scikit-image")
+    from jaxviz.attribution.lime import QUICKSHIFT
+    from jaxviz.images import undo_preprocess
+
+    assert QUICKSHIFT == dict(kernel_size=4, max_dist=200, ratio=0.2)  # lime's SegmentationAlgorithm defaults
+    rgb = np.clip(np.rint(undo_preprocess(batch)), 0, 255).astype(np.uint8)
+    ref = np.stack([skimage_seg.quickshift(im, kernel_size=4, max_dist=200, ratio=0.2) for im in rgb])
+    np.testing.assert_array_equal(segment(batch, "quickshift"), ref)
+    m = np.asarray(lime(tiny, batch, 1, segments="quickshift", n_samples=16))
+    np.testing.assert_array_equal(m, np.asarray(lime(tiny, batch, 1, segments=ref, n_samples=16)))
+
+
+def test_lime_quickshift_without_scikit_image_is_one_clear_error(tiny, batch, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "skimage" or m.startswith("skimage.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError, installed or not
+    with pytest.raises(jaxviz.JaxvizError, match=r"^segments='quickshift' \(lime's default\) needs scikit-image: "
+                                                 r"pip install scikit-image; or use segments='slic' or 'grid'$"):
+        lime(tiny, batch, 1, segments="quickshift", n_samples=16)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The common signature
 

@@ -3,8 +3,13 @@
 Ribeiro, Singh & Guestrin, "'Why Should I Trust You?': Explaining the Predictions of Any Classifier",
 KDD 2016, arXiv:1602.04938.
 
-1. The image is cut into superpixels (:func:`segment`: a small numpy SLIC, Achanta et al. 2012, or a
-   regular grid; no scikit-image needed).
+1. The image is cut into superpixels (:func:`segment`): by default a small numpy SLIC (Achanta et al.
+   2012; no scikit-image needed), or a regular grid, or — where scikit-image is installed — ``lime``'s own
+   default, ``"quickshift"``. Note the difference: the ``lime`` package segments with scikit-image's
+   quickshift (``kernel_size=4, max_dist=200, ratio=0.2``) on the image converted to CIELAB, while
+   jaxviz's SLIC clusters in RGB and measures ``compactness`` against RGB distances (0–255 units; 20 by
+   default), not scikit-image SLIC's Lab units. Maps from ``segments="slic"`` are therefore built on other
+   superpixels than ``lime``'s; ``segments="quickshift"`` uses the same ones.
 2. ``n_samples`` binary vectors ``z`` switch superpixels on or off (each with probability ½; the first
    sample keeps them all, as the ``lime`` package does). Switched-off superpixels are filled with their
    own mean colour (``fill="mean"``, ``lime``'s default) or a constant.
@@ -29,7 +34,11 @@ import numpy as np
 from ..errors import JaxvizError
 from . import _core
 
-SEGMENTATIONS = ("slic", "grid")
+SEGMENTATIONS = ("slic", "grid", "quickshift")
+
+#: ``lime``'s default segmentation: ``SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200,
+#: ratio=0.2)`` (scikit-image's quickshift, which converts the RGB image to CIELAB first).
+QUICKSHIFT = dict(kernel_size=4, max_dist=200, ratio=0.2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -85,9 +94,30 @@ def slic(image: np.ndarray, n_segments: int = 50, compactness: float = 20.0, ite
     return labels.reshape(h, w).astype(np.int32)
 
 
+def quickshift_segments(x) -> np.ndarray:
+    """``lime``'s default superpixels for model-space images ``[N, H, W, 3]``: scikit-image's quickshift
+    (:data:`QUICKSHIFT`) of each image's RGB pixels (uint8, the preprocessing undone) → ``[N, H, W]`` int32."""
+    try:
+        from skimage.segmentation import quickshift
+    except ImportError:
+        raise JaxvizError("segments='quickshift' (lime's default) needs scikit-image: pip install scikit-image; "
+                          "or use segments='slic' or 'grid'") from None
+    from ..images import undo_preprocess
+
+    rgb = np.clip(np.rint(undo_preprocess(np.asarray(x, np.float32))), 0, 255).astype(np.uint8)
+    return np.stack([quickshift(im, **QUICKSHIFT) for im in rgb]).astype(np.int32)
+
+
 def segment(x, method: str = "slic", n_segments: int = 50, compactness: float = 20.0) -> np.ndarray:
-    """Superpixel labels ``[N, H, W]`` int32 for a batch of images ``[N, H, W, C]``."""
+    """Superpixel labels ``[N, H, W]`` int32 for a batch of model-space images ``[N, H, W, C]``.
+
+    ``"slic"``: :func:`slic` (RGB distances); ``"grid"``: :func:`grid_segments`; ``"quickshift"``:
+    :func:`quickshift_segments` (``lime``'s default; needs scikit-image; ``n_segments`` and
+    ``compactness`` do not apply).
+    """
     x = np.asarray(x)
+    if method == "quickshift":
+        return quickshift_segments(x)
     if method == "slic":
         return np.stack([slic(im, n_segments, compactness) for im in x])
     if method == "grid":
@@ -110,9 +140,11 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
       x: ``[N, H, W, 3]`` preprocessed images.
       target: ``None`` (each image's top class), a class index, or one per image.
       n_samples: perturbed images per image (``lime``'s ``num_samples``).
-      segments: ``"slic"``, ``"grid"`` or an int label array ``[N, H, W]`` / ``[H, W]``.
+      segments: ``"slic"`` (default; jaxviz's numpy SLIC in RGB), ``"grid"``, ``"quickshift"`` (``lime``'s
+        default segmentation, needs scikit-image) or an int label array ``[N, H, W]`` / ``[H, W]``.
       n_segments: about how many superpixels (for ``"slic"`` and ``"grid"``).
-      compactness: SLIC's colour/position trade-off (larger = squarer superpixels).
+      compactness: SLIC's colour/position trade-off (larger = squarer superpixels), against colour
+        distances in RGB units (0–255), not scikit-image SLIC's CIELAB units.
       fill: ``"mean"`` (each superpixel's mean colour) or a model-space value (0 = the mean colour).
       kernel_width: width of the exponential kernel on the cosine distance.
       alpha: ridge regularisation.
