@@ -166,6 +166,39 @@ def test_rank_correlation_and_ssim():
     assert ssim(a, np.random.default_rng(1).random((16, 16))) < 0.5
 
 
+def _wang_ssim(a, b, sigma=1.5, size=11, data_range=1.0):
+    """Wang, Bovik, Sheikh & Simoncelli (2004), eq. 13 and 15–17, window by window: at every position where
+    a ``size × size`` window fits, the Gaussian-weighted (σ = 1.5, weights summing to 1) means, variances
+    and covariance of the window (centred sums, the weighted "population" form), ``C1 = (0.01 L)²``,
+    ``C2 = (0.03 L)²``; the mean SSIM over all windows."""
+    t = np.arange(size) - size // 2
+    w = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma**2))
+    w /= w.sum()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    values = []
+    for i in range(a.shape[0] - size + 1):
+        for j in range(a.shape[1] - size + 1):
+            x, y = a[i: i + size, j: j + size], b[i: i + size, j: j + size]
+            mx, my = (w * x).sum(), (w * y).sum()
+            vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
+            cxy = (w * (x - mx) * (y - my)).sum()
+            values.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    return float(np.mean(values))
+
+
+def test_ssim_is_wang_et_als():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((20, 23)), rng.random((20, 23))
+    a[a < 0.3] = 0
+    for x, y in [(a, b), (a, 0.7 * a + 0.3 * b), (a, a**2)]:
+        # float64 both ways; only the summation order differs (separable filters vs window sums)
+        assert ssim(x, y) == pytest.approx(_wang_ssim(x, y), abs=1e-12)
+    assert ssim(5 * a, 5 * b, data_range=5.0) == pytest.approx(_wang_ssim(5 * a, 5 * b, data_range=5.0), abs=1e-12)
+    # constant images: SSIM = (2 c d + C1) / (c² + d² + C1), by hand
+    c, d = np.full((16, 16), 0.2), np.full((16, 16), 0.6)
+    assert ssim(c, d) == pytest.approx((2 * 0.2 * 0.6 + 1e-4) / (0.04 + 0.36 + 1e-4), abs=1e-12)
+
+
 def test_against_scipy_and_skimage_when_installed():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
