@@ -162,6 +162,31 @@ def test_smoothgrad_is_seeded_and_batch_invariant(tiny, batch):
     np.testing.assert_allclose(smoothgrad(tiny, batch[:1], n=4, seed=3)[0], a[0], rtol=1e-5, atol=1e-7)
 
 
+def test_smoothgrad_values_by_hand(hand):
+    # Hand model, class 0: ∂logit_0/∂x = [x > 0] + 2·[x < 0] per pixel (see the derivation above), so with
+    # the noisy copies x + σ ε_k the SmoothGrad value is the mean of that step function over k.
+    sigma = 0.15 * (X.max() - X.min())  # noise = 0.15 of the image's range (5) = 0.75
+    n, seed = 64, 7
+    # the noise of sample k of image i: normal draws from fold_in(fold_in(key(seed), i), k) (documented)
+    key = jax.random.fold_in(jax.random.key(seed), 0)
+    eps = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, k), X.shape[1:])) for k in range(n)])
+    noisy = X[0] + sigma * eps  # [n, 2, 2, 1]
+    step = (noisy > 0) * 1.0 + (noisy < 0) * 2.0
+    plain = np.asarray(smoothgrad(hand, X, 0, n=n, seed=seed, abs=False, reduce=None))[0]
+    np.testing.assert_allclose(plain, step.mean(0), rtol=1e-6)  # float32 sums of 1s and 2s
+    squared = np.asarray(smoothgrad(hand, X, 0, n=n, seed=seed, squared=True, reduce=None))[0]
+    np.testing.assert_allclose(squared, (step**2).mean(0), rtol=1e-6)
+    assert not np.allclose(step.mean(0), step[0])  # the noise does flip signs here: not a vacuous check
+    # and against the expectation, independently of the draws: E = Φ(x/σ)·1 + Φ(−x/σ)·2
+    from math import erf, sqrt
+
+    many = np.asarray(smoothgrad(hand, X, 0, n=4000, seed=1, abs=False, reduce=None))[0, ..., 0]
+    phi = np.vectorize(lambda v: 0.5 * (1 + erf(v / sqrt(2))))(X[0, ..., 0] / sigma)
+    expected = phi + 2 * (1 - phi)
+    spread = np.sqrt(phi * (1 - phi) / 4000)  # the mean of n Bernoulli(Φ) steps of height 1: its std
+    assert (np.abs(many - expected) < 5 * spread + 1e-6).all(), (many, expected)
+
+
 def test_occlusion_batched_equals_loop(tiny, batch):
     win, stride, fill = 12, 10, 0.0
     got = np.asarray(occlusion(tiny, batch, 4, window=win, stride=stride, batch_size=8, return_grid=True))
