@@ -1,0 +1,195 @@
+"""Whole Keras models read by jaxviz.keras_io (no Keras involved in reading) against Keras 3 (JAX backend):
+the book's convnets (listing 5.5 as legacy .h5, listing 5.20's nested VGG16 as .keras and .h5),
+keras.applications models with random weights, Keras 2 (tf.keras) files committed under
+tests/fixtures/keras2 (scripts/make_keras2_fixtures.py), and unreadable files.
+
+Exact ops under jax.default_matmul_precision("highest"); tolerance max|Δ| ≤ 1e-4·max|ref| for every
+layer: the same float32 formulas in another summation order.
+"""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+keras = pytest.importorskip("keras", reason="Keras 3 is the parity reference for whole-model files")
+
+import jax  # noqa: E402
+from keras_helpers import REL_TOL, check, forward_exact, max_rel_error, numpy_initializers, randomize  # noqa: E402
+
+from jaxviz import keras_io  # noqa: E402
+from jaxviz.errors import JaxvizError, LayerError  # noqa: E402
+from jaxviz.model import Model  # noqa: E402
+
+L = keras.layers
+FIXTURES = Path(__file__).parent / "fixtures" / "keras2"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_init():
+    with numpy_initializers():
+        yield
+
+
+def listing_5_5(size=64):
+    """The book's cats-vs-dogs convnet (listing 5.5) at a smaller input."""
+    return keras.Sequential([
+        keras.Input((size, size, 3)),
+        L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Flatten(), L.Dropout(0.5), L.Dense(512, activation="relu"), L.Dense(1, activation="sigmoid"),
+    ])
+
+
+def listing_5_20(size=32):
+    """Listing 5.20: VGG16's convolutional base (random weights) under a new classifier, a nested model."""
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+    return keras.Sequential([base, L.Flatten(), L.Dense(256, activation="relu"), L.Dense(1, activation="sigmoid")])
+
+
+@pytest.fixture(scope="module")
+def nested(tmp_path_factory):
+    model = randomize(listing_5_20())
+    d = tmp_path_factory.mktemp("nested")
+    model.save(d / "m.keras")
+    model.save(d / "m.h5")
+    x = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    base = model.layers[0]
+    inner = keras.Model(base.inputs, [base.get_layer(n).output for n in ("block3_conv2", "block5_conv3")])
+    refs = {"vgg16/block3_conv2": np.asarray(inner(x)[0]), "vgg16/block5_conv3": np.asarray(inner(x)[1]),
+            "output": np.asarray(model(x, training=False))}
+    return d, x, refs
+
+
+def test_listing_5_5_legacy_h5(tmp_path):
+    model = randomize(listing_5_5())
+    path = tmp_path / "cats_and_dogs_small_1.h5"
+    model.save(path)
+    graph, params, info, worst = check(model, tmp_path, path=path)
+    assert info["format"] == "h5" and info["keras_version"].startswith("3")
+    assert [x.kind for x in graph.layers][:3] == ["InputLayer", "Conv2D", "MaxPooling2D"]
+    assert graph.logits == (graph.outputs[0], True)  # the sigmoid's input
+    # The same through jaxviz.Model (exact ops): predict-like output and a tap.
+    m = Model(graph, params, ops="exact")
+    x = np.random.default_rng(1).normal(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        out, taps = m.apply(m.params, x, taps=(graph.layers[3].name,))
+    assert max_rel_error(out, model(x, training=False)) <= REL_TOL
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_listing_5_20_nested_vgg16(nested, suffix):
+    d, x, refs = nested
+    graph, params, info = keras_io.read_model(d / f"m{suffix}")
+    assert info["application"] == "vgg16" and info["preprocess"] == "caffe"
+    assert "vgg16/block5_conv3" in graph.by_name and "vgg16/input_layer" not in graph.by_name
+    assert keras_io.resolve_name(graph, "block5_conv3") == "vgg16/block5_conv3"
+    assert set(params["vgg16/block1_conv1"]) == {"kernel", "bias"}
+    out, taps = forward_exact(graph, params, x, ("vgg16/block3_conv2", "vgg16/block5_conv3"))
+    for name, got in [*taps.items(), ("output", out)]:
+        assert max_rel_error(got, refs[name]) <= REL_TOL, name
+
+
+def test_resolve_name_errors(nested):
+    d, _, _ = nested
+    graph, _, _ = keras_io.read_model(d / "m.keras")
+    with pytest.raises(LayerError, match="unknown layer 'block9_conv1'"):
+        keras_io.resolve_name(graph, "block9_conv1")
+    assert keras_io.resolve_name(graph, "logits") == graph.outputs[0]
+
+
+APPLICATIONS = [
+    ("ResNet50", {}, 32, "resnet50", "caffe"),
+    ("MobileNetV2", {"alpha": 0.35}, 32, "mobilenetv2_0.35_32", "tf"),
+    ("DenseNet121", {}, 32, "densenet121", "torch"),
+    ("InceptionV3", {}, 75, "inception_v3", "tf"),
+    ("EfficientNetB0", {}, 32, "efficientnetb0", "none"),
+]
+
+
+@pytest.mark.parametrize("app,kwargs,size,name,preprocess", APPLICATIONS, ids=[a[0] for a in APPLICATIONS])
+def test_keras_applications(tmp_path, app, kwargs, size, name, preprocess):
+    model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3), classes=10, **kwargs)
+    graph, params, info, worst = check(model, tmp_path)
+    assert info["application"] == name and info["preprocess"] == preprocess
+    assert graph.logits == ("predictions", True)
+    assert max(worst.values()) <= REL_TOL
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keras 2 (tf.keras) files, written by scripts/make_keras2_fixtures.py
+
+
+@pytest.mark.parametrize("stem", ["listing_5_5", "listing_5_20"])
+def test_keras2_files(stem):
+    path = FIXTURES / f"{stem}.h5"
+    if not path.is_file():
+        pytest.skip(f"{path} not generated (scripts/make_keras2_fixtures.py)")
+    expected = np.load(FIXTURES / f"{stem}.npz", allow_pickle=False)
+    graph, params, info = keras_io.read_model(path)
+    assert info["keras_version"].startswith("2")
+    taps = [k for k in expected.files if k not in ("input", "output")]
+    out, got = forward_exact(graph, params, expected["input"], [keras_io.resolve_name(graph, t) for t in taps])
+    assert max_rel_error(out, expected["output"]) <= REL_TOL
+    for t in taps:
+        assert max_rel_error(got[keras_io.resolve_name(graph, t)], expected[t]) <= REL_TOL, t
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files that are not Keras models
+
+
+def _one_line_error(path, match):
+    with pytest.raises(JaxvizError, match=match) as e:
+        keras_io.read_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path, nested):
+    d, _, _ = nested
+    _one_line_error(tmp_path / "missing.keras", "not found")
+    _one_line_error(tmp_path, "is a directory")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not a model at all" * 10)
+    _one_line_error(junk, "neither a .keras archive nor an HDF5 file")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes((d / "m.keras").read_bytes()[:5000])
+    _one_line_error(truncated, "cannot read|neither")
+    truncated_h5 = tmp_path / "truncated.h5"
+    truncated_h5.write_bytes((d / "m.h5").read_bytes()[:4000])
+    _one_line_error(truncated_h5, "cannot read")
+    zipped = tmp_path / "other.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("readme.txt", "hello")
+    _one_line_error(zipped, "without config.json")
+    bad_config = tmp_path / "bad_config.keras"
+    with zipfile.ZipFile(d / "m.keras") as src, zipfile.ZipFile(bad_config, "w") as z:
+        for n in src.namelist():
+            z.writestr(n, src.read(n) if n != "config.json" else b"{not json")
+    _one_line_error(bad_config, "cannot read")
+    weights_only = tmp_path / "w.weights.h5"
+    m = listing_5_5(48)
+    m.save_weights(weights_only)
+    _one_line_error(weights_only, "without a model config")
+
+
+def test_subclassed_or_operation_models_are_refused(tmp_path):
+    inp = keras.Input((4, 4, 3))
+    out = L.Conv2D(2, 1, name="c")(inp) + 3.0  # a keras.ops operation node, not a layer
+    model = keras.Model(inp, out)
+    model.save(tmp_path / "ops.keras")
+    _one_line_error(tmp_path / "ops.keras", "Keras operation")
+    cfg_path = tmp_path / "sub.keras"
+    with zipfile.ZipFile(tmp_path / "ops.keras") as src, zipfile.ZipFile(cfg_path, "w") as z:
+        for n in src.namelist():
+            data = src.read(n)
+            if n == "config.json":
+                data = json.dumps({"class_name": "MyModel", "config": {}}).encode()
+            z.writestr(n, data)
+    _one_line_error(cfg_path, "MyModel")
