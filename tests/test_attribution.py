@@ -139,6 +139,14 @@ def test_quadrature_rules_match_captum(method):
     assert len(alphas) == len(w) == 4 and 0 <= alphas.min() and alphas.max() <= 1
     expected = {"riemann_trapezoid": 0.75, "gausslegendre": 1.0}.get(method, 1.0)  # Captum's trapezoid: 1 − 1/n
     assert w.sum() == pytest.approx(expected)
+    pytest.importorskip("torch", reason="Captum needs torch")
+    approx = pytest.importorskip("captum.attr._utils.approximation_methods", reason="compared with Captum's rules")
+    step_sizes, alpha_fn = approx.approximation_parameters(method)
+    for steps in (2, 3, 4, 7, 50):
+        ours_a, ours_w = quadrature(method, steps)
+        # Captum computes the Riemann nodes in float32 (torch.linspace) and Gauss–Legendre in float64
+        np.testing.assert_allclose(ours_a, alpha_fn(steps), rtol=0, atol=1e-7, err_msg=f"{method} α, {steps}")
+        np.testing.assert_allclose(ours_w, step_sizes(steps), rtol=0, atol=1e-12, err_msg=f"{method} w, {steps}")
 
 
 def test_ig_baselines_and_batch_size_invariance(biased, batch):
