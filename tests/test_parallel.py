@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ _WORKER = """
     pid, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     from jaxviz import parallel
     try:
-        parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=30)
+        parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=300)
     except Exception as e:
         print("INIT-FAILED", type(e).__name__, e)
         sys.exit(3)
@@ -153,9 +154,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
+#: Seconds the two processes get in all. They take ~30 s on 2 shared cores; the limit only catches a hang, so
+#: a loaded CI machine slows the test down instead of dropping it.
+MULTIHOST_TIMEOUT_S = 900
+
+
 def test_two_processes_with_jax_distributed_merge_to_the_same_result(tmp_path):
     import jaxviz
     from jaxviz.visualize import patterns
+
+    if os.environ.get("JAXVIZ_SKIP_MULTIHOST") == "1":  # an explicit opt-out, never a silent one
+        pytest.skip("JAXVIZ_SKIP_MULTIHOST=1")
 
     port = _free_port()
     script = tmp_path / "worker.py"
@@ -164,15 +173,17 @@ def test_two_processes_with_jax_distributed_merge_to_the_same_result(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
              for i in range(2)]
     outs = []
+    deadline = time.monotonic() + MULTIHOST_TIMEOUT_S
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=60))
+            outs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic())))
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        pytest.skip("jax.distributed did not finish within 60 s on this machine")
-    if any("INIT-FAILED" in o for o, _ in outs):
-        pytest.skip("jax.distributed cannot start on CPU here: " + " | ".join(o.strip() for o, _ in outs))
+        tails = [p.communicate()[1][-1500:] for p in procs]
+        pytest.fail(f"jax.distributed did not finish within {MULTIHOST_TIMEOUT_S} s (a hang?): {tails}")
+    # A failure to start is a failure of the claim ("tested with two processes"), not a reason to skip.
+    assert not any("INIT-FAILED" in o for o, _ in outs), [o.strip() for o, _ in outs]
     assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
 
     model = jaxviz.load("vgg_tiny", "random:0", include_top=False)
