@@ -116,14 +116,28 @@ class _Task:
     run: Callable[[_Context, _Task], None]
     caption: str = ""
     section: str = ""
+    #: a caption per file where they differ (e.g. one per DeepVis class); ``caption`` for the others
+    captions: dict = dataclasses.field(default_factory=dict)
 
 
 class _Context:
     """Lazily loaded model, conv base and photo: nothing is loaded unless a task needs it."""
 
-    def __init__(self, arch, weights, image, out: Path, progress: bool):
-        self.arch, self.weights, self.image, self.out, self.progress = arch, weights, image, out, progress
+    def __init__(self, arch, weights, images, out: Path, progress: bool):
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        self.arch, self.weights, self.images, self.out, self.progress = arch, weights, images, out, progress
+        self.image = images[0]
         self.load_seconds = 0.0
+        self._x: dict = {}
+
+    def x_of(self, image):
+        """The preprocessed batch ``[1, S, S, 3]`` of one of the images, at the model's input size."""
+        if image not in self._x:
+            from .images import load_image, preprocess_input
+
+            s = self.arch.default_size
+            self._x[image] = preprocess_input(load_image(image, target_size=(s, s))[None])
+        return self._x[image]
 
     @functools.cached_property
     def model(self):
@@ -222,20 +236,60 @@ def _run_summary(ctx: _Context, task: _Task) -> None:
 
 
 def _run_kernels(ctx: _Context, task: _Task) -> None:
-    from .visualize.kernels import save_kernel_figures
+    """The first layer's kernels as labelled figures: a cell per filter (its input channels side by side,
+    one gray scale for the whole layer) and, for RGB inputs, each filter as a colour patch."""
+    from .plotting import labelled_grid, save_figure
+    from .visualize.kernels import kernels
 
-    save_kernel_figures(ctx.conv_base, task.params["layer"], ctx.out, filters=task.params["filters"],
-                        channels=None, prefix="kernels_")
+    layer = task.params["layer"]
+    k = kernels(ctx.conv_base, layer)  # [3, 3, C_in, C_out] in [0, 1] over the layer
+    c_in, nf = k.shape[2], min(task.params["filters"], k.shape[3])
+    chans = "B, G, R" if c_in == 3 else f"{c_in}"
+    cells = []
+    for f in range(nf):
+        parts = []
+        for c in range(c_in):
+            parts += [k[:, :, c, f], np.full((3, 1), np.nan)]
+        cells.append(np.concatenate(parts[:-1], axis=1))
+    title = (f"{layer} kernels of {ctx.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each 3×3 per input "
+             f"channel ({chans}, left to right)")
+    save_figure(labelled_grid(cells, [str(f) for f in range(nf)], title, cols=8, cell=1.0 + 0.35 * c_in,
+                              cmap="gray", vmax=1.0,
+                              colorbar="weight, one scale for the layer (0 = its most negative, 1 = its most "
+                                       "positive)"),
+                ctx.out / task.files[0])
+    if len(task.files) > 1:
+        patches = np.clip(np.rint(np.transpose(k[..., :nf], (3, 0, 1, 2))[..., ::-1] * 255), 0, 255)
+        save_figure(labelled_grid(list(patches.astype(np.uint8)), [str(f) for f in range(nf)],
+                                  f"{layer} kernels of {ctx.arch.name} as colour patches: filter f's 3×3 weights "
+                                  "on the\nB, G, R inputs drawn as blue, green, red (one scale for the layer)",
+                                  cols=8, cell=1.0),
+                    ctx.out / task.files[1])
 
 
 def _run_feature_maps(ctx: _Context, task: _Task) -> None:
-    from .images import save_png
-    from .visualize.activations import activation_grids
+    """Feature maps as labelled figures: channel index and maximum over each map, each map drawn from 0
+    (the ReLU's floor) to its own maximum, with the colour bar saying so."""
+    from .plotting import labelled_grid, save_figure
 
     p = task.params
-    _, grids = activation_grids(ctx.conv_base, ctx.x, p["layers"], count=p["count"], min_side=p["min_side"])
+    image = ctx.images[p.get("image_index", 0)]
+    x = ctx.x_of(image)
+    feats = {k: np.asarray(v)[0] for k, v in ctx.conv_base.features(x, p["layers"]).items()}
     for layer, name in zip(p["layers"], task.files):
-        save_png(ctx.out / name, grids[layer][0])
+        a = feats[layer]
+        n, total = min(p["count"], a.shape[-1]), a.shape[-1]
+        maps, labels = [], []
+        for c in range(n):
+            m = a[..., c].astype(np.float64)
+            top = float(m.max())
+            maps.append(m / top if top > 0 else np.zeros_like(m))
+            labels.append(f"{c} · max {top:.3g}" if top > 0 else f"{c} · all 0")
+        title = (f"{layer} of {ctx.arch.name}: feature maps 0–{n - 1} of {total} for {Path(image).name} "
+                 f"({a.shape[0]}×{a.shape[1]} px)")
+        save_figure(labelled_grid(maps, labels, title, cols=min(8, n), cell=1.2, vmax=1.0,
+                                  colorbar="activation ÷ the map's own maximum (printed above each map)"),
+                    ctx.out / name)
 
 
 def _partial_store(ctx: _Context, task: _Task):
@@ -264,12 +318,21 @@ def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
 
 def _run_patterns(ctx: _Context, task: _Task) -> None:
     from .images import save_png
-    from .plotting import image_grid
+    from .plotting import labelled_grid, save_figure
 
-    imgs = _patterns(ctx, task, list(range(task.params["filters"])))
-    grid = imgs[0] if len(imgs) == 1 else image_grid(imgs, cols=min(8, len(imgs)), margin=5,
-                                                     order=task.params["order"])
-    save_png(ctx.out / task.files[0], grid)
+    p = task.params
+    imgs = _patterns(ctx, task, list(range(p["filters"])))
+    if len(imgs) == 1:
+        save_png(ctx.out / task.files[0], imgs[0])
+        return
+    title = (f"{p['layer']} of {ctx.arch.name}: filter patterns 0–{len(imgs) - 1} ({p['method']} ascent, "
+             f"{p['size']} px, {p['steps']} steps)")
+    rows = -(-len(imgs) // 8)
+    note = (f"filter i + {rows}j at row i, column j (the book's column order)" if p["order"] == "columns"
+            and len(imgs) > 8 else None)
+    fig = labelled_grid(list(imgs), [str(f) for f in range(len(imgs))], title, cols=min(8, len(imgs)),
+                        order=p["order"], cell=1.2, note=note)
+    save_figure(fig, ctx.out / task.files[0])
 
 
 def _run_deepvis(ctx: _Context, task: _Task) -> None:
@@ -300,18 +363,30 @@ def _run_gradcam(ctx: _Context, task: _Task) -> None:
     from .visualize.deepvis import class_title
 
     p = task.params
-    res = gradcam_result(ctx.model, ctx.x, layer=p["layer"], score=p["score"], top=p["top"])
+    image = ctx.images[p.get("image_index", 0)]
+    x = ctx.x_of(image)
+    res = gradcam_result(ctx.model, x, layer=p["layer"], score=p["score"], top=p["top"])
     maps, classes, probs = (np.asarray(a)[0] for a in res)
+    logits = np.asarray(ctx.model.features(x, "logits")["logits"])[0]
     heat = maps[0]
     scale = max(1, ctx.arch.default_size // heat.shape[0])
     save_png(ctx.out / task.files[0], colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet"))
-    photo = display_photo(ctx.photo_full)
+    from .images import load_image
+
+    photo = display_photo(load_image(image, target_size=None))
     save_png(ctx.out / task.files[1], overlay(photo, heat))
-    titles = [f"{class_title(ctx.model, int(c))}\np = {probs[c]:.3f}" for c in classes]
+    titles = [f"#{r} {class_title(ctx.model, int(c))} ({int(c)})\np = {_prob(probs[c])}, logit {logits[c]:.2f}"
+              for r, c in enumerate(classes, 1)]
     fig = titled_panel([overlay(photo, m) for m in maps], titles,
-                       suptitle=f"Grad-CAM ({p['layer']}, {p['score']}) for the top {len(maps)} classes")
+                       suptitle=f"{Path(image).name}: Grad-CAM of the top {len(maps)} classes of {ctx.arch.name} "
+                                f"at {p['layer']} ({p['score']})")
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # keep the panel titles clear of the suptitle on square photos
     save_figure(fig, ctx.out / task.files[2])
+
+
+def _prob(p: float) -> str:
+    """3 decimals, or scientific notation where that would print 0.000."""
+    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
 
 
 # --- building and running the task list ----------------------------------------------------------------------
@@ -335,7 +410,8 @@ def _step_size(s: dict, method: str):
     return patterns.DEFAULT_STEP_SIZE.get(method)
 
 
-def _tasks(arch, common: dict, s: dict) -> list[_Task]:
+def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "sha256": None, "stem": ""},)
+           ) -> list[_Task]:
     from .vgg import layer_table
     from .visualize.deepvis import defaults_for
 
@@ -348,8 +424,8 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
         ends[name.split("_", 1)[0]] = name
     first = conv_names[0]
 
-    def task(name, files, params, run, caption, section):
-        return _Task(name, files, {**common, **params}, run, caption, section)
+    def task(name, files, params, run, caption, section, captions=None):
+        return _Task(name, files, {**common, **params}, run, caption, section, captions or {})
 
     tasks = [
         task("summary", ["summary.txt", "summary_conv_base.txt"], {}, _run_summary,
@@ -361,10 +437,15 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
              "and each filter as an RGB patch", "Kernels"),
     ]
     fm_layers = list(dict.fromkeys([first, *ends.values()]))
-    tasks.append(task("feature_maps", [f"fmaps_{n}.png" for n in fm_layers],
-                      {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"]},
-                      _run_feature_maps,
-                      f"the first {s['feature_maps']} feature maps for the photo", "Feature maps"))
+    for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
+        sfx = f"_{im['stem']}" if im["index"] else ""
+        files = [f"fmaps{sfx}_{n}.png" for n in fm_layers]
+        tasks.append(task(f"feature_maps{sfx}", files,
+                          {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"],
+                           "image_index": im["index"], "image_sha256": im["sha256"]},
+                          _run_feature_maps, "feature maps", "Feature maps",
+                          captions={f: f"{n}: the first {min(s['feature_maps'], channels[n])} of {channels[n]} "
+                                       f"feature maps of {im['name']}" for f, n in zip(files, fm_layers)}))
     for method in s["pattern_methods"]:
         for layer in s["pattern_layers"]:
             if layer not in channels:
@@ -387,17 +468,39 @@ def _tasks(arch, common: dict, s: dict) -> list[_Task]:
         dv = {k: v for k, v in defaults_for(arch).items() if k in DEEPVIS_OPTIONS}
         if s["deepvis_steps"] is not None:
             dv["steps"] = s["deepvis_steps"]
+        names = _class_names(arch)
         tasks.append(task("deepvis", ["deepvis.png"] + [f"deepvis_{c}.png" for c in classes],
                           {"classes": classes, "size": s["deepvis_size"] or arch.default_size, **dv,
                            "seed": s["seed"]},
-                          _run_deepvis, "classes by regularised gradient ascent on the logit "
-                          "(Yosinski et al. 2015)", "Class visualisation"))
+                          _run_deepvis, f"all {len(classes)} classes by regularised gradient ascent on the logit "
+                          "(Yosinski et al. 2015)", "Class visualisation",
+                          captions={f"deepvis_{c}.png": f"class {c} ({names[c]}): the image that maximises its "
+                                                        "logit" for c in classes}))
     k = min(s["gradcam_top"], arch.num_classes)
     layer = s["gradcam_layer"] or conv_names[-1]
-    tasks.append(task("gradcam", ["gradcam_heatmap.png", "gradcam_overlay.png", f"gradcam_top{k}.png"],
-                      {"layer": layer, "score": s["gradcam_score"], "top": k}, _run_gradcam,
-                      f"Grad-CAM at {layer}: the top class's heatmap, its overlay, and the top {k}", "Grad-CAM"))
+    for im in images:
+        sfx = f"_{im['stem']}" if im["index"] else ""
+        files = [f"gradcam{sfx}_heatmap.png", f"gradcam{sfx}_overlay.png", f"gradcam{sfx}_top{k}.png"]
+        tasks.append(task(f"gradcam{sfx}", files,
+                          {"layer": layer, "score": s["gradcam_score"], "top": k, "image_index": im["index"],
+                           "image_sha256": im["sha256"]}, _run_gradcam,
+                          f"Grad-CAM at {layer}", "Grad-CAM",
+                          captions={files[0]: f"Grad-CAM at {layer} of the top class of {im['name']} "
+                                              f"({s['gradcam_score']}), at the layer's resolution",
+                                    files[1]: f"that heatmap over {im['name']}",
+                                    files[2]: f"Grad-CAM of the top {k} classes of {im['name']}, with rank, "
+                                              "probability and logit"}))
     return tasks
+
+
+def _class_names(arch) -> list[str]:
+    if arch.class_names is not None:
+        return list(arch.class_names)
+    if arch.num_classes == 1000:
+        from .imagenet import class_index
+
+        return [n for _, n in class_index()]
+    return [f"class_{i}" for i in range(arch.num_classes)]
 
 
 def _run_single_pattern(ctx: _Context, task: _Task) -> None:
@@ -435,6 +538,40 @@ def _demo_intro(arch: str, weights: str) -> list[str]:
             "what the network looks at and what its filters and classes respond to.</p>"]
 
 
+def _unique_stems(paths) -> list[str]:
+    stems, seen = [], {}
+    for p in paths:
+        stem = Path(p).stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems
+
+
+def _weights_description(arch, weights) -> str:
+    """What the weights are, in words: the demo networks' "imagenet" means their shipped weights."""
+    from .visualize.deepvis import is_demo
+
+    w = "random:0" if weights is None else str(weights)
+    if is_demo(arch) and w in ("imagenet", "demo"):
+        return f"the shipped trained demo weights (jaxviz/data/{arch.name}.npz)"
+    if w == "imagenet":
+        return "Keras's ImageNet weights"
+    if w.startswith("random:"):
+        return f"random (He-initialised, seed {w.split(':', 1)[1]}): untrained"
+    return f"from {w}"
+
+
+def _png_width(path: Path) -> int:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size[0]
+    except (OSError, ValueError):
+        return 0
+
+
 def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     done = manifest.get("tasks", {})
     e = html.escape
@@ -442,12 +579,14 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>jaxviz figures: {e(manifest['arch'])}</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;"
-        "margin:0 1em 1em 0;vertical-align:top}img{max-width:560px;image-rendering:pixelated;"
-        "border:1px solid #ccc}figcaption{font-size:90%;max-width:560px}pre{background:#f4f4f4;padding:1em;"
-        "overflow:auto;font-size:80%}</style></head><body>",
+        "margin:0 1em 1em 0;vertical-align:top;max-width:100%}img{max-width:100%;border:1px solid #ccc}"
+        "img.px{image-rendering:pixelated;width:256px}figcaption{font-size:90%;max-width:560px}"
+        "pre{background:#f4f4f4;padding:1em;overflow:auto;font-size:80%}</style></head><body>",
         f"<h1>What {e(manifest['arch'])} learned</h1>",
         *_demo_intro(manifest["arch"], manifest["weights"]),
-        f"<p>Weights: <code>{e(str(manifest['weights']))}</code>; photo: <code>{e(str(manifest['image']))}"
+        f"<p>Weights: {e(manifest.get('weights_description', str(manifest['weights'])))}; "
+        f"{'photos' if len(manifest.get('images', [1])) > 1 else 'photo'}: "
+        f"<code>{e(', '.join(str(i) for i in manifest.get('images', [manifest['image']])))}"
         f"</code>; jaxviz {e(str(manifest['versions'].get('jaxviz')))}, jax "
         f"{e(str(manifest['versions'].get('jax')))}. Parameters, timings and versions: "
         f'<a href="{MANIFEST}">{MANIFEST}</a>.</p>',
@@ -468,8 +607,10 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
                     text = ""
                 parts.append(f'<h3><a href="{e(f)}">{e(f)}</a></h3><pre>{e(text)}</pre>')
             else:
-                parts.append(f'<figure><a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}"></a>'
-                             f"<figcaption>{e(f)}: {e(t.caption)}</figcaption></figure>")
+                cap = t.captions.get(f, t.caption)
+                small = ' class="px"' if _png_width(out / f) < 200 else ""  # enlarged, crisp pixels
+                parts.append(f'<figure><a href="{e(f)}"><img{small} src="{e(f)}" alt="{e(cap)}"></a>'
+                             f"<figcaption>{e(f)}: {e(cap)}</figcaption></figure>")
     parts.append("</body></html>")
     write_bytes(out / INDEX, "\n".join(parts) + "\n")
 
@@ -529,7 +670,17 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
 
     arch = get_arch(model_arch)
     per_arch = arch_defaults(arch)
-    image = Path(image) if image is not None else per_arch["image"]
+    if image is None:
+        images = [Path(per_arch["image"])]
+    elif isinstance(image, (list, tuple)):
+        images = [Path(i) for i in dict.fromkeys(str(i) for i in image)]
+    else:
+        images = [Path(image)]
+    if not images:
+        from .errors import JaxvizError
+
+        raise JaxvizError("no images given: pass an image path (or None for the bundled one)")
+    image = images[0]
     if deepvis_classes is None:
         deepvis_classes = per_arch["deepvis_classes"]
     if gradcam_score is None:
@@ -542,10 +693,15 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         from .errors import JaxvizError
 
         raise JaxvizError(f"unknown pattern_order {pattern_order!r}; use one of: {', '.join(GRID_ORDERS)}")
-    if not image.is_file():
-        from .errors import ImageError
+    for im in images:
+        if not im.is_file():
+            from .errors import ImageError
 
-        raise ImageError(f"image file not found: {str(image)!r}; check the path")
+            raise ImageError(f"image file not found: {str(im)!r}; check the path")
+    from .vgg import layer_table
+
+    have = {r.name for r in layer_table(arch, include_top=False)}
+    pattern_layers = [name for name in pattern_layers if name in have]  # the manifest lists what is drawn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
@@ -557,20 +713,25 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
-    common = {"arch": arch.name, "weights": str(weights), "image_sha256": file_digest(image)}
+    common = {"arch": arch.name, "weights": str(weights)}
+    stems = _unique_stems(images)
+    image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
+                  for i, (im, stem) in enumerate(zip(images, stems))]
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
-                                  "_fmap_min_side": per_arch["fmap_min_side"]})
+                                  "_fmap_min_side": per_arch["fmap_min_side"]}, image_info)
 
     path = out / MANIFEST
     old = _load_manifest(path)
     manifest = {
-        "format": FORMAT, "arch": arch.name, "weights": str(weights), "image": str(image),
+        "format": FORMAT, "arch": arch.name, "weights": str(weights),
+        "weights_description": _weights_description(arch, weights), "image": str(image),
+        "images": [str(i) for i in images],
         "parameters": _jsonable(sizes), "versions": _versions(),
         "tasks": {t.name: old["tasks"][t.name] for t in tasks
                   if t.name in old.get("tasks", {}) and _is_done(t, old["tasks"][t.name], out)},
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
-    ctx = _Context(arch, weights, image, out, progress)
+    ctx = _Context(arch, weights, images, out, progress)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
     manifest["last_run"] = run

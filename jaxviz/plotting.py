@@ -111,3 +111,59 @@ def titled_panel(images: Sequence[np.ndarray], titles: Sequence[str], cols: int 
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def grid_position(k: int, n: int, cols: int, order: str = "rows") -> tuple[int, int]:
+    """Row and column of image ``k`` of ``n`` in a ``cols``-column grid filled in ``order`` (:data:`GRID_ORDERS`)."""
+    rows = int(np.ceil(n / cols))
+    return divmod(k, cols) if order == "rows" else (k % rows, k // rows)
+
+
+def labelled_grid(images: Sequence[np.ndarray], labels: Sequence[str], title: str, cols: int = 8,
+                  order: str = "rows", cell: float = 1.1, cmap: str | None = None, vmax: float | None = None,
+                  colorbar: str | None = None, note: str | None = None):
+    """A grid of images, each with its label underneath, a title on top, optionally a colour bar.
+
+    For figures that must make sense on their own: which layer, which filters or channels, what the
+    colours mean. ``images`` are RGB ``[h, w, 3]`` or 2-D (drawn with ``cmap``, from 0 to ``vmax``);
+    ``order`` places image ``k`` as :func:`image_grid` does (``"columns"``: the book's pattern grid).
+    Returns a matplotlib figure (save it with :func:`save_figure`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = int(np.ceil(n / cols))
+    head = 0.5 + 0.18 * title.count("\n") + (0.3 if note else 0.0)
+    foot = 0.45 if colorbar else 0.0
+    h, w = np.shape(images[0])[:2]
+    cell_h = cell * h / w + 0.22  # the image at the cell's width, and its label
+    fig, axes = plt.subplots(rows, cols, figsize=(max(cell * cols, 4.5), cell_h * rows + head + foot),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    shown = None
+    for k, (img, label) in enumerate(zip(images, labels)):
+        r, c = grid_position(k, n, cols, order)
+        ax = axes[r, c]
+        img = np.asarray(img)
+        if img.ndim == 2:
+            shown = ax.imshow(img, cmap=cmap or "viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        else:
+            ax.imshow(img, interpolation="nearest")
+        ax.set_title(label, fontsize=7, pad=2)
+    fig.suptitle(title, fontsize=10)
+    top = 1 - head / fig.get_figheight()
+    bottom = foot / fig.get_figheight()
+    if note:
+        fig.text(0.5, top + 0.25 / fig.get_figheight(), note, ha="center", va="center", fontsize=8, color="#444")
+    fig.subplots_adjust(left=0.02, right=0.98, top=top, bottom=bottom + 0.01, wspace=0.08, hspace=0.35)
+    if colorbar and shown is not None:
+        cax = fig.add_axes((0.25, 0.3 * bottom, 0.5, 0.25 * bottom))
+        bar = fig.colorbar(shown, cax=cax, orientation="horizontal")
+        bar.set_label(colorbar, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    return fig

@@ -90,8 +90,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("figures", help="regenerate the whole figure set (resumable) with an HTML gallery")
     add_model_args(p)
-    p.add_argument("--image", default=None, help="photo for feature maps and Grad-CAM (default: the bundled cat; "
-                                                 "for vgg_demo*, the bundled demo scene of a star)")
+    p.add_argument("--image", nargs="+", default=None, metavar="IMAGE",
+                   help="photos or folders for feature maps and Grad-CAM, a set of those figures each (default: "
+                        "the bundled cat; for vgg_demo*, the bundled demo scene of a star); a new photo redoes "
+                        "only these figures")
     p.add_argument("--quick", action="store_true", help="fewer filters and steps (a few minutes on a CPU)")
     p.add_argument("--pattern-order", choices=("columns", "rows"), default="columns",
                    help="pattern grids: columns = filter i+8j at row i, column j (the book's listing 5.39, "
@@ -220,10 +222,11 @@ def _prob(p: float) -> str:
 def cmd_figures(args) -> int:
     from ..figures import QUICK, make_figures
 
+    images = collect_images(args.image) if args.image else None
     out = output_dir(args.output)
     kwargs = dict(QUICK) if args.quick else {}
     kwargs["pattern_order"] = args.pattern_order
-    manifest = make_figures(args.arch, args.weights, args.image, out, progress=_progress(args), **kwargs)
+    manifest = make_figures(args.arch, args.weights, images, out, progress=_progress(args), **kwargs)
     run = manifest["last_run"]
     print(f"{out / 'index.html'}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")
