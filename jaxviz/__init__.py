@@ -12,10 +12,6 @@ The public API, by task:
 - :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``).
 """
 
-from . import xla_cpu
-
-xla_cpu.configure()  # before anything below starts JAX' CPU backend
-
 from . import demo, metrics, weights
 from .attribution.deconvnet import deconvnet
 from .attribution.gradcam import gradcam
@@ -31,10 +27,11 @@ from .attribution.score_cam import score_cam
 from .attribution.smoothgrad import smoothgrad
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
 from .figures import make_figures
+from .graph import Graph, Layer
 from .imagenet import decode_predictions
 from .images import deprocess_image, load_image, overlay, preprocess_input, undo_preprocess
 from .model import Model, load
-from .vgg import ARCHS, VGG, layer_table
+from .vgg import ARCHS, layer_table
 from .visualize.deepvis import class_patterns
 from .visualize.kernels import kernels
 from .visualize.patterns import filter_patterns, pattern_objective
@@ -42,10 +39,10 @@ from .visualize.patterns import filter_patterns, pattern_objective
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "METHODS", "VGG", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
+    "ARCHS", "METHODS", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
     "class_patterns", "decode_predictions", "deconvnet", "demo", "deprocess_image", "explain",
     "filter_patterns", "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam",
-    "integrated_gradients", "kernels", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
+    "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
 ]

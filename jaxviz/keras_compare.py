@@ -72,11 +72,98 @@ def _keras_vgg(keras, model: Model, input_shape=None):
 
 
 def compare(model: Model, x, layers=COMPARED) -> list[dict]:
-    """Runs jaxviz and Keras on the preprocessed batch ``x``; per layer: max|Δ|, max|ref|, their ratio."""
+    """Runs jaxviz and Keras on the preprocessed batch ``x``; per layer: max|Δ|, max|ref|, their ratio.
+
+    A model loaded from a Keras file (``jaxviz.load("model.keras")``) is compared with that same file loaded
+    by Keras (:func:`compare_file`): the output, every layer of the file's top level, and Grad-CAM.
+    """
     x = np.asarray(x, np.float32)
+    if is_keras_file(model.source):
+        return compare_file(model, x)
     with jax.default_matmul_precision("highest"):
         kmodel = keras_model(model, input_shape=x.shape[1:])
     return compare_with(model, kmodel, x, layers)
+
+
+def is_keras_file(source: str) -> bool:
+    return str(source).lower().endswith((".keras", ".h5", ".hdf5"))
+
+
+def load_keras_file(path: str):
+    """``keras.saving.load_model(path)`` (no compile), or one line saying why Keras cannot read it."""
+    keras = import_keras()
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many kinds for files it cannot read (e.g. Keras 2 nested .h5)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise JaxvizError(f"Keras {keras.__version__} cannot load {path} ({type(e).__name__}: {first[:200]}); "
+                          "jaxviz reads it, but there is no Keras reference to compare with") from None
+
+
+def compare_file(model: Model, x) -> list[dict]:
+    """jaxviz against Keras running the same file: the output, each top-level layer, Grad-CAM (listing 5.42).
+
+    Rows as :func:`compare_with`'s; the Grad-CAM row compares ``jaxviz.gradcam(model, x, score="prob")`` at
+    the model's default layer with the book's recipe computed on Keras's own layers (the model up to that
+    layer, then the rest of its layers applied to the map, the gradient by ``jax.grad``).
+    """
+    keras = import_keras()
+    kmodel = load_keras_file(model.source)
+    names = {lyr.name for lyr in kmodel.layers}
+    layers = [n for n in model.layer_names if n in names and not isinstance(kmodel.get_layer(n), keras.Model)
+              and kmodel.get_layer(n).__class__.__name__ != "InputLayer"]
+    rows = compare_with(model, kmodel, x, layers)
+    cam = gradcam_row(model, kmodel, x)
+    return rows + ([cam] if cam is not None else [])
+
+
+def _row(name: str, ours, ref) -> dict:
+    d = float(np.max(np.abs(np.asarray(ours) - np.asarray(ref))))
+    m = float(np.max(np.abs(ref)))
+    return {"layer": name, "max_abs_diff": d, "max_abs_ref": m, "rel": d / m if m else d}
+
+
+def gradcam_row(model: Model, kmodel, x) -> dict | None:
+    """Grad-CAM of each image's top class, jaxviz vs the book's recipe on Keras's layers; None where the
+    default layer is inside a nested model or the layers after it do not form a chain."""
+    import jax.numpy as jnp
+
+    from .attribution.gradcam import gradcam
+
+    keras = import_keras()
+    layer = model.cam_layer
+    order = [lyr.name for lyr in kmodel.layers]
+    if layer not in order:
+        return None
+    after = kmodel.layers[order.index(layer) + 1:]
+    if any(len(getattr(lyr, "_inbound_nodes", [None])) > 1 for lyr in after):
+        return None
+    with jax.default_matmul_precision("highest"):
+        trunk = keras.Model(kmodel.inputs, kmodel.get_layer(layer).output)
+        head_in = keras.Input(tuple(trunk.output.shape[1:]))
+        h = head_in
+        try:
+            for lyr in after:
+                h = lyr(h)
+        except Exception:  # a DAG after the layer: no simple head model
+            return None
+        head = keras.Model(head_in, h)
+        a = jnp.asarray(trunk.predict(x, verbose=0))
+        tv, ntv = [v.value for v in head.trainable_variables], [v.value for v in head.non_trainable_variables]
+
+        def score(a, t):
+            p = head.stateless_call(tv, ntv, a, training=False)[0]
+            if p.shape[-1] == 1:  # one sigmoid unit: class 0 is the unit
+                return jnp.sum(p[:, 0])
+            return jnp.sum(p * jax.nn.one_hot(t, p.shape[-1]))
+
+        probs = head.stateless_call(tv, ntv, a, training=False)[0]
+        t = jnp.argmax(probs, -1) if probs.shape[-1] > 1 else jnp.zeros(len(x), jnp.int32)
+        g = jax.grad(score)(a, t)
+        ref = jax.nn.relu(jnp.mean(a * jnp.mean(g, axis=(1, 2), keepdims=True), axis=-1))
+        ref = ref / jnp.maximum(jnp.max(ref, axis=(1, 2), keepdims=True), 1e-30)
+        ours = gradcam(model, x, target=np.asarray(t), layer=layer, score="prob")
+    return _row(f"gradcam({layer})", ours, ref)
 
 
 def compare_with(model: Model, kmodel, x, layers=COMPARED) -> list[dict]:

@@ -1,88 +1,186 @@
-"""The model object: a VGG definition, its params, and jit-compiled, cached forward entry points.
+"""The model object: a layer graph, its params, its ops, and jit-compiled, cached forward entry points.
 
 ``jaxviz.load("vgg16")`` gives a :class:`Model`. Every method in jaxviz is built on
-:meth:`Model.apply` — one pure function ``apply(params, x, upto=None, taps=(), relu=relu)`` — with the
-params passed as a traced argument (never closed over, so compiled programs stay small and a second model
-with the same shapes reuses them).
+:meth:`Model.apply` — the pure forward pass of :func:`jaxviz.graph.forward`,
+``apply(params, x, upto=None, taps=(), relu=relu, perturb=None)`` — with the params passed as a traced
+argument (never closed over, so compiled programs stay small and a second model with the same shapes
+reuses them). The model owns the kernels its ops derive from the params (:meth:`Model.prepared`, computed
+once per set of weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import vgg
+from . import graph as graph_lib
+from . import ops as ops_lib
+from . import preprocessing, vgg
 from .errors import JaxvizError, LayerError
+
+#: Layer kinds whose output has channels a filter pattern or a feature map can show.
+CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
+#: Layer kinds that fix the spatial size of everything before them.
+FIXED_SIZE_KINDS = ("Flatten", "Reshape")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What jaxviz needs to know of a model that is not a VGG table (:class:`jaxviz.vgg.Arch` has the same
+    fields): its name, classes, input size and channels, and whether its head fixes the input size."""
+
+    name: str
+    num_classes: int
+    default_size: int | None
+    head: str  # "flatten": the input size is fixed; "gap": free
+    class_names: tuple[str, ...] | None = None
+    min_size: int = 32
+    channels: int = 3
 
 
 class Model:
-    """A VGG network with its weights, in Keras's terms (layer names, ``summary``, ``predict``).
+    """A network with its weights, in Keras's terms (layer names, ``summary``, ``predict``).
 
     Attributes:
-      arch: the :class:`jaxviz.vgg.Arch` (``arch.name`` is "vgg16", "vgg19", …).
+      graph: the :class:`jaxviz.graph.Graph` (layers, kinds, configs, inputs).
+      arch: the :class:`jaxviz.vgg.Arch` of a VGG-table model, else a :class:`ModelInfo` with the same
+        fields (``name``, ``num_classes``, ``default_size``, ``class_names``, …).
       include_top: whether the classifier head is present.
-      params: ``{layer: {"kernel": HWIO or [in, out], "bias": [out]}}`` of ``jax.Array`` float32.
-      module: the Flax :class:`jaxviz.vgg.VGG` module.
+      params: ``{layer: {"kernel": HWIO or [in, out], "bias": [out], …}}`` of ``jax.Array`` float32.
+      ops: how layers compute (:class:`jaxviz.ops.Ops`: fast on CPUs by default, or exact).
+      module: ``graph`` and ``ops`` bound (:class:`jaxviz.graph.Network`), Flax-style ``apply``.
       source: where the weights came from (a path, "imagenet:<path>", "random:SEED").
+      preprocess: the input preprocessing the model expects ("caffe", "tf", "torch", "none").
     """
 
-    def __init__(self, arch: str | vgg.Arch, params: dict, include_top: bool = True, source: str = ""):
-        self.arch = vgg.get_arch(arch)
-        self.include_top = include_top
-        self.module = vgg.make_module(self.arch, include_top)
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+    def __init__(self, arch, params: dict, include_top: bool = True, source: str = "",
+                 ops: str | ops_lib.Ops | None = None, preprocess: str = "caffe"):
+        if isinstance(arch, graph_lib.Graph):
+            self.graph = arch
+            self.include_top = include_top
+            self.params = jax.tree_util.tree_map(jnp.asarray, params)
+            self.arch = _model_info(arch, self.params)
+        else:
+            self.arch = vgg.get_arch(arch)
+            self.include_top = include_top
+            self.graph = vgg.build_graph(self.arch, include_top)
+            self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.ops = ops_lib.default_ops(ops)
+        self.module = graph_lib.Network(self.graph, self.ops)
         self.source = source
-        self._table = vgg.layer_table(self.arch, include_top)
-        self._index = {r.name: i for i, r in enumerate(self._table)}
-        if include_top:
-            self._index["logits"] = self._index["predictions"]
+        self.preprocess = preprocessing.check_mode(preprocess)
+        self._prepared_cache: tuple | None = None
+        self._tables: dict = {}
         # One jitted function per model; jax caches its executables per (layers, input shape, dtype).
         self._features_jit = jax.jit(self._features_fn, static_argnames=("layers",))
         self._logits_jit = jax.jit(lambda params, prepared, x: self.apply(params, x, upto="logits",
-                                                                          flipped=prepared)[0])
+                                                                          prepared=prepared)[0])
 
     # --- the pure forward pass -------------------------------------------------------------------------
 
     def apply(self, params: dict, x: jax.Array, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable = jax.nn.relu, perturb: Mapping[str, jax.Array] | None = None,
-              flipped: Mapping | None = None):
+              relu: Callable | None = None, perturb: Mapping[str, jax.Array] | None = None,
+              prepared: Mapping | None = None, flipped: Mapping | None = None):
         """``forward(params, x, upto, taps, relu, perturb) -> (output, {tap: array})``; pure, jit/vmap-able.
 
         Args:
           params: ``{layer: {"kernel", "bias"}}`` (e.g. ``model.params``).
-          x: ``[N, H, W, 3]`` preprocessed images (see :func:`jaxviz.preprocess_input`).
+          x: ``[N, H, W, C]`` preprocessed images (see :func:`jaxviz.preprocess_input`).
           upto: stop after this layer; nothing after it is computed.
           taps: layers whose outputs are also returned; ``"logits"`` is the pre-softmax score.
-          relu: the activation, swappable for a custom-VJP one (guided backprop, deconvnet).
+          relu: replaces every plain ReLU of the network (custom-VJP ones: guided backprop, deconvnet).
           perturb: ``{layer: array}`` added to those layers' outputs; differentiate w.r.t. a zero
             perturbation to get the gradient w.r.t. a layer's output (Grad-CAM).
-          flipped: :func:`jaxviz.vgg.flipped_kernels` of ``params``, computed once outside a loop or a
-            cache, so the input-gradient convs do not flip every kernel again (same values, less work).
+          prepared: :meth:`prepared` of ``params``, computed once outside a loop or a cache, so the fast
+            ops do not derive their kernels inside every program (same values, less work). ``flipped`` is
+            its former name.
         """
-        taps = tuple(taps)
-        variables = {"params": params} if flipped is None else {"params": params, "flipped": flipped}
-        out, tapped = self.module.apply(variables, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
-        if "input_layer" in taps:
-            tapped["input_layer"] = x
+        prepared = flipped if prepared is None else prepared
+        out, tapped = graph_lib.forward(self.graph, params, x, ops=self.ops, upto=upto, taps=taps, relu=relu,
+                                        perturb=perturb, prepared=prepared)
         return out, tapped
+
+    def prepared(self, params: dict | None = None) -> dict:
+        """The kernels the model's ops derive from ``params`` (default ``model.params``): flipped input-gradient
+        kernels, Winograd transforms and transposed dense kernels (:func:`jaxviz.graph.prepare`).
+
+        Computed once per set of weights: the cache holds the last params' result, checked by the identity
+        of every kernel, so new params (the sanity check's randomised ones) or a replaced ``model.params``
+        are noticed.
+        """
+        params = self.params if params is None else params
+        kernels = tuple((name, p["kernel"]) for name, p in params.items()
+                        if isinstance(p, Mapping) and "kernel" in p)
+        hit = self._prepared_cache
+        if hit is not None and len(hit[0]) == len(kernels) and all(
+                a[0] == b[0] and a[1] is b[1] for a, b in zip(hit[0], kernels)):
+            return hit[1]
+        result = _prepare_jit(self.graph, self.ops)(params)
+        self._prepared_cache = (kernels, result)
+        return result
+
+    def _prepared(self):
+        return self.prepared()
+
+    def preprocess_input(self, images):
+        """RGB 0..255 images → this model's input (Keras's preprocessing in the model's ``preprocess`` mode)."""
+        return preprocessing.preprocess(images, self.preprocess)
+
+    def undo_preprocess(self, x):
+        """This model's input → RGB 0..255 (the inverse of :meth:`preprocess_input`, not clipped)."""
+        return preprocessing.unpreprocess(x, self.preprocess)
 
     # --- layer names -----------------------------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        return self.arch.name
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.arch.num_classes)
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the square input the model was built for (``None``: any size)."""
+        return self.arch.default_size
+
+    @property
     def layer_names(self) -> list[str]:
         """Keras's ``[layer.name for layer in model.layers]``: ``input_layer``, ``block1_conv1``, …"""
-        return [r.name for r in self._table]
+        return self.graph.layer_names
 
     @property
     def conv_layer_names(self) -> list[str]:
-        return [r.name for r in self._table if r.kind == "Conv2D"]
+        return [x.name for x in self.graph.layers if x.kind in CONV_KINDS]
 
     @property
     def last_conv_layer(self) -> str:
         return self.conv_layer_names[-1]
+
+    @property
+    def spatial_layer_names(self) -> list[str]:
+        """Layers whose output is a spatial map ``[N, h, w, C]`` (what CAMs and feature maps can show)."""
+        return [r.name for r in self.layer_table() if len(r.output_shape) == 3 and r.kind != "InputLayer"]
+
+    @property
+    def cam_layer(self) -> str:
+        """The default layer of Grad-CAM and its family: the last spatial map before the head that is not a
+        pooling layer (``block5_conv3`` on VGG16, ``conv5_block3_out`` on ResNet50, ``out_relu`` on
+        MobileNetV2), among the layers the output depends on."""
+        feeds = self.graph.ancestors(self.graph.outputs)
+        names = [n for n in self.spatial_layer_names if n in feeds and "Pool" not in self.graph.by_name[n].kind]
+        if not names:
+            raise LayerError(f"{self.arch.name} has no layer with a spatial map to explain")
+        return names[-1]
+
+    def _order(self, name: str) -> int:
+        return self.graph.index[self.graph.resolve(name)]
 
     def check_layers(self, layers: str | Iterable[str]) -> tuple[str, ...]:
         """Validates layer names; returns them as a tuple in network order, without repeats."""
@@ -90,29 +188,44 @@ class Model:
         if not names:
             raise LayerError("no layer given; valid layers: " + ", ".join(self.layer_names))
         for n in names:
-            if n not in self._index:
+            if n not in self.graph.by_name and not (n == "logits" and self.include_top):
                 raise LayerError(
                     f"unknown layer {n!r} for {self.arch.name}"
                     f"{'' if self.include_top else ' without top'}; valid layers: {', '.join(self.layer_names)}"
                 )
-        return tuple(sorted(set(names), key=lambda n: (self._index[n], n)))
+        return tuple(sorted(set(names), key=lambda n: (self._order(n), n)))
 
     def deepest(self, layers: Iterable[str]) -> str:
         """The layer among ``layers`` that comes last in the network (where a truncated pass stops)."""
-        return max(layers, key=lambda n: (self._index[n], n == "predictions"))
+        return max(layers, key=lambda n: (self._order(n), n != "logits"))
+
+    def layer_table(self, input_shape=None) -> list[vgg.LayerInfo]:
+        """Keras's layer list: names, kinds, output shapes (without the batch axis) and parameter counts."""
+        key = None if input_shape is None else tuple(input_shape)
+        if key not in self._tables:
+            if isinstance(self.arch, vgg.Arch):
+                self._tables[key] = vgg.layer_table(self.arch, self.include_top, input_shape)
+            else:
+                self._tables[key] = graph_layer_table(self.graph, self.params, input_shape)
+        return self._tables[key]
+
+    def output_shape(self, layer: str, input_shape=None) -> tuple:
+        self.check_layers(layer)
+        name = self.graph.resolve(layer)
+        return next(r.output_shape for r in self.layer_table(input_shape) if r.name == name)
 
     def channels(self, layer: str) -> int:
-        self.check_layers(layer)
-        return self._table[self._index[layer]].output_shape[-1]
+        return int(self.output_shape(layer)[-1])
 
     # --- Keras-like entry points -----------------------------------------------------------------------
 
     def check_input(self, x) -> jax.Array:
-        """Validates a batch of preprocessed images ``[N, H, W, 3]`` and returns it as float32."""
+        """Validates a batch of preprocessed images ``[N, H, W, C]`` and returns it as float32."""
         shape = tuple(np.shape(x))
-        if len(shape) != 4 or shape[-1] != 3:
+        c = getattr(self.arch, "channels", 3)
+        if len(shape) != 4 or shape[-1] != c:
             raise JaxvizError(
-                f"expected a batch of images [N, H, W, 3], got shape {shape}; "
+                f"expected a batch of images [N, H, W, {c}], got shape {shape}; "
                 "add a batch axis with x[None] for a single image"
             )
         h, w = shape[1:3]
@@ -129,14 +242,8 @@ class Model:
         return jnp.asarray(x, jnp.float32)
 
     def _features_fn(self, params, prepared, x, layers):
-        _, tapped = self.apply(params, x, upto=self.deepest(layers), taps=layers, flipped=prepared)
+        _, tapped = self.apply(params, x, upto=self.deepest(layers), taps=layers, prepared=prepared)
         return tapped
-
-    def _prepared(self):
-        """The "flipped" collection of ``self.params`` (Winograd kernels on CPUs), computed once per params."""
-        from .attribution import _core
-
-        return _core.flipped_kernels(self, self.params)
 
     def features(self, x, layers: str | Iterable[str]) -> dict[str, jax.Array]:
         """Outputs of ``layers`` for ``x`` from ONE forward pass that stops at the deepest of them.
@@ -151,23 +258,37 @@ class Model:
         """
         layers = self.check_layers(layers)
         x = self.check_input(x)
-        if "predictions" not in layers:
-            return self._features_jit(self.params, self._prepared(), x, layers=layers)
-        # The softmax runs as its own small program (see predict); the pass itself stops at the logits.
-        inner = tuple(dict.fromkeys("logits" if name == "predictions" else name for name in layers))
-        out = self._features_jit(self.params, self._prepared(), x, layers=inner)
-        out["predictions"] = _softmax(out["logits"])
+        head = self._head_layer()
+        if head not in layers:
+            return self._features_jit(self.params, self.prepared(), x, layers=layers)
+        # The final activation runs as its own small program (see predict); the pass stops at the logits.
+        inner = tuple(dict.fromkeys("logits" if name == head else name for name in layers))
+        out = self._features_jit(self.params, self.prepared(), x, layers=inner)
+        out[head] = _head(out["logits"], self.graph.head_activation, self._binary)
         return {name: out[name] for name in layers}
 
+    @functools.cached_property
+    def _binary(self) -> bool:
+        """Whether the model's output is a single sigmoid unit (logits ``[z, -z]``, see :mod:`jaxviz.graph`)."""
+        return self.graph.head_activation == "sigmoid" and self.arch.num_classes == 2 and not isinstance(
+            self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
+
+    def _head_layer(self) -> str | None:
+        """The output layer whose softmax/sigmoid :meth:`predict` runs apart from the network's program."""
+        layer, pre = self.graph.logits
+        return layer if pre and self.include_top else None
+
     def predict(self, x, batch_size: int = 32) -> np.ndarray:
-        """Softmax probabilities ``[N, num_classes]``, computed ``batch_size`` images at a time like Keras."""
+        """The model's output (softmax probabilities ``[N, num_classes]`` for a classifier; a single sigmoid
+        unit's ``[N, 1]``), computed ``batch_size`` images at a time like Keras."""
         if not self.include_top:
             raise JaxvizError("predict needs the classifier: load the model with include_top=True")
         x = self.check_input(x)
-        # Softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
+        # The softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
         # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
-        prepared = self._prepared()
-        outs = [np.asarray(_softmax(self._logits_jit(self.params, prepared, x[i: i + batch_size])))
+        prepared = self.prepared()
+        outs = [np.asarray(_head(self._logits_jit(self.params, prepared, x[i: i + batch_size]),
+                                 self.graph.head_activation, self._binary))
                 for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs, axis=0)
 
@@ -210,7 +331,10 @@ class Model:
 
     def summary(self, input_shape=None, print_fn: Callable[[str], None] = print) -> str:
         """Prints (and returns) Keras's model table: layer (type), output shape, params, and totals."""
-        text = format_summary(self.arch, self.include_top, input_shape)
+        if isinstance(self.arch, vgg.Arch):
+            text = format_summary(self.arch, self.include_top, input_shape)
+        else:
+            text = format_table(self.arch.name, self.layer_table(input_shape))
         print_fn(text)
         return text
 
@@ -219,15 +343,25 @@ class Model:
         return f"Model({self.arch.name!r}{top}, params={self.count_params:,}, source={self.source!r})"
 
 
-@jax.jit
-def _softmax(logits):
-    return jax.nn.softmax(logits, axis=-1)
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _head(logits, activation, binary):
+    """The model's output from its logits: their softmax or sigmoid (``binary``: a single sigmoid unit, whose
+    ``[z, -z]`` logits give back the unit's ``[N, 1]``), or the logits themselves."""
+    if activation == "softmax":
+        return jax.nn.softmax(logits, axis=-1)
+    if activation == "sigmoid":
+        return jax.nn.sigmoid(logits[:, :1] if binary else logits)
+    return logits
 
 
 def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=None) -> str:
     """Keras's ``model.summary()`` table for ``arch`` as text."""
     a = vgg.get_arch(arch)
-    rows = vgg.layer_table(a, include_top, input_shape)
+    return format_table(a.name, vgg.layer_table(a, include_top, input_shape))
+
+
+def format_table(name: str, rows: Sequence[vgg.LayerInfo]) -> str:
+    """Keras's ``model.summary()`` table of ``rows`` as text."""
     cells = [(f"{r.name} ({r.kind})", str((None, *r.output_shape)), f"{r.params:,}") for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) + 2 for i, h in enumerate(("Layer (type)",
                                                                                   "Output Shape", "Param #"))]
@@ -235,28 +369,131 @@ def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=N
     size_mb = total * 4 / 2**20
     line = "━" * sum(widths)
     header = "".join(h.ljust(w) for h, w in zip(("Layer (type)", "Output Shape", "Param #"), widths))
-    body = [f'Model: "{a.name}"', line, header, line]
+    body = [f'Model: "{name}"', line, header, line]
     body += ["".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells]
     body += [line, f" Total params: {total:,} ({size_mb:.2f} MB)", f" Trainable params: {total:,} ({size_mb:.2f} MB)",
              " Non-trainable params: 0 (0.00 B)"]
     return "\n".join(body)
 
 
-def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: bool = True) -> Model:
+def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: bool = True,
+         ops: str | ops_lib.Ops | None = None, preprocess: str | None = None) -> Model:
     """Builds a model and loads its weights.
 
     Args:
-      arch: "vgg16", "vgg19" (or "vgg_tiny", a few-channel VGG16 for tests).
-      weights: "imagenet" (Keras's files: jaxviz cache, then Keras cache, then download; see
-        :mod:`jaxviz.weights`), a path to a Keras ``.h5`` / ``.weights.h5`` or a converted ``.npz`` file,
-        or ``None`` / ``"random:SEED"`` for deterministic He-initialised weights (``None`` = seed 0).
-      include_top: include ``flatten``, ``fc1``, ``fc2`` and ``predictions``.
+      arch: "vgg16", "vgg19", "vgg_demo", "vgg_demo_gap" (or "vgg_tiny", a few-channel VGG16 for tests), or
+        the path of a whole-model file: Keras 3 ``.keras``, a legacy Keras ``.h5`` written by
+        ``model.save`` (Keras 2 / tf.keras / Keras 3), or jaxviz's converted ``.npz`` (``jaxviz convert``).
+      weights: for a named architecture: "imagenet" (Keras's files: jaxviz cache, then Keras cache, then
+        download; see :mod:`jaxviz.weights`), a path to a Keras ``.h5`` / ``.weights.h5`` or a converted
+        ``.npz`` file, or ``None`` / ``"random:SEED"`` for deterministic He-initialised weights (``None`` =
+        seed 0). Ignored for a model file, which holds its weights.
+      include_top: include ``flatten``, ``fc1``, ``fc2`` and ``predictions`` (named architectures only).
+      ops: "fast" (the default on CPUs: Winograd convolutions and precomputed kernels) or "exact" (plain
+        ``lax``, Keras parity); see :mod:`jaxviz.ops`.
+      preprocess: how images are prepared for it ("caffe", "tf", "torch" or "none"); default: what the
+        architecture or the file says (a Keras application's own mode), else "none" for files.
+
+    Before creating any array, the first call applies jaxviz's XLA:CPU setting (:func:`jaxviz.xla_cpu.configure`)
+    if JAX's backend has not started yet.
 
     Returns:
       A :class:`Model`.
     """
+    from . import xla_cpu
+
+    xla_cpu.configure()
+    if _is_model_file(arch):
+        graph, params, info = read_model_file(arch)
+        mode = preprocess or info.get("preprocess") or "none"
+        return Model(graph, params, source=str(arch), ops=ops, preprocess=preprocessing.check_mode(mode))
     from . import weights as weights_lib
 
     a = vgg.get_arch(arch)
     params, source = weights_lib.load_params(a, weights, include_top)
-    return Model(a, params, include_top, source)
+    return Model(a, params, include_top, source, ops=ops, preprocess=preprocessing.check_mode(preprocess or "caffe"))
+
+
+def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
+    """``(graph, params, info)`` of a whole-model file: jaxviz's converted ``.npz`` (:mod:`jaxviz.converted`),
+    or a Keras ``.keras`` / ``.h5`` (:mod:`jaxviz.keras_io`)."""
+    import os
+
+    from . import converted
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5 or converted .npz file, "
+                          f"or a built-in architecture ({', '.join(sorted(vgg.ARCHS))})")
+    if converted.is_model_file(path) or path.lower().endswith(".npz"):
+        return converted.read_model(path)
+    from . import keras_io
+
+    return keras_io.read_model(path)
+
+
+def _is_model_file(arch) -> bool:
+    import os
+
+    if isinstance(arch, os.PathLike):
+        return True
+    if not isinstance(arch, str) or arch.lower() in vgg.ARCHS:
+        return False
+    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz")) or os.path.isfile(arch)
+
+
+@functools.lru_cache(maxsize=64)
+def _prepare_jit(graph, ops):
+    return jax.jit(functools.partial(graph_lib.prepare, graph, ops=ops))
+
+
+def _param_count(p) -> int:
+    return sum(int(np.prod(np.shape(v))) for v in jax.tree_util.tree_leaves(p))
+
+
+def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None) -> list[vgg.LayerInfo]:
+    """The layer table of any graph, from its shapes (``jax.eval_shape``: nothing is computed).
+
+    A free spatial size (``None`` in ``input_shape``) is evaluated at 224 px (or the smallest size the
+    graph takes) and reported as ``None``, as Keras does.
+    """
+    shape = tuple(graph.input_shape if input_shape is None else input_shape)
+    free = any(d is None for d in shape[:2])
+    probe = tuple(224 if d is None else int(d) for d in shape)
+    names = tuple(x.name for x in graph.layers)
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
+    out = jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT, taps=names)[1], specs,
+                         jax.ShapeDtypeStruct((1, *probe), jnp.float32))
+    rows = []
+    for layer in graph.layers:
+        s = tuple(out[layer.name].shape[1:])
+        if free and len(s) == 3:
+            s = (None, None, s[-1])
+        p = params.get(layer.name, {})
+        kernel = p.get("kernel") if isinstance(p, Mapping) else None
+        rows.append(vgg.LayerInfo(layer.name, layer.kind, s, _param_count(p),
+                                  None if kernel is None else tuple(np.shape(kernel))))
+    return rows
+
+
+def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
+    shape = graph.input_shape
+    size = shape[0] if shape[0] is not None and shape[0] == shape[1] else None
+    fixed = any(x.kind in FIXED_SIZE_KINDS for x in graph.layers)
+    probe = tuple(size or 224 for _ in range(2)) + (shape[-1],)
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
+    out = jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
+                         jax.ShapeDtypeStruct((1, *probe), jnp.float32))
+    downsampling = sum(1 for x in graph.layers if _strided(x))
+    classes = int(out.shape[-1])
+    if classes == 1 and graph.head_activation == "sigmoid":
+        classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
+    return ModelInfo(graph.name, classes, size, "flatten" if fixed and size else "gap",
+                     graph.class_names, max(1, min(2 ** downsampling, 32)), int(shape[-1]))
+
+
+def _strided(layer) -> bool:
+    cfg = layer.cfg
+    s = cfg.get("strides", cfg.get("pool_size") if "Pool" in layer.kind and "Global" not in layer.kind else 1)
+    s = s if s is not None else cfg.get("pool_size", 1)
+    return max(np.atleast_1d(s)) > 1 if s is not None else False

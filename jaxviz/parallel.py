@@ -39,7 +39,7 @@ from .atomic import write_bytes
 from .errors import JaxvizError
 
 #: Largest chunk per CPU device: on a 2-core CPU batches past ~16–32 images of 64×64 fall out of the L3
-#: cache and run slower (shared/PERF_NOTES.md, item 4).
+#: cache and run slower (docs/PERFORMANCE.md, item 4).
 CPU_MAX_CHUNK = 16
 #: Largest chunk per accelerator (beyond this a GPU is long saturated and progress gets coarse).
 ACCELERATOR_MAX_CHUNK = 1024
@@ -241,8 +241,12 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
 
     Every process calls this first, with the same ``coordinator_address`` (``host:port`` of process 0)
     and ``num_processes``. Each then computes its share of the chunks (:func:`process_share`) and the
-    results are merged with :func:`allgather_items`.
+    results are merged with :func:`allgather_items`. Like :func:`jaxviz.load`, it first applies jaxviz's
+    XLA:CPU setting (:func:`jaxviz.xla_cpu.configure`), since JAX's backend starts here.
     """
+    from . import xla_cpu
+
+    xla_cpu.configure()
     try:
         if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")

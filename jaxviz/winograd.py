@@ -20,7 +20,7 @@ conditioning there (the exact mode's map is 3e-2 from a float64 computation, Cap
 TPUs keep their own convolution libraries.
 
 The kernel transforms (``G k Gᵀ``, 4× the kernel's size) are computed once per set of weights, with the
-flipped kernels of the backward pass (:func:`jaxviz.vgg.flipped_kernels`), not inside each program.
+flipped kernels of the backward pass (:func:`jaxviz.ops.flipped_kernels`), not inside each program.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import optax
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jaxviz import vgg  # noqa: E402
+from jaxviz import graph, ops, vgg  # noqa: E402
 from jaxviz.atomic import write_bytes  # noqa: E402
 from jaxviz.demo import VGG_DEMO, VGG_DEMO_GAP, make_scenes  # noqa: E402
 from jaxviz.images import preprocess_input  # noqa: E402
@@ -79,7 +79,7 @@ def split(params: dict) -> tuple[dict, dict]:
 
 
 def make_train_step(optimizer):
-    flat_model = vgg.make_module(VGG_DEMO)
+    flat_model = graph.Network(vgg.build_graph(VGG_DEMO), ops.EXACT)
 
     def loss_fn(params, x, y):
         model_params = {k: v for k, v in params.items() if k != "gap_predictions"}

@@ -1,5 +1,13 @@
-"""Test-wide setup: Keras (the parity reference) runs on its JAX backend; this project has no TensorFlow."""
+"""Test-wide setup: Keras (the parity reference) runs on its JAX backend; this project has no TensorFlow.
+
+The suite runs with jaxviz's XLA:CPU setting applied before JAX starts (as the CLI and the first
+``jaxviz.load`` do), so every test and every worker process it starts computes with the same convolutions.
+"""
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test module imports keras
+
+from jaxviz import xla_cpu  # noqa: E402
+
+xla_cpu.configure()

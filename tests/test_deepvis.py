@@ -177,11 +177,9 @@ def test_ascent_gets_the_precomputed_kernels(tiny):
     # ascent, as in the attribution programs; the fast default stays within float32 rounding of the exact mode.
     import jax
 
-    from jaxviz.attribution import _core
-
-    _core._FLIPPED.pop(tiny, None)
+    tiny._prepared_cache = None
     fast = class_patterns(tiny, CLASSES, steps=6, raw=True, progress=False)
-    assert tiny in _core._FLIPPED and "fc1" in _core._FLIPPED[tiny][2]
+    assert tiny._prepared_cache is not None and "fc1" in tiny._prepared_cache[1]
     with jax.default_matmul_precision("highest"):
         exact = class_patterns(tiny, CLASSES, steps=6, raw=True, progress=False)
     assert np.abs(fast - exact).max() < 1e-2 * np.abs(exact).max()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import vgg
+from jaxviz import ops, vgg
 from jaxviz.attribution import gradcam as G
 from jaxviz.attribution.gradcam import gradcam, gradcam_result
 from jaxviz.model import Model
@@ -38,9 +38,9 @@ def _tail(model, params, a, layer):
     for r in rows[names.index(layer) + 1:]:
         p = params.get(r.name)
         if r.kind == "Conv2D":
-            a = jax.nn.relu(vgg.conv3x3(a, p["kernel"]) + p["bias"])
+            a = jax.nn.relu(ops.conv3x3(a, p["kernel"]) + p["bias"])
         elif r.kind == "MaxPooling2D":
-            a = vgg.max_pool2x2(a)
+            a = ops.max_pool2x2(a)
         elif r.kind == "Flatten":
             a = a.reshape(a.shape[0], -1)
         elif r.kind == "GlobalAveragePooling2D":

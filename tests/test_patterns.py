@@ -102,7 +102,7 @@ def test_keras_parity_listing_5_38(tiny):
             assert np.linalg.norm(ours1[i] - ref1[0]) <= 0.02 * np.linalg.norm(ref1[0] - x0[i])
             ref40, _ = generate(f, x0[i: i + 1], 40)
             # 40 steps: pixels may drift apart (ReLU flips amplify rounding under RMS-normalised ascent,
-            # shared/PERF_NOTES.md), so compare the objective reached: within 1 %.
+            # docs/PERFORMANCE.md), so compare the objective reached: within 1 %.
             ours_loss = patterns.pattern_objective(tiny, LAYER, [f], ours40[i: i + 1])[0]
             ref_loss = patterns.pattern_objective(tiny, LAYER, [f], ref40.astype(np.float32))[0]
             assert abs(ours_loss - ref_loss) <= 0.01 * abs(ref_loss)
@@ -175,7 +175,7 @@ def test_compiled_program_has_no_scatter_and_plain_convs(tiny, method):
     assert report["scatter"] == 0 and report["select_and_scatter"] == 0, report
     # The convs are inside the ascent loop: 5 forward, 2 input-gradient (keras; regularised: one forward
     # conv is outside). In the fast default the input gradients of vgg_tiny's first three layers (≤ 4 input
-    # channels) are matmuls and shifted sums (vgg._input_grad_few_channels), not convs.
+    # channels) are matmuls and shifted sums (ops._input_grad_few_channels), not convs.
     assert report["loop_convolutions"] >= (7 if method == "keras" else 5), report
     assert set(report["conv_layouts"]) == {"b01f_01io->b01f"}, report  # input gradient = forward-style conv
     if method == "keras":  # the backward convs' flipped kernels are made before the loop (the regularised

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import vgg, winograd
+from jaxviz import ops, vgg, winograd
 from jaxviz.attribution import _core
 
 
@@ -35,13 +35,13 @@ def _big_conv_inputs():
     rng = np.random.default_rng(1)
     x = jnp.asarray(np.maximum(rng.normal(size=(1, 16, 16, 128)), 0), jnp.float32)
     k = jnp.asarray(rng.normal(size=(3, 3, 128, 128)) * np.sqrt(2 / (9 * 128)), jnp.float32)
-    flipped = vgg.flipped_kernels({"c": {"kernel": k, "bias": jnp.zeros(128)}}, transforms=True)["c"]
+    flipped = ops.flipped_kernels({"c": {"kernel": k, "bias": jnp.zeros(128)}}, transforms=True)["c"]
     return x, k, flipped
 
 
 def test_conv3x3_picks_winograd_by_default_and_direct_when_pinned():
     x, k, fl = _big_conv_inputs()
-    fn = jax.jit(lambda x: vgg.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
+    fn = jax.jit(lambda x: ops.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
     fast_hlo = fn.lower(x).compile().as_text()
     with jax.default_matmul_precision("highest"):
         exact_hlo = fn.lower(x).compile().as_text()
@@ -58,7 +58,7 @@ def test_winograd_input_gradient_matches_direct():
     def vjp(conv):
         return jax.vjp(conv, x, k)[1](g)
 
-    dx, dk = vjp(lambda x, k: vgg.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
+    dx, dk = vjp(lambda x, k: ops.conv3x3(x, k, fl["kernel"], (fl["winograd"], fl["winograd_t"])))
     with jax.default_matmul_precision("highest"):
         dx_ref, dk_ref = vjp(_direct)
     assert _relative(dx, dx_ref) < 1e-5
@@ -67,7 +67,7 @@ def test_winograd_input_gradient_matches_direct():
 
 def test_only_wide_layers_get_transforms():
     model = jaxviz.load("vgg16", "random:0", include_top=False)
-    fl = jax.eval_shape(lambda p: vgg.flipped_kernels(p, transforms=True), model.params)
+    fl = jax.eval_shape(lambda p: ops.flipped_kernels(p, transforms=True), model.params)
     with_transforms = sorted(n for n, e in fl.items() if "winograd" in e)
     # 64 → 64 stays direct; 64 → 128 (block2_conv1) and everything wider is transformed.
     assert "block1_conv1" not in with_transforms and "block1_conv2" not in with_transforms
@@ -75,7 +75,7 @@ def test_only_wide_layers_get_transforms():
     assert fl["block2_conv1"]["winograd_t"].shape == (36, 128, 64)
     assert fl["block3_conv1"]["winograd"].shape == (36, 128, 256)
     assert fl["block3_conv1"]["winograd_t"].shape == (36, 256, 128)
-    assert not any("winograd" in e for e in vgg.flipped_kernels(model.params, transforms=False).values())
+    assert not any("winograd" in e for e in ops.flipped_kernels(model.params, transforms=False).values())
     assert winograd.applies((1, 14, 14, 512)) and not winograd.applies((1, 8, 8, 512))
     with jax.default_matmul_precision("float32"):
         assert not winograd.applies((1, 64, 64, 512))
@@ -110,7 +110,7 @@ def test_strips_equal_whole_image(shape, budget):
     whole = winograd.conv(x, u, budget=2**40)
     scale = float(jnp.abs(whole).max())
     np.testing.assert_allclose(winograd.conv(x, u, budget=budget), whole, rtol=0, atol=1e-5 * scale)
-    ref = vgg._conv(x, k)
+    ref = ops._conv(x, k)
     assert float(jnp.abs(whole - ref).max() / jnp.abs(ref).max()) < 3e-5
 
 
@@ -132,12 +132,12 @@ def test_few_channel_input_gradient_equals_conv_gradient(cin):
     x = jnp.asarray(rng.normal(size=(2, 19, 12, cin)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(3, 3, cin, 16)), jnp.float32)
     g = jnp.asarray(rng.normal(size=(2, 19, 12, 16)), jnp.float32)
-    ref = jax.vjp(lambda x: vgg._conv(x, k), x)[1](g)[0]
-    fast = vgg._input_grad_few_channels(g, k)
+    ref = jax.vjp(lambda x: ops._conv(x, k), x)[1](g)[0]
+    fast = ops._input_grad_few_channels(g, k)
     assert float(jnp.abs(fast - ref).max() / jnp.abs(ref).max()) < 1e-6
 
     def grad_hlo():
-        fn = jax.jit(lambda x, k, g: jax.vjp(lambda x: vgg.conv3x3(x, k), x)[1](g)[0])
+        fn = jax.jit(lambda x, k, g: jax.vjp(lambda x: ops.conv3x3(x, k), x)[1](g)[0])
         return fn.lower(x, k, g).compile().as_text(), fn(x, k, g)
 
     text, dx = grad_hlo()  # fast default: forward conv only, the input gradient is a matmul
@@ -157,13 +157,13 @@ def test_both_transform_forms_equal_direct_conv(monkeypatch, ynn_off):
     rng = np.random.default_rng(11)
     x = jnp.asarray(rng.normal(size=(2, 18, 13, 64)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.1, jnp.float32)
-    ref = vgg._conv(x, k)
+    ref = ops._conv(x, k)
     y = winograd.conv(x, winograd.transform_kernel(k))
     assert float(jnp.abs(y - ref).max() / jnp.abs(ref).max()) < 3e-5
 
 
 def test_dense_input_gradient_uses_transposed_kernel():
-    # vgg.dense with the precomputed transpose: same values and gradients as x @ kernel; the fast default's
+    # ops.dense with the precomputed transpose: same values and gradients as x @ kernel; the fast default's
     # program multiplies by kernel_t, the exact mode's is autodiff's.
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(size=(3, 40)), jnp.float32)
@@ -171,7 +171,7 @@ def test_dense_input_gradient_uses_transposed_kernel():
     g = jnp.asarray(rng.normal(size=(3, 24)), jnp.float32)
 
     def grads(x, k, kt):
-        y, vjp = jax.vjp(lambda x, k: vgg.dense(x, k, kt), x, k)
+        y, vjp = jax.vjp(lambda x, k: ops.dense(x, k, kt), x, k)
         return (y, *vjp(g))
 
     ref = jax.vjp(lambda x, k: x @ k, x, k)
@@ -182,13 +182,13 @@ def test_dense_input_gradient_uses_transposed_kernel():
     ref = jax.vjp(lambda x, k: x @ k, x1, k)
     for got, want in zip(jax.jit(grads)(x1, k, k.T), (ref[0], *ref[1](g))):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    forward = jax.jit(vgg.dense).lower(x1, k, k.T).as_text()
-    backward = jax.jit(lambda x, k, kt: jax.vjp(lambda x: vgg.dense(x, k, kt), x)[1](g)[0]).lower(x1, k, k.T).as_text()
+    forward = jax.jit(ops.dense).lower(x1, k, k.T).as_text()
+    backward = jax.jit(lambda x, k, kt: jax.vjp(lambda x: ops.dense(x, k, kt), x)[1](g)[0]).lower(x1, k, k.T).as_text()
     assert "(tensor<24x40xf32>, tensor<40xf32>)" in forward and "(tensor<40x24xf32>, tensor<24xf32>)" in backward
     model = jaxviz.load("vgg_tiny", "random:0")
-    fl = vgg.flipped_kernels(model.params, transforms=True)
+    fl = ops.flipped_kernels(model.params, transforms=True)
     np.testing.assert_array_equal(fl["fc1"]["kernel"], model.params["fc1"]["kernel"].T)
-    assert "fc1" not in vgg.flipped_kernels(model.params, transforms=False)
+    assert "fc1" not in ops.flipped_kernels(model.params, transforms=False)
     xs = jnp.asarray(rng.normal(size=(2, 32, 32, 3)) * 50, jnp.float32)
     fast = jaxviz.saliency(model, xs, target=[1, 2], reduce=None)
     with jax.default_matmul_precision("highest"):

@@ -1,4 +1,5 @@
-"""jaxviz.xla_cpu: importing jaxviz turns XLA:CPU's YNNPACK fusions off, unless the user chose otherwise."""
+"""jaxviz.xla_cpu: the first model load (or the CLI) turns XLA:CPU's YNNPACK fusions off, unless the user chose
+otherwise; importing jaxviz changes nothing."""
 
 import json
 import os
@@ -16,11 +17,14 @@ if sys.argv[1] == "jax-first":
     jnp.ones(1).block_until_ready()  # starts the CPU backend before jaxviz is imported
 import jax, jax.numpy as jnp
 import jaxviz
+import_flags = os.environ.get("XLA_FLAGS", "")
+if sys.argv[1] != "import-only":
+    jaxviz.load("vgg_tiny", "random:0")
 f = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
                                                       dimension_numbers=("NHWC", "HWIO", "NHWC")))
 hlo = f.lower(jnp.ones((1, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
 print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "ynn": "ynn_fusion" in hlo,
-                  "added": jaxviz.xla_cpu.added}))
+                  "added": jaxviz.xla_cpu.added, "import_flags": import_flags}))
 """
 
 
@@ -37,10 +41,16 @@ def _jax_uses_ynn_by_default() -> bool:
     return _probe(**{xla_cpu.KEEP_ENV: "1"})["ynn"]
 
 
-def test_import_turns_ynn_fusions_off():
+def test_first_load_turns_ynn_fusions_off():
     got = _probe()
+    assert got["import_flags"] == "", "importing jaxviz changed XLA_FLAGS"
     assert got["added"] and xla_cpu.YNN_FLAG in got["flags"].split()
     assert not got["ynn"], "a convolution still compiled to a YNNPACK fusion"
+
+
+def test_import_alone_changes_nothing():
+    got = _probe("import-only")
+    assert not got["added"] and got["flags"] == ""
 
 
 def test_opt_out_keeps_jax_defaults():

@@ -159,7 +159,7 @@ def class_score(logits: jax.Array, targets: jax.Array, score: str) -> jax.Array:
     """``[N]`` score of each image's target class from ``[N, K]`` logits.
 
     The class is picked with a one-hot contraction rather than indexing: its gradient is a multiply, not a
-    serial scatter (see shared/PERF_NOTES.md).
+    serial scatter (see docs/PERFORMANCE.md).
     """
     if score == "prob":
         values = jax.nn.softmax(logits, axis=-1)
@@ -293,7 +293,7 @@ def _plan(n: int, chunk: int) -> tuple[int, int]:
 
     Padding items are evaluated and thrown away, so e.g. 50 IG steps with ``chunk=8`` run as 10 chunks of
     5 (50 evaluations) rather than 7 of 8 (56: 12 % wasted); on a CPU, 5 or 8 inputs per chunk run at the
-    same speed per input (shared/PERF_NOTES.md). Ties go to the larger size.
+    same speed per input (docs/PERFORMANCE.md). Ties go to the larger size.
     """
     chunk = max(1, min(chunk, n))
     best = min(range(chunk // 2 + 1, chunk + 1), key=lambda s: (-(-n // s) * s, -s))
@@ -379,12 +379,10 @@ def batch_size_for(model, x, batch_size: int | None, n_items: int, gradient: boo
 
 def activation_bytes(model, size: tuple[int, int]) -> float:
     """float32 bytes of all layer outputs of one ``size`` input (a guess for models without a layer table)."""
-    from ..vgg import Arch, layer_table
-
-    arch = getattr(model, "arch", None)
-    if not isinstance(arch, Arch):
+    table = getattr(model, "layer_table", None)
+    if table is None:
         return 4.0 * size[0] * size[1] * 64 * 8
-    rows = layer_table(arch, include_top=False, input_shape=(*size, 3))
+    rows = table((*size, getattr(model.arch, "channels", 3)))
     return 4.0 * sum(float(np.prod(r.output_shape)) for r in rows)
 
 
@@ -395,11 +393,11 @@ def activation_bytes(model, size: tuple[int, int]) -> float:
 class _Forward:
     """``model.apply`` through a weak reference, so cached programs do not keep a model alive.
 
-    With ``flipped`` (the input-gradient kernels of a jaxviz VGG, :func:`jaxviz.vgg.flipped_kernels` of the
+    With ``flipped`` (the input-gradient kernels of a jaxviz VGG, :func:`jaxviz.ops.flipped_kernels` of the
     same params), the Flax module is applied with that ``"flipped"`` collection: the backward convs then use
     the precomputed kernels instead of flipping and transposing every kernel inside each program (measured:
     ~9 % of a VGG16 saliency call at batch 1, the transposes run nearly serially on XLA:CPU). The values are
-    the same: :func:`jaxviz.vgg.flip_kernel` is a permutation.
+    the same: :func:`jaxviz.ops.flip_kernel` is a permutation.
     """
 
     __slots__ = ("_ref", "_flipped")
@@ -417,33 +415,13 @@ class _Forward:
         return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb, flipped=self._flipped)
 
 
-# {model: (conv kernels the flipped ones were computed from, flipped kernels)}; models are held weakly.
-_FLIPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _has_flipped_collection(model) -> bool:
-    from ..vgg import Arch
-
-    return isinstance(getattr(model, "arch", None), Arch) and hasattr(model, "module")
+    return callable(getattr(model, "prepared", None))
 
 
 def flipped_kernels(model, params):
-    """The input-gradient kernels of ``params``' conv and dense layers, computed once per params (cached per
-    model).
-
-    The cache holds the last params' result and is checked by the identity of every conv and dense kernel, so new
-    params (the sanity check's randomised weights) or a replaced ``model.params`` are noticed.
-    """
-    kernels = {name: p["kernel"] for name, p in params.items() if getattr(p.get("kernel"), "ndim", 0) in (2, 4)}
-    ident = tuple((name, id(k)) for name, k in kernels.items())
-    hit = _FLIPPED.get(model)
-    if hit is not None and hit[0] == ident and all(a is b for a, b in zip(hit[1], kernels.values())):
-        return hit[2]
-    from ..vgg import flipped_kernels as flip_all
-
-    flipped = jax.jit(flip_all)({name: params[name] for name in kernels})
-    _FLIPPED[model] = (ident, tuple(kernels.values()), flipped)
-    return flipped
+    """The kernels ``model``'s ops derive from ``params`` (:meth:`jaxviz.Model.prepared`, cached per params)."""
+    return model.prepared(params)
 
 
 def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:

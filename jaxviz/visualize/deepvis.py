@@ -36,7 +36,7 @@ The demo networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes) have their
 
 All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
 contraction), the whole ascent is one jit-compiled ``lax.fori_loop`` on the model's forward pass (whose
-conv and pool have the loop-friendly custom VJPs, see PERF_NOTES, with the model's precomputed flipped,
+conv and pool have the loop-friendly custom VJPs, see docs/PERFORMANCE.md, with the model's precomputed flipped,
 Winograd and transposed dense kernels: VGG16 at 224 px, 4 classes, 1.93 → 0.88 s per step on 2 cores),
 and every class gets its own PRNG stream derived from (seed, class), so an image does not depend on which
 other classes share its batch.
@@ -241,7 +241,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     fn = _compiled(model, size, int(blur_every), float(blur_sigma), int(jitter))
     # The input-gradient (and on CPUs Winograd and transposed dense) kernels, computed once per weights and
     # passed in: XLA:CPU would otherwise flip every kernel at each step and compute fc1's input gradient
-    # for several classes through its slow g @ Wᵀ (see jaxviz.vgg.dense).
+    # for several classes through its slow g @ Wᵀ (see jaxviz.ops.dense).
     flipped = model._prepared()
     best, best_score = x, jnp.full((len(cls),), -jnp.inf, jnp.float32)
     lr, decay = jnp.float32(step_size), jnp.float32(l2_decay)

@@ -10,17 +10,17 @@ for 40 steps. :func:`filter_patterns` does that for many filters at once:
   rotation at every step, and Adam. Deep layers (block4, block5) then give recognisable textures and
   object parts instead of high-frequency noise. Defaults are in :data:`REGULARISED_DEFAULTS`.
 
-How it runs (see shared/PERF_NOTES.md for the measurements behind each choice):
+How it runs (see docs/PERFORMANCE.md for the measurements behind each choice):
 
 - The whole ascent is ONE compiled program: ``lax.fori_loop`` over the steps, batched over filters (image
   ``i`` maximises filter ``i``; the images never interact, so the summed loss gives every image its own
   gradient). The filter is chosen by a one-hot contraction, not by indexing: the gradient of an indexed
   read is a scatter, which XLA:CPU runs on one core.
-- The network's convolutions and max-pools have hand-written backward passes (:func:`jaxviz.vgg.conv3x3`,
-  :func:`jaxviz.vgg.max_pool2x2`) that stay on XLA:CPU's fast path inside loops;
+- The network's convolutions and max-pools have hand-written backward passes (:func:`jaxviz.ops.conv3x3`,
+  :func:`jaxviz.ops.max_pool2x2`) that stay on XLA:CPU's fast path inside loops;
   :func:`check_compiled_program` verifies it on the compiled HLO (no scatter; every convolution in
   forward layout, none with a reversed kernel). Their flipped kernels are computed once before the loop
-  (:func:`jaxviz.vgg.flipped_kernels`): XLA:CPU would otherwise redo the flips at every step
+  (:func:`jaxviz.graph.prepare`): XLA:CPU would otherwise redo the flips at every step
   (``loop_reverses`` in the report; measured up to ~19 % of a step at block5_conv1 @ 64 px).
 - Only the wanted channels of the target layer are computed (``columns``): the pass stops at the layer
   before it, and the target convolution uses just the chunk's kernel columns — the channels the
@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import parallel, vgg
+from .. import graph, ops, parallel, preprocessing, vgg
 from ..errors import JaxvizError
 
 METHODS = ("keras", "regularised")
@@ -108,21 +108,30 @@ class _Plan:
     before: str | None = None  # last layer computed by the network (None: full pass to `layer`)
     conv: str | None = None  # conv computed column by column after `before`
     pool: bool = False  # a max-pool follows `conv` (the target is a pooling layer)
+    preprocess: str = "caffe"  # the model's input space (jaxviz.preprocessing mode)
+
+
+def _table(model, size: int):
+    """The model's layer table for ``size`` × ``size`` inputs."""
+    return model.layer_table((size, size, getattr(model.arch, "channels", 3)))
 
 
 def _plan(model, layer: str, size: int) -> _Plan:
-    rows = vgg.layer_table(model.arch, model.include_top, (size, size, 3))
-    names = [r.name for r in rows]
+    mode = getattr(model, "preprocess", "caffe")
     if layer == "logits":
-        return _Plan(layer, model.arch.num_classes, False)
+        return _Plan(layer, model.arch.num_classes, False, preprocess=mode)
+    rows = _table(model, size)
+    names = [r.name for r in rows]
     i = names.index(layer)
     row = rows[i]
     spatial = len(row.output_shape) == 3
+    if not isinstance(model.arch, vgg.Arch):  # any graph: the pass up to the layer, all its channels
+        return _Plan(layer, row.output_shape[-1], spatial, preprocess=mode)
     if row.kind == "Conv2D":
-        return _Plan(layer, row.output_shape[-1], True, names[i - 1], layer, False)
+        return _Plan(layer, row.output_shape[-1], True, names[i - 1], layer, False, preprocess=mode)
     if row.kind == "MaxPooling2D" and rows[i - 1].kind == "Conv2D":
-        return _Plan(layer, row.output_shape[-1], True, names[i - 2], names[i - 1], True)
-    return _Plan(layer, row.output_shape[-1], spatial)
+        return _Plan(layer, row.output_shape[-1], True, names[i - 2], names[i - 1], True, preprocess=mode)
+    return _Plan(layer, row.output_shape[-1], spatial, preprocess=mode)
 
 
 def _forward(module, prep, x, upto):
@@ -133,21 +142,22 @@ def _forward(module, prep, x, upto):
     return out
 
 
-def _prepare(plan: _Plan, params, onehot, *, columns: bool, dtype) -> dict:
+def _prepare(module, plan: _Plan, params, onehot, *, columns: bool, dtype) -> dict:
     """What the objective needs that stays fixed during an ascent, computed once before its loop.
 
     The params in the compute dtype, the flipped kernels of the backward convs
-    (:func:`jaxviz.vgg.flipped_kernels`), and with ``columns`` the chunk's kernel columns of the target
+    (:func:`jaxviz.graph.prepare`), and with ``columns`` the chunk's kernel columns of the target
     conv: picked by a one-hot contraction (``[3,3,Cin,C] · [B,C] → [3,3,Cin,B]``), so no gather or scatter
     appears in the program.
     """
     dtype = jnp.dtype(dtype)
     cparams = _cast_params(params, dtype)
-    prep = {"params": cparams, "flipped": vgg.flipped_kernels(cparams), "onehot": onehot.astype(dtype)}
+    prep = {"params": cparams, "flipped": graph.prepare(module.graph, cparams, module.ops),
+            "onehot": onehot.astype(dtype)}
     if plan.conv is not None and columns:
         p = cparams[plan.conv]
         kernel = jnp.einsum("hwio,bo->hwib", p["kernel"], prep["onehot"])
-        prep["column"] = (kernel, vgg.flip_kernel(kernel), prep["onehot"] @ p["bias"])
+        prep["column"] = (kernel, ops.flip_kernel(kernel), prep["onehot"] @ p["bias"])
     return prep
 
 
@@ -170,10 +180,10 @@ def _objective(module, plan: _Plan, prep: dict, x, *, pre_relu: bool = False):
             p = prep["params"][plan.conv]
             kernel, kernel_t, bias = p["kernel"], prep["flipped"][plan.conv]["kernel"], p["bias"]
             select = onehot
-        z = vgg.conv3x3(h, kernel, kernel_t) + bias
+        z = ops.conv3x3(h, kernel, kernel_t) + bias
         a = z if pre_relu else jax.nn.relu(z)
         if plan.pool:
-            a = vgg.max_pool2x2(a)
+            a = ops.max_pool2x2(a)
     else:
         a = _forward(module, prep, x, plan.layer)
         select = onehot
@@ -207,7 +217,7 @@ def _keras_program(module, plan, params, filters, seed, init, step_size, steps, 
     dtype = jnp.dtype(dtype)
     x0 = _random_start(seed, filters, size) if init is None else init
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
+    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
 
     def total(x):
         return _objective(module, plan, prep, x.astype(dtype)).sum()
@@ -287,9 +297,11 @@ def _transform(rgb, key, opts: dict):
     return img[pad: pad + size, pad: pad + size]
 
 
-def _to_model_space(rgb):
-    """RGB in [0, 1] → the model's input: BGR 0..255 minus the ImageNet means (Keras's "caffe" mode)."""
-    return rgb[..., ::-1] * 255.0 - jnp.asarray(_BGR_MEAN)
+def _to_model_space(rgb, mode: str = "caffe"):
+    """RGB in [0, 1] → the model's input (Keras's ``mode`` preprocessing; "caffe": BGR 0..255 minus the means)."""
+    if mode == "caffe":
+        return rgb[..., ::-1] * 255.0 - jnp.asarray(_BGR_MEAN)
+    return preprocessing.preprocess(rgb * 255.0, mode)
 
 
 def _regularised_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns,
@@ -300,7 +312,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     opts = dict(opts)
     dtype = jnp.dtype(dtype)
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
+    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
     base = jax.random.key(seed)
     keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
     shape = (2, 3, size, size // 2 + 1)
@@ -311,7 +323,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     def loss(param, step_keys):
         rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
         rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
-        x = _to_model_space(rgb).astype(dtype)
+        x = _to_model_space(rgb, plan.preprocess).astype(dtype)
         return -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
 
     opt = optax.adam(step_size)
@@ -325,7 +337,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
 
     param, _ = lax.fori_loop(0, steps, step, (param0, opt.init(param0)))
     rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
-    return _to_model_space(rgb)
+    return _to_model_space(rgb, plan.preprocess)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,9 +428,16 @@ def _check_filters(filters, plan: _Plan, model) -> list[int]:
 
 def _check_size(model, layer: str, size: int) -> int:
     size = int(size)
-    rows = vgg.layer_table(model.arch, model.include_top, (size, size, 3)) if size > 0 else []
+    fixed = model.arch.head == "flatten" and model.arch.default_size
+    try:
+        rows = _table(model, size) if size > 0 else []
+    except (TypeError, ValueError):  # shapes that do not fit the graph (a fixed-size head, a too small image)
+        if fixed and size != model.arch.default_size:
+            raise JaxvizError(f"{model.arch.name} takes only {model.arch.default_size}×{model.arch.default_size} "
+                              f"inputs; got size={size}") from None
+        raise JaxvizError(f"size={size} is too small for {layer} of {model.arch.name}") from None
     by_name = {r.name: r for r in rows}
-    row = by_name.get("predictions" if layer == "logits" else layer)
+    row = by_name.get(model.graph.resolve(layer))
     needs_full = row is not None and len(row.output_shape) == 1 and model.arch.head == "flatten"
     if needs_full and size != model.arch.default_size:
         raise JaxvizError(
@@ -452,11 +471,11 @@ def _check_options(method: str, options: dict) -> tuple:
 
 def _activation_sizes(model, layer: str, size: int, columns: bool) -> list[int]:
     """Elements of the input and of every layer output up to ``layer`` (one filter), from the layer table."""
-    rows = vgg.layer_table(model.arch, model.include_top, (size, size, 3))
+    rows = _table(model, size)
     sizes = [3 * size * size]
     for r in rows[1:]:
         sizes.append(int(np.prod(r.output_shape)))
-        if r.name == layer or (layer == "logits" and r.name == "predictions"):
+        if r.name == model.graph.resolve(layer):
             if columns and len(r.output_shape) == 3:
                 sizes[-1] //= r.output_shape[-1]  # only the filter's own channel is computed
             break
@@ -502,7 +521,7 @@ def measured_bytes_per_filter(model, layer: str, size: int, dtype: str = "float3
 
         def one_step(params, x, filters):
             onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-            prep = _prepare(plan, params, onehot, columns=columns, dtype=dtype)
+            prep = _prepare(model.module, plan, params, onehot, columns=columns, dtype=dtype)
             return jax.grad(lambda x: _objective(model.module, plan, prep, x.astype(dtype)).sum())(x)
 
         x = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32)
@@ -518,7 +537,7 @@ def weight_bytes(model, layer: str) -> float:
     for name in model.layer_names:
         if name in model.params:
             total += sum(int(np.prod(p.shape)) * 4 for p in model.params[name].values())
-        if name == layer or (layer == "logits" and name == "predictions"):
+        if name == model.graph.resolve(layer):
             break
     return float(total)
 
@@ -712,7 +731,7 @@ def pattern_objective(model, layer: str, filters: int | Iterable[int], x, pre_re
 @functools.partial(jax.jit, static_argnums=(0, 1, 5, 6))
 def _objective_jit(module, plan, params, x, filters, columns, pre_relu):
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    return _objective(module, plan, _prepare(plan, params, onehot, columns=columns, dtype=x.dtype), x,
+    return _objective(module, plan, _prepare(module, plan, params, onehot, columns=columns, dtype=x.dtype), x,
                       pre_relu=pre_relu)
 
 
@@ -753,7 +772,7 @@ def _hlo_computations(hlo_text: str) -> dict[str, str]:
 
 
 def check_compiled_program(hlo_text: str) -> dict:
-    """Checks an optimised HLO module for the slow patterns of shared/PERF_NOTES.md.
+    """Checks an optimised HLO module for the slow patterns of docs/PERFORMANCE.md.
 
     Returns a dict: ``scatter`` and ``select_and_scatter`` (op counts, want 0), ``convolutions`` (all)
     and ``loop_convolutions`` (inside the ascent loop), ``conv_layouts`` (``{dim_labels: count}``),
@@ -797,12 +816,12 @@ def forward_flops(model, layer: str, size: int) -> float:
     One ascent step is forward + input gradient = about twice this (the weights are constants, so no
     kernel gradient is computed); a pattern of ``steps`` steps costs ``2 · steps · forward_flops``.
     """
-    rows = vgg.layer_table(model.arch, model.include_top, (size, size, 3))
+    rows = _table(model, size)
     total = 0.0
     for r in rows:
         if r.kernel_shape is not None:
             positions = r.output_shape[0] * r.output_shape[1] if len(r.output_shape) == 3 else 1
             total += 2.0 * positions * math.prod(r.kernel_shape)
-        if r.name == layer or (layer == "logits" and r.name == "predictions"):
+        if r.name == model.graph.resolve(layer):
             break
     return total

@@ -1,0 +1,303 @@
+"""jaxviz's model: a graph of named layers, and the one pure forward pass every method is built on.
+
+A :class:`Graph` is a tuple of :class:`Layer` s (name, Keras class name as ``kind``, config, input layer
+names) in an order where every layer comes after its inputs. VGG16/VGG19 and the demo networks are graphs
+built from a table (:mod:`jaxviz.vgg`); a Keras ``.keras``/``.h5`` file is a graph read from its config
+(:mod:`jaxviz.keras_io`). Each layer kind is one small pure function in :mod:`jaxviz.layers`.
+
+:func:`forward` evaluates only the ancestors of what is asked for — a pass truncated at a layer computes
+nothing after it —, returns named intermediates (taps), adds ``perturb={layer: delta}`` to layers' outputs
+(Grad-CAM differentiates with respect to a zero delta) and replaces every plain ReLU of the graph with
+``relu`` (guided backprop, deconvnet). ``params`` is a plain pytree ``{layer: {"kernel": …, "bias": …}}``
+keyed by the layers' names: always a traced argument, never closed over.
+
+The tap ``"logits"`` is the model's class score before its final softmax/sigmoid (the pre-activation of an
+output layer with ``activation="softmax"``, or the input of a final ``Softmax``/``Activation`` layer; the
+output itself when the model ends in a linear layer). A single sigmoid unit ``z`` (a binary classifier,
+listing 5.5) gives the logits ``[z, -z]``: class 0 is the unit, class 1 its negative class, and their
+sigmoids are the probabilities ``[p, 1 - p]`` (:attr:`Graph.head_activation` says which function turns
+logits into probabilities).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from .errors import JaxvizError, LayerError
+from .ops import Ops
+
+#: Final activations whose input is the model's "logits".
+LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _freeze(value):
+    """A hashable copy of a JSON-like config value (lists → tuples, dicts → sorted item tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
+                                                  for v in value):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One node of the graph: Keras's layer name and class name, its config, and its input layers' names."""
+
+    name: str
+    kind: str
+    config: tuple = ()  # frozen: see :func:`make_layer` and :attr:`cfg`
+    inputs: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def cfg(self) -> dict:
+        return _thaw(self.config) if self.config else {}
+
+    def __getstate__(self):  # keep the cached cfg out of copies
+        return {k: getattr(self, k) for k in ("name", "kind", "config", "inputs")}
+
+
+def make_layer(name: str, kind: str, config: Mapping | None = None, inputs: Sequence[str] = ()) -> Layer:
+    return Layer(name, kind, _freeze(dict(config or {})), tuple(inputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """A model as a graph of named layers; hashable, so it keys compiled-program caches.
+
+    Attributes:
+      name: the model's name (Keras's ``model.name``).
+      layers: every layer, each after its inputs; the first ones are the ``InputLayer`` s.
+      outputs: the names of the layers whose values the model returns (one for the CNNs jaxviz explains).
+      class_names: names of the output classes, if the model's maker knows them.
+    """
+
+    name: str
+    layers: tuple[Layer, ...]
+    outputs: tuple[str, ...]
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for layer in self.layers:
+            if layer.name in seen:
+                raise JaxvizError(f"layer name {layer.name!r} appears twice in model {self.name!r}")
+            missing = [i for i in layer.inputs if i not in seen]
+            if missing:
+                raise JaxvizError(f"layer {layer.name!r} of {self.name!r} takes {missing[0]!r}, which comes "
+                                  "later or does not exist")
+            seen.add(layer.name)
+        if not self.outputs or any(o not in seen for o in self.outputs):
+            raise JaxvizError(f"model {self.name!r}: outputs {self.outputs} are not all layers")
+
+    # --- structure -------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {layer.name: i for i, layer in enumerate(self.layers)}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def input_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.kind == "InputLayer"]
+
+    @property
+    def input_shape(self) -> tuple:
+        """The first input's shape without the batch axis (``None`` for a free size)."""
+        cfg = self.input_layers[0].cfg
+        shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+        return tuple(shape[1:])
+
+    @functools.cached_property
+    def logits(self) -> tuple[str, bool]:
+        """``(layer, pre_activation)``: where the ``"logits"`` tap is read (see the module docstring)."""
+        out = self.by_name[self.outputs[0]]
+        if out.cfg.get("activation") in LOGIT_ACTIVATIONS and out.kind != "Activation":
+            return out.name, True
+        final = out.kind == "Softmax" or (out.kind == "Activation" and out.cfg.get("activation") in LOGIT_ACTIVATIONS)
+        if final and out.inputs:
+            return out.inputs[0], False
+        return out.name, False
+
+    @functools.cached_property
+    def head_activation(self) -> str | None:
+        """The final activation that turns the logits into the model's output: "softmax", "sigmoid" or None."""
+        out = self.by_name[self.outputs[0]]
+        if out.kind == "Softmax":
+            return "softmax"
+        act = out.cfg.get("activation")
+        return act if act in LOGIT_ACTIVATIONS else None
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """The layers ``names`` depend on, themselves included."""
+        todo, seen = [self.resolve(n) for n in names], set()
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.by_name[name].inputs)
+        return seen
+
+    def resolve(self, name: str) -> str:
+        """A tap's layer: ``"logits"`` → the layer that holds the logits; other names as they are."""
+        if name == "logits":
+            return self.logits[0]
+        if name not in self.by_name:
+            raise LayerError(f"unknown layer {name!r} in {self.name}; valid layers: {', '.join(self.layer_names)}")
+        return name
+
+    def to_json(self) -> str:
+        """The graph as JSON (jaxviz's pickle-free model format keeps it next to the arrays)."""
+        return json.dumps({
+            "name": self.name, "outputs": list(self.outputs),
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "layers": [{"name": x.name, "kind": x.kind, "config": x.cfg, "inputs": list(x.inputs)}
+                       for x in self.layers],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Graph:
+        d = json.loads(text)
+        layers = tuple(make_layer(x["name"], x["kind"], x["config"], x["inputs"]) for x in d["layers"])
+        names = d.get("class_names")
+        return cls(d["name"], layers, tuple(d["outputs"]), None if names is None else tuple(names))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The forward pass
+
+
+def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = None, taps: Sequence[str] = (),
+            perturb: Mapping[str, jax.Array] | None = None, relu: Callable | None = None,
+            prepared: Mapping | None = None):
+    """``(output, {tap: array})``: the graph on ``x``, evaluating only what ``upto`` and ``taps`` need.
+
+    Args:
+      graph: the model's :class:`Graph`.
+      params: ``{layer: {"kernel", "bias", …}}``.
+      x: ``[N, H, W, C]`` preprocessed input.
+      ops: how convolutions, dense products and pools are computed (:class:`jaxviz.ops.Ops`).
+      upto: the layer whose value is returned (``"logits"``: the class scores before the final softmax);
+        default the model's output. Nothing that ``upto`` and ``taps`` do not depend on is computed.
+      taps: layers whose values are also returned, by name.
+      perturb: ``{layer: delta}`` added to those layers' outputs (``"logits"`` too) before anything reads them.
+      relu: replaces every plain ReLU of the graph (fused ``activation="relu"`` and default ``ReLU`` layers).
+      prepared: the kernels :func:`prepare` derived from ``params`` (the fast ops' flipped/Winograd/transposed
+        kernels); without them the fast ops derive what they need inside the program.
+    """
+    from .layers import apply_activation, apply_layer
+
+    ops = ops.with_relu(relu)
+    perturb = dict(perturb or {})
+    taps = tuple(taps)
+    target = graph.outputs[0] if upto is None else upto
+    needed = graph.ancestors((target, *taps))
+    logits_layer, logits_pre = graph.logits
+    # Stopping at the logits: the output layer's activation runs only if a tap needs its value.
+    skip_activation = target == "logits" and logits_layer not in graph.ancestors(t for t in taps if t != "logits")
+    values: dict[str, jax.Array] = {}
+    tapped: dict[str, jax.Array] = {}
+    prepared = prepared or {}
+    for layer in graph.layers:
+        if layer.name not in needed:
+            continue
+        if layer.kind == "InputLayer":
+            out = x
+        else:
+            p = params.get(layer.name, {})
+            if layer.name in prepared:
+                p = {**p, "prepared": prepared[layer.name]}
+            inputs = [values[i] for i in layer.inputs]
+            out = apply_layer(layer, p, inputs, ops)
+            if isinstance(out, tuple):  # layers with a fused activation return (pre-activation, activation)
+                pre, act = out
+                if layer.name == logits_layer and logits_pre:
+                    pre = _perturbed(pre, "logits", perturb)
+                    tapped["logits"] = _binary_logits(pre, act)
+                    if skip_activation:
+                        continue
+                out = apply_activation(act, pre, ops)
+        out = _perturbed(out, layer.name, perturb)
+        if layer.name == logits_layer and not logits_pre:
+            out = _perturbed(out, "logits", perturb)
+            tapped["logits"] = _binary_logits(out, graph.head_activation)
+        values[layer.name] = out
+    result = tapped["logits"] if target == "logits" else values[target]
+    return result, {t: (tapped["logits"] if t == "logits" else values[t]) for t in taps}
+
+
+def _binary_logits(z, activation):
+    """A single sigmoid unit's logit ``z`` as the two classes ``[z, -z]`` (see the module docstring)."""
+    if activation == "sigmoid" and z.shape[-1] == 1:
+        return jax.numpy.concatenate([z, -z], axis=-1)
+    return z
+
+
+def _perturbed(value, name, perturb):
+    delta = perturb.get(name)
+    return value if delta is None else value + delta
+
+
+def prepare(graph: Graph, params: Mapping, ops: Ops) -> dict:
+    """``{layer: prepared kernels}`` for the convolution and dense layers ``ops`` precomputes kernels for.
+
+    Compute it once per set of weights, outside any loop of gradient steps, and pass it to :func:`forward`
+    (as a traced argument): XLA:CPU would otherwise redo the flips inside every program and every step.
+    """
+    out = {}
+    for layer in graph.layers:
+        p = params.get(layer.name)
+        if not p or "kernel" not in p:
+            continue
+        cfg = layer.cfg
+        if layer.kind == "Conv2D":
+            k = p["kernel"]
+            if ops.prepares_conv(k.shape, _pair(cfg.get("strides", 1)), cfg.get("padding", "valid"),
+                                 _pair(cfg.get("dilation_rate", 1)), cfg.get("groups", 1)):
+                out[layer.name] = ops.prepare_conv(k)
+        elif layer.kind == "Dense":
+            d = ops.prepare_dense(p["kernel"])
+            if d is not None:
+                out[layer.name] = d
+    return out
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(i) for i in v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A graph with its ops, applied Flax-style: ``apply({"params": …, "prepared": …}, x, upto=…, taps=…)``.
+
+    Hashable, so the pattern programs key their cache with it.
+    """
+
+    graph: Graph
+    ops: Ops
+
+    def apply(self, variables: Mapping, x, upto: str | None = None, taps: Sequence[str] = (),
+              relu: Callable | None = None, perturb: Mapping | None = None):
+        return forward(self.graph, variables["params"], x, ops=self.ops, upto=upto, taps=taps, perturb=perturb,
+                       relu=relu, prepared=variables.get("prepared", variables.get("flipped")))

@@ -1,0 +1,61 @@
+"""Keras's image preprocessing modes (``keras.applications.imagenet_utils.preprocess_input``), both ways.
+
+- ``"caffe"`` (VGG16/VGG19, ResNet50 v1): RGB → BGR, minus the BGR ImageNet means; 0..255 scale.
+- ``"tf"`` (ResNetV2, InceptionV3, Xception, MobileNet, MobileNetV2): ``x / 127.5 - 1``, in [-1, 1].
+- ``"torch"`` (DenseNet): ``x / 255``, minus the RGB means, divided by the RGB standard deviations.
+- ``"none"`` (EfficientNet, EfficientNetV2, MobileNetV3, and models that rescale inside themselves): as is.
+
+Inputs are RGB 0..255, channels last, any leading axes; numpy in, float32 numpy out, or jax in, jax out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODES = ("caffe", "tf", "torch", "none")
+
+_CAFFE_BGR_MEAN = np.asarray((103.939, 116.779, 123.68), np.float32)
+_TORCH_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
+_TORCH_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        from .errors import JaxvizError
+
+        raise JaxvizError(f"unknown preprocessing {mode!r}; use one of: {', '.join(MODES)}")
+    return mode
+
+
+def _xp(x):
+    if type(x).__module__.startswith(("jax", "jaxlib")):
+        import jax.numpy as jnp
+
+        return jnp, jnp.asarray(x, jnp.float32)
+    return np, np.asarray(x, np.float32)
+
+
+def preprocess(x, mode: str = "caffe"):
+    """RGB 0..255 → the model's input in Keras's ``mode`` (see the module docstring); never modifies ``x``."""
+    xp, x = _xp(x)
+    mode = check_mode(mode)
+    if mode == "caffe":
+        return x[..., ::-1] - xp.asarray(_CAFFE_BGR_MEAN)
+    if mode == "tf":
+        return x / np.float32(127.5) - np.float32(1.0)
+    if mode == "torch":
+        return (x / np.float32(255.0) - xp.asarray(_TORCH_MEAN)) / xp.asarray(_TORCH_STD)
+    return x + 0  # a copy, like the others
+
+
+def unpreprocess(x, mode: str = "caffe"):
+    """The inverse of :func:`preprocess`: model input → RGB 0..255 (not clipped)."""
+    xp, x = _xp(x)
+    mode = check_mode(mode)
+    if mode == "caffe":
+        return (x + xp.asarray(_CAFFE_BGR_MEAN))[..., ::-1]
+    if mode == "tf":
+        return (x + np.float32(1.0)) * np.float32(127.5)
+    if mode == "torch":
+        return (x * xp.asarray(_TORCH_STD) + xp.asarray(_TORCH_MEAN)) * np.float32(255.0)
+    return x + 0
