@@ -13,7 +13,7 @@ import sys
 from ..errors import JaxvizError
 
 #: Modules under ``jaxviz.cli`` whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = ("foundation", "visualize", "attribution", "throughput")
+COMMAND_MODULES = ("foundation", "visualize", "attribution")
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
-        if getattr(args, "command", None) not in ("bench", "weights", "summary", "convert"):
+        if getattr(args, "command", None) not in ("weights", "summary", "convert"):
             from ..parallel import enable_compilation_cache
 
             enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
