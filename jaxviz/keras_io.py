@@ -147,16 +147,21 @@ class _Flattener:
         for lc in entries:
             cls = lc["class_name"]
             name = str(lc.get("config", {}).get("name") or lc.get("name"))
+            if _is_operation(lc):  # not in model.layers: no weights group, no count
+                yield lc, cls, name, None
+                continue
             snake = to_snake_case(cls)
             key = snake if snake not in used else f"{snake}_{used[snake] + 1}"
             used[snake] = used.get(snake, -1) + 1
             yield lc, cls, name, key
 
     def _check_kind(self, lc, cls, name):
-        module = str(lc.get("module") or "")
-        if ".ops" in module or module.startswith("keras.ops"):
-            raise JaxvizError(f"layer {name!r} is a Keras operation ({cls} from {module}) applied to tensors, "
-                              "which jaxviz does not read; use layers (e.g. keras.layers.Add) instead")
+        if _is_operation(lc):
+            if "ops." + cls not in layers_lib.KINDS:
+                raise JaxvizError(
+                    f"layer {name!r} is the Keras operation {cls} ({lc.get('module')}) applied to tensors, which "
+                    f"jaxviz does not read; supported operations: {', '.join(sorted(layers_lib.OPERATIONS))}")
+            return
         if cls not in layers_lib.KINDS and cls not in _MODEL_CLASSES:
             raise layers_lib.unsupported(name, cls)
 
@@ -216,7 +221,10 @@ class _Flattener:
                     left.append((lc, cls, name, path))
                     continue
                 ins = [values[n][t] for n, _, t in refs]
-                if cls in _MODEL_CLASSES:
+                if _is_operation(lc):
+                    self.add(prefix + name, "ops." + cls, {"args": _operation_args(lc, name)}, ins, None, top)
+                    values[name] = [prefix + name]
+                elif cls in _MODEL_CLASSES:
                     values[name] = self.model(lc, f"{prefix}{name}/", ins, path, top or name)
                 else:
                     self.add(prefix + name, cls, lcfg, ins, path, top or name)
@@ -225,6 +233,30 @@ class _Flattener:
                 raise KeyError(f"layers {[p[2] for p in left]} take inputs that no layer of the model produces")
             pending = left
         return [values[n][t] for n, _, t in outputs]
+
+
+def _is_operation(lc: Mapping) -> bool:
+    module = str(lc.get("module") or "")
+    return module.startswith(("keras.src.ops", "keras.ops"))
+
+
+def _operation_args(lc: Mapping, name: str) -> list:
+    """An operation's call arguments: ``{"__input__": i}`` for its i-th tensor, numbers as they are."""
+    nodes = lc.get("inbound_nodes") or []
+    args, i = [], 0
+    for a in nodes[0].get("args", []) if nodes else []:
+        if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__":
+            args.append({"__input__": i})
+            i += 1
+        elif isinstance(a, (int, float)) and not isinstance(a, bool):
+            args.append(a)
+        else:
+            raise JaxvizError(f"layer {name!r} (the Keras operation {lc['class_name']}) takes an argument jaxviz "
+                              f"does not read ({str(a)[:60]}); only tensors and numbers are supported")
+    if nodes and nodes[0].get("kwargs"):
+        raise JaxvizError(f"layer {name!r} (the Keras operation {lc['class_name']}) has keyword arguments "
+                          f"{sorted(nodes[0]['kwargs'])}, which jaxviz does not read")
+    return args
 
 
 def _input_cfg(cfg: Mapping) -> dict:

@@ -310,6 +310,13 @@ def normalization(p, inputs, cfg, ops):
     return mean + x * std if cfg.get("invert", False) else (x - mean) / std
 
 
+@kind("LayerScale")
+def layer_scale(p, inputs, cfg, ops):
+    """ConvNeXt's ``LayerScale`` (keras.applications): ``x · γ`` per channel."""
+    x = inputs[0]
+    return x * _w(p, "gamma", x)
+
+
 @kind("Rescaling")
 def rescaling(p, inputs, cfg, ops):
     x = inputs[0]
@@ -421,7 +428,7 @@ def permute(p, inputs, cfg, ops):
 
 
 @kind("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-      "AlphaDropout", "ActivityRegularization", "Identity")
+      "AlphaDropout", "ActivityRegularization", "Identity", "StochasticDepth")
 def identity(p, inputs, cfg, ops):
     """Layers that are the identity at inference."""
     return inputs[0]
@@ -484,6 +491,31 @@ def concatenate(p, inputs, cfg, ops):
     return jnp.concatenate(inputs, axis=int(cfg.get("axis", -1)))
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Keras 3 operations applied to tensors in a functional model (``x + 3.0``, ``x * (1 / 6)``: MobileNetV3's
+# hard sigmoid). :mod:`jaxviz.keras_io` reads them as kind ``"ops.<Class>"`` with ``cfg["args"]`` = the call's
+# arguments, ``{"__input__": i}`` marking the layer's i-th input and numbers kept as they are.
+
+OPERATIONS: dict[str, Callable] = {
+    "Add": jnp.add, "Subtract": jnp.subtract, "Multiply": jnp.multiply, "Divide": jnp.divide,
+    "TrueDivide": jnp.true_divide, "Maximum": jnp.maximum, "Minimum": jnp.minimum, "Negative": jnp.negative,
+    "Power": jnp.power, "Square": jnp.square, "Sqrt": jnp.sqrt, "Absolute": jnp.abs, "Abs": jnp.abs,
+}
+
+
+def _operation(fn):
+    def apply(p, inputs, cfg, ops):
+        args = [inputs[a["__input__"]] if isinstance(a, dict) else jnp.asarray(a, inputs[0].dtype)
+                for a in cfg["args"]]
+        return fn(*args)
+
+    return apply
+
+
+for _name, _fn in OPERATIONS.items():
+    KINDS["ops." + _name] = _operation(_fn)
+
+
 def weight_names(kind_name: str, cfg: dict) -> list[tuple[str, bool]]:
     """``[(weight name, trainable)]`` of a layer kind in the order Keras creates its variables (the order of
     ``layer.weights`` within the trainable and the non-trainable ones); ``[]`` for kinds without weights."""
@@ -500,6 +532,8 @@ def weight_names(kind_name: str, cfg: dict) -> list[tuple[str, bool]]:
             ([("beta", True)] if cfg.get("center", True) else [])
     if kind_name == "PReLU":
         return [("alpha", True)]
+    if kind_name == "LayerScale":
+        return [("gamma", True)]
     if kind_name == "Normalization":
         if cfg.get("mean") is not None and cfg.get("variance") is not None:
             return []

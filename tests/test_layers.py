@@ -145,6 +145,17 @@ def test_merges_and_several_outputs(tmp_path):
     assert graph.logits == ("probs", True)
 
 
+def test_keras_operations_on_tensors(tmp_path):
+    """``x + 3.0``, ``x * (1 / 6)`` (MobileNetV3's hard sigmoid) and other operations with numbers."""
+    inp = keras.Input((4, 4, 3))
+    x = L.Conv2D(3, 1, name="c")(inp)
+    y = L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)
+    z = keras.ops.maximum(2.0 - x, 0.5) / 2.0 + (-x) ** 2
+    m = keras.Model(inp, L.Concatenate(name="cat")([y, z, keras.ops.abs(x)]))
+    graph, _, _, _ = check(m, tmp_path)
+    assert {"ops.Add", "ops.Multiply", "ops.Subtract", "ops.Maximum"} <= {x.kind for x in graph.layers}
+
+
 def test_unsupported_layer_is_one_line(tmp_path):
     m = seq((4, 4, 3), L.UnitNormalization(name="unit_norm"))
     m.save(tmp_path / "u.keras")
