@@ -433,8 +433,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
         task("kernels", [f"kernels_{first}.png"] + ([f"kernels_{first}_rgb.png"] if convs[0].kernel_shape[2] == 3
                                                      else []),
              {"layer": first, "filters": s["kernel_filters"]}, _run_kernels,
-             f"{first} kernels, normalised over the layer: a row per filter, a column per input channel (B, G, R); "
-             "and each filter as an RGB patch", "Kernels"),
+             f"{first} kernels on one scale for the layer: each filter's 3×3 weights per input channel (B, G, R) "
+             "side by side; and each filter as an RGB patch", "Kernels"),
     ]
     fm_layers = list(dict.fromkeys([first, *ends.values()]))
     for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
