@@ -252,6 +252,35 @@ def separable_conv2d(p, inputs, cfg, ops):
     return y, cfg.get("activation", "linear")
 
 
+def _transpose_pads(k: int, stride: int, dilation: int, padding: str, output_padding) -> tuple[int, int]:
+    """Keras's padding of a transposed convolution's dilated input (keras.backend.common.backend_utils)."""
+    k = (k - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(k, stride) - k if output_padding is None else int(output_padding)
+        return k - 1, k - 1 + extra
+    total = stride + k - 2 if output_padding is None else k + k % 2 - 2 + int(output_padding)
+    left = min(total // 2 + total % 2, k - 1)
+    return left, total - left
+
+
+@kind("Conv2DTranspose", "Convolution2DTranspose")
+def conv2d_transpose(p, inputs, cfg, ops):
+    """Keras's ``Conv2DTranspose``: kernel ``[kh, kw, out, in]``, the gradient of a strided convolution."""
+    x = inputs[0]
+    _check_channels_last(cfg, "Conv2DTranspose")
+    kernel = _w(p, "kernel", x)
+    strides, dilation = _pair(cfg.get("strides", 1)), _pair(cfg.get("dilation_rate", 1))
+    out_pad = cfg.get("output_padding")
+    out_pad = [None, None] if out_pad is None else list(_pair(out_pad))
+    pads = [_transpose_pads(kernel.shape[i], strides[i], dilation[i], cfg.get("padding", "valid"), out_pad[i])
+            for i in (0, 1)]
+    y = jax.lax.conv_transpose(x, kernel, strides, pads, rhs_dilation=dilation,
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+    if cfg.get("use_bias", True):
+        y = y + _w(p, "bias", x)
+    return y, cfg.get("activation", "linear")
+
+
 @kind("Dense")
 def dense(p, inputs, cfg, ops):
     x = inputs[0]
@@ -315,6 +344,12 @@ def layer_scale(p, inputs, cfg, ops):
     """ConvNeXt's ``LayerScale`` (keras.applications): ``x · γ`` per channel."""
     x = inputs[0]
     return x * _w(p, "gamma", x)
+
+
+@kind("CustomScaleLayer")
+def custom_scale_layer(p, inputs, cfg, ops):
+    """InceptionResNetV2's residual sum (keras.applications): ``x + r · scale``."""
+    return inputs[0] + inputs[1] * jnp.asarray(cfg["scale"], inputs[0].dtype)
 
 
 @kind("Rescaling")

@@ -124,7 +124,9 @@ def check(model, tmp_path, name="m.keras", x=None, seed=0, path=None):
     shape = tuple(model.inputs[0].shape[1:])
     if x is None:
         x = np.random.default_rng(seed + 7).normal(0, 1, (2, *shape)).astype(np.float32)
-    names = [layer.name for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.Model))]
+    # A layer named "logits" (MobileNetV3's) is shadowed by jaxviz's "logits" tap: compared through the output.
+    names = [layer.name for layer in model.layers
+             if not isinstance(layer, (keras.layers.InputLayer, keras.Model)) and layer.name != "logits"]
     ref_model = keras.Model(model.inputs, [model.get_layer(n).output for n in names] + list(model.outputs))
     refs = keras_outputs(ref_model, x)
     out, taps = forward_exact(graph, params, x, names)

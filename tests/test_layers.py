@@ -43,7 +43,11 @@ def test_convolutions(tmp_path):
               L.DepthwiseConv2D(3, dilation_rate=2, padding="same", use_bias=False, name="dw_dil"),
               L.SeparableConv2D(5, 3, depth_multiplier=2, padding="same", activation="tanh", name="sep"),
               L.SeparableConv2D(4, 2, strides=2, padding="valid", use_bias=False, name="sep_s2"),
-              L.Conv2D(3, 1, use_bias=False, name="c_nobias")), tmp_path)
+              L.Conv2D(3, 1, use_bias=False, name="c_nobias"),
+              L.Conv2DTranspose(4, 3, strides=2, padding="same", name="tconv_same"),
+              L.Conv2DTranspose(3, 3, strides=2, padding="valid", activation="relu", name="tconv_valid"),
+              L.Conv2DTranspose(2, 2, strides=1, dilation_rate=2, padding="same", use_bias=False, name="tconv_dil"),
+              L.Conv2DTranspose(3, 3, strides=2, output_padding=1, padding="same", name="tconv_outpad")), tmp_path)
 
 
 def test_normalizations(tmp_path):
