@@ -241,3 +241,18 @@ def test_compile_cache_is_on_for_commands(capsys, tmp_path):
     run(["predict", *DEMO, "--top", "1"], capsys)
     assert jax.config.jax_compilation_cache_dir  # every model-running command uses the persistent cache
     assert os.path.isdir(jax.config.jax_compilation_cache_dir)
+
+
+def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
+    from jaxviz.cli import common
+
+    monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every first call counts as slow
+    code, out, err = run(["predict", demo_image_path(), *DEMO, "--top", "1"], capsys)
+    assert code == 0 and "jaxviz: compiling vgg_demo (first run only" in err
+    notice = common.CompileNotice(jaxviz.load("vgg_demo"))
+    notice.after_s = 10.0
+    with notice:  # a fast first call: nothing printed
+        pass
+    with notice:
+        pass
+    assert capsys.readouterr().err == ""

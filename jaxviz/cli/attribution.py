@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import JaxvizError
 from .common import (
+    CompileNotice,
     add_images_arg,
     add_model_args,
     check_output_file,
@@ -146,12 +147,14 @@ def cmd_explain(args) -> int:
     out = output_dir(args.output)
     s = model.arch.default_size
     stems = dict(zip(paths, unique_stems(paths)))
+    notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
     for chunk, x in image_batches(paths, (s, s), batch=4, progress=not args.no_progress, desc="explain"):
         targets = _targets(model, x, args.target)
         maps, seconds = {}, {}
         for name in names:
             t0 = time.perf_counter()
-            maps[name] = np.asarray(get_method(name)(model, x, targets))
+            with notices[name]:
+                maps[name] = np.asarray(get_method(name)(model, x, targets))
             seconds[name] = (time.perf_counter() - t0) / len(chunk)
         for i, path in enumerate(chunk):
             _explain_one(model, path, stems[path], x[i], targets[i], names, {k: v[i] for k, v in maps.items()},
@@ -219,6 +222,7 @@ def cmd_evaluate(args) -> int:
     plot_dir = output_dir(args.plot, "--plot") if args.plot else None
     checkpoints = _checkpoints(model, args.sanity)
     stems = dict(zip(paths, unique_stems(paths)))
+    notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
     results = []
     for chunk, xs in image_batches(paths, (s, s), batch=1, progress=not args.no_progress, desc="evaluate"):
         x = xs
@@ -226,7 +230,8 @@ def cmd_evaluate(args) -> int:
         rows = {}
         for name in names:
             fn = get_method(name)
-            m = np.asarray(fn(model, x, target))
+            with notices[name]:
+                m = np.asarray(fn(model, x, target))
             note = constant_map_note(m)
             if note and "non-finite" in note:
                 raise JaxvizError(f"the {name} map of {chunk[0]} {note}; the metrics need finite maps")

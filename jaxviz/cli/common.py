@@ -265,3 +265,36 @@ def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True
             chunk = paths[i: i + batch]
             yield chunk, images_from_paths(chunk, size)
             bar.update(len(chunk))
+
+
+class CompileNotice:
+    """A context manager for a command's model calls: the first call that runs longer than ``after_s``
+    (compiling the model's program, seconds on VGG16) prints one line on stderr saying so; later calls and
+    fast first calls (the program came from the persistent cache) print nothing."""
+
+    #: seconds a first call may take before the notice appears
+    after_s = 2.0
+
+    def __init__(self, model, what: str | None = None):
+        name = getattr(getattr(model, "arch", None), "name", "the model")
+        self.message = (f"jaxviz: compiling {what or name} (first run only: later runs load it from the cache "
+                        "in $JAXVIZ_HOME/xla-cache)…")
+        self.first = True
+        self.timer = None
+
+    def __enter__(self):
+        if self.first:
+            import sys
+            import threading
+
+            self.timer = threading.Timer(self.after_s, lambda: print(self.message, file=sys.stderr, flush=True))
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.first = False
+        return False

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import JaxvizError
 from .common import (
+    CompileNotice,
     add_images_arg,
     add_model_args,
     collect_images,
@@ -114,24 +115,6 @@ def cmd_weights(args) -> int:
     return 0
 
 
-def _slow_notice(message: str, after_s: float = 2.0):
-    """Prints ``message`` on stderr if the block is still running after ``after_s`` (a first compile)."""
-    import contextlib
-    import threading
-
-    @contextlib.contextmanager
-    def cm():
-        timer = threading.Timer(after_s, lambda: print(message, file=sys.stderr, flush=True))
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-
-    return cm()
-
-
 def _padded(x, n: int):
     """``x`` padded to ``n`` images by repeating the last (one compiled program for every batch)."""
     return x if len(x) == n else np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
@@ -146,12 +129,10 @@ def cmd_predict(args) -> int:
     top = min(args.top, n_classes)
     batch = min(16, len(paths))
     results = {}
-    first = True
+    notice = CompileNotice(model)
     for chunk, x in image_batches(paths, (s, s), batch=batch, progress=not args.no_progress, desc="predict"):
-        with _slow_notice(f"jaxviz: compiling {model.arch.name} for batches of {batch} (once; later runs load "
-                          "it from the cache)…") if first else _nothing():
+        with notice:
             probs = model.predict(_padded(x, batch), batch_size=batch)[: len(chunk)]
-        first = False
         for path, d in zip(chunk, model.decode_predictions(probs, top=top)):
             results[path] = d
     if args.json:
@@ -165,12 +146,6 @@ def cmd_predict(args) -> int:
         for rank, (wnid, name, score) in enumerate(d, 1):
             print(f"  {rank}. {name:<28} {wnid:<10} {score:.4f}")
     return 0
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def cmd_activations(args) -> int:
@@ -189,10 +164,13 @@ def cmd_activations(args) -> int:
         raise JaxvizError(f"--size {size} is too small: {model.arch.name} needs at least {model.arch.min_size} px")
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
+    notice = CompileNotice(model)
     for chunk, x in image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations"):
         for i, path in enumerate(chunk):
-            for written in save_activation_grids(model, x[i: i + 1], layers, out, count=args.count, npy=args.npy,
-                                                 prefix=f"{stems[path]}_"):
+            with notice:
+                written_files = save_activation_grids(model, x[i: i + 1], layers, out, count=args.count,
+                                                      npy=args.npy, prefix=f"{stems[path]}_")
+            for written in written_files:
                 print(written)
     return 0
 

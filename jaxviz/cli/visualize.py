@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import JaxvizError
 from .common import (
+    CompileNotice,
     add_images_arg,
     add_model_args,
     collect_images,
@@ -179,12 +180,14 @@ def cmd_gradcam(args) -> int:
     stems = unique_stems(paths)
     shown = layer or model.last_conv_layer
     batch = 8
+    notice = CompileNotice(model, f"Grad-CAM for {model.arch.name}")
     with progress_bar(len(paths), "gradcam", not args.no_progress) as bar:
         for start in range(0, len(paths), batch):
             chunk = paths[start: start + batch]
             photos = [display_photo(load_image(p, target_size=None)) for p in chunk]
             x = preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in chunk]))
-            top = gradcam_result(model, x, layer=layer, score=score, top=k)
+            with notice:
+                top = gradcam_result(model, x, layer=layer, score=score, top=k)
             top_maps, top_classes, probs = (np.asarray(a) for a in top)
             logits = np.asarray(model.features(x, "logits")["logits"])
             if args.class_index is not None:
