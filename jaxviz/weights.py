@@ -835,6 +835,8 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
             seed = int(weights.split(":", 1)[1])
         except ValueError:
             raise WeightsError(f"bad weights spec {weights!r}; use random:SEED with an integer seed") from None
+        if seed < 0:
+            raise WeightsError(f"bad weights spec {weights!r}; the seed must be >= 0, e.g. random:0")
         return vgg.random_params(arch, include_top, seed), weights
     if isinstance(weights, str) and weights.lower() == "imagenet":
         path = resolve(arch, include_top)

@@ -256,3 +256,8 @@ def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
     with notice:
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_python_load_refuses_a_negative_seed():
+    with pytest.raises(jaxviz.WeightsError, match="seed must be >= 0"):
+        jaxviz.load("vgg_tiny", weights="random:-1")
