@@ -46,9 +46,12 @@ Definitional differences, and how they are matched here:
   perturbed images of which ``--batch-size`` per call, masked-out superpixels set to model-space 0 (the
   mean colour; ``fill=0`` / ``baselines=0``), and a ridge surrogate on both sides (Captum's
   ``SkLearnRidge`` if scikit-learn is installed, else its ``SGDRidge``; its default Lasso needs it too).
-- Score-CAM: pytorch-grad-cam's ``ScoreCAM`` (timed, not compared: it weights channels by a softmax over
-  the channels of the masked images' logits; jaxviz, as the paper, by each masked image's class
-  probability). Both evaluate every channel's masked image, 16 per model call.
+- Score-CAM: pytorch-grad-cam's ``ScoreCAM`` against ``score_cam(…, score="logit",
+  softmax_channels=True)``, its channel weighting (a softmax over the channels of the masked images'
+  logits; jaxviz's default is the paper's eq. 8, each masked image's class probability). Timed, not
+  compared here: it upsamples with ``align_corners=True`` and weights the layer-resolution activations
+  (jaxviz: half-pixel centres, weights on the upsampled ones); tests/test_cam_references.py compares the
+  two on a layer at the input's resolution. Both evaluate every channel's masked image, 16 per model call.
   Captum's NoiseTunnel ``stdevs`` is absolute; jaxviz's ``noise`` is a fraction of the image's range,
   converted here.
 
@@ -352,7 +355,8 @@ def pgc_pairs(model, net, x, targets, pgc):
             ours = lambda: gradcam(model, x, tt, score="logit")  # noqa: E731
         elif name == "score_cam":
             cam.batch_size = SCORE_CAM_BATCH
-            ours = lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH)  # noqa: E731
+            ours = lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH, score="logit",  # noqa: E731
+                                     softmax_channels=True)
         else:
             ours = lambda: gradcam_plus_plus(model, x, tt, score="logit")  # noqa: E731
         out[name] = (ours, theirs)
