@@ -156,6 +156,13 @@ class _Flattener:
             yield lc, cls, name, key
 
     def _check_kind(self, lc, cls, name):
+        if cls == "TFOpLambda":
+            fn = str((lc.get("config") or {}).get("function"))
+            if fn not in TF_OPS:
+                raise JaxvizError(f"layer {name!r} is the TensorFlow function tf.{fn} applied to tensors (a Keras 2 "
+                                  "TFOpLambda), which jaxviz does not read; supported: "
+                                  f"{', '.join('tf.' + f for f in sorted(TF_OPS))}")
+            return
         if _is_operation(lc):
             if "ops." + cls not in layers_lib.KINDS:
                 raise JaxvizError(
@@ -212,6 +219,15 @@ class _Flattener:
                         self.add(prefix + name, "InputLayer", _input_cfg(lcfg), [], None, top)
                         values[name] = [prefix + name]
                     continue
+                if cls == "TFOpLambda":
+                    args, refs = _tf_op_args(lc, name)
+                    if any(r[0] not in values for r in refs):
+                        left.append((lc, cls, name, path))
+                        continue
+                    kind = "ops." + TF_OPS[lc["config"]["function"]]
+                    self.add(prefix + name, kind, {"args": args}, [values[n][t] for n, _, t in refs], None, top)
+                    values[name] = [prefix + name]
+                    continue
                 nodes = _inbound_nodes(lc)
                 if len(nodes) > 1:
                     raise JaxvizError(f"layer {name!r} is called {len(nodes)} times (a shared layer), which jaxviz "
@@ -257,6 +273,46 @@ def _operation_args(lc: Mapping, name: str) -> list:
         raise JaxvizError(f"layer {name!r} (the Keras operation {lc['class_name']}) has keyword arguments "
                           f"{sorted(nodes[0]['kwargs'])}, which jaxviz does not read")
     return args
+
+
+#: Keras 2's TFOpLambda functions (``x + 3.0`` in a tf.keras functional model) → jaxviz's ``ops.<Class>`` kinds.
+TF_OPS = {
+    "__operators__.add": "Add", "math.add": "Add", "math.subtract": "Subtract", "math.multiply": "Multiply",
+    "math.truediv": "TrueDivide", "math.divide": "TrueDivide", "math.maximum": "Maximum",
+    "math.minimum": "Minimum", "math.negative": "Negative", "math.abs": "Abs", "math.square": "Square",
+    "math.sqrt": "Sqrt", "math.pow": "Power",
+}
+
+
+def _tf_op_args(lc: Mapping, name: str) -> tuple[list, list[tuple[str, int, int]]]:
+    """A TFOpLambda call ``[[first, node, tensor, {"y": …, "name": …}]]`` (one node, not nested): its arguments (as
+    :func:`_operation_args`) and tensor inputs. ``first`` is ``"_CONSTANT_VALUE"`` with the number as
+    ``tensor`` when the first argument is a number; a tensor keyword argument is ``[layer, node, tensor]``."""
+    nodes = lc.get("inbound_nodes") or []
+    call = nodes[0] if len(nodes) == 1 else None
+    if call and not isinstance(call[0], str) and len(call) == 1:  # [[[first, node, tensor, kwargs]]]
+        call = call[0]
+    if not call or not isinstance(call[0], str):
+        raise JaxvizError(f"layer {name!r} (tf.{lc['config']['function']}) is called {len(nodes)} times or with "
+                          "several tensors; jaxviz reads one call of an elementwise function")
+    first, node, tensor, kwargs = (list(call) + [{}])[:4]
+    args, refs = [], []
+
+    def arg(value):
+        if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str):
+            args.append({"__input__": len(refs)})
+            refs.append((str(value[0]), int(value[1]), int(value[2])))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            args.append(value)
+        else:
+            raise JaxvizError(f"layer {name!r} (tf.{lc['config']['function']}) takes an argument jaxviz does not "
+                              f"read ({str(value)[:60]}); only tensors and numbers are supported")
+
+    arg(tensor if first == "_CONSTANT_VALUE" else [first, node, tensor])
+    for key, value in (kwargs or {}).items():
+        if key != "name" and value is not None:
+            arg(value)
+    return args, refs
 
 
 def _input_cfg(cfg: Mapping) -> dict:

@@ -16,7 +16,9 @@ layer as ``outer/inner``), all float32, readable with ``np.load(..., allow_pickl
   Sequential with Flatten, Dense(16, relu), Dense(1, sigmoid). Keras 3 cannot load this file; jaxviz can;
 - ``keras2_kinds``: Keras 2's spellings — ``DepthwiseConv2D``'s ``depthwise_kernel``, ``LeakyReLU(alpha)``,
   the ``hard_sigmoid`` activation (0.2x + 0.5, clipped), ``ReLU(6)``, ``SeparableConv2D``, merges,
-  bilinear ``UpSampling2D``.
+  bilinear ``UpSampling2D``;
+- ``keras2_tf_ops``: TensorFlow functions on tensors (TFOpLambda layers: ``x + 3.0``, ``2.0 - x``,
+  ``tf.maximum``, ``x * y``), as tf.keras's MobileNetV3 uses them.
 """
 
 from __future__ import annotations
@@ -99,6 +101,18 @@ def keras2_kinds():
     return keras.Model(inp, out, name="keras2_kinds")
 
 
+def keras2_tf_ops():
+    """tf.keras's TFOpLambda layers: MobileNetV3's hard sigmoid ``ReLU(6)(x + 3) * (1 / 6)`` and others."""
+    import tensorflow as tf
+
+    inp = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 1, name="c")(inp)
+    y = L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)
+    z = tf.maximum(2.0 - x, 0.5) / 2.0 + (-x)
+    out = L.Concatenate(name="cat")([y, z, x * y])
+    return keras.Model(inp, out, name="keras2_tf_ops")
+
+
 def save(model, out: Path, stem: str, taps: dict[str, object], size: int, rng):
     x = rng.normal(0, 1, (2, size, size, 3)).astype(np.float32)
     model.save(out / f"{stem}.h5")
@@ -129,6 +143,9 @@ def main():
     m = randomize(keras2_kinds(), rng)
     taps = {n: keras.Model(m.inputs, m.get_layer(n).output) for n in ("dw", "leaky", "sep", "bn", "hard", "up", "avg")}
     save(m, out, "keras2_kinds", taps, 12, rng)
+
+    m = randomize(keras2_tf_ops(), rng)
+    save(m, out, "keras2_tf_ops", {"relu6": keras.Model(m.inputs, m.get_layer("relu6").output)}, 6, rng)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_keras_applications(tmp_path, app, kwargs, size, name, preprocess):
 # Keras 2 (tf.keras) files, written by scripts/make_keras2_fixtures.py
 
 
-@pytest.mark.parametrize("stem", ["listing_5_5", "listing_5_20", "keras2_kinds"])
+@pytest.mark.parametrize("stem", ["listing_5_5", "listing_5_20", "keras2_kinds", "keras2_tf_ops"])
 def test_keras2_files(stem):
     path = FIXTURES / f"{stem}.h5"
     if not path.is_file():
@@ -137,6 +137,8 @@ def test_keras2_files(stem):
     if stem == "keras2_kinds":  # tf.keras's hard_sigmoid is 0.2x + 0.5, not Keras 3's relu6(x + 3) / 6
         assert graph.by_name["hard"].cfg["activation"] == "hard_sigmoid_keras2"
         assert set(params["dw"]) == {"kernel", "bias"}  # Keras 2's depthwise_kernel, stored as kernel
+    if stem == "keras2_tf_ops":
+        assert {"ops.Add", "ops.Subtract", "ops.Maximum", "ops.Multiply"} <= {x.kind for x in graph.layers}
     if stem == "listing_5_20":
         assert info["application"] == "vgg16" and "vgg16/block2_bn" in graph.by_name
     taps = [k for k in expected.files if k not in ("input", "output")]
