@@ -96,6 +96,33 @@ def test_listing_5_20_nested_vgg16(nested, suffix):
         assert max_rel_error(got, refs[name]) <= REL_TOL, name
 
 
+def test_keras3_file_without_stored_layer_names(nested, tmp_path):
+    """Keras 3 before the ``vars`` groups' ``name`` attribute: weights found by the class-based paths alone."""
+    import h5py
+
+    d, x, refs = nested
+    with zipfile.ZipFile(d / "m.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    h5 = tmp_path / "w.h5"
+    h5.write_bytes(files["model.weights.h5"])
+    stripped = []
+    with h5py.File(h5, "r+") as f:
+        def strip(name, obj):
+            if name.endswith("vars") and "name" in obj.attrs:
+                del obj.attrs["name"]
+                stripped.append(name)
+        f.visititems(strip)
+    assert "layers/functional/layers/conv2d_12/vars" in stripped  # vgg16's block5_conv3: the 13th Conv2D
+    files["model.weights.h5"] = h5.read_bytes()
+    path = tmp_path / "old.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    graph, params, _ = keras_io.read_model(path)
+    out, _ = forward_exact(graph, params, x)
+    assert max_rel_error(out, refs["output"]) <= REL_TOL
+
+
 def test_resolve_name_errors(nested):
     d, _, _ = nested
     graph, _, _ = keras_io.read_model(d / "m.keras")
