@@ -270,7 +270,7 @@ def _run_kernels(ctx: _Context, task: _Task) -> None:
 def _run_feature_maps(ctx: _Context, task: _Task) -> None:
     """Feature maps as labelled figures: channel index and maximum over each map, each map drawn from 0
     (the ReLU's floor) to its own maximum, with the colour bar saying so."""
-    from .plotting import labelled_grid, save_figure
+    from .plotting import feature_map_figure, save_figure
 
     p = task.params
     image = ctx.images[p.get("image_index", 0)]
@@ -279,17 +279,9 @@ def _run_feature_maps(ctx: _Context, task: _Task) -> None:
     for layer, name in zip(p["layers"], task.files):
         a = feats[layer]
         n, total = min(p["count"], a.shape[-1]), a.shape[-1]
-        maps, labels = [], []
-        for c in range(n):
-            m = a[..., c].astype(np.float64)
-            top = float(m.max())
-            maps.append(m / top if top > 0 else np.zeros_like(m))
-            labels.append(f"{c} · max {top:.3g}" if top > 0 else f"{c} · all 0")
         title = (f"{layer} of {ctx.arch.name}: feature maps 0–{n - 1} of {total} for {Path(image).name} "
                  f"({a.shape[0]}×{a.shape[1]} px)")
-        save_figure(labelled_grid(maps, labels, title, cols=min(8, n), cell=1.2, vmax=1.0,
-                                  colorbar="activation ÷ the map's own maximum (printed above each map)"),
-                    ctx.out / name)
+        save_figure(feature_map_figure(a, title, count=n), ctx.out / name)
 
 
 def _partial_store(ctx: _Context, task: _Task):

@@ -167,3 +167,18 @@ def labelled_grid(images: Sequence[np.ndarray], labels: Sequence[str], title: st
         bar.set_label(colorbar, fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return fig
+
+
+def feature_map_figure(maps, title: str, count: int = 64, cols: int = 8):
+    """One image's feature maps ``[h, w, C]`` as a labelled figure: the first ``count`` channels, each drawn
+    from 0 (the ReLU's floor) to its own maximum, its index and maximum above it, and a colour bar."""
+    a = np.asarray(maps)
+    n = min(count, a.shape[-1])
+    images, labels = [], []
+    for c in range(n):
+        m = a[..., c].astype(np.float64)
+        top = float(m.max())
+        images.append(m / top if top > 0 else np.zeros_like(m))
+        labels.append(f"{c} · max {top:.3g}" if top > 0 else f"{c} · all 0")
+    return labelled_grid(images, labels, title, cols=min(cols, n), cell=1.2, vmax=1.0,
+                         colorbar="activation ÷ the map's own maximum (printed above each map)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .common import (
     model_from_args,
     output_dir,
     positive_int,
+    save_npy,
     unique_stems,
 )
 
@@ -130,7 +132,8 @@ def cmd_predict(args) -> int:
     batch = min(16, len(paths))
     results = {}
     notice = CompileNotice(model)
-    for chunk, x in image_batches(paths, (s, s), batch=batch, progress=not args.no_progress, desc="predict"):
+    batches = image_batches(paths, (s, s), batch=batch, progress=not args.no_progress, desc="predict", model=model)
+    for chunk, x in batches:
         with notice:
             probs = model.predict(_padded(x, batch), batch_size=batch)[: len(chunk)]
         for path, d in zip(chunk, model.decode_predictions(probs, top=top)):
@@ -149,7 +152,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_activations(args) -> int:
-    from ..visualize.activations import block_end_layers, save_activation_grids
+    from ..plotting import feature_map_figure, save_figure
+    from ..visualize.activations import block_end_layers
 
     paths = collect_images(args.images)
     model = model_from_args(args, include_top=False)
@@ -165,13 +169,23 @@ def cmd_activations(args) -> int:
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
     notice = CompileNotice(model)
-    for chunk, x in image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations"):
+    batches = image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations",
+                            model=model)
+    for chunk, x in batches:
+        with notice:
+            feats = {k: np.asarray(v) for k, v in model.features(x, layers).items()}
+        for name, a in feats.items():
+            if a.ndim != 4:
+                raise JaxvizError(f"{name!r} has no spatial feature maps; choose a conv or pool layer")
         for i, path in enumerate(chunk):
-            with notice:
-                written_files = save_activation_grids(model, x[i: i + 1], layers, out, count=args.count,
-                                                      npy=args.npy, prefix=f"{stems[path]}_")
-            for written in written_files:
-                print(written)
+            for name in layers:
+                a = feats[name][i]
+                n = min(args.count, a.shape[-1])
+                title = (f"{name} of {model.arch.name}: feature maps 0–{n - 1} of {a.shape[-1]} for "
+                         f"{Path(path).name} ({a.shape[0]}×{a.shape[1]} px)")
+                print(save_figure(feature_map_figure(a, title, count=n), out / f"{stems[path]}_{name}.png"))
+                if args.npy:
+                    print(save_npy(out / f"{stems[path]}_{name}.npy", feats[name][i: i + 1]))
     return 0
 
 
@@ -184,7 +198,7 @@ def cmd_compare_keras(args) -> int:
     model = model_from_args(args, include_top=True)
     image = args.image or str(arch_defaults(model.arch)["image"])
     size = (model.arch.default_size, model.arch.default_size)
-    rows = compare(model, images_from_paths([image], size))
+    rows = compare(model, images_from_paths([image], size, model))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
