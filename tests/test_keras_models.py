@@ -123,6 +123,36 @@ def test_keras3_file_without_stored_layer_names(nested, tmp_path):
     assert max_rel_error(out, refs["output"]) <= REL_TOL
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_nested_models_in_a_functional_dag(tmp_path, suffix):
+    """A Sequential and a two-output functional model used as layers of a functional model, one inner layer
+    name shared by both (so its bare name is ambiguous), outputs of the inner model taken by index."""
+    branch_in = keras.Input((8, 8, 3))
+    b1 = L.Conv2D(4, 3, padding="same", name="conv")(branch_in)
+    b2 = L.BatchNormalization(name="bn")(L.Conv2D(4, 1, name="proj")(branch_in))
+    branch = keras.Model(branch_in, [b1, b2], name="branch")
+    tower = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(4, 3, padding="same", name="conv"),
+                              L.ReLU(name="relu")], name="tower")
+    inp = keras.Input((8, 8, 3))
+    first, second = branch(inp)
+    x = L.Add(name="add")([tower(first), second])
+    out = L.Dense(3, activation="softmax", name="probs")(L.GlobalAveragePooling2D(name="gap")(x))
+    model = randomize(keras.Model(inp, out, name="outer"))
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    graph, params, info, worst = check(model, tmp_path, path=path)
+    assert graph.by_name["add"].inputs == ("tower/relu", "branch/bn")
+    assert keras_io.resolve_name(graph, "proj") == "branch/proj"
+    with pytest.raises(LayerError, match="ambiguous"):
+        keras_io.resolve_name(graph, "conv")
+    x = np.random.default_rng(3).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    _, taps = forward_exact(graph, params, x, ("branch/bn", "tower/conv"))
+    ref_bn = keras.Model(branch.inputs, branch.get_layer("bn").output)(x)
+    ref_conv = keras.Model(tower.inputs, tower.get_layer("conv").output)(branch(x)[0])
+    assert max_rel_error(taps["branch/bn"], ref_bn) <= REL_TOL
+    assert max_rel_error(taps["tower/conv"], ref_conv) <= REL_TOL
+
+
 def test_resolve_name_errors(nested):
     d, _, _ = nested
     graph, _, _ = keras_io.read_model(d / "m.keras")
