@@ -406,12 +406,29 @@ def _weights_legacy(group, flat: _Flattener) -> dict:
             _, _, kind, cfg = flat.weighted[top]
             params[top] = _named(top, kind, cfg, [d for _, d in datasets])
             continue
-        # A nested model: its weights' names end in "<inner layer>/<weight>".
+        # A nested model: its weights' names end in "<inner layer>/<weight>" …
+        by_layer = {}
         for name in names:
             _, _, kind, cfg = flat.weighted[name]
             local = name.rsplit("/", 1)[-1]
-            mine = [d for w, d in datasets if w.split(":")[0].split("/")[-2:-1] == [local]]
-            params[name] = _named(name, kind, cfg, mine)
+            by_layer[name] = [d for w, d in datasets if w.split(":")[0].split("/")[-2:-1] == [local]]
+        if all(len(by_layer[n]) == len(layers_lib.weight_names(*flat.weighted[n][2:])) for n in names) and \
+                sum(map(len, by_layer.values())) == len(datasets):
+            for name in names:
+                params[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3], by_layer[name])
+            continue
+        # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones.
+        slots = [(name, i) for trainable in (True, False) for name in names
+                 for i, (_, t) in enumerate(layers_lib.weight_names(*flat.weighted[name][2:])) if t == trainable]
+        if len(slots) != len(datasets):
+            raise KeyError(f"the weights of nested model {top!r} ({len(datasets)}) do not match its layers' "
+                           f"({len(slots)})")
+        arrays: dict[str, dict[int, object]] = {}
+        for (name, i), (_, d) in zip(slots, datasets):
+            arrays.setdefault(name, {})[i] = d
+        for name in names:
+            params[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3],
+                                  [arrays[name][i] for i in sorted(arrays[name])])
     return params
 
 

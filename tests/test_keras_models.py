@@ -205,6 +205,31 @@ def test_keras2_files(stem):
         assert max_rel_error(got[keras_io.resolve_name(graph, t)], expected[t]) <= REL_TOL, t
 
 
+def test_keras2_nested_weights_by_order(tmp_path):
+    """A nested model's weights whose names do not name its layers are taken in Keras's order (trainable
+    weights of every inner layer, then the non-trainable ones: the BatchNorm's moving statistics last)."""
+    import shutil
+
+    import h5py
+
+    src = FIXTURES / "listing_5_20.h5"
+    if not src.is_file():
+        pytest.skip(f"{src} not generated (scripts/make_keras2_fixtures.py)")
+    path = tmp_path / "renamed.h5"
+    shutil.copy(src, path)
+    with h5py.File(path, "r+") as f:
+        g = f["model_weights/vgg16"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+        assert names[-1].endswith("block2_bn/moving_variance:0")  # Keras 2's order: non-trainable last
+        for i, n in enumerate(names):
+            g.move(n, f"w{i}")
+        g.attrs["weight_names"] = [f"w{i}".encode() for i in range(len(names))]
+    expected = np.load(FIXTURES / "listing_5_20.npz", allow_pickle=False)
+    graph, params, _ = keras_io.read_model(path)
+    out, _ = forward_exact(graph, params, expected["input"])
+    assert max_rel_error(out, expected["output"]) <= REL_TOL
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Files that are not Keras models
 
