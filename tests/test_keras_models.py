@@ -205,6 +205,30 @@ def test_keras2_files(stem):
         assert max_rel_error(got[keras_io.resolve_name(graph, t)], expected[t]) <= REL_TOL, t
 
 
+def test_old_keras2_sequential_without_input_layer(tmp_path):
+    """Keras ≤ 2.3 wrote a Sequential's config without an InputLayer: the first layer has the input shape."""
+    import shutil
+
+    import h5py
+
+    src = FIXTURES / "listing_5_5.h5"
+    if not src.is_file():
+        pytest.skip(f"{src} not generated (scripts/make_keras2_fixtures.py)")
+    path = tmp_path / "old.h5"
+    shutil.copy(src, path)
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        assert cfg["config"]["layers"][0]["class_name"] == "InputLayer"
+        del cfg["config"]["layers"][0]
+        cfg["config"].pop("build_input_shape", None)
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    expected = np.load(FIXTURES / "listing_5_5.npz", allow_pickle=False)
+    graph, params, _ = keras_io.read_model(path)
+    assert graph.layers[0].kind == "InputLayer" and graph.input_shape == (46, 46, 3)
+    out, _ = forward_exact(graph, params, expected["input"])
+    assert max_rel_error(out, expected["output"]) <= REL_TOL
+
+
 def test_keras2_nested_weights_by_order(tmp_path):
     """A nested model's weights whose names do not name its layers are taken in Keras's order (trainable
     weights of every inner layer, then the non-trainable ones: the BatchNorm's moving statistics last)."""
