@@ -7,6 +7,9 @@ The suite runs with jaxviz's XLA:CPU setting applied before JAX starts (as the C
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test module imports keras
+# The CLI's persistent compilation cache is process-wide: in-process CLI tests leave it off (tests that need it
+# run a real process).
+os.environ.setdefault("JAXVIZ_COMPILE_CACHE", "0")
 
 from jaxviz import xla_cpu  # noqa: E402
 

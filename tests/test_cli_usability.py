@@ -171,6 +171,8 @@ def test_patterns_default_filters_fit_the_layer_and_dense_layers_work(tmp_path, 
                           "-o", tmp_path], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "block1_conv1.json").read_text())["filters"] == list(range(8))
+    w, h = Image.open(tmp_path / "block1_conv1_labelled.png").size
+    assert w > 8 * 64 and h > 64  # the book's grid again, with a title and each filter's index
     code, out, err = run(["patterns", *DEMO, "--layer", "fc1", "--filters", "0:2", "--steps", "1", "--no-progress",
                           "-o", tmp_path], capsys)
     assert code == 0, err
@@ -235,12 +237,15 @@ def test_argument_error_is_one_line_not_the_usage_block(capsys):
     assert err.startswith("jaxviz: error: argument --top: expected one argument (see `jaxviz predict --help`)")
 
 
-def test_compile_cache_is_on_for_commands(capsys, tmp_path):
-    import jax
+def test_compile_cache_is_on_for_commands(tmp_path):
+    import subprocess
+    import sys
 
-    run(["predict", *DEMO, "--top", "1"], capsys)
-    assert jax.config.jax_compilation_cache_dir  # every model-running command uses the persistent cache
-    assert os.path.isdir(jax.config.jax_compilation_cache_dir)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXVIZ_HOME=str(tmp_path), JAXVIZ_COMPILE_CACHE="1")
+    proc = subprocess.run([sys.executable, "-m", "jaxviz", "predict", "--arch", "vgg_demo", "--top", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "xla-cache").is_dir()  # every model-running command uses the persistent cache
 
 
 def test_a_slow_first_call_says_compiling(monkeypatch, capsys):

@@ -1,5 +1,8 @@
 """The ``jaxviz`` command line: a thin layer that parses arguments, calls the library and writes files.
 
+Commands that run a model turn on XLA's persistent compilation cache (``$JAXVIZ_HOME/xla-cache``;
+``JAXVIZ_COMPILE_CACHE=0`` leaves it off, as the test suite does).
+
 Each group of subcommands lives in its own module exposing ``register(subparsers)``; every subcommand
 sets ``func(args) -> int``. Errors jaxviz raises for bad input (:class:`jaxviz.JaxvizError`), a missing
 or unwritable path, and Ctrl-C are reported as one line on stderr with a non-zero exit and no traceback.
@@ -8,6 +11,7 @@ or unwritable path, and Ctrl-C are reported as one line on stderr with a non-zer
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import JaxvizError
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
-        if getattr(args, "command", None) not in ("weights", "summary", "convert"):
+        if (getattr(args, "command", None) not in ("weights", "summary", "convert")
+                and os.environ.get("JAXVIZ_COMPILE_CACHE", "1") != "0"):
             from ..parallel import enable_compilation_cache
 
             enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
@@ -107,8 +112,6 @@ def _run(args) -> int:
         print("jaxviz: error: out of memory; use smaller or fewer images (or a smaller --size)", file=sys.stderr)
         return 2
     except Exception as e:  # a bug: still one line, the traceback on request
-        import os
-
         if os.environ.get("JAXVIZ_DEBUG"):
             raise
         detail = str(e).splitlines()[0] if str(e) else ""

@@ -3,7 +3,8 @@
 Registered by :mod:`jaxviz.cli.visualize` through :func:`register_patterns`.
 
 For every ``--layer`` it writes ``DIR/<layer>.png`` (8 per row, 5 px black margins, images through
-``deprocess_image``: the book's figure) and ``DIR/<layer>.json`` (the settings), optionally
+``deprocess_image``: the book's figure), ``DIR/<layer>_labelled.png`` (the same with the layer, the
+settings and each filter's index) and ``DIR/<layer>.json`` (the settings), optionally
 ``DIR/<layer>.npy`` (the raw model-space arrays, ``--npy``) and ``DIR/<layer>/filter_NNN.png``
 (``--per-filter``). Every finished filter is saved under ``DIR/.partial/<layer>/`` as soon as its chunk
 completes; a rerun with the same settings loads those, computes the rest, and skips layers whose outputs
@@ -71,6 +72,14 @@ def register_patterns(sub) -> argparse.ArgumentParser:
 
 #: Layers of the classifier (need the model's top); their patterns are ascents of one unit's activation.
 _TOP_LAYERS = ("fc1", "fc2", "predictions", "logits")
+
+
+def _span(filters: list[int]) -> str:
+    """``0–63`` for a contiguous run, else the list (shortened)."""
+    if filters == list(range(filters[0], filters[0] + len(filters))):
+        return f"{filters[0]}–{filters[-1]}" if len(filters) > 1 else str(filters[0])
+    shown = ", ".join(map(str, filters[:12]))
+    return shown + (", …" if len(filters) > 12 else "")
 
 
 def _settings(args, model, layer: str, filters: list[int], options: dict) -> dict:
@@ -151,6 +160,17 @@ def run_patterns(args) -> int:
         if args.npy:
             common.save_npy(out / f"{layer}.npy", x)
         save_png(grid_path, grid)
+        if len(images) > 1:  # the same grid with its layer, settings and filter indices, to read on its own
+            from ..plotting import labelled_grid, save_figure
+
+            rows = -(-len(images) // min(args.cols, len(images)))
+            title = (f"{layer} of {model.arch.name}: filter patterns {_span(filters)} ({args.method} ascent, "
+                     f"{args.size} px, seed {args.seed})")
+            note = (f"filter i + {rows}j at row i, column j (the book's order)" if args.order == "columns"
+                    and rows > 1 else None)
+            save_figure(labelled_grid(list(images), [str(f) for f in filters], title,
+                                      cols=min(args.cols, len(images)), order=args.order, cell=1.2, note=note),
+                        out / f"{layer}_labelled.png")
         common.save_json(meta_path, settings)  # last: its presence marks the layer as done
         store.clear()
         print(f"{layer}: {len(filters)} patterns -> {grid_path}")
