@@ -167,7 +167,8 @@ class _Flattener:
             if "ops." + cls not in layers_lib.KINDS:
                 raise JaxvizError(
                     f"layer {name!r} is the Keras operation {cls} ({lc.get('module')}) applied to tensors, which "
-                    f"jaxviz does not read; supported operations: {', '.join(sorted(layers_lib.OPERATIONS))}")
+                    f"jaxviz does not read; supported operations: "
+                    f"{', '.join(sorted([*layers_lib.OPERATIONS, *layers_lib.UNARY_OPERATIONS]))}")
             return
         if cls not in layers_lib.KINDS and cls not in _MODEL_CLASSES:
             raise layers_lib.unsupported(name, cls)
@@ -238,7 +239,8 @@ class _Flattener:
                     continue
                 ins = [values[n][t] for n, _, t in refs]
                 if _is_operation(lc):
-                    self.add(prefix + name, "ops." + cls, {"args": _operation_args(lc, name)}, ins, None, top)
+                    op_cfg = {**{k: v for k, v in lcfg.items() if k != "name"}, "args": _operation_args(lc, name)}
+                    self.add(prefix + name, "ops." + cls, op_cfg, ins, None, top)
                     values[name] = [prefix + name]
                 elif cls in _MODEL_CLASSES:
                     values[name] = self.model(lc, f"{prefix}{name}/", ins, path, top or name)

@@ -550,6 +550,36 @@ def _operation(fn):
 for _name, _fn in OPERATIONS.items():
     KINDS["ops." + _name] = _operation(_fn)
 
+#: keras.ops activations on a tensor (``keras.ops.relu(x)``), with their config (``approximate``, ``axis``, …).
+UNARY_OPERATIONS: dict[str, Callable] = {
+    "Relu": lambda x, cfg, ops: ops.relu(x),
+    "Relu6": lambda x, cfg, ops: _relu6(x, ops),
+    "Sigmoid": lambda x, cfg, ops: jax.nn.sigmoid(x),
+    "Tanh": lambda x, cfg, ops: jnp.tanh(x),
+    "Silu": lambda x, cfg, ops: jax.nn.silu(x),
+    "HardSigmoid": lambda x, cfg, ops: _hard_sigmoid(x, ops),
+    "HardSilu": lambda x, cfg, ops: x * _hard_sigmoid(x, ops),
+    "Elu": lambda x, cfg, ops: jnp.where(x > 0, x, jnp.asarray(cfg.get("alpha", 1.0), x.dtype)
+                                         * jnp.expm1(jnp.minimum(x, 0))),
+    "Selu": lambda x, cfg, ops: jax.nn.selu(x),
+    "Softplus": lambda x, cfg, ops: jax.nn.softplus(x),
+    # keras.ops.gelu defaults to the tanh approximation (the "gelu" activation string does not).
+    "Gelu": lambda x, cfg, ops: jax.nn.gelu(x, approximate=bool(cfg.get("approximate", True))),
+    "Softmax": lambda x, cfg, ops: jax.nn.softmax(x, axis=cfg.get("axis", -1)),
+    "Exp": lambda x, cfg, ops: jnp.exp(x),
+}
+
+
+def _unary(fn):
+    def apply(p, inputs, cfg, ops):
+        return fn(inputs[0], cfg, ops)
+
+    return apply
+
+
+for _name, _fn in UNARY_OPERATIONS.items():
+    KINDS["ops." + _name] = _unary(_fn)
+
 
 def weight_names(kind_name: str, cfg: dict) -> list[tuple[str, bool]]:
     """``[(weight name, trainable)]`` of a layer kind in the order Keras creates its variables (the order of

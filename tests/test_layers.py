@@ -153,9 +153,13 @@ def test_keras_operations_on_tensors(tmp_path):
     """``x + 3.0``, ``x * (1 / 6)`` (MobileNetV3's hard sigmoid) and other operations with numbers."""
     inp = keras.Input((4, 4, 3))
     x = L.Conv2D(3, 1, name="c")(inp)
-    y = L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)
+    y = L.ReLU(6.0, name="relu6_layer")(x + 3.0) * (1.0 / 6.0)
     z = keras.ops.maximum(2.0 - x, 0.5) / 2.0 + (-x) ** 2
-    m = keras.Model(inp, L.Concatenate(name="cat")([y, z, keras.ops.abs(x)]))
+    ops = keras.ops
+    acts = [ops.relu(x), ops.relu6(x * 4), ops.sigmoid(x), ops.tanh(x), ops.silu(x), ops.hard_sigmoid(x),
+            ops.hard_silu(x), ops.elu(x, alpha=0.5), ops.selu(x), ops.softplus(x), ops.gelu(x),
+            ops.gelu(x, approximate=False), ops.softmax(x, axis=-1), ops.exp(x)]
+    m = keras.Model(inp, L.Concatenate(name="cat")([y, z, keras.ops.abs(x), *acts]))
     graph, _, _, _ = check(m, tmp_path)
     assert {"ops.Add", "ops.Multiply", "ops.Subtract", "ops.Maximum"} <= {x.kind for x in graph.layers}
 
