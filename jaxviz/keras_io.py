@@ -114,7 +114,9 @@ class _Flattener:
         self.names: set[str] = set()
         # flat layer name → (Keras 3 weights path, legacy top-level group, kind, cfg)
         self.weighted: dict[str, tuple[str, str, str, dict]] = {}
+        self.frozen: set[str] = set()  # layers whose weights are all non-trainable (trainable=False here or above)
         self.models: list[str] = []  # model names, outermost first
+        self._frozen_models = 0
 
     def add(self, name, kind, cfg, inputs, h5path, top):
         if name in self.names:
@@ -126,16 +128,23 @@ class _Flattener:
         self.layers.append((name, kind, cfg, list(inputs)))
         if layers_lib.weight_names(kind, cfg):
             self.weighted[name] = (h5path, top, kind, cfg)
+            if self._frozen_models or cfg.get("trainable") is False:
+                self.frozen.add(name)
 
     def model(self, mcfg: dict, prefix: str, external: list[str] | None, h5path: str, top: str | None):
         """Adds model ``mcfg``'s layers; returns its outputs' flat names."""
         cls = mcfg.get("class_name")
         cfg = mcfg.get("config") or {}
         self.models.append(str(cfg.get("name", "")))
-        if cls == "Sequential":
-            return self._sequential(cfg, prefix, external, h5path, top)
-        if cls in ("Functional", "Model"):
-            return self._functional(cfg, prefix, external, h5path, top)
+        frozen = cfg.get("trainable") is False
+        self._frozen_models += frozen
+        try:
+            if cls == "Sequential":
+                return self._sequential(cfg, prefix, external, h5path, top)
+            if cls in ("Functional", "Model"):
+                return self._functional(cfg, prefix, external, h5path, top)
+        finally:
+            self._frozen_models -= frozen
         raise JaxvizError(f"the file holds a {cls} model; jaxviz reads Sequential and functional Keras models "
                           "(a subclassed model has no config of its layers: rebuild it as a functional model)")
 
@@ -419,9 +428,11 @@ def _weights_legacy(group, flat: _Flattener) -> dict:
             for name in names:
                 params[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3], by_layer[name])
             continue
-        # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones.
+        # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones
+        # (all of a frozen layer's weights are non-trainable).
         slots = [(name, i) for trainable in (True, False) for name in names
-                 for i, (_, t) in enumerate(layers_lib.weight_names(*flat.weighted[name][2:])) if t == trainable]
+                 for i, (_, t) in enumerate(layers_lib.weight_names(*flat.weighted[name][2:]))
+                 if (t and name not in flat.frozen) == trainable]
         if len(slots) != len(datasets):
             raise KeyError(f"the weights of nested model {top!r} ({len(datasets)}) do not match its layers' "
                            f"({len(slots)})")

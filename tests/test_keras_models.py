@@ -254,6 +254,30 @@ def test_keras2_nested_weights_by_order(tmp_path):
     assert max_rel_error(out, expected["output"]) <= REL_TOL
 
 
+def test_nested_weights_by_order_with_frozen_layers(tmp_path):
+    """As above, for a partly frozen inner model (fine-tuning, listing 5.22): the frozen layer's weights count
+    as non-trainable, so they come after every trainable one."""
+    import h5py
+
+    base = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, name="frozen_conv"),
+                             L.BatchNormalization(name="bn"), L.Conv2D(4, 3, name="conv")], name="base")
+    base.get_layer("frozen_conv").trainable = False
+    model = randomize(keras.Sequential([base, L.Flatten(name="flatten"), L.Dense(2, name="dense")]))
+    path = tmp_path / "frozen.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        g = f["model_weights/base"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+        assert names[0].endswith("bn/gamma")  # the frozen conv's kernel is not first: by name, Keras's order
+        for i, n in enumerate(names):
+            g.move(n, f"w{i}")
+        g.attrs["weight_names"] = [f"w{i}".encode() for i in range(len(names))]
+    x = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    graph, params, _ = keras_io.read_model(path)
+    out, _ = forward_exact(graph, params, x)
+    assert max_rel_error(out, model(x, training=False)) <= REL_TOL
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Files that are not Keras models
 
