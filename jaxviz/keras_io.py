@@ -473,19 +473,30 @@ def read_model(path: str | os.PathLike) -> tuple[Graph, dict, dict]:
     """
     path = Path(path)
     if path.is_dir():
+        if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
+            return _guarded(path, lambda: _read_keras_dir(path))  # model.save(folder, zipped=False)
         raise WeightsError(f"{path} is a directory (a TensorFlow SavedModel?); jaxviz reads .keras and .h5 model "
                            "files: in Keras, save the model with model.save('model.keras')")
     if not path.is_file():
         raise WeightsError(f"model file {path} not found; check the path")
+    return _guarded(path, lambda: _read_file(path))
+
+
+def _read_file(path: Path):
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path):
+        return _read_keras_zip(path)
+    if head == _HDF5_MAGIC:
+        return _read_h5(path)
+    raise WeightsError(f"{path} is neither a .keras archive nor an HDF5 file; give a model saved by Keras's "
+                       "model.save('model.keras') or model.save('model.h5')")
+
+
+def _guarded(path: Path, read):
+    """``read()``, with every error of a malformed file turned into one WeightsError line naming ``path``."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if zipfile.is_zipfile(path):
-            return _read_keras_zip(path)
-        if head == _HDF5_MAGIC:
-            return _read_h5(path)
-        raise WeightsError(f"{path} is neither a .keras archive nor an HDF5 file; give a model saved by Keras's "
-                           "model.save('model.keras') or model.save('model.h5')")
+        return read()
     except JaxvizError:
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
@@ -496,8 +507,6 @@ def read_model(path: str | os.PathLike) -> tuple[Graph, dict, dict]:
 
 
 def _read_keras_zip(path: Path):
-    import h5py
-
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         if "config.json" not in names or "model.weights.h5" not in names:
@@ -506,6 +515,18 @@ def _read_keras_zip(path: Path):
         config = json.loads(z.read("config.json"))
         meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
         data = io.BytesIO(z.read("model.weights.h5"))
+    return _read_keras3(config, meta, data)
+
+
+def _read_keras_dir(path: Path):
+    config = json.loads((path / "config.json").read_text("utf8"))
+    meta = json.loads((path / "metadata.json").read_text("utf8")) if (path / "metadata.json").is_file() else {}
+    return _read_keras3(config, meta, path / "model.weights.h5")
+
+
+def _read_keras3(config, meta, data):
+    import h5py
+
     version = str(meta.get("keras_version", "3"))
     flat = _Flattener(keras2=version.startswith("2"))
     outputs = flat.model(config, "", None, "", None)
@@ -539,6 +560,15 @@ def _result(flat: _Flattener, outputs, params, info):
     app = next((m for m in flat.models if application_preprocess(m)), None)
     info = {**info, "name": name, "application": app, "preprocess": application_preprocess(app) or "none"}
     return graph, params, info
+
+
+def load_model(path: str | os.PathLike, ops=None):
+    """A :class:`jaxviz.model.Model` of the Keras model file at ``path`` (:func:`read_model`), with the
+    preprocessing of the recognised ``keras.applications`` model (else ``"none"``) and ``ops`` (fast/exact)."""
+    from .model import Model
+
+    graph, params, info = read_model(path)
+    return Model(graph, params, include_top=True, source=str(path), ops=ops, preprocess=info["preprocess"])
 
 
 def resolve_name(graph: Graph, name: str) -> str:

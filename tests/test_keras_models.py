@@ -23,7 +23,6 @@ from keras_helpers import REL_TOL, check, forward_exact, max_rel_error, numpy_in
 
 from jaxviz import keras_io  # noqa: E402
 from jaxviz.errors import JaxvizError, LayerError  # noqa: E402
-from jaxviz.model import Model  # noqa: E402
 
 L = keras.layers
 FIXTURES = Path(__file__).parent / "fixtures" / "keras2"
@@ -76,7 +75,8 @@ def test_listing_5_5_legacy_h5(tmp_path):
     assert [x.kind for x in graph.layers][:3] == ["InputLayer", "Conv2D", "MaxPooling2D"]
     assert graph.logits == (graph.outputs[0], True)  # the sigmoid's input
     # The same through jaxviz.Model (exact ops): predict-like output and a tap.
-    m = Model(graph, params, ops="exact")
+    m = keras_io.load_model(path, ops="exact")
+    assert m.preprocess == "none" and m.source == str(path)
     x = np.random.default_rng(1).normal(0, 1, (2, 64, 64, 3)).astype(np.float32)
     with jax.default_matmul_precision("highest"):
         out, taps = m.apply(m.params, x, taps=(graph.layers[3].name,))
@@ -292,6 +292,11 @@ def test_bad_files(tmp_path, nested):
     d, _, _ = nested
     _one_line_error(tmp_path / "missing.keras", "not found")
     _one_line_error(tmp_path, "is a directory")
+    unzipped = tmp_path / "unzipped"
+    listing_5_5(48).save(unzipped, zipped=False)  # a folder with config.json and model.weights.h5
+    assert keras_io.read_model(unzipped)[0].layers[1].kind == "Conv2D"
+    (unzipped / "config.json").write_text("[1, 2")
+    _one_line_error(unzipped, "cannot read")
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not a model at all" * 10)
     _one_line_error(junk, "neither a .keras archive nor an HDF5 file")
