@@ -562,15 +562,6 @@ def _result(flat: _Flattener, outputs, params, info):
     return graph, params, info
 
 
-def load_model(path: str | os.PathLike, ops=None):
-    """A :class:`jaxviz.model.Model` of the Keras model file at ``path`` (:func:`read_model`), with the
-    preprocessing of the recognised ``keras.applications`` model (else ``"none"``) and ``ops`` (fast/exact)."""
-    from .model import Model
-
-    graph, params, info = read_model(path)
-    return Model(graph, params, include_top=True, source=str(path), ops=ops, preprocess=info["preprocess"])
-
-
 def resolve_name(graph: Graph, name: str) -> str:
     """A layer name of ``graph``: exact, ``"logits"``, or the bare name of a nested model's inner layer where
     it is unique (``block5_conv3`` → ``vgg16/block5_conv3``). LayerError (listing candidates) otherwise."""
