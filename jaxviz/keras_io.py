@@ -135,6 +135,8 @@ class _Flattener:
         """Adds model ``mcfg``'s layers; returns its outputs' flat names."""
         cls = mcfg.get("class_name")
         cfg = mcfg.get("config") or {}
+        if isinstance(cfg, list):  # Keras 2.0–2.1 wrote a Sequential's config as the list of its layers
+            cfg = {"name": "sequential", "layers": cfg}
         self.models.append(str(cfg.get("name", "")))
         frozen = cfg.get("trainable") is False
         self._frozen_models += frozen
