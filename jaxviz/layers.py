@@ -44,8 +44,9 @@ def apply_layer(layer, p: dict, inputs: Sequence[jax.Array], ops: Ops):
 
 
 def unsupported(name: str, kind_name: str) -> JaxvizError:
+    kinds = sorted(k for k in KINDS if not k.startswith("ops."))
     return JaxvizError(f"layer {name!r} is a {kind_name}, which jaxviz does not support; supported layer kinds: "
-                       f"{', '.join(sorted(KINDS))}")
+                       f"{', '.join(kinds)}")
 
 
 def _pair(v) -> tuple[int, int]:
