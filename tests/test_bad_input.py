@@ -175,5 +175,5 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("jaxviz: interrupted")
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("jaxviz: interrupted")  # own line
     assert not out.exists() or not any(p.name.endswith(".tmp") for p in out.rglob("*"))

@@ -91,7 +91,8 @@ def _run(args) -> int:
         print(f"jaxviz: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxviz: interrupted; finished files are kept, nothing half-written was left. "
+        # on a line of its own: a progress bar may have been drawing on the current one
+        print("\njaxviz: interrupted; finished files are kept, nothing half-written was left. "
               "Run the same command again to resume.", file=sys.stderr)
         return 130
     except PermissionError as e:
