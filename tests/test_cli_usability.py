@@ -266,3 +266,19 @@ def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
 def test_python_load_refuses_a_negative_seed():
     with pytest.raises(jaxviz.WeightsError, match="seed must be >= 0"):
         jaxviz.load("vgg_tiny", weights="random:-1")
+
+
+def test_explain_refuses_nan_images(demo, star):
+    x = np.array(star)
+    x[0, 5, 5, 1] = np.nan
+    with pytest.raises(jaxviz.JaxvizError, match="NaN/inf"):
+        jaxviz.explain(demo, x, "saliency")
+
+
+def test_a_failed_write_names_the_file_not_its_temporary(tmp_path):
+    from jaxviz.atomic import write_bytes
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError) as e:
+        write_bytes(tmp_path / "afile" / "x.json", "{}")
+    assert e.value.filename == str(tmp_path / "afile" / "x.json") and ".tmp" not in str(e.value)

@@ -84,5 +84,13 @@ def get_method(name: str) -> Callable:
 
 
 def explain(model, x, method: str = "saliency", target: int | Sequence[int] | None = None, **options):
-    """``METHODS[method](model, x, target, **options)``: any method by name, ``[N, H, W]``."""
+    """``METHODS[method](model, x, target, **options)``: any method by name, ``[N, H, W]``.
+
+    Images holding NaN or inf are refused (every method would return a NaN map without a word).
+    """
+    import numpy as np
+
+    if not np.all(np.isfinite(np.asarray(x))):
+        raise JaxvizError("the images hold NaN/inf values, which give NaN maps; check the preprocessing "
+                          "(np.isfinite(x).all() should be True)")
     return get_method(method)(model, x, target, **options)
