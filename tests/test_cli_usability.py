@@ -282,3 +282,18 @@ def test_a_failed_write_names_the_file_not_its_temporary(tmp_path):
     with pytest.raises(OSError) as e:
         write_bytes(tmp_path / "afile" / "x.json", "{}")
     assert e.value.filename == str(tmp_path / "afile" / "x.json") and ".tmp" not in str(e.value)
+
+
+def test_figures_takes_several_photos_and_folders(folder, tmp_path, monkeypatch, capsys):
+    from jaxviz import figures as F
+
+    seen = {}
+
+    def fake(arch, weights, image, out, **kwargs):
+        seen["image"] = image
+        return {"last_run": {"ran": [], "skipped": [], "seconds": 0.0}}
+
+    monkeypatch.setattr(F, "make_figures", fake)
+    code, out, err = run(["figures", *DEMO, "--image", demo_image_path(), folder, "-o", tmp_path / "f"], capsys)
+    assert code == 0, err
+    assert seen["image"] == [str(demo_image_path()), str(folder / "a_star.png"), str(folder / "b_mirror.png")]
