@@ -136,8 +136,6 @@ def gradcam_row(model: Model, kmodel, x) -> dict | None:
     if layer not in order:
         return None
     after = kmodel.layers[order.index(layer) + 1:]
-    if any(len(getattr(lyr, "_inbound_nodes", [None])) > 1 for lyr in after):
-        return None
     with jax.default_matmul_precision("highest"):
         trunk = keras.Model(kmodel.inputs, kmodel.get_layer(layer).output)
         head_in = keras.Input(tuple(trunk.output.shape[1:]))
@@ -147,18 +145,20 @@ def gradcam_row(model: Model, kmodel, x) -> dict | None:
                 h = lyr(h)
         except Exception:  # a DAG after the layer: no simple head model
             return None
+        if tuple(h.shape[1:]) != tuple(kmodel.layers[-1].output.shape[1:]):
+            return None
         head = keras.Model(head_in, h)
         a = jnp.asarray(trunk.predict(x, verbose=0))
         tv, ntv = [v.value for v in head.trainable_variables], [v.value for v in head.non_trainable_variables]
 
         def score(a, t):
             p = head.stateless_call(tv, ntv, a, training=False)[0]
-            if p.shape[-1] == 1:  # one sigmoid unit: class 0 is the unit
-                return jnp.sum(p[:, 0])
+            if p.shape[-1] == 1:  # one sigmoid unit: class 0 is the unit, class 1 its negative (1 - p)
+                p = jnp.concatenate([p, 1 - p], axis=-1)
             return jnp.sum(p * jax.nn.one_hot(t, p.shape[-1]))
 
         probs = head.stateless_call(tv, ntv, a, training=False)[0]
-        t = jnp.argmax(probs, -1) if probs.shape[-1] > 1 else jnp.zeros(len(x), jnp.int32)
+        t = jnp.argmax(probs, -1) if probs.shape[-1] > 1 else (probs[:, 0] < 0.5).astype(jnp.int32)
         g = jax.grad(score)(a, t)
         ref = jax.nn.relu(jnp.mean(a * jnp.mean(g, axis=(1, 2), keepdims=True), axis=-1))
         ref = ref / jnp.maximum(jnp.max(ref, axis=(1, 2), keepdims=True), 1e-30)

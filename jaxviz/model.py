@@ -239,6 +239,12 @@ class Model:
                     f"{self.arch.name} with its top needs {s}×{s} inputs, got {h}×{w}; resize the image "
                     f"(load_image(path, target_size=({s}, {s}))) or load the model with include_top=False"
                 )
+        if not isinstance(self.arch, vgg.Arch):
+            try:
+                self.layer_table((h, w, c))
+            except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
+                raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
+                                  f"{self.arch.default_size}×{self.arch.default_size}") from None
         return jnp.asarray(x, jnp.float32)
 
     def _features_fn(self, params, prepared, x, layers):
@@ -307,13 +313,16 @@ class Model:
     def decode_predictions(self, probs, top: int = 5) -> list[list[tuple[str, str, float]]]:
         """:func:`jaxviz.decode_predictions` for this model's classes: per image ``top`` ``(id, name, score)``.
 
-        The id is the ImageNet wnid for ImageNet models (exactly Keras's result), else the class index.
+        The id is the ImageNet wnid for ImageNet models (exactly Keras's result), else the class index. A
+        single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[p, 1 - p]``.
         """
         from .imagenet import decode_predictions
 
         if self.arch.class_names is None and self.arch.num_classes == 1000:
             return decode_predictions(probs, top)
         preds = np.asarray(probs)
+        if self._binary and preds.ndim == 2 and preds.shape[1] == 1:
+            preds = np.concatenate([preds, 1 - preds], axis=1)
         if preds.ndim != 2 or preds.shape[1] != self.arch.num_classes:
             raise JaxvizError(f"expected predictions of shape [N, {self.arch.num_classes}], got {preds.shape}")
         names = self.class_names
@@ -478,9 +487,10 @@ def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None)
 
 def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
     shape = graph.input_shape
-    size = shape[0] if shape[0] is not None and shape[0] == shape[1] else None
+    # A free input size: 224 px is what the CLI and the figures use by default (any size works).
+    size = shape[0] if shape[0] is not None and shape[0] == shape[1] else 224
     fixed = any(x.kind in FIXED_SIZE_KINDS for x in graph.layers)
-    probe = tuple(size or 224 for _ in range(2)) + (shape[-1],)
+    probe = (size, size, shape[-1])
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
     out = jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
                          jax.ShapeDtypeStruct((1, *probe), jnp.float32))
@@ -488,12 +498,14 @@ def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
     classes = int(out.shape[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
         classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
-    return ModelInfo(graph.name, classes, size, "flatten" if fixed and size else "gap",
+    fixed = fixed and shape[0] is not None
+    return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
                      graph.class_names, max(1, min(2 ** downsampling, 32)), int(shape[-1]))
 
 
 def _strided(layer) -> bool:
     cfg = layer.cfg
-    s = cfg.get("strides", cfg.get("pool_size") if "Pool" in layer.kind and "Global" not in layer.kind else 1)
-    s = s if s is not None else cfg.get("pool_size", 1)
-    return max(np.atleast_1d(s)) > 1 if s is not None else False
+    s = cfg.get("strides")
+    if s is None and "Pool" in layer.kind and "Global" not in layer.kind:
+        s = cfg.get("pool_size")
+    return s is not None and max(np.atleast_1d(s)) > 1

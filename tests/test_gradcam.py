@@ -176,7 +176,7 @@ def test_no_recompile_on_second_call(tiny, xs):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(layer="block5_pool"), "conv layer"),
+    (dict(layer="fc1"), "conv layer"),
     (dict(layer="nope"), "valid layers"),
     (dict(target=10), "out of range"),
     (dict(target=[1, 2, 3]), "3 targets for 2 images"),

@@ -150,7 +150,7 @@ def test_model_on_any_graph(tmp_path):
     g = _small_graph()
     p = {k: v for k, v in _params().items() if k != "dense"}
     m = Model(g, p, ops="exact", preprocess="tf")
-    assert (m.num_classes, m.input_size, m.arch.head) == (3, None, "gap")
+    assert (m.num_classes, m.input_size, m.arch.head) == (3, 224, "gap")  # free size: 224 px by default
     assert m.cam_layer == "mark"  # the last spatial map that is not a pooling layer
     x = _x()
     np.testing.assert_allclose(m.predict(x), jax.nn.softmax(_reference(p, x)[1]), rtol=1e-5, atol=1e-7)

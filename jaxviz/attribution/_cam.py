@@ -15,14 +15,16 @@ from ..errors import LayerError
 from . import _core
 
 
-def check_layer(model, layer: str | None) -> str:
-    """The conv layer a CAM is computed on; default the last one (``block5_conv3`` on VGG16)."""
-    names = list(model.conv_layer_names)
+def check_layer(model, layer: str | None, method: str = "class-activation maps need") -> str:
+    """The layer a CAM is computed on: any layer with a spatial map ``[N, h, w, C]``; default the model's
+    ``cam_layer``, the last such layer before the head (``block5_conv3`` on VGG16, ``conv5_block3_out`` on
+    ResNet50)."""
+    names = list(getattr(model, "spatial_layer_names", None) or model.conv_layer_names)
     if layer is None:
-        return names[-1]
+        return getattr(model, "cam_layer", None) or model.conv_layer_names[-1]
     if layer not in names:
-        raise LayerError(f"class-activation maps need a conv layer, got {layer!r}; choose one of: "
-                         f"{', '.join(names)}")
+        raise LayerError(f"{method} a conv layer (a layer with a spatial map), got {layer!r}; choose one "
+                         f"of: {', '.join(names)}")
     return layer
 
 
@@ -75,7 +77,7 @@ def check_args(model, method: str, x, target, layer: str | None, score: str, int
                reduce: str | None):
     """The checks every CAM method starts with; returns ``(layer, x, targets, reduce)``."""
     _core.check_model(model, method)
-    _core.check_choice(score, _core.SCORES, "score")
+    score = _core.check_score(model, score)
     _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
     reduce = _core.check_reduce(reduce)
     layer = check_layer(model, layer)

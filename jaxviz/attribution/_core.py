@@ -117,7 +117,7 @@ def check_sampled_args(model, method: str, x, target, score: str, reduce: str | 
     for ``count`` model inputs per image.
     """
     check_model(model, method)
-    check_choice(score, SCORES, "score")
+    check_score(model, score)
     reduce = check_reduce(reduce)
     count = check_positive(count, count_name)
     x = check_input(model, x)
@@ -155,16 +155,35 @@ def params_of(model, params):
 # Scores and gradients (all traced)
 
 
+def check_score(model, score: str) -> str:
+    """Validates ``score`` (one of :data:`SCORES`) and returns it as computed for ``model``'s head: with
+    ``"sigmoid_"`` in front for a model whose output is a sigmoid (a binary classifier's single unit gives
+    the logits ``[z, -z]``, see :mod:`jaxviz.graph`), whose probabilities are the logits' sigmoids."""
+    if score.startswith("sigmoid_") and score[len("sigmoid_"):] in SCORES:
+        return score
+    check_choice(score, SCORES, "score")
+    graph = getattr(model, "graph", None)
+    return f"sigmoid_{score}" if graph is not None and graph.head_activation == "sigmoid" else score
+
+
+def probabilities(logits: jax.Array, score: str) -> jax.Array:
+    """The model's class probabilities from its logits: their softmax, or for a sigmoid head (a ``score``
+    from :func:`check_score` starting with ``"sigmoid_"``) their sigmoids."""
+    return jax.nn.sigmoid(logits) if score.startswith("sigmoid_") else jax.nn.softmax(logits, axis=-1)
+
+
 def class_score(logits: jax.Array, targets: jax.Array, score: str) -> jax.Array:
-    """``[N]`` score of each image's target class from ``[N, K]`` logits.
+    """``[N]`` score of each image's target class from ``[N, K]`` logits (``score`` as :func:`check_score`
+    gives it: the logit, the probability or its logarithm, of a softmax or a sigmoid head).
 
     The class is picked with a one-hot contraction rather than indexing: its gradient is a multiply, not a
     serial scatter (see docs/PERFORMANCE.md).
     """
-    if score == "prob":
-        values = jax.nn.softmax(logits, axis=-1)
-    elif score == "log_prob":
-        values = jax.nn.log_softmax(logits, axis=-1)
+    kind = score.removeprefix("sigmoid_")
+    if kind == "prob":
+        values = probabilities(logits, score)
+    elif kind == "log_prob":
+        values = jax.nn.log_sigmoid(logits) if score.startswith("sigmoid_") else jax.nn.log_softmax(logits, axis=-1)
     else:
         values = logits
     onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)

@@ -22,7 +22,7 @@ from . import _core
 def modified_gradient(name: str, relu: Callable, model, x, target, score: str, reduce: str | None, params):
     """``∂score/∂x`` with ``relu`` in place of the ReLU, reduced over channels; one program per (model, score)."""
     _core.check_model(model, name)
-    _core.check_choice(score, _core.SCORES, "score")
+    score = _core.check_score(model, score)
     reduce = _core.check_reduce(reduce)
     x = _core.check_input(model, x)
     targets = _core.check_targets(model, target, x.shape[0])

@@ -37,8 +37,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..errors import JaxvizError, LayerError
-from . import _core
+from ..errors import JaxvizError
+from . import _cam, _core
 
 SCORES = ("prob", "logit")
 
@@ -72,8 +72,9 @@ def _build(fwd, layer: str, score: str, relu: Callable):
         delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
 
         def forward(delta):
-            probs, taps = fwd(params, x, taps=(layer, "logits"), relu=relu, perturb={layer: delta})
-            y = taps["logits"] if score == "logit" else probs
+            logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=relu, perturb={layer: delta})
+            probs = _core.probabilities(logits, score)
+            y = logits if score.endswith("logit") else probs
             return y, (taps[layer], probs)
 
         y, vjp_fn, (a, probs) = jax.vjp(forward, delta0, has_aux=True)
@@ -96,13 +97,9 @@ def _compiled(model, layer, score, relu):
 
 
 def _check_layer(model, layer):
-    if layer is None:
-        return model.last_conv_layer
-    (layer,) = model.check_layers(layer)
-    if layer not in model.conv_layer_names:
-        raise LayerError(f"Grad-CAM needs a conv layer, got {layer!r}; choose one of: "
-                         f"{', '.join(model.conv_layer_names)}")
-    return layer
+    if layer is not None:
+        (layer,) = model.check_layers(layer)
+    return _cam.check_layer(model, layer, "Grad-CAM needs")
 
 
 def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,
@@ -124,6 +121,7 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
     score = default_score(model, score)
     if score not in SCORES:
         raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
+    score = _core.check_score(model, score)
     layer = _check_layer(model, layer)
     x = model.check_input(x)
     if not bool(jnp.isfinite(x).all()):

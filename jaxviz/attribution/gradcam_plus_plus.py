@@ -61,6 +61,7 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
+    score = _core.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "gradcam_plus_plus", x, target, layer, score, interpolation,
                                                 reduce)
 

@@ -42,6 +42,7 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
+    score = _core.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "guided_gradcam", x, target, layer, score, interpolation,
                                                 reduce)
 

@@ -121,6 +121,7 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``); with ``return_convergence_delta`` a
       tuple ``(attributions, delta [N])``.
     """
+    score = _core.check_score(model, score)
     x, targets, reduce, steps, batch_size = _core.check_sampled_args(
         model, "integrated_gradients", x, target, score, reduce, steps, "steps", batch_size, gradient=True)
     alphas, weights = quadrature(method, steps)

@@ -162,6 +162,7 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     from .scores import default_score
 
     score = default_score(model, score)
+    score = _core.check_score(model, score)
     x, targets, reduce, n_samples, batch_size = _core.check_sampled_args(
         model, "lime", x, target, score, reduce, n_samples, "n_samples", batch_size, gradient=False)
     n = x.shape[0]

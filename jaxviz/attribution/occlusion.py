@@ -74,7 +74,7 @@ def occlusion(model, x, target: int | Sequence[int] | None = None, *, window: in
       ``[N, H, W]`` float32 (``[N, A, B]`` with ``return_grid``).
     """
     _core.check_model(model, "occlusion")
-    _core.check_choice(score, _core.SCORES, "score")
+    score = _core.check_score(model, score)
     reduce = _core.check_reduce(reduce)
     x = _core.check_input(model, x)
     targets = _core.check_targets(model, target, x.shape[0])

@@ -41,7 +41,7 @@ def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str 
       >>> g = saliency(model, x, 281, abs=False, reduce=None)   # raw gradient of class 281
     """
     _core.check_model(model, "saliency")
-    _core.check_choice(score, _core.SCORES, "score")
+    score = _core.check_score(model, score)
     reduce = _core.check_reduce(reduce)
     x = _core.check_input(model, x)
     targets = _core.check_targets(model, target, x.shape[0])

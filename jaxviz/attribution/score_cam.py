@@ -69,6 +69,7 @@ def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
+    score = _core.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "score_cam", x, target, layer, score, interpolation,
                                                 reduce)
     batch_size = _core.batch_size_for(model, x, batch_size, 512 * x.shape[0], gradient=False)

@@ -49,6 +49,7 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
+    score = _core.check_score(model, score)
     x, targets, reduce, n, batch_size = _core.check_sampled_args(
         model, "smoothgrad", x, target, score, reduce, n, "n", batch_size, gradient=True)
     keys = _core.fold_keys(seed, x.shape[0], n)  # [N, n]

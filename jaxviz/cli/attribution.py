@@ -148,7 +148,7 @@ def cmd_explain(args) -> int:
     s = model.arch.default_size
     stems = dict(zip(paths, unique_stems(paths)))
     notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
-    for chunk, x in image_batches(paths, (s, s), batch=4, progress=not args.no_progress, desc="explain"):
+    for chunk, x in image_batches(paths, (s, s), batch=4, progress=not args.no_progress, desc="explain", model=model):
         targets = _targets(model, x, args.target)
         maps, seconds = {}, {}
         for name in names:
@@ -165,7 +165,7 @@ def cmd_explain(args) -> int:
 def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, overlay, save_png, undo_preprocess,
                  save_figure, titled_panel) -> None:
     label = _class_label(model, target)
-    rgb = np.clip(np.asarray(undo_preprocess(x)), 0, 255)
+    rgb = np.clip(np.asarray(model.undo_preprocess(x)), 0, 255)
     record = {"image": str(path), "arch": model.arch.name, "weights": model.source, "target": target,
               "class": label, "methods": {}}
     panels, titles = [rgb.astype(np.uint8)], [f"input (class {label})"]
@@ -224,7 +224,7 @@ def cmd_evaluate(args) -> int:
     stems = dict(zip(paths, unique_stems(paths)))
     notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
     results = []
-    for chunk, xs in image_batches(paths, (s, s), batch=1, progress=not args.no_progress, desc="evaluate"):
+    for chunk, xs in image_batches(paths, (s, s), batch=1, progress=not args.no_progress, desc="evaluate", model=model):
         x = xs
         target = _targets(model, x, args.target)[0]
         rows = {}

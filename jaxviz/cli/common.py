@@ -15,7 +15,11 @@ from ..errors import JaxvizError
 
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
     p.add_argument("--arch", default=default_arch,
-                   help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models; default: %(default)s)")
+                   help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models), or your own model file: "
+                        "a Keras .keras or .h5 (model.save) or a converted .npz (default: %(default)s)")
+    p.add_argument("--preprocess", choices=("caffe", "tf", "torch", "none"), default=None,
+                   help="how images are prepared for the model (Keras's modes); default: the model's own "
+                        "(caffe for VGG; for a file, its Keras application's mode, else none)")
     p.add_argument("--weights", default="imagenet", type=weights_spec,
                    help='"imagenet" (Keras files: cache, then download; the demo models: their shipped '
                         'weights), a .h5/.npz path, or random:SEED')
@@ -76,18 +80,26 @@ def weights_spec(text: str) -> str:
 
 
 def model_from_args(args, include_top: bool | None = None):
-    from ..model import load
+    import sys
+
+    from ..model import _is_model_file, load
 
     if include_top is None:
         include_top = not getattr(args, "no_top", False)
-    return load(args.arch, args.weights, include_top=include_top)
+    model = load(args.arch, args.weights, include_top=include_top, preprocess=getattr(args, "preprocess", None))
+    if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None:
+        print(f"jaxviz: {model.arch.name} from {args.arch}: images preprocessed as {model.preprocess!r} "
+              "(--preprocess caffe|tf|torch|none to change)", file=sys.stderr)
+    return model
 
 
-def images_from_paths(paths, size) -> np.ndarray:
-    """Loads image files as one preprocessed batch ``[N, H, W, 3]`` at ``size`` (H, W)."""
+def images_from_paths(paths, size, model=None) -> np.ndarray:
+    """Loads image files as one batch ``[N, H, W, 3]`` at ``size`` (H, W), preprocessed for ``model`` (default:
+    VGG's "caffe" mode)."""
     from ..images import load_image, preprocess_input
 
-    return preprocess_input(np.stack([load_image(p, target_size=size) for p in paths]))
+    rgb = np.stack([load_image(p, target_size=size) for p in paths])
+    return preprocess_input(rgb) if model is None else np.asarray(model.preprocess_input(rgb))
 
 
 #: Folders :func:`output_dir` created in this command (``jaxviz.cli.main`` removes those left empty on failure).
@@ -257,13 +269,14 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
                 leave=False)
 
 
-def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True, desc: str = "images"):
+def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True, desc: str = "images",
+                  model=None):
     """Yields ``(paths, x)`` with ``x`` a preprocessed batch ``[n, H, W, 3]`` of at most ``batch`` images
     (so a large folder is never in memory at once), advancing a progress bar."""
     with progress_bar(len(paths), desc, progress) as bar:
         for i in range(0, len(paths), batch):
             chunk = paths[i: i + batch]
-            yield chunk, images_from_paths(chunk, size)
+            yield chunk, images_from_paths(chunk, size, model)
             bar.update(len(chunk))
 
 

@@ -13,6 +13,7 @@ from .common import (
     CompileNotice,
     add_images_arg,
     add_model_args,
+    check_output_file,
     collect_images,
     default_images,
     image_batches,
@@ -27,15 +28,17 @@ from .common import (
 
 def register(sub) -> None:
     p = sub.add_parser("summary", help="print Keras's model table")
-    p.add_argument("arch", help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap")
+    p.add_argument("arch", help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap, or a model file (.keras, .h5, .npz)")
     p.add_argument("--no-top", action="store_true", help="the model without its classifier")
     p.add_argument("--input-size", type=positive_int, default=None, help="input side in pixels (no-top models)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("convert", help="convert a Keras HDF5 weight file to jaxviz's .npz")
-    p.add_argument("src", help="Keras .h5 / .weights.h5 file")
-    p.add_argument("--arch", required=True,
-                   help="the file's architecture: vgg16 | vgg19 | vgg_demo | vgg_demo_gap")
+    p = sub.add_parser("convert", help="convert a Keras model or weight file to jaxviz's pickle-free .npz")
+    p.add_argument("src", help="a whole Keras model (.keras, or .h5 from model.save), or a VGG weight file "
+                               "(.h5 / .weights.h5, with --arch)")
+    p.add_argument("--arch", default=None,
+                   help="for a weight file: its architecture, vgg16 | vgg19 | vgg_demo | vgg_demo_gap; "
+                        "without it SRC must be a whole model (graph + weights are written)")
     p.add_argument("-o", "--output", required=True, help="destination (the .npz suffix is added)")
     p.set_defaults(func=cmd_convert)
 
@@ -79,8 +82,13 @@ def register(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from ..model import format_summary
+    from ..model import _is_model_file, format_summary, load
 
+    if _is_model_file(args.arch):
+        model = load(args.arch)
+        shape = (args.input_size, args.input_size, model.arch.channels) if args.input_size else None
+        model.summary(input_shape=shape)
+        return 0
     shape = (args.input_size, args.input_size, 3) if args.input_size else None
     print(format_summary(args.arch, include_top=not args.no_top, input_shape=shape))
     return 0
@@ -89,6 +97,14 @@ def cmd_summary(args) -> int:
 def cmd_convert(args) -> int:
     from .. import weights
 
+    if args.arch is None:
+        from ..converted import write_model
+        from ..model import read_model_file
+
+        check_output_file(args.output if args.output.endswith(".npz") else args.output + ".npz", "-o")
+        graph, params, info = read_model_file(args.src)
+        print(write_model(args.output, graph, params, info))
+        return 0
     dst = weights.convert(args.src, args.arch, args.output)
     print(dst)
     return 0

@@ -140,9 +140,8 @@ def cmd_deepvis(args) -> int:
     raw = class_patterns(model, args.classes, size=args.size, steps=args.steps, step_size=args.step_size,
                          l2_decay=args.l2_decay, blur_every=args.blur_every, blur_sigma=args.blur_sigma,
                          jitter=args.jitter, init_std=args.init_std, seed=args.seed, progress=True, raw=True)
-    from ..images import undo_preprocess
 
-    imgs = np.clip(np.rint(undo_preprocess(raw)), 0, 255).astype(np.uint8)
+    imgs = np.clip(np.rint(model.undo_preprocess(raw)), 0, 255).astype(np.uint8)
     for c, img, r in zip(args.classes, imgs, raw):
         print(save_png(out / f"deepvis_{c}.png", img))
         if args.npy:
@@ -157,7 +156,7 @@ def cmd_deepvis(args) -> int:
 def cmd_gradcam(args) -> int:
     from ..attribution.gradcam import gradcam_result
     from ..figures import arch_defaults, display_photo
-    from ..images import load_image, overlay, preprocess_input, save_png
+    from ..images import load_image, overlay, save_png
     from ..plotting import colourise, save_figure, titled_panel
     from ..visualize.deepvis import class_title
     from .attribution import check_class
@@ -185,7 +184,7 @@ def cmd_gradcam(args) -> int:
         for start in range(0, len(paths), batch):
             chunk = paths[start: start + batch]
             photos = [display_photo(load_image(p, target_size=None)) for p in chunk]
-            x = preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in chunk]))
+            x = np.asarray(model.preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in chunk])))
             with notice:
                 top = gradcam_result(model, x, layer=layer, score=score, top=k)
             top_maps, top_classes, probs = (np.asarray(a) for a in top)

@@ -73,7 +73,7 @@ def _check_maps(maps, x) -> jax.Array:
 
 def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blur_sigma, params):
     _core.check_model(model, kind)
-    _core.check_choice(score, _core.SCORES, "score")
+    score = _core.check_score(model, score)
     steps = _core.check_positive(steps, "steps")
     x = _core.check_input(model, x)
     batch_size = _core.batch_size_for(model, x, batch_size, (steps + 1) * x.shape[0], gradient=False)

@@ -1,0 +1,168 @@
+"""Everything works on the user's own model: the book's cats-vs-dogs convnet (DLwP listing 5.5) saved by
+Keras, loaded with ``jaxviz.load(path)``, explained by every entry point and every CLI command, and
+compared with Keras running the same file (exact mode, full float32 precision)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+keras = pytest.importorskip("keras", reason="Keras 3 writes the model files these tests read")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxviz  # noqa: E402
+from jaxviz import keras_compare, layers  # noqa: E402
+from jaxviz.cli import main  # noqa: E402
+
+SIZE = 64
+#: Parity tolerance of the project: max|Δ| ≤ 1e-4 · max|ref| in exact mode.
+TOL = 1e-4
+
+
+def _book_convnet(size=SIZE, seed=0):
+    """Listing 5.5: four Conv2D/MaxPooling2D pairs, Flatten, Dropout, Dense(512), Dense(1, sigmoid)."""
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((size, size, 3)),
+        L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Flatten(), L.Dropout(0.5), L.Dense(512, activation="relu"), L.Dense(1, activation="sigmoid"),
+    ], name="cats_and_dogs_small")
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, np.sqrt(2 / max(np.prod(w.shape[:-1]), 1)), w.shape).astype("float32")
+                       if w.ndim > 1 else rng.normal(0, 0.05, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("own")
+    kmodel = _book_convnet()
+    paths = {"keras": str(folder / "cats_and_dogs_small_2.keras"), "h5": str(folder / "cats_and_dogs_small_2.h5")}
+    kmodel.save(paths["keras"])
+    kmodel.save(paths["h5"])  # Keras 3's legacy HDF5 (model_config + model_weights), as listing 5.5 saves
+    return kmodel, paths
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(3)
+    return rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+
+
+def _rel(ours, ref):
+    ref = np.asarray(ref)
+    return float(np.abs(np.asarray(ours) - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kind", ["keras", "h5"])
+def test_book_convnet_equals_keras_layer_by_layer_and_in_gradcam(files, images, kind):
+    kmodel, paths = files
+    model = jaxviz.load(paths[kind], ops="exact")
+    assert model.preprocess == "none" and model.num_classes == 2  # one sigmoid unit: class 0 and its negative
+    x = images / 255.0
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_array_equal(model.predict(x).shape, (2, 1))
+        assert _rel(model.predict(x), kmodel.predict(x, verbose=0)) <= TOL
+        rows = keras_compare.compare(model, x)
+    names = [r["layer"] for r in rows]
+    assert "flatten" in names and "dense_1" in names and names[-1] == f"gradcam({model.cam_layer})"
+    assert model.cam_layer == "conv2d_3"  # the last spatial map before the head that is not a pool
+    worst = max(rows, key=lambda r: r["rel"])
+    assert worst["rel"] <= TOL, worst
+    assert rows[-1]["max_abs_ref"] > 0  # a real map was compared
+
+
+def test_saliency_and_both_classes_of_a_sigmoid_unit_equal_keras(files, images):
+    kmodel, paths = files
+    model = jaxviz.load(paths["keras"], ops="exact")
+    x = jnp.asarray(images / 255.0)
+    tv = [v.value for v in kmodel.trainable_variables]
+    ntv = [v.value for v in kmodel.non_trainable_variables]
+
+    def keras_prob(x):
+        return kmodel.stateless_call(tv, ntv, x, training=False)[0][:, 0]
+
+    with jax.default_matmul_precision("highest"):
+        ref0 = jax.grad(lambda x: keras_prob(x).sum())(x)
+        ref1 = jax.grad(lambda x: (1 - keras_prob(x)).sum())(x)
+        ours0 = jaxviz.saliency(model, x, target=0, score="prob", reduce=None)
+        ours1 = jaxviz.saliency(model, x, target=1, score="prob", reduce=None)
+        logit0 = jaxviz.saliency(model, x, target=0, score="logit", reduce=None)
+        logit1 = jaxviz.saliency(model, x, target=1, score="logit", reduce=None)
+    # Saliency is |∂score/∂x| (Simonyan et al.).
+    assert _rel(ours0, jnp.abs(ref0)) <= TOL and _rel(ours1, jnp.abs(ref1)) <= TOL
+    np.testing.assert_allclose(logit1, logit0, atol=1e-6 * float(jnp.abs(logit0).max()))
+    logits = model.apply(model.params, x, upto="logits")[0]  # the unit's logit z and its negative class's -z
+    np.testing.assert_array_equal(logits[:, 1], -logits[:, 0])
+    with jax.default_matmul_precision("highest"):
+        z = kmodel.stateless_call(tv, ntv, x, training=False)[0][:, 0]
+    np.testing.assert_allclose(jax.nn.sigmoid(logits[:, 0]), z, rtol=1e-6)
+
+
+def test_every_method_runs_on_the_file(files, images):
+    _, paths = files
+    model = jaxviz.load(paths["keras"])
+    x = images / 255.0
+    for name in jaxviz.METHODS:
+        maps = np.asarray(jaxviz.explain(model, x, name, **({"steps": 4} if "integrated" in name else {})))
+        assert maps.shape[:1] == (2,) and np.isfinite(maps).all(), name
+    heat, classes = jaxviz.gradcam(model, x, top=2)
+    assert heat.shape == (2, 2, 4, 4) and sorted(np.asarray(classes)[0].tolist()) == [0, 1]
+    feats = model.features(x, ["conv2d", "max_pooling2d_3"])
+    assert feats["conv2d"].shape == (2, 62, 62, 32) and feats["max_pooling2d_3"].shape == (2, 2, 2, 128)
+    assert jaxviz.kernels(model, "conv2d").shape == (3, 3, 3, 32)
+    pats = jaxviz.filter_patterns(model, "conv2d_1", [0, 5], size=SIZE, steps=3, progress=False)
+    assert pats.shape == (2, SIZE, SIZE, 3) and np.isfinite(pats).all()
+
+
+def test_cli_on_the_file(files, tmp_path, capsys):
+    _, paths = files
+    img = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(img)
+    model_file = paths["keras"]
+    assert main(["summary", model_file]) == 0
+    out = capsys.readouterr().out
+    assert 'Model: "cats_and_dogs_small"' in out and "conv2d (Conv2D)" in out and "Total params:" in out
+    assert main(["predict", str(img), "--arch", model_file, "--top", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "preprocessed as 'none'" in captured.err
+    assert main(["gradcam", str(img), "--arch", model_file, "-o", str(tmp_path / "cam")]) == 0
+    assert any(p.suffix == ".png" for p in (tmp_path / "cam").iterdir())
+    assert main(["explain", str(img), "--arch", model_file, "--method", "saliency", "--preprocess", "tf",
+                 "-o", str(tmp_path / "ex")]) == 0
+    assert main(["activations", str(img), "--arch", model_file, "--layer", "conv2d", "-o", str(tmp_path / "act")]) == 0
+    assert main(["convert", model_file, "-o", str(tmp_path / "converted")]) == 0
+    converted = jaxviz.load(str(tmp_path / "converted.npz"), ops="exact")
+    x = np.random.default_rng(1).uniform(0, 1, (1, SIZE, SIZE, 3)).astype("float32")
+    np.testing.assert_array_equal(converted.predict(x), jaxviz.load(model_file, ops="exact").predict(x))
+    assert main(["compare-keras", str(img), "--arch", model_file]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_unsupported_layer_is_one_line_naming_it(tmp_path):
+    candidates = [c for c in ("UnitNormalization", "GroupNormalization", "SpectralNormalization")
+                  if c not in layers.KINDS and hasattr(keras.layers, c)]
+    if not candidates:
+        pytest.skip("every candidate layer kind is supported now")
+    kind = candidates[0]
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, name="c")(inp)
+    h = getattr(L, kind)(name="odd")(h) if kind != "GroupNormalization" else L.GroupNormalization(2, name="odd")(h)
+    path = tmp_path / "odd.keras"
+    keras.Model(inp, L.GlobalAveragePooling2D()(h)).save(path)
+    r = subprocess.run([sys.executable, "-m", "jaxviz", "summary", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"'odd' is a {kind}" in r.stderr and "supported layer kinds" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
