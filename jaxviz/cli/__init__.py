@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     code = _run(args)
     if code != 0:
         common.remove_empty_created_folders()  # a failed command leaves no empty output folder behind
+    if code == 130 and argv is None:
+        # Run as the program (not called from Python): leave now. Interpreter teardown while XLA's threads
+        # are still inside the interrupted computation can crash (SIGSEGV) instead of exiting with 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     return code
 
 
