@@ -236,35 +236,42 @@ def _run_summary(ctx: _Context, task: _Task) -> None:
 
 
 def _run_kernels(ctx: _Context, task: _Task) -> None:
-    """The first layer's kernels as labelled figures: a cell per filter (its input channels side by side,
-    one gray scale for the whole layer) and, for RGB inputs, each filter as a colour patch."""
-    from .plotting import labelled_grid, save_figure
+    from .plotting import save_figure
+
+    for fig, name in zip(kernel_figures(ctx.conv_base, task.params["layer"], task.params["filters"]), task.files):
+        save_figure(fig, ctx.out / name)
+
+
+def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> list:
+    """A conv layer's kernels as labelled figures: a cell per filter (the 3×3 slices of its first
+    ``channels`` input channels side by side, one gray scale for the whole layer) and, for a first layer on
+    RGB inputs, a second figure with each filter as a colour patch. Returns matplotlib figures."""
+    from .plotting import labelled_grid
     from .visualize.kernels import kernels
 
-    layer = task.params["layer"]
-    k = kernels(ctx.conv_base, layer)  # [3, 3, C_in, C_out] in [0, 1] over the layer
-    c_in, nf = k.shape[2], min(task.params["filters"], k.shape[3])
-    chans = "B, G, R" if c_in == 3 else f"{c_in}"
+    k = kernels(model, layer)  # [3, 3, C_in, C_out] in [0, 1] over the layer
+    c_all, nf = k.shape[2], min(filters, k.shape[3])
+    c_in = min(channels, c_all)
+    chans = "B, G, R" if c_all == 3 else f"{c_in} of {c_all}"
     cells = []
     for f in range(nf):
         parts = []
         for c in range(c_in):
             parts += [k[:, :, c, f], np.full((3, 1), np.nan)]
         cells.append(np.concatenate(parts[:-1], axis=1))
-    title = (f"{layer} kernels of {ctx.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each 3×3 per input "
+    title = (f"{layer} kernels of {model.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each 3×3 per input "
              f"channel ({chans}, left to right)")
-    save_figure(labelled_grid(cells, [str(f) for f in range(nf)], title, cols=8, cell=1.0 + 0.35 * c_in,
-                              cmap="gray", vmax=1.0,
-                              colorbar="weight, one scale for the layer (0 = its most negative, 1 = its most "
-                                       "positive)"),
-                ctx.out / task.files[0])
-    if len(task.files) > 1:
+    cols = 8 if c_in <= 3 else max(2, 24 // c_in)  # about 1000–1600 px wide whatever the channel count
+    figs = [labelled_grid(cells, [str(f) for f in range(nf)], title, cols=cols, cell=1.0 + 0.35 * c_in,
+                          cmap="gray", vmax=1.0,
+                          colorbar="weight, one scale for the layer (0 = its most negative, 1 = its most positive)")]
+    if c_all == 3:
         patches = np.clip(np.rint(np.transpose(k[..., :nf], (3, 0, 1, 2))[..., ::-1] * 255), 0, 255)
-        save_figure(labelled_grid(list(patches.astype(np.uint8)), [str(f) for f in range(nf)],
-                                  f"{layer} kernels of {ctx.arch.name} as colour patches: filter f's 3×3 weights "
+        figs.append(labelled_grid(list(patches.astype(np.uint8)), [str(f) for f in range(nf)],
+                                  f"{layer} kernels of {model.arch.name} as colour patches: filter f's 3×3 weights "
                                   "on the\nB, G, R inputs drawn as blue, green, red (one scale for the layer)",
-                                  cols=8, cell=1.0),
-                    ctx.out / task.files[1])
+                                  cols=8, cell=1.0))
+    return figs
 
 
 def _run_feature_maps(ctx: _Context, task: _Task) -> None:

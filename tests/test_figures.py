@@ -220,7 +220,8 @@ def test_cli_kernels(tmp_path, capsys):
                           str(tmp_path)], capsys)
     assert code == 0, err
     assert {p.name for p in tmp_path.iterdir()} == {"kernels_block1_conv1.png", "kernels_block1_conv1_rgb.png",
-                                                    "kernels_block1_conv1.npy"}
+                                                    "kernels_block1_conv1.npy", "kernels_block1_conv1_labelled.png",
+                                                    "kernels_block1_conv1_rgb_labelled.png"}
     assert np.asarray(Image.open(tmp_path / "kernels_block1_conv1.png")).shape == (3 * 24 + 2, 3 * 24 + 2)
 
 

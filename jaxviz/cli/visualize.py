@@ -34,7 +34,8 @@ def register(sub) -> None:
     else:
         register_patterns(sub)
 
-    p = sub.add_parser("kernels", help="a conv layer's kernels: a row per filter, a column per input channel")
+    p = sub.add_parser("kernels", help="a conv layer's kernels: a row per filter, a column per input channel; "
+                                       "and the same labelled (kernels_<layer>_labelled.png)")
     p.add_argument("--layer", default="block1_conv1", help="conv layer (default: %(default)s)")
     p.add_argument("--filters", type=positive_int, default=64, help="first N filters (rows; default %(default)s)")
     p.add_argument("--channels", type=positive_int, default=64,
@@ -117,6 +118,12 @@ def cmd_kernels(args) -> int:
     for path in save_kernel_figures(model, args.layer, out, filters=args.filters, channels=args.channels,
                                     scale=args.scale, npy=args.npy):
         print(path)
+    from ..figures import kernel_figures
+    from ..plotting import save_figure
+
+    for fig, suffix in zip(kernel_figures(model, args.layer, args.filters, min(args.channels, 8)),
+                           ("_labelled", "_rgb_labelled")):
+        print(save_figure(fig, out / f"kernels_{args.layer}{suffix}.png"))
     return 0
 
 
