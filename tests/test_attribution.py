@@ -10,7 +10,7 @@ import pytest
 from attribution_models import HandModel, X, hand_params, tiny_with_biases
 
 import jaxviz
-from jaxviz.attribution import _core
+from jaxviz import runtime
 from jaxviz.attribution.deconvnet import deconvnet
 from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus
 from jaxviz.attribution.guided_backprop import guided_backprop
@@ -321,9 +321,9 @@ def test_every_method_common_signature_and_compiles_once(name, tiny, batch, capl
     assert m.shape == (2, 32, 32) and m.dtype == np.float32 and np.isfinite(m).all()
     full = np.asarray(fn(tiny, batch, None, reduce=None, **opts))
     assert full.shape == (2, 32, 32, 3)
-    before = dict(_core.trace_counts)
+    before = dict(runtime.trace_counts)
     fn(tiny, batch + 1, [1, 2], **opts)  # given targets share the program of "top class" targets
-    assert dict(_core.trace_counts) == before, name
+    assert dict(runtime.trace_counts) == before, name
     # the same calls again, with new pixel values: no new compilation
     with jax.log_compiles(True), caplog.at_level(logging.WARNING):
         caplog.clear()
@@ -336,21 +336,21 @@ def test_book_gradcam_one_program_for_every_target(tiny, batch):
     from jaxviz.attribution.gradcam import gradcam as book_gradcam
 
     book_gradcam(tiny, batch, 3, layer="block4_conv1")
-    before = _core.trace_counts["gradcam_book"]
+    before = runtime.trace_counts["gradcam_book"]
     a = np.asarray(book_gradcam(tiny, batch, 5, layer="block4_conv1"))  # another target
     b = np.asarray(book_gradcam(tiny, batch, [5, 0], layer="block4_conv1"))  # one per image
     top = np.asarray(tiny.predict(batch)).argmax(-1)
     c = np.asarray(book_gradcam(tiny, batch, layer="block4_conv1"))  # each image's top class
     d, classes = book_gradcam(tiny, batch, layer="block4_conv1", top=1)
-    assert _core.trace_counts["gradcam_book"] == before  # all four: the program of the first call
+    assert runtime.trace_counts["gradcam_book"] == before  # all four: the program of the first call
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(c, np.asarray(book_gradcam(tiny, batch, top.tolist(), layer="block4_conv1")))
     np.testing.assert_array_equal(np.asarray(d)[:, 0], c)
     np.testing.assert_array_equal(np.asarray(classes)[:, 0], top)
     book_gradcam(tiny, batch, layer="block4_conv1", top=3)  # K = 3 is another shape of the classes: once
-    after = _core.trace_counts["gradcam_book"]
+    after = runtime.trace_counts["gradcam_book"]
     book_gradcam(tiny, batch, layer="block4_conv1", top=3)
-    assert after == before + 1 and _core.trace_counts["gradcam_book"] == after
+    assert after == before + 1 and runtime.trace_counts["gradcam_book"] == after
 
 
 def test_targets_none_int_and_list(tiny, batch):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import jaxviz
+from jaxviz import runtime
 from jaxviz.visualize import deepvis as D
 from jaxviz.visualize.deepvis import class_patterns, gaussian_blur, gaussian_kernel1d
 
@@ -42,9 +43,9 @@ def test_batch_equals_each_class_alone(tiny):
 
 def test_progress_segments_give_the_same_result_without_retracing(tiny):
     a = class_patterns(tiny, [5], steps=10, jitter=3, raw=True, progress=False)
-    before = D.trace_count
+    before = runtime.trace_counts["deepvis"]
     b = class_patterns(tiny, [5], steps=10, jitter=3, raw=True, progress=True, progress_every=3)  # 3+3+3+1
-    assert D.trace_count == before  # loop bounds are traced: one program serves every segment
+    assert runtime.trace_counts["deepvis"] == before  # loop bounds are traced: one program serves every segment
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxviz
+from jaxviz import runtime
 from jaxviz.errors import JaxvizError, LayerError
 from jaxviz.visualize import patterns
 
@@ -158,12 +159,12 @@ def test_filter_result_independent_of_the_others(tiny):
 def test_no_retrace_on_second_call(tiny):
     kw = dict(size=SIZE, steps=2, chunk_size=2, progress=False)
     patterns.filter_patterns(tiny, LAYER, [0, 1], **kw)
-    before = patterns.trace_counts["keras"]
+    before = runtime.trace_counts["patterns_keras"]
     patterns.filter_patterns(tiny, LAYER, [0, 1], **kw)
     patterns.filter_patterns(tiny, LAYER, [4, 2, 3], **kw)  # other filters, same chunk: same program
     other = jaxviz.load("vgg_tiny", "random:1", include_top=False)  # other weights, same shapes
     patterns.filter_patterns(other, LAYER, [0, 1], **kw)
-    assert patterns.trace_counts["keras"] == before
+    assert runtime.trace_counts["patterns_keras"] == before
 
 
 @pytest.mark.parametrize("method", ["keras", "regularised"])
@@ -204,7 +205,7 @@ def test_regularised_raises_its_objective(tiny):
     kw = dict(size=SIZE, method="regularised", chunk_size=3, progress=False)
     start = patterns.filter_patterns(tiny, LAYER, filters, steps=0, **kw)
     end = patterns.filter_patterns(tiny, LAYER, filters, steps=25, **kw)
-    assert patterns.trace_counts["regularised"] >= 1
+    assert runtime.trace_counts["patterns_regularised"] >= 1
     assert start.shape == end.shape == (3, SIZE, SIZE, 3)
     # Model space: BGR 0..255 minus the ImageNet means.
     assert end.min() >= -124 and end.max() <= 256 - 103

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import ops, vgg, winograd
-from jaxviz.attribution import _core
+from jaxviz import ops, runtime, vgg, winograd
 
 
 def _direct(x, k):
@@ -91,7 +90,7 @@ def test_attribution_fast_default_close_to_parity_mode():
     with jax.default_matmul_precision("highest"):
         exact = jaxviz.saliency(model, x, target=[1, 2])
     assert _relative(fast, exact) < 1e-4
-    assert any("winograd" in e for e in _core.flipped_kernels(model, model.params).values())
+    assert any("winograd" in e for e in runtime.flipped_kernels(model, model.params).values())
 
 
 @pytest.mark.parametrize("shape, budget", [

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from .. import runtime
 from ..errors import LayerError
-from . import _core
 
 
 def check_layer(model, layer: str | None, method: str = "class-activation maps need") -> str:
@@ -40,8 +40,8 @@ def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, targets: ja
         return logits, taps[layer]
 
     logits, vjp, a = jax.vjp(forward, delta0, has_aux=True)
-    t = _core.resolve(targets, logits)
-    dlogits = jax.grad(lambda z: _core.class_score(z, t, score).sum())(logits)
+    t = runtime.resolve(targets, logits)
+    dlogits = jax.grad(lambda z: runtime.class_score(z, t, score).sum())(logits)
     (grads,) = vjp(dlogits)
     return a, grads, t
 
@@ -53,12 +53,12 @@ def head_gradient(fwd: Callable, params, x: jax.Array, a: jax.Array, layer: str,
     Only those layers run (for the last conv layer: pooling and the head); ``a`` comes from a forward pass
     already done (e.g. Guided Grad-CAM's guided one, whose forward values are the same).
     """
-    index = _core.relu_calls(fwd, params, x, layer) - 1  # the layer's own ReLU call
+    index = runtime.relu_calls(fwd, params, x, layer) - 1  # the layer's own ReLU call
     dummy = jnp.zeros_like(x)  # everything before the layer is unused and removed by XLA
 
     def total(av):
-        logits = fwd(params, dummy, upto="logits", relu=_core.injecting_relu(index, av))[0]
-        return _core.class_score(logits, targets, score).sum()
+        logits = fwd(params, dummy, upto="logits", relu=runtime.injecting_relu(index, av))[0]
+        return runtime.class_score(logits, targets, score).sum()
 
     return jax.grad(total)(a)
 
@@ -76,10 +76,10 @@ def gradcam_map(a: jax.Array, grads: jax.Array) -> jax.Array:
 def check_args(model, method: str, x, target, layer: str | None, score: str, interpolation: str,
                reduce: str | None):
     """The checks every CAM method starts with; returns ``(layer, x, targets, reduce)``."""
-    _core.check_model(model, method)
-    score = _core.check_score(model, score)
-    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
-    reduce = _core.check_reduce(reduce)
+    runtime.check_model(model, method)
+    score = runtime.check_score(model, score)
+    runtime.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
+    reduce = runtime.check_reduce(reduce)
     layer = check_layer(model, layer)
-    x = _core.check_input(model, x)
-    return layer, x, _core.check_targets(model, target, x.shape[0]), reduce
+    x = runtime.check_input(model, x)
+    return layer, x, runtime.check_targets(model, target, x.shape[0]), reduce

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import _core
+from .. import runtime
 
 
 def modified_gradient(name: str, relu: Callable, model, x, target, score: str, reduce: str | None, params):
     """``∂score/∂x`` with ``relu`` in place of the ReLU, reduced over channels; one program per (model, score)."""
-    _core.check_model(model, name)
-    score = _core.check_score(model, score)
-    reduce = _core.check_reduce(reduce)
-    x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    runtime.check_model(model, name)
+    score = runtime.check_score(model, score)
+    reduce = runtime.check_reduce(reduce)
+    x = runtime.check_input(model, x)
+    targets = runtime.check_targets(model, target, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
-            g, _, _ = _core.input_gradient(fwd, params, x, targets, score, relu=relu)
+            g, _, _ = runtime.input_gradient(fwd, params, x, targets, score, relu=relu)
             return g
 
         return run
 
-    fn = _core.compiled(model, name, (score,), build)
-    return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)
+    fn = runtime.compiled(model, name, (score,), build)
+    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)

@@ -37,14 +37,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import runtime
 from ..errors import JaxvizError
-from . import _cam, _core
+from . import _cam
 
 SCORES = ("prob", "logit")
-
-#: Number of times a Grad-CAM program was traced (tests check a second call does not retrace).
-trace_count = 0
-
 
 class GradCAMResult(NamedTuple):
     """Everything one Grad-CAM call computes.
@@ -60,20 +57,18 @@ class GradCAMResult(NamedTuple):
 
 
 def _build(fwd, layer: str, score: str, relu: Callable):
-    """The Grad-CAM program on ``fwd`` (:func:`jaxviz.attribution._core.compiled`'s forward pass).
+    """The Grad-CAM program on ``fwd`` (:func:`jaxviz.runtime.compiled`'s forward pass).
 
     ``classes [N, K]``: a class index, or ``-1`` for the image's ``j``-th most probable class in column ``j``.
     """
 
     def run(params, x, classes):
-        global trace_count
-        trace_count += 1
         a_shape = jax.eval_shape(lambda p, v: fwd(p, v, upto=layer)[0], params, x)
         delta0 = jnp.zeros(a_shape.shape, a_shape.dtype)
 
         def forward(delta):
             logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=relu, perturb={layer: delta})
-            probs = _core.probabilities(logits, score)
+            probs = runtime.probabilities(logits, score)
             y = logits if score.endswith("logit") else probs
             return y, (taps[layer], probs)
 
@@ -93,7 +88,7 @@ def _build(fwd, layer: str, score: str, relu: Callable):
 
 
 def _compiled(model, layer, score, relu):
-    return _core.compiled(model, "gradcam_book", (layer, score, relu), lambda fwd: _build(fwd, layer, score, relu))
+    return runtime.compiled(model, "gradcam_book", (layer, score, relu), lambda fwd: _build(fwd, layer, score, relu))
 
 
 def _check_layer(model, layer):
@@ -121,7 +116,7 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
     score = default_score(model, score)
     if score not in SCORES:
         raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
-    score = _core.check_score(model, score)
+    score = runtime.check_score(model, score)
     layer = _check_layer(model, layer)
     x = model.check_input(x)
     if not bool(jnp.isfinite(x).all()):
@@ -134,7 +129,7 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
         if not 1 <= operator.index(top) <= num_classes:
             raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
     if target is not None:
-        classes = _core.check_targets(model, target, n)[:, None]
+        classes = runtime.check_targets(model, target, n)[:, None]
     else:
         classes = jnp.full((n, int(top or 1)), -1, jnp.int32)  # -1: the j-th most probable class
     fn = _compiled(model, layer, score, relu)

@@ -35,7 +35,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _cam, _core
+from .. import runtime
+from . import _cam
 
 
 def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
@@ -61,7 +62,7 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
-    score = _core.check_score(model, score)
+    score = runtime.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "gradcam_plus_plus", x, target, layer, score, interpolation,
                                                 reduce)
 
@@ -73,14 +74,14 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
                 peak = cam.max(axis=(1, 2), keepdims=True)
                 cam = cam / jnp.where(peak > 0, peak, 1)
             if upsample:
-                cam = _core.resize_maps(cam, x.shape[1:3], interpolation)
+                cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
             return cam
 
         return run
 
     key = (layer, score, bool(upsample), interpolation, bool(normalize), bool(normalize_alpha))
-    fn = _core.compiled(model, "gradcam_plus_plus", key, build)
-    return _core.finish_spatial(fn(_core.params_of(model, params), x, targets), reduce, x.shape[-1])
+    fn = runtime.compiled(model, "gradcam_plus_plus", key, build)
+    return runtime.finish_spatial(fn(runtime.params_of(model, params), x, targets), reduce, x.shape[-1])
 
 
 def plus_plus_map(a: jax.Array, g: jax.Array, normalize_alpha: bool = False) -> jax.Array:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _cam, _core
+from .. import runtime
+from . import _cam
 from .guided_backprop import guided_relu
 
 
@@ -42,7 +43,7 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
-    score = _core.check_score(model, score)
+    score = runtime.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "guided_gradcam", x, target, layer, score, interpolation,
                                                 reduce)
 
@@ -57,17 +58,17 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
                 return logits, taps[layer]
 
             logits, vjp, a = jax.vjp(forward, x, jnp.zeros(a_shape.shape, a_shape.dtype), has_aux=True)
-            t = _core.resolve(targets, logits)
-            dlogits = jax.grad(lambda z: _core.class_score(z, t, score).sum())(logits)
+            t = runtime.resolve(targets, logits)
+            dlogits = jax.grad(lambda z: runtime.class_score(z, t, score).sum())(logits)
             gb, _ = vjp(dlogits)  # guided backpropagation to the input
             # Grad-CAM's gradient goes through the layers after the tap with the plain ReLU: re-run only
             # those (the head, for the last conv layer) from the tapped activations.
             g = _cam.head_gradient(fwd, params, x, a, layer, t, score)
             cam = jnp.maximum(_cam.gradcam_map(a, g), 0)
-            cam = _core.resize_maps(cam, x.shape[1:3], interpolation)
+            cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
             return gb * cam[..., None]
 
         return run
 
-    fn = _core.compiled(model, "guided_gradcam", (layer, score, interpolation), build)
-    return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)
+    fn = runtime.compiled(model, "guided_gradcam", (layer, score, interpolation), build)
+    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)

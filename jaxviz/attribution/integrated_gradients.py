@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import runtime
 from ..errors import JaxvizError
-from . import _core
 
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 BASELINES = ("zeros", "black", "blur")
@@ -109,7 +109,7 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
       steps: number of gradient evaluations along the path (Captum's ``n_steps``).
       method: quadrature rule, named as in Captum (see the module docstring).
       batch_size: model inputs (images × steps) per chunk; bounds memory. Default: 8 on a CPU, what half
-        an accelerator's free memory holds otherwise (:func:`~jaxviz.attribution._core.batch_size_for`).
+        an accelerator's free memory holds otherwise (:func:`~jaxviz.runtime.batch_size_for`).
       blur_sigma: Gaussian σ in pixels for the ``"blur"`` baseline.
       score: ``"logit"`` (default), ``"prob"`` or ``"log_prob"``.
       reduce: channel reduction; default ``"sum"`` (keeps completeness); ``None`` keeps ``[N, H, W, 3]``
@@ -121,12 +121,12 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``); with ``return_convergence_delta`` a
       tuple ``(attributions, delta [N])``.
     """
-    score = _core.check_score(model, score)
-    x, targets, reduce, steps, batch_size = _core.check_sampled_args(
+    score = runtime.check_score(model, score)
+    x, targets, reduce, steps, batch_size = runtime.check_sampled_args(
         model, "integrated_gradients", x, target, score, reduce, steps, "steps", batch_size, gradient=True)
     alphas, weights = quadrature(method, steps)
     base = make_baseline(baseline, x, blur_sigma)
-    chunk = _core.per_chunk(batch_size, x.shape[0])
+    chunk = runtime.per_chunk(batch_size, x.shape[0])
 
     # Forward passes on the image and the baseline run only when something needs them: the convergence
     # delta, or a top class to resolve (2 of the 2 + steps passes; Captum skips them too).
@@ -145,27 +145,27 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
                 a, w = aw
                 c = a.shape[0]
                 xs = base[None] + a[:, None, None, None, None] * diff[None]
-                g, _, _ = _core.input_gradient(fwd, params, xs.reshape(-1, *x.shape[1:]), jnp.tile(t, c), score)
+                g, _, _ = runtime.input_gradient(fwd, params, xs.reshape(-1, *x.shape[1:]), jnp.tile(t, c), score)
                 return w[:, None, None, None, None] * g.reshape(c, *x.shape)
 
-            avg = _core.chunked_sum(chunk_grads, (alphas, weights), chunk)
+            avg = runtime.chunked_sum(chunk_grads, (alphas, weights), chunk)
             attr = diff * avg
             if not with_delta:
                 return attr, None
-            s_b = _core.scores_of(fwd, params, base, t, score)
+            s_b = runtime.scores_of(fwd, params, base, t, score)
             delta = attr.sum(axis=(1, 2, 3)) - (s_x - s_b)
             return attr, delta
 
         return run
 
-    fn = _core.compiled(model, "integrated_gradients", (chunk, score, with_delta), build)
-    attr, delta = fn(_core.params_of(model, params), x, base, targets, jnp.asarray(alphas, jnp.float32),
+    fn = runtime.compiled(model, "integrated_gradients", (chunk, score, with_delta), build)
+    attr, delta = fn(runtime.params_of(model, params), x, base, targets, jnp.asarray(alphas, jnp.float32),
                      jnp.asarray(weights, jnp.float32))
-    attr = _core.finish(attr, reduce)
+    attr = runtime.finish(attr, reduce)
     return (attr, delta) if return_convergence_delta else attr
 
 
 def _scores_and_targets(fwd, params, x, targets, score):
     logits = fwd(params, x, upto="logits")[0]
-    t = _core.resolve(targets, logits)
-    return _core.class_score(logits, t, score), t
+    t = runtime.resolve(targets, logits)
+    return runtime.class_score(logits, t, score), t

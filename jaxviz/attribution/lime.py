@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import runtime
 from ..errors import JaxvizError
-from . import _core
 
 SEGMENTATIONS = ("slic", "grid", "quickshift")
 
@@ -162,12 +162,12 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     from .scores import default_score
 
     score = default_score(model, score)
-    score = _core.check_score(model, score)
-    x, targets, reduce, n_samples, batch_size = _core.check_sampled_args(
+    score = runtime.check_score(model, score)
+    x, targets, reduce, n_samples, batch_size = runtime.check_sampled_args(
         model, "lime", x, target, score, reduce, n_samples, "n_samples", batch_size, gradient=False)
     n = x.shape[0]
     if isinstance(segments, str):
-        labels = segment(np.asarray(x), segments, _core.check_positive(n_segments, "n_segments"), compactness)
+        labels = segment(np.asarray(x), segments, runtime.check_positive(n_segments, "n_segments"), compactness)
     else:
         labels = np.broadcast_to(np.asarray(segments), x.shape[:3])
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
@@ -180,13 +180,13 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     mean_fill = isinstance(fill, str)
     if mean_fill and fill != "mean":
         raise JaxvizError(f"fill must be 'mean' or a number, got {fill!r}")
-    keys = _core.fold_keys(seed, n, n_samples)
-    chunk = _core.per_chunk(batch_size, n)
+    keys = runtime.fold_keys(seed, n, n_samples)
+    chunk = runtime.per_chunk(batch_size, n)
 
     def build(fwd):
         def run(params, x, targets, labels, valid, keys, fill_value, kernel_width, alpha):
             logits = fwd(params, x, upto="logits")[0]
-            t = _core.resolve(targets, logits)
+            t = runtime.resolve(targets, logits)
             onehot = jax.nn.one_hot(labels, k, dtype=x.dtype)  # [N, H, W, K]
             if mean_fill:
                 sums = jnp.einsum("nhwk,nhwc->nkc", onehot, x)
@@ -201,9 +201,9 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
                 c = zc.shape[0]
                 keep = jnp.einsum("nhwk,cnk->cnhw", onehot, zc)[..., None]
                 xs = (keep * x[None] + (1 - keep) * filler[None]).reshape(-1, *x.shape[1:])
-                return _core.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
+                return runtime.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
 
-            y = _core.chunked_map(score_chunk, jnp.swapaxes(z, 0, 1), chunk).T  # [N, S]
+            y = runtime.chunked_map(score_chunk, jnp.swapaxes(z, 0, 1), chunk).T  # [N, S]
             coef = jax.vmap(_weighted_ridge, in_axes=(0, 0, 0, None, None))(z, y, valid.astype(x.dtype),
                                                                           kernel_width, alpha)  # [N, K]
             m = jnp.einsum("nhwk,nk->nhw", onehot, coef)
@@ -212,10 +212,10 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
         return run
 
     key = (k, bool(mean_fill), score, chunk)
-    fn = _core.compiled(model, "lime", key, build)
-    m = fn(_core.params_of(model, params), x, targets, jnp.asarray(dense, jnp.int32), jnp.asarray(valid),
+    fn = runtime.compiled(model, "lime", key, build)
+    m = fn(runtime.params_of(model, params), x, targets, jnp.asarray(dense, jnp.int32), jnp.asarray(valid),
               keys, jnp.float32(0.0 if mean_fill else fill), jnp.float32(kernel_width), jnp.float32(alpha))
-    return _core.finish_spatial(m, reduce, x.shape[-1])
+    return runtime.finish_spatial(m, reduce, x.shape[-1])
 
 
 def _weighted_ridge(z, y, valid, kernel_width, alpha):

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 
+from .. import runtime
 from ..errors import JaxvizError
-from . import _core
 from .deconvnet import deconvnet
 from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
@@ -38,16 +38,16 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str |
     Returns:
       ``[N, H, W]`` float32 in [0, 1].
     """
-    _core.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
-    reduce = _core.check_reduce(reduce)
+    runtime.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
+    reduce = runtime.check_reduce(reduce)
     maps = book_gradcam(model, x, target, layer=layer, score=score, params=params)
-    x = _core.check_input(model, x)
-    return _core.finish_spatial(_resize(maps, x.shape[1:3], interpolation), reduce, x.shape[-1])
+    x = runtime.check_input(model, x)
+    return runtime.finish_spatial(_resize(maps, x.shape[1:3], interpolation), reduce, x.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))
 def _resize(maps, size, method):
-    return _core.resize_maps(maps, size, method)
+    return runtime.resize_maps(maps, size, method)
 
 
 #: name → method, in the order the ``all`` panel shows them.

@@ -32,8 +32,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from .. import runtime
 from ..errors import JaxvizError
-from . import _core
 
 
 def _pair(v, what):
@@ -73,11 +73,11 @@ def occlusion(model, x, target: int | Sequence[int] | None = None, *, window: in
     Returns:
       ``[N, H, W]`` float32 (``[N, A, B]`` with ``return_grid``).
     """
-    _core.check_model(model, "occlusion")
-    score = _core.check_score(model, score)
-    reduce = _core.check_reduce(reduce)
-    x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    runtime.check_model(model, "occlusion")
+    score = runtime.check_score(model, score)
+    reduce = runtime.check_reduce(reduce)
+    x = runtime.check_input(model, x)
+    targets = runtime.check_targets(model, target, x.shape[0])
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     h, w = x.shape[1:3]
     if wh > h or ww > w:
@@ -85,15 +85,15 @@ def occlusion(model, x, target: int | Sequence[int] | None = None, *, window: in
     if (sh > wh and wh < h) or (sw > ww and ww < w):
         raise JaxvizError(f"stride {sh}×{sw} larger than the window {wh}×{ww} would leave pixels unoccluded")
     rows, cols = positions(h, wh, sh), positions(w, ww, sw)
-    batch_size = _core.batch_size_for(model, x, batch_size, rows * cols * x.shape[0], gradient=False)
-    chunk = _core.per_chunk(batch_size, x.shape[0])
+    batch_size = runtime.batch_size_for(model, x, batch_size, rows * cols * x.shape[0], gradient=False)
+    chunk = runtime.per_chunk(batch_size, x.shape[0])
     plan = split_plan(model, (h, w), (wh, ww), incremental)
 
     def build(fwd):
         def run(params, x, targets, fill):
             logits = fwd(params, x, upto="logits")[0]
-            t = _core.resolve(targets, logits)
-            s0 = _core.class_score(logits, t, score)
+            t = runtime.resolve(targets, logits)
+            s0 = runtime.class_score(logits, t, score)
             r_ind = _indicator(h, rows, wh, sh)  # [A, H]: window rows
             c_ind = _indicator(w, cols, ww, sw)  # [B, W]: window columns
 
@@ -101,26 +101,26 @@ def occlusion(model, x, target: int | Sequence[int] | None = None, *, window: in
                 c = p.shape[0]
                 m = r_ind[p // cols][:, :, None] * c_ind[p % cols][:, None, :]  # [c, H, W]
                 xs = jnp.where(m[:, None, :, :, None] > 0, fill, x[None]).reshape(-1, *x.shape[1:])
-                s = _core.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
+                s = runtime.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
                 return s0[None] - s
 
             if plan is None:
-                drops = _core.chunked_map(drop_chunk, jnp.arange(rows * cols), chunk)  # [A·B, N]
+                drops = runtime.chunked_map(drop_chunk, jnp.arange(rows * cols), chunk)  # [A·B, N]
             else:
                 clean = fwd(params, x, upto=plan.layer)[0]
                 z = _incremental_logits(fwd, params, x, clean, jnp.arange(rows * cols), cols, (sh, sw), (wh, ww),
                                         fill, plan, chunk)  # [A·B·N, K]
-                drops = s0[None] - _core.class_score(z, jnp.tile(t, rows * cols), score).reshape(rows * cols, -1)
+                drops = s0[None] - runtime.class_score(z, jnp.tile(t, rows * cols), score).reshape(rows * cols, -1)
             return drops.T.reshape(-1, rows, cols)
 
         return run
 
     key = ((wh, ww), (sh, sw), score, chunk, plan)
-    fn = _core.compiled(model, "occlusion", key, build)
-    grid = fn(_core.params_of(model, params), x, targets, jnp.float32(fill))
+    fn = runtime.compiled(model, "occlusion", key, build)
+    grid = fn(runtime.params_of(model, params), x, targets, jnp.float32(fill))
     if return_grid:
         return grid
-    return _core.finish_spatial(_paint(grid, (h, w), (wh, ww), (sh, sw)), reduce, x.shape[-1])
+    return runtime.finish_spatial(_paint(grid, (h, w), (wh, ww), (sh, sw)), reduce, x.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=("size", "window", "stride"))
@@ -214,7 +214,7 @@ def split_plan(model, size: tuple[int, int], window: tuple[int, int], incrementa
     return best
 
 
-_injecting_relu = _core.injecting_relu
+_injecting_relu = runtime.injecting_relu
 
 
 def _affected(start, window: int, n_out: int, plan: SplitPlan):
@@ -265,7 +265,7 @@ def _incremental_logits(fwd, params, x, clean, windows, cols, stride, window, fi
         upto = plan.dense_layer or "logits"
         return fwd(params, dummy, upto=upto, relu=_injecting_relu(plan.index, acts))[0].reshape(c, n, -1)
 
-    feats = _core.chunked_map(features, windows, chunk)
+    feats = runtime.chunked_map(features, windows, chunk)
     feats = feats.reshape(-1, feats.shape[-1])
     if plan.dense_layer is None:
         return feats

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _core
+from .. import runtime
 
 
 def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str = "logit",
@@ -29,7 +29,7 @@ def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str 
       target: ``None`` (each image's top class), a class index, or one per image.
       score: ``"logit"`` (default), ``"prob"`` or ``"log_prob"``: the score differentiated.
       abs: take the gradient's absolute value (the paper; Captum's ``Saliency(abs=True)`` default).
-      reduce: channel reduction (see :mod:`jaxviz.attribution._core`); ``"max"`` is the paper's
+      reduce: channel reduction (see :mod:`jaxviz.runtime`); ``"max"`` is the paper's
         max over colour channels, ``None`` keeps ``[N, H, W, 3]``.
       params: weights to use instead of ``model.params``.
 
@@ -40,18 +40,18 @@ def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str 
       >>> m = saliency(model, x)                     # top class, [N, 224, 224]
       >>> g = saliency(model, x, 281, abs=False, reduce=None)   # raw gradient of class 281
     """
-    _core.check_model(model, "saliency")
-    score = _core.check_score(model, score)
-    reduce = _core.check_reduce(reduce)
-    x = _core.check_input(model, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    runtime.check_model(model, "saliency")
+    score = runtime.check_score(model, score)
+    reduce = runtime.check_reduce(reduce)
+    x = runtime.check_input(model, x)
+    targets = runtime.check_targets(model, target, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
-            g, _, _ = _core.input_gradient(fwd, params, x, targets, score)
+            g, _, _ = runtime.input_gradient(fwd, params, x, targets, score)
             return jnp.abs(g) if abs else g
 
         return run
 
-    fn = _core.compiled(model, "saliency", (score, bool(abs)), build)
-    return _core.finish(fn(_core.params_of(model, params), x, targets), reduce)
+    fn = runtime.compiled(model, "saliency", (score, bool(abs)), build)
+    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _cam, _core
+from .. import runtime
+from . import _cam
 
 
 def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
@@ -69,16 +70,16 @@ def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str
     Returns:
       ``[N, H, W]`` float32, non-negative.
     """
-    score = _core.check_score(model, score)
+    score = runtime.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "score_cam", x, target, layer, score, interpolation,
                                                 reduce)
-    batch_size = _core.batch_size_for(model, x, batch_size, 512 * x.shape[0], gradient=False)
-    chunk = _core.per_chunk(batch_size, x.shape[0])
+    batch_size = runtime.batch_size_for(model, x, batch_size, 512 * x.shape[0], gradient=False)
+    chunk = runtime.per_chunk(batch_size, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
             logits, taps = fwd(params, x, upto="logits", taps=(layer,))
-            t = _core.resolve(targets, logits)
+            t = runtime.resolve(targets, logits)
             weights, valid = channel_scores(fwd, params, x, taps[layer], t, score, chunk, interpolation,
                                             with_valid=True)
             if softmax_channels:  # over the channels with spatial information only
@@ -96,8 +97,8 @@ def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str
         return run
 
     key = (layer, score, chunk, interpolation, bool(normalize), bool(softmax_channels))
-    fn = _core.compiled(model, "score_cam", key, build)
-    return _core.finish_spatial(fn(_core.params_of(model, params), x, targets), reduce, x.shape[-1])
+    fn = runtime.compiled(model, "score_cam", key, build)
+    return runtime.finish_spatial(fn(runtime.params_of(model, params), x, targets), reduce, x.shape[-1])
 
 
 def upsampled(a: jax.Array, size, interpolation: str) -> jax.Array:
@@ -128,8 +129,8 @@ def channel_scores(fwd, params, x, a, t, score, chunk, interpolation, with_valid
         c = idx.shape[0]
         m, valid = masks(jnp.take(a, idx, axis=-1), x.shape[1:3], interpolation)  # [N, H, W, c], [N, c]
         xs = (x[None] * jnp.moveaxis(m, -1, 0)[..., None]).reshape(-1, *x.shape[1:])
-        s = _core.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
+        s = runtime.scores_of(fwd, params, xs, jnp.tile(t, c), score).reshape(c, -1)
         return jnp.where(valid.T, s, 0), valid.T
 
-    s, valid = _core.chunked_map(score_chunk, jnp.arange(a.shape[-1]), chunk)
+    s, valid = runtime.chunked_map(score_chunk, jnp.arange(a.shape[-1]), chunk)
     return (s.T, valid.T) if with_valid else s.T  # [N, K]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _core
+from .. import runtime
 
 
 def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 50, noise: float = 0.15,
@@ -39,7 +39,7 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
       noise: noise standard deviation as a fraction of each image's range ``max − min``.
       seed: PRNG seed (an int, or a ``jax.random.key``).
       batch_size: model inputs (images × samples) per chunk; bounds memory. Default: 8 on a CPU, what
-        half an accelerator's free memory holds otherwise (:func:`~jaxviz.attribution._core.batch_size_for`).
+        half an accelerator's free memory holds otherwise (:func:`~jaxviz.runtime.batch_size_for`).
       squared: average the squared gradients (SmoothGrad-Squared, Hooker et al. 2019) instead.
       abs: take the absolute value of the averaged gradient (as the paper visualises it).
       score: ``"logit"`` (default), ``"prob"`` or ``"log_prob"``.
@@ -49,30 +49,30 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
     Returns:
       ``[N, H, W]`` float32 (``[N, H, W, 3]`` for ``reduce=None``).
     """
-    score = _core.check_score(model, score)
-    x, targets, reduce, n, batch_size = _core.check_sampled_args(
+    score = runtime.check_score(model, score)
+    x, targets, reduce, n, batch_size = runtime.check_sampled_args(
         model, "smoothgrad", x, target, score, reduce, n, "n", batch_size, gradient=True)
-    keys = _core.fold_keys(seed, x.shape[0], n)  # [N, n]
-    chunk = _core.per_chunk(batch_size, x.shape[0])
+    keys = runtime.fold_keys(seed, x.shape[0], n)  # [N, n]
+    chunk = runtime.per_chunk(batch_size, x.shape[0])
 
     def build(fwd):
         def run(params, x, targets, keys, noise):
-            t = _core.resolve(targets, fwd(params, x, upto="logits")[0])
+            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
             sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))  # [N]
 
             def chunk_grads(ks):  # ks: [c, N] keys → gradients [c, N, H, W, C]
                 c = ks.shape[0]
                 eps = jax.vmap(jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype)))(ks)
                 xs = x[None] + sigma[None, :, None, None, None] * eps  # [c, N, H, W, C]
-                g, _, _ = _core.input_gradient(fwd, params, xs.reshape(-1, *x.shape[1:]),
+                g, _, _ = runtime.input_gradient(fwd, params, xs.reshape(-1, *x.shape[1:]),
                                                jnp.tile(t, c), score)
                 g = g.reshape(c, *x.shape)
                 return g * g if squared else g
 
-            mean = _core.chunked_sum(chunk_grads, jnp.swapaxes(keys, 0, 1), chunk) / keys.shape[1]
+            mean = runtime.chunked_sum(chunk_grads, jnp.swapaxes(keys, 0, 1), chunk) / keys.shape[1]
             return jnp.abs(mean) if abs else mean
 
         return run
 
-    fn = _core.compiled(model, "smoothgrad", (chunk, bool(squared), bool(abs), score), build)
-    return _core.finish(fn(_core.params_of(model, params), x, targets, keys, jnp.float32(noise)), reduce)
+    fn = runtime.compiled(model, "smoothgrad", (chunk, bool(squared), bool(abs), score), build)
+    return runtime.finish(fn(runtime.params_of(model, params), x, targets, keys, jnp.float32(noise)), reduce)

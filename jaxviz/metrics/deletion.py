@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..attribution import _core
+from .. import runtime
 from ..attribution.integrated_gradients import make_baseline
 from ..errors import JaxvizError
 
@@ -67,18 +67,18 @@ def _check_maps(maps, x) -> jax.Array:
         raise JaxvizError(f"expected one map [N, H, W] per image ({x.shape[0]} images), got shape {m.shape}; "
                           "reduce channels first (e.g. reduce='sum')")
     if m.shape[1:] != x.shape[1:3]:  # a CAM at layer resolution: upsample to the image
-        m = _core.resize_maps(m, x.shape[1:3], "bilinear")
+        m = runtime.resize_maps(m, x.shape[1:3], "bilinear")
     return m
 
 
 def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blur_sigma, params):
-    _core.check_model(model, kind)
-    score = _core.check_score(model, score)
-    steps = _core.check_positive(steps, "steps")
-    x = _core.check_input(model, x)
-    batch_size = _core.batch_size_for(model, x, batch_size, (steps + 1) * x.shape[0], gradient=False)
+    runtime.check_model(model, kind)
+    score = runtime.check_score(model, score)
+    steps = runtime.check_positive(steps, "steps")
+    x = runtime.check_input(model, x)
+    batch_size = runtime.batch_size_for(model, x, batch_size, (steps + 1) * x.shape[0], gradient=False)
     maps = _check_maps(maps, x)
-    targets = _core.check_targets(model, target, x.shape[0])
+    targets = runtime.check_targets(model, target, x.shape[0])
     h, w = x.shape[1:3]
     per_step = math.ceil(h * w / steps)
     steps = math.ceil(h * w / per_step)
@@ -86,12 +86,12 @@ def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blu
         base = _rise_blur(x, blur_sigma)
     else:
         base = make_baseline(baseline, x)
-    chunk = _core.per_chunk(batch_size, x.shape[0])
+    chunk = runtime.per_chunk(batch_size, x.shape[0])
     insert = kind == "insertion"
 
     def build(fwd):
         def run(params, x, base, maps, targets):
-            t = _core.resolve(targets, fwd(params, x, upto="logits")[0])
+            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
             n = x.shape[0]
             order = jnp.argsort(-maps.reshape(n, -1), axis=1, stable=True)
             rank = jnp.argsort(order, axis=1).reshape(n, h, w)  # 0 = most salient
@@ -103,15 +103,15 @@ def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blu
                     xs = jnp.where(done[..., None], x[None], base[None])
                 else:
                     xs = jnp.where(done[..., None], base[None], x[None])
-                return _core.scores_of(fwd, params, xs.reshape(-1, *x.shape[1:]), jnp.tile(t, c),
+                return runtime.scores_of(fwd, params, xs.reshape(-1, *x.shape[1:]), jnp.tile(t, c),
                                        score).reshape(c, n)
 
-            return _core.chunked_map(step_chunk, jnp.arange(steps + 1), chunk).T, t
+            return runtime.chunked_map(step_chunk, jnp.arange(steps + 1), chunk).T, t
 
         return run
 
-    fn = _core.compiled(model, kind, (per_step, steps, score, chunk), build)
-    scores, t = fn(_core.params_of(model, params), x, base, maps, targets)
+    fn = runtime.compiled(model, kind, (per_step, steps, score, chunk), build)
+    scores, t = fn(runtime.params_of(model, params), x, base, maps, targets)
     fractions = np.minimum(np.arange(steps + 1) * per_step, h * w) / (h * w)
     scores = np.asarray(scores)
     return Curve(fractions, scores, auc(fractions, scores), np.asarray(t))

@@ -164,9 +164,9 @@ def model_randomisation(model, x, method: str | Callable = "saliency", target=No
     if not report <= set(layers):
         raise JaxvizError(f"checkpoints {sorted(report - set(layers))} are not among the randomised layers")
     if target is None:
-        from ..attribution import _core
+        from .. import runtime
 
-        target = np.asarray(_core.logits(model, x)).argmax(-1)
+        target = np.asarray(runtime.logits(model, x)).argmax(-1)
     original = np.asarray(fn(model, x, target, **options))
     steps, maps = [], [original]
     for i, layer in enumerate(layers):

@@ -45,7 +45,6 @@ other classes share its batch.
 from __future__ import annotations
 
 import operator
-import weakref
 from collections.abc import Sequence
 
 import jax
@@ -53,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import runtime
 from ..errors import JaxvizError
 
 #: The paper's defaults (Table 1, row 3; see the module docstring).
@@ -72,11 +72,6 @@ DEFAULTS = dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_s
 #: - ``steps=300``: the logits have levelled off; 10 classes take ~10 s on 2 CPU cores.
 DEMO_DEFAULTS = dict(steps=300, step_size=3000.0, l2_decay=1e-3, blur_every=4, blur_sigma=0.5, jitter=2,
                      init_std=50.0)
-
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: Number of times an ascent program was traced (for tests).
-trace_count = 0
-
 
 def gaussian_kernel1d(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian taps, truncated at 4σ (as ``scipy.ndimage.gaussian_filter``)."""
@@ -109,20 +104,22 @@ def _roll2d(x: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
     return jnp.roll(jnp.roll(x, dy, axis=0), dx, axis=1)
 
 
-def _build(model, size: int, blur_every: int, blur_sigma: float, jitter: int):
-    model_ref = weakref.ref(model)
-    from ..images import BGR_MEAN
+def pixel_range(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model-space values of RGB 0 and 255 per channel (the valid pixel range) for a preprocessing mode."""
+    from .. import preprocessing
 
-    mean = jnp.asarray(BGR_MEAN, jnp.float32)
-    lo, hi = -mean, 255.0 - mean  # valid pixel range in model (mean-subtracted BGR) space
+    lo = np.asarray(preprocessing.preprocess(np.zeros(3, np.float32), mode))
+    hi = np.asarray(preprocessing.preprocess(np.full(3, 255.0, np.float32), mode))
+    return np.minimum(lo, hi), np.maximum(lo, hi)
 
-    def run(params, flipped, x, best, best_score, onehot, keys, start, stop, step_size, l2_decay):
-        global trace_count
-        trace_count += 1
-        m = model_ref()
 
+def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str):
+    """The ascent program on ``fwd`` (:func:`jaxviz.runtime.compiled`'s forward pass)."""
+    lo, hi = (jnp.asarray(v) for v in pixel_range(mode))  # valid pixels in model space
+
+    def run(params, x, best, best_score, onehot, keys, start, stop, step_size, l2_decay):
         def scores(v):  # [N]: each image's own class logit (one-hot contraction)
-            return jnp.sum(m.apply(params, v, upto="logits", flipped=flipped)[0] * onehot, axis=-1)
+            return jnp.sum(fwd(params, v, upto="logits")[0] * onehot, axis=-1)
 
         def score_and_grad(v):
             s, vjp = jax.vjp(scores, v)
@@ -149,14 +146,13 @@ def _build(model, size: int, blur_every: int, blur_sigma: float, jitter: int):
 
         return lax.fori_loop(start, stop, body, (x, best, best_score))
 
-    return jax.jit(run)
+    return run
 
 
-def _compiled(model, *key):
-    per_model = _CACHE.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = _build(model, *key)
-    return per_model[key]
+def _compiled(model, blur_every: int, blur_sigma: float, jitter: int):
+    mode = getattr(model, "preprocess", "caffe")
+    key = (blur_every, blur_sigma, jitter, mode)
+    return runtime.compiled(model, "deepvis", key, lambda fwd: _build(fwd, *key))
 
 
 def is_demo(arch) -> bool:
@@ -238,18 +234,17 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"deepvis ({len(cls)} class{'es' if len(cls) > 1 else ''})", leave=False)
-    fn = _compiled(model, size, int(blur_every), float(blur_sigma), int(jitter))
-    # The input-gradient (and on CPUs Winograd and transposed dense) kernels, computed once per weights and
-    # passed in: XLA:CPU would otherwise flip every kernel at each step and compute fc1's input gradient
-    # for several classes through its slow g @ Wᵀ (see jaxviz.ops.dense).
-    flipped = model._prepared()
+    # The program gets the model's prepared kernels (input-gradient, and on CPUs Winograd and transposed
+    # dense kernels, computed once per weights): XLA:CPU would otherwise flip every kernel at each step and
+    # compute fc1's input gradient for several classes through its slow g @ Wᵀ (see jaxviz.ops.dense).
+    fn = _compiled(model, int(blur_every), float(blur_sigma), int(jitter))
     best, best_score = x, jnp.full((len(cls),), -jnp.inf, jnp.float32)
     lr, decay = jnp.float32(step_size), jnp.float32(l2_decay)
     try:
         done = 0
         while done < steps:
             n = min(seg, steps - done)
-            x, best, best_score = fn(model.params, flipped, x, best, best_score, onehot, keys, jnp.int32(done),
+            x, best, best_score = fn(model.params, x, best, best_score, onehot, keys, jnp.int32(done),
                                      jnp.int32(done + n), lr, decay)
             done += n
             if bar is not None:
@@ -257,19 +252,16 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
                 bar.update(n)
         # The last image is scored too (the toolbox's final iteration: scored, not updated); the step this
         # extra pass of the same program takes is thrown away.
-        _, best, best_score = fn(model.params, flipped, x, best, best_score, onehot, keys, jnp.int32(steps),
+        _, best, best_score = fn(model.params, x, best, best_score, onehot, keys, jnp.int32(steps),
                                  jnp.int32(steps + 1), lr, decay)
     finally:
         if bar is not None:
             bar.close()
-    x = best
-    from ..images import BGR_MEAN, undo_preprocess
-
-    mean = np.asarray(BGR_MEAN, np.float32)
-    x = np.clip(np.asarray(x), -mean, 255.0 - mean)
+    lo, hi = pixel_range(getattr(model, "preprocess", "caffe"))
+    x = np.clip(np.asarray(best), lo, hi)
     if raw:
         return x
-    return np.clip(np.rint(undo_preprocess(x)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(np.asarray(model.undo_preprocess(x))), 0, 255).astype(np.uint8)
 
 
 def class_title(model, c: int) -> str:

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import graph, ops, parallel, preprocessing, vgg
+from .. import graph, ops, parallel, preprocessing, runtime, vgg
 from ..errors import JaxvizError
 
 METHODS = ("keras", "regularised")
@@ -90,8 +90,6 @@ _COLOR_CORRELATION_SVD_SQRT = np.asarray(
 )
 _BGR_MEAN = np.asarray((103.939, 116.779, 123.68), np.float32)
 
-#: Traces of the ascent programs, by method (a test checks that a second call does not add one).
-trace_counts: collections.Counter = collections.Counter()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -213,7 +211,7 @@ def _random_start(seed, filters, size: int):
 
 
 def _keras_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns, dtype):
-    trace_counts["keras"] += 1
+    runtime.trace_counts["patterns_keras"] += 1
     dtype = jnp.dtype(dtype)
     x0 = _random_start(seed, filters, size) if init is None else init
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
@@ -308,7 +306,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
                          dtype, opts):
     import optax
 
-    trace_counts["regularised"] += 1
+    runtime.trace_counts["patterns_regularised"] += 1
     opts = dict(opts)
     dtype = jnp.dtype(dtype)
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
@@ -361,7 +359,6 @@ class _Signature:
     precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
 
 
-_PROGRAMS: dict[_Signature, tuple] = {}
 
 #: XLA:CPU options for the ascent programs: LLVM at -O2 instead of -O3 compiles block5_conv1 @ 64 px in
 #: 1.7 s instead of 2.5 s; the time goes to matmuls and convolutions, which LLVM does not generate, and the
@@ -370,10 +367,11 @@ CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 
 
 def _program(model, plan: _Plan, sig: _Signature, devices):
-    """``(compiled, mesh)`` for ``sig``: lowered and compiled once, then reused."""
-    hit = _PROGRAMS.get(sig)
-    if hit is not None:
-        return hit
+    """``(compiled, mesh)`` for ``sig``: lowered and compiled once (:func:`jaxviz.runtime.shared_program`)."""
+    return runtime.shared_program(("patterns", sig), lambda: _make_program(model, plan, sig, devices))
+
+
+def _make_program(model, plan: _Plan, sig: _Signature, devices):
     mesh = parallel.local_mesh(devices)
     rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     kw = dict(size=sig.size, columns=sig.columns, dtype=sig.dtype)
@@ -393,13 +391,12 @@ def _program(model, plan: _Plan, sig: _Signature, devices):
     steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
     options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
     compiled = jitted.lower(params, filters, seed, init, step, steps).compile(compiler_options=options)
-    _PROGRAMS[sig] = (compiled, mesh)
     return compiled, mesh
 
 
 def clear_cache() -> None:
     """Forgets the compiled programs (they are rebuilt, or loaded from the persistent cache, when needed)."""
-    _PROGRAMS.clear()
+    runtime.clear_programs()
 
 
 # ---------------------------------------------------------------------------------------------------------

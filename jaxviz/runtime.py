@@ -1,4 +1,5 @@
-"""What every attribution method shares: targets, class scores, channel reduction, batching, jit caching.
+"""The methods' shared runtime: targets, class scores, channel reduction, batching and chunking, and the ONE
+program cache and trace counter that attribution methods, Grad-CAM, DeepVis and filter patterns use.
 
 Every method in :mod:`jaxviz.attribution` has the signature
 
@@ -53,16 +54,33 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import JaxvizError
+from .errors import JaxvizError
 
 SCORES = ("logit", "prob", "log_prob")
 REDUCTIONS = ("sum", "mean", "max", "abs_max", "abs_sum", "norm")
 
-#: How many times each method's program was traced (tests assert a second call does not retrace).
+#: How many times each program was traced, by name ("saliency", "gradcam_book", "deepvis",
+#: "patterns_keras", …): tests assert that a second call does not retrace.
 trace_counts: collections.Counter = collections.Counter()
 
 # {model: {key: jitted function}}; models are held weakly.
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# {signature: program} for programs keyed by what shapes them rather than by a model object (the filter-pattern
+# programs: graph, ops, layer, size, chunk, devices …), so every model of the same graph reuses them.
+_SHARED: dict = {}
+
+
+def shared_program(key: Hashable, make: Callable[[], object]):
+    """The program for ``key``, made by ``make()`` the first time (see :data:`_SHARED`)."""
+    if key not in _SHARED:
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
+def clear_programs() -> None:
+    """Forgets every cached program (they are rebuilt, or loaded from the persistent cache, when needed)."""
+    _SHARED.clear()
+    _CACHE.clear()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -390,7 +408,7 @@ def batch_size_for(model, x, batch_size: int | None, n_items: int, gradient: boo
     device = jax.local_devices()[0]
     if device.platform == "cpu":
         return CPU_BATCH[bool(gradient)]
-    from ..parallel import choose_chunk_size
+    from .parallel import choose_chunk_size
 
     per_item = activation_bytes(model, x.shape[1:3]) * (3 if gradient else 1)
     return choose_chunk_size(per_item, n_items, devices=[device])
