@@ -14,17 +14,21 @@ The public API, by task:
 
 from . import demo, metrics, weights
 from .attribution.deconvnet import deconvnet
+from .attribution.eigencam import eigencam
 from .attribution.gradcam import gradcam
 from .attribution.gradcam_plus_plus import gradcam_plus_plus
 from .attribution.guided_backprop import guided_backprop
 from .attribution.guided_gradcam import guided_gradcam
+from .attribution.hirescam import hirescam
 from .attribution.integrated_gradients import integrated_gradients
+from .attribution.layercam import layercam
 from .attribution.lime import lime
 from .attribution.methods import METHODS, explain
 from .attribution.occlusion import occlusion
 from .attribution.saliency import saliency
 from .attribution.score_cam import score_cam
 from .attribution.smoothgrad import smoothgrad
+from .attribution.xgradcam import xgradcam
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
 from .figures import make_figures
 from .graph import Graph, Layer
@@ -45,4 +49,5 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
+    "eigencam", "hirescam", "layercam", "xgradcam",
 ]

@@ -83,3 +83,34 @@ def check_args(model, method: str, x, target, layer: str | None, score: str, int
     layer = check_layer(model, layer)
     x = runtime.check_input(model, x)
     return layer, x, runtime.check_targets(model, target, x.shape[0]), reduce
+
+
+def run_cam(model, name: str, x, target, map_fn: Callable, *, layer: str | None, score: str, upsample: bool,
+            interpolation: str, normalize: bool, reduce: str | None, params, key: tuple = (),
+            gradients: bool = True) -> jax.Array:
+    """The one CAM driver: checks, ``map_fn(A, ∂S_t/∂A) → [N, h, w]`` (``∂S_t/∂A`` is ``None`` when
+    ``gradients`` is False: one forward pass to the layer), ReLU, optional scaling to max 1, upsampling.
+
+    ``key`` holds the options ``map_fn`` depends on (it is part of the compiled program's cache key).
+    """
+    score = runtime.check_score(model, score)
+    layer, x, targets, reduce = check_args(model, name, x, target, layer, score, interpolation, reduce)
+
+    def build(fwd):
+        def run(params, x, targets):
+            if gradients:
+                a, g, _ = layer_gradients(fwd, params, x, layer, targets, score)
+            else:
+                a, g = fwd(params, x, upto=layer)[0], None
+            cam = jnp.maximum(map_fn(a, g), 0)
+            if normalize:
+                peak = cam.max(axis=(1, 2), keepdims=True)
+                cam = cam / jnp.where(peak > 0, peak, 1)
+            if upsample:
+                cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
+            return cam
+
+        return run
+
+    fn = runtime.compiled(model, name, (layer, score, bool(upsample), interpolation, bool(normalize), *key), build)
+    return runtime.finish_spatial(fn(runtime.params_of(model, params), x, targets), reduce, x.shape[-1])

@@ -14,16 +14,20 @@ import jax
 from .. import runtime
 from ..errors import JaxvizError
 from .deconvnet import deconvnet
+from .eigencam import eigencam
 from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
 from .guided_backprop import guided_backprop
 from .guided_gradcam import guided_gradcam
+from .hirescam import hirescam
 from .integrated_gradients import integrated_gradients
+from .layercam import layercam
 from .lime import lime
 from .occlusion import occlusion
 from .saliency import saliency
 from .score_cam import score_cam
 from .smoothgrad import smoothgrad
+from .xgradcam import xgradcam
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
@@ -61,12 +65,17 @@ METHODS: dict[str, Callable] = {
     "guided_gradcam": guided_gradcam,
     "gradcam_plus_plus": gradcam_plus_plus,
     "score_cam": score_cam,
+    "layercam": layercam,
+    "hirescam": hirescam,
+    "xgradcam": xgradcam,
+    "eigencam": eigencam,
     "occlusion": occlusion,
     "lime": lime,
 }
 
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
-           "deconv": "deconvnet", "guided": "guided_backprop"}
+           "deconv": "deconvnet", "guided": "guided_backprop",
+           "layer_cam": "layercam", "hires_cam": "hirescam", "xgrad_cam": "xgradcam", "eigen_cam": "eigencam"}
 
 
 def method_name(name: str) -> str:

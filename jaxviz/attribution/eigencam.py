@@ -1,0 +1,61 @@
+"""Eigen-CAM: the projection of a layer's activations on their first principal component.
+
+Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020,
+arXiv:2008.00299.
+
+With ``A`` reshaped to ``[h·w, K]`` (one row per location) and centred per channel as pytorch-grad-cam does
+(``Ā = A − mean over locations``), ``Ā = U Σ Vᵀ``:
+
+    L = ReLU(Ā v₁)      (v₁ the first right singular vector)
+
+The sign of a singular vector is arbitrary (``−v₁`` serves as well), so it is fixed as pytorch-grad-cam's
+``get_2d_projection_with_sign_correction`` does: the projection is negated when ``|min| > |max|``, so that
+the larger lobe is positive (pytorch-grad-cam's ``EigenCAM`` itself keeps LAPACK's sign, which changes with
+the library). No gradients and no class: ``target`` is accepted for the common signature and not used;
+``score`` is validated only. One forward pass to the layer and one small SVD per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from . import _cam
+
+
+def eigencam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
+             score: str = "logit", upsample: bool = True, interpolation: str = "bilinear", normalize: bool = False,
+             reduce: str | None = "sum", params=None) -> jax.Array:
+    """Muhammad & Yeasin's Eigen-CAM (class-agnostic: ``target`` is not used).
+
+    Args:
+      model: a :class:`jaxviz.Model` with its classifier.
+      x: ``[N, H, W, 3]`` preprocessed images.
+      target: ``None`` (each image's top class), a class index, or one per image: not used
+        (Eigen-CAM is class-agnostic).
+      layer: a layer with a spatial map; default the model's CAM layer (the last conv layer on VGG).
+      score: ``"logit"`` (default, as the rest of the CAM family), ``"prob"`` or ``"log_prob"``.
+      upsample: resize the map to the input size (``[N, H, W]``); ``False`` keeps the layer's ``[N, h, w]``.
+      interpolation: ``"bilinear"`` or ``"nearest"``.
+      normalize: divide each map by its maximum (an all-zero map stays zero).
+      reduce: accepted for the common signature; the map has no channel axis (``None`` repeats it 3×).
+      params: weights to use instead of ``model.params``.
+
+    Returns:
+      ``[N, H, W]`` float32, non-negative.
+    """
+    return _cam.run_cam(model, "eigencam", x, target, eigencam_map, layer=layer, score=score, upsample=upsample,
+                        interpolation=interpolation, normalize=normalize, reduce=reduce, params=params, gradients=False)
+
+
+def eigencam_map(a: jax.Array, g=None) -> jax.Array:
+    """The sign-corrected projection ``Ā v₁`` ``[N, h, w]`` (before the final ReLU) from ``A`` ``[N, h, w, K]``."""
+    n, h, w, k = a.shape
+    flat = a.reshape(n, h * w, k)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    _, _, vt = jnp.linalg.svd(flat, full_matrices=False)
+    proj = jnp.einsum("npk,nk->np", flat, vt[:, 0, :])
+    flip = jnp.abs(proj.min(axis=1)) > jnp.abs(proj.max(axis=1))
+    return jnp.where(flip[:, None], -proj, proj).reshape(n, h, w)
