@@ -20,10 +20,12 @@ from .attribution.gradcam_plus_plus import gradcam_plus_plus
 from .attribution.guided_backprop import guided_backprop
 from .attribution.guided_gradcam import guided_gradcam
 from .attribution.hirescam import hirescam
+from .attribution.input_x_gradient import input_x_gradient
 from .attribution.integrated_gradients import integrated_gradients
 from .attribution.layercam import layercam
 from .attribution.lime import lime
 from .attribution.methods import METHODS, explain
+from .attribution.noise_tunnel import noise_tunnel
 from .attribution.occlusion import occlusion
 from .attribution.saliency import saliency
 from .attribution.score_cam import score_cam
@@ -49,5 +51,5 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
-    "eigencam", "hirescam", "layercam", "xgradcam",
+    "eigencam", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
 ]

@@ -20,6 +20,7 @@ from .gradcam_plus_plus import gradcam_plus_plus
 from .guided_backprop import guided_backprop
 from .guided_gradcam import guided_gradcam
 from .hirescam import hirescam
+from .input_x_gradient import input_x_gradient
 from .integrated_gradients import integrated_gradients
 from .layercam import layercam
 from .lime import lime
@@ -57,6 +58,7 @@ def _resize(maps, size, method):
 #: name → method, in the order the ``all`` panel shows them.
 METHODS: dict[str, Callable] = {
     "saliency": saliency,
+    "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
     "deconvnet": deconvnet,
@@ -74,7 +76,7 @@ METHODS: dict[str, Callable] = {
 }
 
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
-           "deconv": "deconvnet", "guided": "guided_backprop",
+           "deconv": "deconvnet", "guided": "guided_backprop", "ixg": "input_x_gradient",
            "layer_cam": "layercam", "hires_cam": "hirescam", "xgrad_cam": "xgradcam", "eigen_cam": "eigencam"}
 
 
