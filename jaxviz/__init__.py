@@ -13,6 +13,7 @@ The public API, by task:
 """
 
 from . import demo, metrics, weights
+from .attribution.ablationcam import ablationcam
 from .attribution.deconvnet import deconvnet
 from .attribution.eigencam import eigencam
 from .attribution.gradcam import gradcam
@@ -51,5 +52,5 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
-    "eigencam", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
+    "ablationcam", "eigencam", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
 ]

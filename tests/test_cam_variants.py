@@ -78,7 +78,7 @@ def test_variants_by_name_and_shape(hand, name):
 # pytorch-grad-cam
 
 
-def _pgc_modules():
+def _pgc_modules(extra=()):
     """pytorch-grad-cam's layer_cam, hirescam, xgrad_cam, eigen_cam and utils.svd_on_activations modules, loaded
     from their files with a placeholder ``BaseCAM`` (the package's ``__init__`` needs OpenCV and ttach; the
     SVD module imports scikit-learn's KernelPCA, unused by ``get_2d_projection``); ``sys.modules`` restored."""
@@ -112,6 +112,9 @@ def _pgc_modules():
         out["svd"] = svd
         for name in ("layer_cam", "hirescam", "xgrad_cam", "eigen_cam"):
             out[name] = load(f"_pgc_{name}", root / f"{name}.py")
+        for name in extra:  # dependencies first, registered under their package names
+            out[name] = load(f"pytorch_grad_cam.{name}", root / f"{name.replace('.', '/')}.py")
+            mp.setitem(sys.modules, f"pytorch_grad_cam.{name}", out[name])
     return out
 
 

@@ -13,6 +13,7 @@ import jax
 
 from .. import runtime
 from ..errors import JaxvizError
+from .ablationcam import ablationcam
 from .deconvnet import deconvnet
 from .eigencam import eigencam
 from .gradcam import gradcam as book_gradcam
@@ -71,13 +72,15 @@ METHODS: dict[str, Callable] = {
     "hirescam": hirescam,
     "xgradcam": xgradcam,
     "eigencam": eigencam,
+    "ablationcam": ablationcam,
     "occlusion": occlusion,
     "lime": lime,
 }
 
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
            "deconv": "deconvnet", "guided": "guided_backprop", "ixg": "input_x_gradient",
-           "layer_cam": "layercam", "hires_cam": "hirescam", "xgrad_cam": "xgradcam", "eigen_cam": "eigencam"}
+           "layer_cam": "layercam", "hires_cam": "hirescam", "xgrad_cam": "xgradcam", "eigen_cam": "eigencam",
+           "ablation_cam": "ablationcam"}
 
 
 def method_name(name: str) -> str:
