@@ -18,6 +18,7 @@ from .attribution.deconvnet import deconvnet
 from .attribution.eigencam import eigencam
 from .attribution.gradcam import gradcam
 from .attribution.gradcam_plus_plus import gradcam_plus_plus
+from .attribution.gradient_shap import gradient_shap
 from .attribution.guided_backprop import guided_backprop
 from .attribution.guided_gradcam import guided_gradcam
 from .attribution.hirescam import hirescam
@@ -52,5 +53,5 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
-    "ablationcam", "eigencam", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
+    "ablationcam", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
 ]

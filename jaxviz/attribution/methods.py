@@ -18,6 +18,7 @@ from .deconvnet import deconvnet
 from .eigencam import eigencam
 from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
+from .gradient_shap import gradient_shap
 from .guided_backprop import guided_backprop
 from .guided_gradcam import guided_gradcam
 from .hirescam import hirescam
@@ -62,6 +63,7 @@ METHODS: dict[str, Callable] = {
     "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
+    "gradient_shap": gradient_shap,
     "deconvnet": deconvnet,
     "guided_backprop": guided_backprop,
     "gradcam": gradcam,
@@ -80,7 +82,7 @@ METHODS: dict[str, Callable] = {
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
            "deconv": "deconvnet", "guided": "guided_backprop", "ixg": "input_x_gradient",
            "layer_cam": "layercam", "hires_cam": "hirescam", "xgrad_cam": "xgradcam", "eigen_cam": "eigencam",
-           "ablation_cam": "ablationcam"}
+           "ablation_cam": "ablationcam", "expected_gradients": "gradient_shap", "gradientshap": "gradient_shap"}
 
 
 def method_name(name: str) -> str:
