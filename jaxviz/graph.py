@@ -34,6 +34,9 @@ from .ops import Ops
 
 #: Final activations whose input is the model's "logits".
 LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
+#: Final layers (by kind) whose input is the model's "logits", and the activation each applies
+#: (``ops.<Class>``: a ``keras.ops`` function applied to a tensor in a Keras 3 functional model).
+FINAL_KINDS = {"Softmax": "softmax", "ops.Softmax": "softmax", "ops.Sigmoid": "sigmoid"}
 
 
 def _freeze(value):
@@ -135,7 +138,7 @@ class Graph:
         out = self.by_name[self.outputs[0]]
         if out.cfg.get("activation") in LOGIT_ACTIVATIONS and out.kind != "Activation":
             return out.name, True
-        final = out.kind == "Softmax" or (out.kind == "Activation" and out.cfg.get("activation") in LOGIT_ACTIVATIONS)
+        final = out.kind in FINAL_KINDS or (out.kind == "Activation" and out.cfg.get("activation") in LOGIT_ACTIVATIONS)
         if final and out.inputs:
             return out.inputs[0], False
         return out.name, False
@@ -144,8 +147,8 @@ class Graph:
     def head_activation(self) -> str | None:
         """The final activation that turns the logits into the model's output: "softmax", "sigmoid" or None."""
         out = self.by_name[self.outputs[0]]
-        if out.kind == "Softmax":
-            return "softmax"
+        if out.kind in FINAL_KINDS:
+            return FINAL_KINDS[out.kind]
         act = out.cfg.get("activation")
         return act if act in LOGIT_ACTIVATIONS else None
 
@@ -160,12 +163,19 @@ class Graph:
         return seen
 
     def resolve(self, name: str) -> str:
-        """A tap's layer: ``"logits"`` → the layer that holds the logits; other names as they are."""
+        """A layer's full name: ``"logits"`` → the layer that holds the logits; a nested model's inner layer by
+        its bare name where that is unique (``block5_conv3`` → ``vgg16/block5_conv3``); others as they are."""
         if name == "logits":
             return self.logits[0]
-        if name not in self.by_name:
-            raise LayerError(f"unknown layer {name!r} in {self.name}; valid layers: {', '.join(self.layer_names)}")
-        return name
+        if name in self.by_name:
+            return name
+        matches = [n for n in self.layer_names if n.endswith("/" + name)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise LayerError(f"layer name {name!r} is ambiguous in {self.name}: {', '.join(matches)}; give the full "
+                             "name")
+        raise LayerError(f"unknown layer {name!r} in {self.name}; valid layers: {', '.join(self.layer_names)}")
 
     def to_json(self) -> str:
         """The graph as JSON (jaxviz's pickle-free model format keeps it next to the arrays)."""
@@ -211,7 +221,7 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
     ops = ops.with_relu(relu)
     perturb = dict(perturb or {})
     taps = tuple(taps)
-    target = graph.outputs[0] if upto is None else upto
+    target = graph.outputs[0] if upto is None else (upto if upto == "logits" else graph.resolve(upto))
     needed = graph.ancestors((target, *taps))
     logits_layer, logits_pre = graph.logits
     # Stopping at the logits: the output layer's activation runs only if a tap needs its value.
@@ -244,7 +254,7 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
             tapped["logits"] = _binary_logits(out, graph.head_activation)
         values[layer.name] = out
     result = tapped["logits"] if target == "logits" else values[target]
-    return result, {t: (tapped["logits"] if t == "logits" else values[t]) for t in taps}
+    return result, {t: (tapped["logits"] if t == "logits" else values[graph.resolve(t)]) for t in taps}
 
 
 def _binary_logits(z, activation):

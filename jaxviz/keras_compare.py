@@ -149,7 +149,8 @@ def gradcam_row(model: Model, kmodel, x) -> dict | None:
             return None
         head = keras.Model(head_in, h)
         a = jnp.asarray(trunk.predict(x, verbose=0))
-        tv, ntv = [v.value for v in head.trainable_variables], [v.value for v in head.non_trainable_variables]
+        tv = [jnp.array(np.asarray(v)) for v in head.trainable_variables]  # copies: Keras may donate buffers
+        ntv = [jnp.array(np.asarray(v)) for v in head.non_trainable_variables]
 
         def score(a, t):
             p = head.stateless_call(tv, ntv, a, training=False)[0]

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layers as layers_lib
-from .errors import JaxvizError, LayerError, WeightsError
+from .errors import JaxvizError, WeightsError
 from .graph import Graph, make_layer
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -565,13 +565,5 @@ def _result(flat: _Flattener, outputs, params, info):
 
 
 def resolve_name(graph: Graph, name: str) -> str:
-    """A layer name of ``graph``: exact, ``"logits"``, or the bare name of a nested model's inner layer where
-    it is unique (``block5_conv3`` → ``vgg16/block5_conv3``). LayerError (listing candidates) otherwise."""
-    if name == "logits" or name in graph.by_name:
-        return graph.resolve(name)
-    matches = [n for n in graph.layer_names if n.endswith("/" + name)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise LayerError(f"layer name {name!r} is ambiguous in {graph.name}: {', '.join(matches)}; give the full name")
+    """:meth:`jaxviz.graph.Graph.resolve`: a full name, ``"logits"``, or a unique bare inner name."""
     return graph.resolve(name)

@@ -25,8 +25,9 @@ from .errors import JaxvizError, LayerError
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
-#: Layer kinds that fix the spatial size of everything before them.
-FIXED_SIZE_KINDS = ("Flatten", "Reshape")
+#: Layer kinds that end the spatial part of a classifier: Grad-CAM's default layer comes before them.
+HEAD_KINDS = ("GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "Flatten",
+              "Reshape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +175,21 @@ class Model:
         pooling layer (``block5_conv3`` on VGG16, ``conv5_block3_out`` on ResNet50, ``out_relu`` on
         MobileNetV2), among the layers the output depends on."""
         feeds = self.graph.ancestors(self.graph.outputs)
-        names = [n for n in self.spatial_layer_names if n in feeds and "Pool" not in self.graph.by_name[n].kind]
+        heads = [x.name for x in self.graph.layers if x.kind in HEAD_KINDS]
+        after_head = set().union(*(self._descendants(h) for h in heads)) if heads else set()
+        names = [n for n in self.spatial_layer_names
+                 if n in feeds and n not in after_head and "Pool" not in self.graph.by_name[n].kind]
         if not names:
             raise LayerError(f"{self.arch.name} has no layer with a spatial map to explain")
         return names[-1]
+
+    def _descendants(self, name: str) -> set[str]:
+        """``name`` and every layer that depends on it."""
+        out = {name}
+        for layer in self.graph.layers:
+            if any(i in out for i in layer.inputs):
+                out.add(layer.name)
+        return out
 
     def _order(self, name: str) -> int:
         return self.graph.index[self.graph.resolve(name)]
@@ -187,13 +199,21 @@ class Model:
         names = (layers,) if isinstance(layers, str) else tuple(layers)
         if not names:
             raise LayerError("no layer given; valid layers: " + ", ".join(self.layer_names))
+        full = []
         for n in names:
-            if n not in self.graph.by_name and not (n == "logits" and self.include_top):
+            if n == "logits" and self.include_top:
+                full.append(n)
+                continue
+            try:
+                full.append(self.graph.resolve(n))  # a nested model's inner layer may go by its bare name
+            except LayerError as e:
+                if "ambiguous" in str(e):
+                    raise
                 raise LayerError(
                     f"unknown layer {n!r} for {self.arch.name}"
                     f"{'' if self.include_top else ' without top'}; valid layers: {', '.join(self.layer_names)}"
-                )
-        return tuple(sorted(set(names), key=lambda n: (self._order(n), n)))
+                ) from None
+        return tuple(sorted(set(full), key=lambda n: (self._order(n), n)))
 
     def deepest(self, layers: Iterable[str]) -> str:
         """The layer among ``layers`` that comes last in the network (where a truncated pass stops)."""
@@ -239,6 +259,9 @@ class Model:
                     f"{self.arch.name} with its top needs {s}×{s} inputs, got {h}×{w}; resize the image "
                     f"(load_image(path, target_size=({s}, {s}))) or load the model with include_top=False"
                 )
+        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
+            raise JaxvizError("the input contains NaN or infinite values; check how the images were loaded and "
+                              "preprocessed")
         if not isinstance(self.arch, vgg.Arch):
             try:
                 self.layer_table((h, w, c))
@@ -431,7 +454,7 @@ def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
     from . import converted
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5 or converted .npz file, "
                           f"or a built-in architecture ({', '.join(sorted(vgg.ARCHS))})")
     if converted.is_model_file(path) or path.lower().endswith(".npz"):
@@ -448,7 +471,8 @@ def _is_model_file(arch) -> bool:
         return True
     if not isinstance(arch, str) or arch.lower() in vgg.ARCHS:
         return False
-    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz")) or os.path.isfile(arch)
+    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz")) or os.path.isfile(arch) or os.path.isfile(
+        os.path.join(arch, "config.json"))  # a .keras model saved unzipped (model.save(folder, zipped=False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -489,16 +513,22 @@ def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
     shape = graph.input_shape
     # A free input size: 224 px is what the CLI and the figures use by default (any size works).
     size = shape[0] if shape[0] is not None and shape[0] == shape[1] else 224
-    fixed = any(x.kind in FIXED_SIZE_KINDS for x in graph.layers)
-    probe = (size, size, shape[-1])
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
-    out = jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
-                         jax.ShapeDtypeStruct((1, *probe), jnp.float32))
+
+    def output_shape(side):
+        return jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
+                              jax.ShapeDtypeStruct((1, side, side, shape[-1]), jnp.float32)).shape
+
+    out = output_shape(size)
+    try:  # a head that fixes the input size (a Flatten of a spatial map) cannot take another size
+        output_shape(size + 32)
+        fixed = False
+    except (TypeError, ValueError):
+        fixed = True
     downsampling = sum(1 for x in graph.layers if _strided(x))
-    classes = int(out.shape[-1])
+    classes = int(out[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
         classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
-    fixed = fixed and shape[0] is not None
     return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
                      graph.class_names, max(1, min(2 ** downsampling, 32)), int(shape[-1]))
 

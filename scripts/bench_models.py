@@ -89,8 +89,9 @@ def bench(name: str, size: int, batches, repeats: int, seed: int, folder: str) -
     model = jaxviz.load(path)
     exact = jaxviz.load(path, ops="exact")
     layer = model.cam_layer
-    tv = [v.value for v in kmodel.trainable_variables]
-    ntv = [v.value for v in kmodel.non_trainable_variables]
+    # Copies of the variables' values: Keras's own predict may donate the variables' buffers.
+    tv = [jnp.array(np.asarray(v)) for v in kmodel.trainable_variables]
+    ntv = [jnp.array(np.asarray(v)) for v in kmodel.non_trainable_variables]
 
     @jax.jit
     def k_predict(tv, ntv, x):
@@ -112,8 +113,10 @@ def bench(name: str, size: int, batches, repeats: int, seed: int, folder: str) -
     for lyr in after:
         h = lyr(h)
     head = keras.Model(head_in, h)
-    ttv, tntv = [v.value for v in trunk.trainable_variables], [v.value for v in trunk.non_trainable_variables]
-    htv, hntv = [v.value for v in head.trainable_variables], [v.value for v in head.non_trainable_variables]
+    ttv, tntv = ([jnp.array(np.asarray(v)) for v in vs] for vs in (trunk.trainable_variables,
+                                                                     trunk.non_trainable_variables))
+    htv, hntv = ([jnp.array(np.asarray(v)) for v in vs] for vs in (head.trainable_variables,
+                                                                     head.non_trainable_variables))
 
     @jax.jit
     def k_gradcam(x):

@@ -166,3 +166,29 @@ def test_unsupported_layer_is_one_line_naming_it(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"'odd' is a {kind}" in r.stderr and "supported layer kinds" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_nested_model_layers_by_full_and_bare_names(tmp_path):
+    """Listing 5.20's shape (a conv base used as a layer, then a new head): inner layers are ``base/inner``,
+    reachable by their bare names where unique; Grad-CAM's default layer is the base's last conv."""
+    L = keras.layers
+    base_in = keras.Input((32, 32, 3))
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(base_in)
+    h = L.MaxPooling2D(2, name="pool_a")(h)
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="conv_b")(h)
+    base = keras.Model(base_in, L.MaxPooling2D(2, name="pool_b")(h), name="base")
+    model = keras.Sequential([keras.Input((32, 32, 3)), base, L.Flatten(), L.Dense(16, activation="relu"),
+                              L.Dense(1, activation="sigmoid")], name="fine_tuned")
+    path = tmp_path / "fine_tuned.keras"
+    model.save(path)
+    m = jaxviz.load(str(path), ops="exact")
+    assert "base/conv_b" in m.layer_names and m.cam_layer == "base/conv_b"
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    by_bare, by_full = m.features(x, "conv_b"), m.features(x, "base/conv_b")
+    np.testing.assert_array_equal(by_bare["base/conv_b"], by_full["base/conv_b"])
+    with jax.default_matmul_precision("highest"):
+        ref = keras.Model(base.inputs, base.get_layer("conv_b").output).predict(x, verbose=0)
+        assert _rel(by_full["base/conv_b"], ref) <= TOL
+        assert _rel(m.predict(x), model.predict(x, verbose=0)) <= TOL
+    heat = jaxviz.gradcam(m, x, layer="conv_b")
+    assert heat.shape == (2, 16, 16) and float(np.asarray(heat).max()) > 0
