@@ -29,6 +29,7 @@ from .attribution.lime import lime
 from .attribution.methods import METHODS, explain
 from .attribution.noise_tunnel import noise_tunnel
 from .attribution.occlusion import occlusion
+from .attribution.rise import rise
 from .attribution.saliency import saliency
 from .attribution.score_cam import score_cam
 from .attribution.smoothgrad import smoothgrad
@@ -53,5 +54,6 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
-    "ablationcam", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "xgradcam",
+    "ablationcam", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "rise",
+    "xgradcam",
 ]

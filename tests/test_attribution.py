@@ -30,6 +30,9 @@ FAST = {
     "occlusion": dict(window=16, stride=16),
     "lime": dict(n_samples=16, segments="grid", n_segments=4),
     "score_cam": dict(batch_size=8),
+    "rise": dict(n=64, batch_size=32),
+    "gradient_shap": dict(n=4, batch_size=8),
+    "ablationcam": dict(batch_size=64),
 }
 
 

@@ -27,6 +27,7 @@ from .integrated_gradients import integrated_gradients
 from .layercam import layercam
 from .lime import lime
 from .occlusion import occlusion
+from .rise import rise
 from .saliency import saliency
 from .score_cam import score_cam
 from .smoothgrad import smoothgrad
@@ -77,6 +78,7 @@ METHODS: dict[str, Callable] = {
     "ablationcam": ablationcam,
     "occlusion": occlusion,
     "lime": lime,
+    "rise": rise,
 }
 
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
