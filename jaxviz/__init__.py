@@ -15,6 +15,7 @@ The public API, by task:
 from . import demo, metrics, weights
 from .attribution.ablationcam import ablationcam
 from .attribution.deconvnet import deconvnet
+from .attribution.deeplift import deeplift
 from .attribution.eigencam import eigencam
 from .attribution.gradcam import gradcam
 from .attribution.gradcam_plus_plus import gradcam_plus_plus
@@ -54,6 +55,6 @@ __all__ = [
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
-    "ablationcam", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel", "rise",
-    "xgradcam",
+    "ablationcam", "deeplift", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel",
+    "rise", "xgradcam",
 ]

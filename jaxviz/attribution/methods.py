@@ -15,6 +15,7 @@ from .. import runtime
 from ..errors import JaxvizError
 from .ablationcam import ablationcam
 from .deconvnet import deconvnet
+from .deeplift import deeplift
 from .eigencam import eigencam
 from .gradcam import gradcam as book_gradcam
 from .gradcam_plus_plus import gradcam_plus_plus
@@ -65,6 +66,7 @@ METHODS: dict[str, Callable] = {
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
     "gradient_shap": gradient_shap,
+    "deeplift": deeplift,
     "deconvnet": deconvnet,
     "guided_backprop": guided_backprop,
     "gradcam": gradcam,
