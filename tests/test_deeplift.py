@@ -145,6 +145,14 @@ def test_deeplift_matches_captum_on_vgg_with_a_scaled_reference(torch_side):  # 
     with jax.default_matmul_precision("highest"):
         ours = deeplift(model, x, t, baseline=x / 2, reduce=None)
     assert _rel(ours, theirs) < 1e-4  # float32 sums in other orders: ~1e-6 relative
+    # with biases and the zero reference: every window of the reference's maps is constant, so Captum's rule
+    # sends Δ to x's arg-max with multiplier (out − out₀)/(x_p − x₀_p) = 1, the gradient's, wherever the
+    # window's maximum grew (here: all windows that matter; measured 6.5e-7)
+    _, _, biased, net_b, _ = torch_side
+    theirs = cc.nhwc(ca.DeepLift(net_b).attribute(cc.nchw(x), baselines=cc.nchw(0 * x), target=t))
+    with jax.default_matmul_precision("highest"):
+        ours = deeplift(biased, x, t, reduce=None)
+    assert _rel(ours, theirs) < 1e-4
 
 
 def test_cli_explain_deeplift(tmp_path):
