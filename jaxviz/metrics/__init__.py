@@ -7,14 +7,18 @@
   re-randomised from the top; :func:`plot_sanity` draws it.
 - :func:`infidelity`, :func:`sensitivity_max` (Yeh et al. 2019): does the map predict the score's response
   to perturbations, and how much does it move under small ones?
+- :func:`road`, :func:`road_combined` (Rong et al. 2022): the score after the most/least relevant pixels are
+  replaced by a noisy linear imputation (as pytorch-grad-cam's ROAD).
 """
 
 from .deletion import Curve, auc, deletion, insertion
 from .infidelity import infidelity, sensitivity_max
 from .pointing import pointing_game
+from .road import road, road_combined
 from .sanity import SanityResult, model_randomisation, plot_sanity, spearman, ssim
 
 __all__ = [
     "Curve", "SanityResult", "auc", "deletion", "insertion", "model_randomisation", "plot_sanity",
-    "pointing_game", "spearman", "ssim", "infidelity", "sensitivity_max",
+    "pointing_game", "spearman", "ssim", "infidelity", "sensitivity_max", "road",
+    "road_combined",
 ]
