@@ -79,24 +79,39 @@ import jax  # noqa: E402
 import jaxviz  # noqa: E402
 
 # Functions from their modules: the package may re-export them under the modules' own names.
+from jaxviz.attribution.ablationcam import ablationcam  # noqa: E402
 from jaxviz.attribution.deconvnet import deconvnet  # noqa: E402
+from jaxviz.attribution.deeplift import deeplift  # noqa: E402
+from jaxviz.attribution.eigencam import eigencam  # noqa: E402
 from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus  # noqa: E402
+from jaxviz.attribution.gradient_shap import gradient_shap  # noqa: E402
 from jaxviz.attribution.guided_backprop import guided_backprop  # noqa: E402
 from jaxviz.attribution.guided_gradcam import guided_gradcam  # noqa: E402
+from jaxviz.attribution.hirescam import hirescam  # noqa: E402
+from jaxviz.attribution.input_x_gradient import input_x_gradient  # noqa: E402
 from jaxviz.attribution.integrated_gradients import integrated_gradients  # noqa: E402
+from jaxviz.attribution.layercam import layercam  # noqa: E402
 from jaxviz.attribution.lime import lime, segment  # noqa: E402
 from jaxviz.attribution.methods import gradcam  # noqa: E402
+from jaxviz.attribution.noise_tunnel import noise_tunnel  # noqa: E402
 from jaxviz.attribution.occlusion import occlusion  # noqa: E402
 from jaxviz.attribution.saliency import saliency  # noqa: E402
 from jaxviz.attribution.score_cam import score_cam  # noqa: E402
 from jaxviz.attribution.smoothgrad import smoothgrad  # noqa: E402
+from jaxviz.attribution.xgradcam import xgradcam  # noqa: E402
 
 METHODS = ("saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
-           "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad", "lime", "score_cam")
+           "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad", "lime", "score_cam",
+           "input_x_gradient", "deeplift", "gradient_shap", "noise_tunnel", "layercam", "hirescam", "xgradcam",
+           "eigencam", "ablationcam")
 ALIASES = {"ig": "integrated_gradients", "gbp": "guided_backprop", "deconv": "deconvnet",
            "gradcam++": "gradcam_plus_plus"}
 #: The methods compared with pytorch-grad-cam, and its class for each.
-PGC_METHODS = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus", "score_cam": "ScoreCAM"}
+PGC_METHODS = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus", "score_cam": "ScoreCAM",
+               "layercam": "LayerCAM", "hirescam": "HiResCAM", "xgradcam": "XGradCAM", "eigencam": "EigenCAM",
+               "ablationcam": "AblationCAM"}
+#: pytorch-grad-cam's AblationCAM batch size (ablated copies per model call), used on both sides.
+ABLATION_BATCH = 32
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -258,6 +273,25 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
                 xt, target=tt, feature_mask=torch.from_numpy(labels[:, None]).long(), baselines=0,
                 n_samples=opts["lime_samples"], perturbations_per_eval=chunk))),
         "score_cam": (lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH), None),
+        "input_x_gradient": (lambda: input_x_gradient(model, x, tt, reduce=None),
+                             lambda: nhwc(ca.InputXGradient(net).attribute(xt.clone().requires_grad_(), target=tt))),
+        "deeplift": (lambda: deeplift(model, x, tt, reduce=None),
+                     lambda: nhwc(ca.DeepLift(net).attribute(xt.clone().requires_grad_(), baselines=0 * xt,
+                                                             target=tt))),
+        "gradient_shap": (
+            lambda: gradient_shap(model, x, tt, n=opts["samples"], batch_size=chunk, reduce=None),
+            lambda: nhwc(ca.GradientShap(net).attribute(xt, baselines=0 * xt[:1], target=tt,
+                                                        n_samples=opts["samples"]))),
+        "noise_tunnel": (
+            lambda: noise_tunnel("saliency", model, x, tt, n=opts["samples"], stdevs=sigma, batch_size=chunk,
+                                 reduce=None),
+            lambda: nhwc(ca.NoiseTunnel(ca.Saliency(net)).attribute(
+                xt.clone().requires_grad_(), target=tt, nt_type="smoothgrad", nt_samples=opts["samples"],
+                nt_samples_batch_size=max(1, chunk // n), stdevs=sigma))),
+        **{name: (lambda fn=fn: fn(model, x, tt), None)
+           for name, fn in (("layercam", layercam), ("hirescam", hirescam), ("xgradcam", xgradcam),
+                            ("eigencam", eigencam))},
+        "ablationcam": (lambda: ablationcam(model, x, tt, batch_size=ABLATION_BATCH * n), None),
         "smoothgrad": (
             lambda: smoothgrad(model, x, tt, n=opts["samples"], noise=opts["noise"],
                                           batch_size=chunk, abs=False, reduce=None),
@@ -268,7 +302,7 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
 
 
 COMPARED = {"saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
-            "guided_gradcam_bilinear", "occlusion"}
+            "guided_gradcam_bilinear", "occlusion", "input_x_gradient", "deeplift"}
 
 
 def block(v):
@@ -308,7 +342,7 @@ def load_pytorch_grad_cam():
         print("pytorch-grad-cam not installed (pip install grad-cam --no-deps ttach opencv-python-headless)")
         return None
     placeholders = {"torchvision": ("transforms", "transforms.functional", "ops"),
-                    "sklearn": ("decomposition",)}
+                    "sklearn": ("decomposition",), "ttach": (), "cv2": ()}
     for top, subs in placeholders.items():
         try:
             importlib.import_module(top)
@@ -319,6 +353,10 @@ def load_pytorch_grad_cam():
             mod = types.ModuleType(name)
             mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
             mod.__getattr__ = lambda attr, name=name: None  # any name: a placeholder
+            if name == "cv2":  # pytorch-grad-cam resizes its maps with cv2.resize (bilinear, half-pixel)
+                mod.resize = _cv2_resize
+            if name == "ttach":  # test-time augmentation, built in BaseCAM.__init__ and unused here
+                mod.__getattr__ = lambda attr: (lambda *args, **kwargs: None)
             sys.modules[name] = mod
     try:
         import pytorch_grad_cam
@@ -326,6 +364,16 @@ def load_pytorch_grad_cam():
         print(f"pytorch-grad-cam cannot be imported: {type(e).__name__}: {e}")
         return None
     return pytorch_grad_cam
+
+
+def _cv2_resize(img, dsize):
+    """OpenCV's ``resize(img, (W, H))`` with its default INTER_LINEAR, for upsampling: bilinear, half-pixel
+    centres, as ``torch.nn.functional.interpolate(align_corners=False)`` (the placeholder when OpenCV is absent)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=(dsize[1], dsize[0]), mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
 
 
 def pgc_pairs(model, net, x, targets, pgc):
@@ -357,6 +405,12 @@ def pgc_pairs(model, net, x, targets, pgc):
             cam.batch_size = SCORE_CAM_BATCH
             ours = lambda: score_cam(model, x, tt, batch_size=SCORE_CAM_BATCH, score="logit",  # noqa: E731
                                      softmax_channels=True)
+        elif name == "ablationcam":
+            cam.batch_size = ABLATION_BATCH
+            ours = lambda: ablationcam(model, x, tt, batch_size=ABLATION_BATCH * len(tt))  # noqa: E731
+        elif name in ("layercam", "hirescam", "xgradcam", "eigencam"):
+            ours = lambda fn={"layercam": layercam, "hirescam": hirescam, "xgradcam": xgradcam,  # noqa: E731
+                              "eigencam": eigencam}[name]: fn(model, x, tt)
         else:
             ours = lambda: gradcam_plus_plus(model, x, tt, score="logit")  # noqa: E731
         out[name] = (ours, theirs)

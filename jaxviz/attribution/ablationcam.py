@@ -38,7 +38,8 @@ def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: s
       upsample: resize the map to the input size (``[N, H, W]``); ``False`` keeps the layer's ``[N, h, w]``.
       interpolation: ``"bilinear"`` or ``"nearest"``.
       normalize: divide each map by its maximum (an all-zero map stays zero).
-      batch_size: ablated copies (channels × images) per chunk of the head's forward pass.
+      batch_size: ablated copies (channels × images) per chunk of the forward pass after ``layer``; default 8×
+        the forward-pass default (128 on a CPU).
       reduce: accepted for the common signature; the map has no channel axis (``None`` repeats it 3×).
       params: weights to use instead of ``model.params``.
 
@@ -48,10 +49,9 @@ def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: s
     score = runtime.check_score(model, score)
     layer, x, targets, reduce = _cam.check_args(model, "ablationcam", x, target, layer, score, interpolation,
                                                 reduce)
-    a_shape = jax.eval_shape(lambda v: model.apply(model.params, v, upto=layer)[0], x)
-    channels = a_shape.shape[-1]
-    batch_size = runtime.batch_size_for(model, x, batch_size, channels * x.shape[0], gradient=False)
-    chunk = runtime.per_chunk(batch_size, x.shape[0])
+    if batch_size is None:  # the ablated copies run only the layers after `layer`: many per chunk
+        batch_size = 8 * runtime.batch_size_for(model, x, None, 512 * x.shape[0], gradient=False)
+    chunk = runtime.per_chunk(runtime.check_positive(batch_size, "batch_size"), x.shape[0])
 
     def build(fwd):
         def run(params, x, targets):
