@@ -123,24 +123,27 @@ class _Task:
 class _Context:
     """Lazily loaded model, conv base and photo: nothing is loaded unless a task needs it."""
 
-    def __init__(self, arch, weights, images, out: Path, progress: bool):
+    def __init__(self, arch, weights, images, out: Path, progress: bool, file_model=None):
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         self.arch, self.weights, self.images, self.out, self.progress = arch, weights, images, out, progress
         self.image = images[0]
         self.load_seconds = 0.0
         self._x: dict = {}
+        self.file_model = file_model  # a model read from the user's file (jaxviz.load(path))
 
     def x_of(self, image):
         """The preprocessed batch ``[1, S, S, 3]`` of one of the images, at the model's input size."""
         if image not in self._x:
-            from .images import load_image, preprocess_input
+            from .images import load_image
 
             s = self.arch.default_size
-            self._x[image] = preprocess_input(load_image(image, target_size=(s, s))[None])
+            self._x[image] = np.asarray(self.model.preprocess_input(load_image(image, target_size=(s, s))[None]))
         return self._x[image]
 
     @functools.cached_property
     def model(self):
+        if self.file_model is not None:
+            return self.file_model
         from .model import load
 
         t = time.perf_counter()
@@ -150,10 +153,13 @@ class _Context:
 
     @functools.cached_property
     def conv_base(self):
-        """The model without its classifier, sharing the weights (takes inputs of any size)."""
+        """The model without its classifier, sharing the weights (takes inputs of any size); a model file's
+        own graph (its truncated passes compute nothing of the head)."""
         from .model import Model
 
         m = self.model
+        if self.file_model is not None:
+            return m
         params = {k: v for k, v in m.params.items() if k in m.conv_layer_names}
         return Model(m.arch, params, include_top=False, source=m.source)
 
@@ -173,9 +179,7 @@ class _Context:
 
     @functools.cached_property
     def x(self):
-        from .images import preprocess_input
-
-        return preprocess_input(self.photo[None])
+        return np.asarray(self.model.preprocess_input(self.photo[None]))
 
 
 def _jsonable(obj):
@@ -215,14 +219,15 @@ def deepvis_classes(classes: Sequence[int], num_classes: int) -> list[int]:
     return out
 
 
-def _as_uint8_images(images) -> np.ndarray:
-    """Model-space (BGR) pattern images → uint8 RGB with the book's contrast stretch (listing 5.37)."""
+def _as_uint8_images(images, bgr: bool = True) -> np.ndarray:
+    """Model-space pattern images (BGR for "caffe" models) → uint8 RGB with the book's contrast stretch
+    (listing 5.37)."""
     a = np.asarray(images)
     if a.dtype == np.uint8:
         return a
     from .images import deprocess_image
 
-    return deprocess_image(a, bgr_to_rgb=True)
+    return deprocess_image(a, bgr_to_rgb=bgr)
 
 
 # --- the tasks -----------------------------------------------------------------------------------------------
@@ -231,6 +236,9 @@ def _as_uint8_images(images) -> np.ndarray:
 def _run_summary(ctx: _Context, task: _Task) -> None:
     from .model import format_summary
 
+    if ctx.file_model is not None:
+        write_bytes(ctx.out / task.files[0], ctx.file_model.summary(print_fn=lambda text: None) + "\n")
+        return
     write_bytes(ctx.out / task.files[0], format_summary(ctx.arch, include_top=True) + "\n")
     write_bytes(ctx.out / task.files[1], format_summary(ctx.arch, include_top=False) + "\n")
 
@@ -312,7 +320,7 @@ def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
     imgs = filter_patterns(ctx.conv_base, p["layer"], filters=filters, size=p["size"], steps=p["steps"],
                            step_size=p["step_size"], seed=p["seed"], method=p["method"], progress=ctx.progress,
                            store=store)
-    return _as_uint8_images(imgs)
+    return _as_uint8_images(imgs, getattr(ctx.model, "preprocess", "caffe") == "caffe")
 
 
 def _run_patterns(ctx: _Context, task: _Task) -> None:
@@ -409,12 +417,13 @@ def _step_size(s: dict, method: str):
     return patterns.DEFAULT_STEP_SIZE.get(method)
 
 
-def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "sha256": None, "stem": ""},)
-           ) -> list[_Task]:
+def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "sha256": None, "stem": ""},),
+           table=None) -> list[_Task]:
     from .vgg import layer_table
     from .visualize.deepvis import defaults_for
 
-    table = layer_table(arch, include_top=False)
+    if table is None:
+        table = layer_table(arch, include_top=False)
     convs = [r for r in table if r.kind == "Conv2D"]
     conv_names = [r.name for r in convs]
     channels = {r.name: r.output_shape[-1] for r in convs}
@@ -426,8 +435,9 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     def task(name, files, params, run, caption, section, captions=None):
         return _Task(name, files, {**common, **params}, run, caption, section, captions or {})
 
+    summaries = ["summary.txt"] if s.get("_file") else ["summary.txt", "summary_conv_base.txt"]
     tasks = [
-        task("summary", ["summary.txt", "summary_conv_base.txt"], {}, _run_summary,
+        task("summary", summaries, {}, _run_summary,
              f"{arch.name}: layers, output shapes and parameters", "Model"),
         task("kernels", [f"kernels_{first}.png"] + ([f"kernels_{first}_rgb.png"] if convs[0].kernel_shape[2] == 3
                                                      else []),
@@ -476,7 +486,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           captions={f"deepvis_{c}.png": f"class {c} ({names[c]}): the image that maximises its "
                                                         "logit" for c in classes}))
     k = min(s["gradcam_top"], arch.num_classes)
-    layer = s["gradcam_layer"] or conv_names[-1]
+    layer = s["gradcam_layer"] or s.get("_cam_layer") or conv_names[-1]
     for im in images:
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"gradcam{sfx}_heatmap.png", f"gradcam{sfx}_overlay.png", f"gradcam{sfx}_top{k}.png"]
@@ -614,14 +624,17 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     write_bytes(out / INDEX, "\n".join(parts) + "\n")
 
 
+DEFAULT_PATTERN_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+DEFAULT_SINGLE_LAYER = "block3_conv1"
+
+
 def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", image: str | os.PathLike | None = None,
                  out_dir: str | os.PathLike = "figures", *,
-                 pattern_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
-                                                  "block5_conv1"),
+                 pattern_layers: Sequence[str] = DEFAULT_PATTERN_LAYERS,
                  pattern_methods: Sequence[str] = ("keras", "regularised"),
                  pattern_filters: int = 64, pattern_size: int = 64, pattern_steps: int | None = None,
                  pattern_step_size: float | None = None, pattern_order: str = "columns",
-                 single_layer: str = "block3_conv1", single_filter: int = 0, single_size: int = 150,
+                 single_layer: str = DEFAULT_SINGLE_LAYER, single_filter: int = 0, single_size: int = 150,
                  single_method: str | None = None,
                  kernel_filters: int = 64, feature_maps: int = 14,
                  deepvis_classes: Sequence[int] | None = None, deepvis_size: int | None = None,
@@ -631,7 +644,10 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     """Regenerates the figure set into ``out_dir``; resumable (see the module docstring).
 
     Args:
-      model_arch: "vgg16", "vgg19", "vgg_tiny", or any registered architecture (GAP heads included).
+      model_arch: "vgg16", "vgg19", "vgg_tiny", any registered architecture (GAP heads included), or the path
+        of the user's own model file (``.keras``, ``.h5``, converted ``.npz``): then the default pattern layers
+        are a few of its conv layers, the single pattern one in the middle, Grad-CAM at its
+        :attr:`~jaxviz.Model.cam_layer`, and images are prepared in its preprocessing mode.
       weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED").
       image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``), or
         for the demo networks their bundled star scene (``jaxviz.demo.demo_image_path()``).
@@ -665,9 +681,25 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     Raises:
       KeyboardInterrupt: passed on after recording the tasks finished so far (rerun to resume).
     """
+    from .model import _is_model_file
     from .vgg import get_arch
 
-    arch = get_arch(model_arch)
+    file_model = None
+    if _is_model_file(model_arch):  # the user's own model: a Keras file or a converted .npz
+        from .model import load
+
+        file_model = load(model_arch)
+        arch = file_model.arch
+        table = file_model.layer_table((arch.default_size, arch.default_size, arch.channels))
+        convs = [r.name for r in table if r.kind == "Conv2D"]
+        if tuple(pattern_layers) == DEFAULT_PATTERN_LAYERS:  # VGG's names: a few conv layers of this model
+            step = max(1, len(convs) // 4)
+            pattern_layers = list(dict.fromkeys(convs[::step][:4] + convs[-1:]))
+        if single_layer == DEFAULT_SINGLE_LAYER and convs:
+            single_layer = convs[len(convs) // 2]
+    else:
+        arch = get_arch(model_arch)
+        table = None
     per_arch = arch_defaults(arch)
     if image is None:
         images = [Path(per_arch["image"])]
@@ -699,7 +731,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
             raise ImageError(f"image file not found: {str(im)!r}; check the path")
     from .vgg import layer_table
 
-    have = {r.name for r in layer_table(arch, include_top=False)}
+    have = {r.name for r in (table if table is not None else layer_table(arch, include_top=False))}
     pattern_layers = [name for name in pattern_layers if name in have]  # the manifest lists what is drawn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -712,12 +744,13 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
-    common = {"arch": arch.name, "weights": str(weights)}
+    common = {"arch": str(model_arch) if file_model is not None else arch.name, "weights": str(weights)}
     stems = _unique_stems(images)
     image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
                   for i, (im, stem) in enumerate(zip(images, stems))]
+    extra = {"_file": True, "_cam_layer": file_model.cam_layer} if file_model is not None else {}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
-                                  "_fmap_min_side": per_arch["fmap_min_side"]}, image_info)
+                                  "_fmap_min_side": per_arch["fmap_min_side"], **extra}, image_info, table)
 
     path = out / MANIFEST
     old = _load_manifest(path)
@@ -730,7 +763,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                   if t.name in old.get("tasks", {}) and _is_done(t, old["tasks"][t.name], out)},
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
-    ctx = _Context(arch, weights, images, out, progress)
+    ctx = _Context(arch, weights, images, out, progress, file_model)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
     manifest["last_run"] = run

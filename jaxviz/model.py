@@ -219,14 +219,21 @@ class Model:
         """The layer among ``layers`` that comes last in the network (where a truncated pass stops)."""
         return max(layers, key=lambda n: (self._order(n), n != "logits"))
 
-    def layer_table(self, input_shape=None) -> list[vgg.LayerInfo]:
-        """Keras's layer list: names, kinds, output shapes (without the batch axis) and parameter counts."""
-        key = None if input_shape is None else tuple(input_shape)
+    def layer_table(self, input_shape=None, upto: str | None = None) -> list[vgg.LayerInfo]:
+        """Keras's layer list: names, kinds, output shapes (without the batch axis) and parameter counts.
+
+        With ``upto``, only the layers that layer depends on (a conv layer's rows at an input size the head
+        would not take)."""
+        key = (None if input_shape is None else tuple(input_shape), upto)
         if key not in self._tables:
             if isinstance(self.arch, vgg.Arch):
-                self._tables[key] = vgg.layer_table(self.arch, self.include_top, input_shape)
+                rows = vgg.layer_table(self.arch, self.include_top, input_shape)
+                if upto is not None:
+                    last = self.graph.resolve(upto)
+                    rows = rows[: next(i for i, r in enumerate(rows) if r.name == last) + 1]
+                self._tables[key] = rows
             else:
-                self._tables[key] = graph_layer_table(self.graph, self.params, input_shape)
+                self._tables[key] = graph_layer_table(self.graph, self.params, input_shape, upto)
         return self._tables[key]
 
     def output_shape(self, layer: str, input_shape=None) -> tuple:
@@ -484,7 +491,8 @@ def _param_count(p) -> int:
     return sum(int(np.prod(np.shape(v))) for v in jax.tree_util.tree_leaves(p))
 
 
-def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None) -> list[vgg.LayerInfo]:
+def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None,
+                      upto: str | None = None) -> list[vgg.LayerInfo]:
     """The layer table of any graph, from its shapes (``jax.eval_shape``: nothing is computed).
 
     A free spatial size (``None`` in ``input_shape``) is evaluated at 224 px (or the smallest size the
@@ -493,12 +501,14 @@ def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None)
     shape = tuple(graph.input_shape if input_shape is None else input_shape)
     free = any(d is None for d in shape[:2])
     probe = tuple(224 if d is None else int(d) for d in shape)
-    names = tuple(x.name for x in graph.layers)
+    needed = graph.ancestors([upto]) if upto is not None else None
+    names = tuple(x.name for x in graph.layers if needed is None or x.name in needed)
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
-    out = jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT, taps=names)[1], specs,
+    fwd = functools.partial(graph_lib.forward, graph, ops=ops_lib.EXACT, upto=upto, taps=names)
+    out = jax.eval_shape(lambda p, x: fwd(p, x)[1], specs,
                          jax.ShapeDtypeStruct((1, *probe), jnp.float32))
     rows = []
-    for layer in graph.layers:
+    for layer in (x for x in graph.layers if x.name in names):
         s = tuple(out[layer.name].shape[1:])
         if free and len(s) == 3:
             s = (None, None, s[-1])

@@ -192,3 +192,23 @@ def test_nested_model_layers_by_full_and_bare_names(tmp_path):
         assert _rel(m.predict(x), model.predict(x, verbose=0)) <= TOL
     heat = jaxviz.gradcam(m, x, layer="conv_b")
     assert heat.shape == (2, 16, 16) and float(np.asarray(heat).max()) > 0
+
+
+def test_figure_set_for_the_file(files, tmp_path):
+    """``figures`` on the user's model: its summary, first-layer kernels, feature maps, patterns of a few of
+    its conv layers and Grad-CAM at its default layer, with an index page."""
+    from PIL import Image
+
+    _, paths = files
+    img = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (70, 70, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "figs"
+    manifest = jaxviz.make_figures(paths["keras"], image=str(img), out_dir=out, pattern_filters=4,
+                                   pattern_methods=("keras",), pattern_steps=2, single_size=32,
+                                   deepvis_classes=[0], deepvis_steps=2, progress=False)
+    tasks = manifest["tasks"]
+    assert {"summary", "kernels", "feature_maps", "gradcam", "deepvis"} <= set(tasks)
+    assert "patterns_keras_conv2d" in tasks and "patterns_keras_conv2d_3" in tasks
+    assert tasks["gradcam"]["params"]["layer"] == "conv2d_3"
+    assert 'Model: "cats_and_dogs_small"' in (out / "summary.txt").read_text()
+    assert (out / "index.html").is_file() and (out / "gradcam_overlay.png").stat().st_size > 1000

@@ -109,16 +109,16 @@ class _Plan:
     preprocess: str = "caffe"  # the model's input space (jaxviz.preprocessing mode)
 
 
-def _table(model, size: int):
-    """The model's layer table for ``size`` × ``size`` inputs."""
-    return model.layer_table((size, size, getattr(model.arch, "channels", 3)))
+def _table(model, size: int, layer: str):
+    """The model's layer table for ``size`` × ``size`` inputs, up to ``layer``."""
+    return model.layer_table((size, size, getattr(model.arch, "channels", 3)), upto=layer)
 
 
 def _plan(model, layer: str, size: int) -> _Plan:
     mode = getattr(model, "preprocess", "caffe")
     if layer == "logits":
         return _Plan(layer, model.arch.num_classes, False, preprocess=mode)
-    rows = _table(model, size)
+    rows = _table(model, size, layer)
     names = [r.name for r in rows]
     i = names.index(layer)
     row = rows[i]
@@ -427,7 +427,7 @@ def _check_size(model, layer: str, size: int) -> int:
     size = int(size)
     fixed = model.arch.head == "flatten" and model.arch.default_size
     try:
-        rows = _table(model, size) if size > 0 else []
+        rows = _table(model, size, layer) if size > 0 else []
     except (TypeError, ValueError):  # shapes that do not fit the graph (a fixed-size head, a too small image)
         if fixed and size != model.arch.default_size:
             raise JaxvizError(f"{model.arch.name} takes only {model.arch.default_size}×{model.arch.default_size} "
@@ -468,7 +468,7 @@ def _check_options(method: str, options: dict) -> tuple:
 
 def _activation_sizes(model, layer: str, size: int, columns: bool) -> list[int]:
     """Elements of the input and of every layer output up to ``layer`` (one filter), from the layer table."""
-    rows = _table(model, size)
+    rows = _table(model, size, layer)
     sizes = [3 * size * size]
     for r in rows[1:]:
         sizes.append(int(np.prod(r.output_shape)))
@@ -813,7 +813,7 @@ def forward_flops(model, layer: str, size: int) -> float:
     One ascent step is forward + input gradient = about twice this (the weights are constants, so no
     kernel gradient is computed); a pattern of ``steps`` steps costs ``2 · steps · forward_flops``.
     """
-    rows = _table(model, size)
+    rows = _table(model, size, layer)
     total = 0.0
     for r in rows:
         if r.kernel_shape is not None:
