@@ -547,7 +547,8 @@ def _demo_intro(arch: str, weights: str) -> list[str]:
             "what the network looks at and what its filters and classes respond to.</p>"]
 
 
-def _unique_stems(paths) -> list[str]:
+def unique_stems(paths) -> list[str]:
+    """File stems, made unique (``cat``, ``cat_1``, …) so that outputs of same-named images do not collide."""
     stems, seen = [], {}
     for p in paths:
         stem = Path(p).stem
@@ -745,7 +746,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
     common = {"arch": str(model_arch) if file_model is not None else arch.name, "weights": str(weights)}
-    stems = _unique_stems(images)
+    stems = unique_stems(images)
     image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
                   for i, (im, stem) in enumerate(zip(images, stems))]
     extra = {"_file": True, "_cam_layer": file_model.cam_layer} if file_model is not None else {}

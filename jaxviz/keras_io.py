@@ -39,6 +39,7 @@ import numpy as np
 from . import layers as layers_lib
 from .errors import JaxvizError, WeightsError
 from .graph import Graph, make_layer
+from .weights import _attr_list, _text  # Keras's HDF5 string attributes, read alike
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
@@ -60,26 +61,6 @@ APPLICATIONS = (
     (r"mobilenetv3", "none"),
     (r"convnext", "none"),
 )
-
-
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value[()])
-    return str(value)
-
-
-def _attr_list(group, name: str) -> list[str]:
-    """A string-list attribute, joining the chunks (``name0``, ``name1``, …) Keras splits big ones into."""
-    if name in group.attrs:
-        values = list(np.atleast_1d(group.attrs[name]))
-    else:
-        values, i = [], 0
-        while f"{name}{i}" in group.attrs:
-            values += list(np.atleast_1d(group.attrs[f"{name}{i}"]))
-            i += 1
-    return [_text(v) for v in values]
 
 
 def to_snake_case(name: str) -> str:

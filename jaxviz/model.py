@@ -76,6 +76,7 @@ class Model:
         self.source = source
         self.preprocess = preprocessing.check_mode(preprocess)
         self._prepared_cache: tuple | None = None
+        self._compiled_keys: set = set()
         self._tables: dict = {}
         # One jitted function per model; jax caches its executables per (layers, input shape, dtype).
         self._features_jit = jax.jit(self._features_fn, static_argnames=("layers",))
@@ -296,10 +297,12 @@ class Model:
         x = self.check_input(x)
         head = self._head_layer()
         if head not in layers:
-            return self._features_jit(self.params, self.prepared(), x, layers=layers)
+            with self._notice(("features", layers, x.shape)):
+                return self._features_jit(self.params, self.prepared(), x, layers=layers)
         # The final activation runs as its own small program (see predict); the pass stops at the logits.
         inner = tuple(dict.fromkeys("logits" if name == head else name for name in layers))
-        out = self._features_jit(self.params, self.prepared(), x, layers=inner)
+        with self._notice(("features", inner, x.shape)):
+            out = self._features_jit(self.params, self.prepared(), x, layers=inner)
         out[head] = _head(out["logits"], self.graph.head_activation, self._binary)
         return {name: out[name] for name in layers}
 
@@ -308,6 +311,17 @@ class Model:
         """Whether the model's output is a single sigmoid unit (logits ``[z, -z]``, see :mod:`jaxviz.graph`)."""
         return self.graph.head_activation == "sigmoid" and self.arch.num_classes == 2 and not isinstance(
             self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
+
+    def _notice(self, key):
+        """Says "compiling …" on stderr if the first call for ``key`` (a program and input shape) runs past 2 s."""
+        from . import runtime
+
+        first = key not in self._compiled_keys
+        self._compiled_keys.add(key)
+        notice = runtime.CompileNotice(self, message=f"jaxviz: compiling {self.arch.name} for inputs "
+                                                     f"{tuple(key[-1])} (once per input shape)…")
+        notice.first = first
+        return notice
 
     def _head_layer(self) -> str | None:
         """The output layer whose softmax/sigmoid :meth:`predict` runs apart from the network's program."""
@@ -323,9 +337,12 @@ class Model:
         # The softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
         # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
         prepared = self.prepared()
-        outs = [np.asarray(_head(self._logits_jit(self.params, prepared, x[i: i + batch_size]),
-                                 self.graph.head_activation, self._binary))
-                for i in range(0, x.shape[0], batch_size)]
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            chunk = x[i: i + batch_size]
+            with self._notice(("predict", chunk.shape)):
+                outs.append(np.asarray(_head(self._logits_jit(self.params, prepared, chunk),
+                                             self.graph.head_activation, self._binary)))
         return np.concatenate(outs, axis=0)
 
     @property

@@ -70,6 +70,47 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED: dict = {}
 
 
+#: How many CompileNotice blocks are open (an inner one stays quiet: one line per slow first call).
+_notices_open = 0
+
+
+class CompileNotice:
+    """A context manager for model calls (the CLI's, and :class:`jaxviz.Model`'s own): the first call that
+    runs longer than ``after_s`` (compiling the model's program, seconds on VGG16) prints one line on stderr
+    saying so; later calls and fast first calls (the program came from the persistent cache) print nothing."""
+
+    #: seconds a first call may take before the notice appears
+    after_s = 2.0
+
+    def __init__(self, model, what: str | None = None, message: str | None = None):
+        name = getattr(getattr(model, "arch", None), "name", "the model")
+        self.message = message or (f"jaxviz: compiling {what or name} (first run only: later runs load it from "
+                                   "the cache in $JAXVIZ_HOME/xla-cache)…")
+        self.first = True
+        self.timer = None
+
+    def __enter__(self):
+        global _notices_open
+        _notices_open += 1
+        if self.first and _notices_open == 1:  # inside another notice (the CLI's around a model call): quiet
+            import sys
+            import threading
+
+            self.timer = threading.Timer(self.after_s, lambda: print(self.message, file=sys.stderr, flush=True))
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        global _notices_open
+        _notices_open -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.first = False
+        return False
+
+
 def shared_program(key: Hashable, make: Callable[[], object]):
     """The program for ``key``, made by ``make()`` the first time (see :data:`_SHARED`)."""
     if key not in _SHARED:

@@ -186,3 +186,24 @@ def test_class_names_and_decode_follow_the_model():
         tiny.decode_predictions(np.ones((1, 1000)))
     names = jaxviz.model.Model("vgg16", {}, include_top=True).class_names
     assert len(names) == 1000 and names[281] == "tabby"
+
+
+def test_first_slow_call_says_compiling(capsys, monkeypatch):
+    from jaxviz import runtime
+
+    monkeypatch.setattr(runtime.CompileNotice, "after_s", 0.0)  # every first call counts as slow here
+    model = jaxviz.load("vgg_tiny", "random:0")
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    model.predict(x)
+    import time
+
+    time.sleep(0.2)  # the notice's timer thread
+    assert "jaxviz: compiling vgg_tiny for inputs (1, 32, 32, 3)" in capsys.readouterr().err
+    model.predict(x)
+    time.sleep(0.2)
+    assert "compiling" not in capsys.readouterr().err  # once per input shape
+    with runtime.CompileNotice(model, "outer"):  # inside another notice (the CLI's): one line, the outer's
+        model.predict(np.zeros((2, 32, 32, 3), np.float32))
+        time.sleep(0.2)
+    err = capsys.readouterr().err
+    assert err.count("compiling") == 1 and "outer" in err

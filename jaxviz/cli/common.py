@@ -11,6 +11,8 @@ import numpy as np
 
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
 from ..errors import JaxvizError
+from ..figures import unique_stems  # noqa: F401  (for the commands)
+from ..runtime import CompileNotice  # noqa: F401  (for the commands)
 
 
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
@@ -250,17 +252,6 @@ def default_images(images: list[str], model) -> list[str]:
     return [path]
 
 
-def unique_stems(paths) -> list[str]:
-    """File stems, made unique (``cat``, ``cat_1``, …) so that outputs of same-named images do not collide."""
-    stems, seen = [], {}
-    for p in paths:
-        stem = Path(p).stem
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        stems.append(stem if n == 0 else f"{stem}_{n}")
-    return stems
-
-
 def progress_bar(total: int, desc: str, enabled: bool = True):
     """A tqdm bar on stderr when it is a terminal and there is more than one item; else a silent stand-in."""
     from tqdm.auto import tqdm
@@ -280,34 +271,3 @@ def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True
             bar.update(len(chunk))
 
 
-class CompileNotice:
-    """A context manager for a command's model calls: the first call that runs longer than ``after_s``
-    (compiling the model's program, seconds on VGG16) prints one line on stderr saying so; later calls and
-    fast first calls (the program came from the persistent cache) print nothing."""
-
-    #: seconds a first call may take before the notice appears
-    after_s = 2.0
-
-    def __init__(self, model, what: str | None = None):
-        name = getattr(getattr(model, "arch", None), "name", "the model")
-        self.message = (f"jaxviz: compiling {what or name} (first run only: later runs load it from the cache "
-                        "in $JAXVIZ_HOME/xla-cache)…")
-        self.first = True
-        self.timer = None
-
-    def __enter__(self):
-        if self.first:
-            import sys
-            import threading
-
-            self.timer = threading.Timer(self.after_s, lambda: print(self.message, file=sys.stderr, flush=True))
-            self.timer.daemon = True
-            self.timer.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.first = False
-        return False
