@@ -344,18 +344,16 @@ def _run_patterns(ctx: _Context, task: _Task) -> None:
 
 def _run_deepvis(ctx: _Context, task: _Task) -> None:
     from .images import save_png
-    from .plotting import save_figure, titled_panel
-    from .visualize.deepvis import class_patterns, class_title
+    from .plotting import save_figure
+    from .render import deepvis_panel
+    from .visualize.deepvis import class_patterns
 
     p = task.params
     opts = {k: p[k] for k in DEEPVIS_OPTIONS}
     imgs = class_patterns(ctx.model, p["classes"], size=p["size"], seed=p["seed"], progress=ctx.progress, **opts)
     for img, name in zip(imgs, task.files[1:]):
         save_png(ctx.out / name, img)
-    n = len(imgs)
-    fig = titled_panel(list(imgs), [f"{class_title(ctx.model, c)} ({c})" for c in p["classes"]],
-                       cols=n if n <= 5 else -(-n // 2), size=3.0 if n <= 5 else 2.0)
-    save_figure(fig, ctx.out / task.files[0])
+    save_figure(deepvis_panel(ctx.model, imgs, p["classes"]), ctx.out / task.files[0])
 
 
 #: DeepVis options recorded with the task (resolved per architecture by
@@ -365,9 +363,9 @@ DEEPVIS_OPTIONS = ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma",
 
 def _run_gradcam(ctx: _Context, task: _Task) -> None:
     from .attribution.gradcam import gradcam_result
-    from .images import overlay, save_png
-    from .plotting import colourise, save_figure, titled_panel
-    from .visualize.deepvis import class_title
+    from .images import load_image, overlay, save_png
+    from .plotting import save_figure
+    from .render import gradcam_heatmap, gradcam_panel
 
     p = task.params
     image = ctx.images[p.get("image_index", 0)]
@@ -375,25 +373,13 @@ def _run_gradcam(ctx: _Context, task: _Task) -> None:
     res = gradcam_result(ctx.model, x, layer=p["layer"], score=p["score"], top=p["top"])
     maps, classes, probs = (np.asarray(a)[0] for a in res)
     logits = np.asarray(ctx.model.features(x, "logits")["logits"])[0]
-    heat = maps[0]
-    scale = max(1, ctx.arch.default_size // heat.shape[0])
-    save_png(ctx.out / task.files[0], colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet"))
-    from .images import load_image
-
+    save_png(ctx.out / task.files[0], gradcam_heatmap(maps[0], ctx.arch.default_size))
     photo = display_photo(load_image(image, target_size=None))
-    save_png(ctx.out / task.files[1], overlay(photo, heat))
-    titles = [f"#{r} {class_title(ctx.model, int(c))} ({int(c)})\np = {_prob(probs[c])}, logit {logits[c]:.2f}"
-              for r, c in enumerate(classes, 1)]
-    fig = titled_panel([overlay(photo, m) for m in maps], titles,
-                       suptitle=f"{Path(image).name}: Grad-CAM of the top {len(maps)} classes of {ctx.arch.name} "
-                                f"at {p['layer']} ({p['score']})")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))  # keep the panel titles clear of the suptitle on square photos
+    save_png(ctx.out / task.files[1], overlay(photo, maps[0]))
+    fig = gradcam_panel(ctx.model, photo, maps, classes, probs, logits,
+                        f"{Path(image).name}: Grad-CAM of the top {len(maps)} classes of {ctx.arch.name} at "
+                        f"{p['layer']} ({p['score']})")
     save_figure(fig, ctx.out / task.files[2])
-
-
-def _prob(p: float) -> str:
-    """3 decimals, or scientific notation where that would print 0.000."""
-    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
 
 
 # --- building and running the task list ----------------------------------------------------------------------

@@ -129,8 +129,9 @@ def cmd_kernels(args) -> int:
 
 def cmd_deepvis(args) -> int:
     from ..images import save_png
-    from ..plotting import save_figure, titled_panel
-    from ..visualize.deepvis import class_patterns, class_title
+    from ..plotting import save_figure
+    from ..render import deepvis_panel
+    from ..visualize.deepvis import class_patterns
     from .attribution import check_class
 
     model = model_from_args(args, include_top=True)
@@ -153,10 +154,7 @@ def cmd_deepvis(args) -> int:
         print(save_png(out / f"deepvis_{c}.png", img))
         if args.npy:
             print(save_npy(out / f"deepvis_{c}.npy", r))
-    n = len(imgs)
-    fig = titled_panel(list(imgs), [f"{class_title(model, c)} ({c})" for c in args.classes],
-                       cols=n if n <= 5 else -(-n // 2), size=3.0 if n <= 5 else 2.0)
-    print(save_figure(fig, out / "deepvis.png"))
+    print(save_figure(deepvis_panel(model, imgs, args.classes), out / "deepvis.png"))
     return 0
 
 
@@ -164,7 +162,8 @@ def cmd_gradcam(args) -> int:
     from ..attribution.gradcam import gradcam_result
     from ..figures import arch_defaults, display_photo
     from ..images import load_image, overlay, save_png
-    from ..plotting import colourise, save_figure, titled_panel
+    from ..plotting import save_figure
+    from ..render import gradcam_heatmap, gradcam_panel
     from ..visualize.deepvis import class_title
     from .attribution import check_class
 
@@ -176,15 +175,15 @@ def cmd_gradcam(args) -> int:
     score = args.score or arch_defaults(model.arch)["gradcam_score"]
     layer = args.layer
     if layer is not None:
-        model.check_layers(layer)
-        if layer not in model.conv_layer_names:
-            raise JaxvizError(f"--layer {layer}: Grad-CAM needs a conv layer; valid: "
-                              f"{', '.join(model.conv_layer_names)}")
+        (layer,) = model.check_layers(layer)
+        if layer not in model.spatial_layer_names:
+            raise JaxvizError(f"--layer {layer}: Grad-CAM needs a conv layer (a layer with a spatial map); valid: "
+                              f"{', '.join(model.spatial_layer_names)}")
     s = model.arch.default_size
     k = min(args.top or 5, len(model.class_names))
     out = output_dir(args.output)
     stems = unique_stems(paths)
-    shown = layer or model.last_conv_layer
+    shown = layer or model.cam_layer
     batch = 8
     notice = CompileNotice(model, f"Grad-CAM for {model.arch.name}")
     with progress_bar(len(paths), "gradcam", not args.no_progress) as bar:
@@ -204,15 +203,11 @@ def cmd_gradcam(args) -> int:
             for i, (path, stem, photo) in enumerate(zip(chunk, stems[start:], photos)):
                 c = int(classes[i])
                 heat = maps[i]
-                scale = max(1, s // heat.shape[0])
-                print(save_png(out / f"{stem}_gradcam.png", colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet")))
+                print(save_png(out / f"{stem}_gradcam.png", gradcam_heatmap(heat, s)))
                 print(save_png(out / f"{stem}_overlay.png", overlay(photo, heat)))
-                titles = [f"#{r} {class_title(model, int(cc))} ({int(cc)})\np = {_prob(probs[i, cc])}, "
-                          f"logit {logits[i, cc]:.2f}" for r, cc in enumerate(top_classes[i], 1)]
-                fig = titled_panel([overlay(photo, m) for m in top_maps[i]], titles,
-                                   suptitle=f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} "
-                                            f"({score}), {model.arch.name}")
-                fig.tight_layout(rect=(0, 0, 1, 0.94))  # panel titles clear of the suptitle on square images
+                fig = gradcam_panel(model, photo, top_maps[i], top_classes[i], probs[i], logits[i],
+                                    f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
+                                    f"{model.arch.name}")
                 print(save_figure(fig, out / f"{stem}_top{k}.png"))
                 if args.npy:
                     print(save_npy(out / f"{stem}_gradcam.npy", heat))
@@ -221,11 +216,6 @@ def cmd_gradcam(args) -> int:
                       f"logit {logits[i, c]:.2f}")
             bar.update(len(chunk))
     return 0
-
-
-def _prob(p: float) -> str:
-    """A probability for a title: 3 decimals, or scientific notation when that would print 0.000."""
-    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
 
 
 def cmd_figures(args) -> int:
