@@ -54,6 +54,19 @@ Definitional differences, and how they are matched here:
   two on a layer at the input's resolution. Both evaluate every channel's masked image, 16 per model call.
   Captum's NoiseTunnel ``stdevs`` is absolute; jaxviz's ``noise`` is a fraction of the image's range,
   converted here.
+- Input × Gradient (Captum's ``InputXGradient``) and DeepLIFT (``DeepLift``, zero baseline) are compared;
+  DeepLIFT's Rescale rule is the same, but for max-pooling jaxviz routes the gradient (the DeepLIFT authors'
+  default) and Captum has its own rule; with the zero reference every window of the reference's maps is
+  constant and the two agree wherever a window's maximum grew.
+- GradientSHAP (``GradientShap``, zero baseline, ``--samples`` draws) and the noise tunnel
+  (``noise_tunnel("saliency")`` vs ``NoiseTunnel(Saliency)``, SmoothGrad, ``stdevs`` matched) draw different
+  random numbers: timed, not compared (tests/test_gradient_methods.py and tests/test_gradient_shap.py compare
+  them on Captum's own draws).
+- LayerCAM, HiResCAM, XGrad-CAM, Eigen-CAM and Ablation-CAM against pytorch-grad-cam's classes (both
+  min-max scaled). Its ``EigenCAM`` keeps LAPACK's sign of the principal component, jaxviz makes the larger
+  lobe positive (its ``get_2d_projection_with_sign_correction``), so their maps may be each other's negative
+  (difference 1). Its ``AblationCAM`` runs the whole network on each batch of ablated copies (the layers
+  before the target layer too, 32 per call); jaxviz runs only the layers after it, with the same chunk.
 
 Usage:
   python scripts/compare_captum.py                        # vgg16, random:0 weights, 224×224, short

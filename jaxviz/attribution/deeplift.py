@@ -12,7 +12,8 @@ propagated backwards like gradients (the paper's chain rule for multipliers, sec
 - max-pooling: the gradient (routed to the arg-max of each window), the DeepLIFT authors' default
   (``MaxPoolDeepLiftMode.gradient`` in their code). Captum's ``DeepLift`` uses another rule for max-pooling
   (the change of the window's maximum sent to the arg-max of the input or of the reference), so the two agree
-  on networks without max-pooling, and on VGG where each window's arg-max is the same for ``x`` and ``x₀``.
+  on networks without max-pooling, where each window's arg-max is the same for ``x`` and ``x₀``, and where
+  the reference's window is constant and its maximum grew (e.g. the zero reference, on most windows).
 
     R = (x − x₀) ⊙ m_{x→S_t},        Σ R = S_t(x) − S_t(x₀)   (summation-to-delta, exact for ReLU/linear nets)
 
