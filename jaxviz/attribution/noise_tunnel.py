@@ -71,7 +71,9 @@ def noise_tunnel(method: str | Callable, model, x, target: int | Sequence[int] |
         raise JaxvizError(f"stdevs must be a finite number ≥ 0, got {stdevs!r}")
     if stdevs is None and not (np.isfinite(noise) and noise >= 0):
         raise JaxvizError(f"noise must be a finite number ≥ 0, got {noise!r}")
-    targets = runtime.resolve(runtime.check_targets(model, target, x.shape[0]), runtime.logits(model, x))
+    targets = runtime.check_targets(model, target, x.shape[0])
+    if target is None:  # each image's top class, on the clean image
+        targets = runtime.resolve(targets, runtime.logits(model, x))
     if stdevs is not None:
         sigma = jnp.full((x.shape[0],), stdevs, jnp.float32)
     else:
