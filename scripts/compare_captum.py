@@ -517,6 +517,69 @@ def _rounds(ratios, width: int) -> str:
     return f"{np.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})".rjust(width)
 
 
+def compare_metrics(model, x, targets, pgc=None, repeats: int = 1, samples: int = 10) -> dict:
+    """Infidelity and sensitivity-max against ``captum.metrics`` (the same perturbations on both sides) and
+    ROAD (MoRF, averaged over 10 … 90 %) against pytorch-grad-cam's ``ROADMostRelevantFirstAverage`` (its
+    imputation noise 0.01 on both sides, drawn differently: a ~1e-4 difference of the scores is expected).
+    Returns ``{metric: {rel_error, jaxviz_s, peer_s, ratio}}`` (best of ``repeats`` interleaved rounds)."""
+    import captum.attr as ca
+    import torch
+    from captum.metrics import infidelity as c_infidelity
+    from captum.metrics import sensitivity_max as c_sensitivity
+
+    from jaxviz.metrics import infidelity, road, sensitivity_max
+
+    net, _ = torch_vgg(model)
+    xt, tt, n = nchw(x), [int(t) for t in targets], x.shape[0]
+    rng = np.random.default_rng(0)
+    sal = np.asarray(saliency(model, x, tt, abs=False, reduce=None))
+    pert = (rng.normal(0, 0.1 * float(np.ptp(x)), (samples, *x.shape))).astype(np.float32)
+    unif = rng.uniform(-0.02, 0.02, (samples, *x.shape)).astype(np.float32)
+
+    def expanded(p):  # Captum's expanded order: image-major (repeat_interleave)
+        return torch.from_numpy(np.swapaxes(p, 0, 1).reshape(-1, *x.shape[1:]).transpose(0, 3, 1, 2).copy())
+
+    p_t, u_t = expanded(pert), expanded(unif)
+
+    def captum_saliency(inputs, target):
+        inputs = inputs[0] if isinstance(inputs, tuple) else inputs
+        with torch.enable_grad():
+            return (ca.Saliency(net).attribute(inputs.clone().requires_grad_(), target=target, abs=False).detach(),)
+
+    table = {
+        "infidelity": (
+            lambda: infidelity(model, x, sal, tt, perturbations=pert),
+            lambda: c_infidelity(net, lambda inp: (p_t, inp - p_t), xt, nchw(sal), target=tt,
+                                 n_perturb_samples=samples).numpy()),
+        "sensitivity_max": (
+            lambda: sensitivity_max("saliency", model, x, tt, perturbations=unif, abs=False, reduce=None,
+                                    batch_size=samples * n),
+            lambda: c_sensitivity(captum_saliency, xt, perturb_func=lambda inp, r: inp + u_t,
+                                  n_perturb_samples=samples, target=tt).numpy()),
+    }
+    if pgc is not None:
+        from pytorch_grad_cam.metrics.road import ROADMostRelevantFirstAverage
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam = np.abs(sal).sum(-1)  # a map without ties (a ReLU'd CAM's zero region would remove every pixel)
+        table["road_morf"] = (
+            lambda: road(model, x, cam, tt),
+            lambda: ROADMostRelevantFirstAverage()(xt, cam, [ClassifierOutputTarget(t) for t in tt], net))
+    out = {}
+    for name, (ours_fn, theirs_fn) in table.items():
+        with jax.default_matmul_precision("highest"):
+            ours = np.asarray(ours_fn())
+        theirs = np.asarray(theirs_fn())
+        times = {"jaxviz": [], "peer": []}
+        for i in range(repeats):
+            for k in (["jaxviz", "peer"] if i % 2 == 0 else ["peer", "jaxviz"]):
+                times[k].append(timed(ours_fn if k == "jaxviz" else theirs_fn))
+        best = {k: min(v) for k, v in times.items()}
+        out[name] = {"rel_error": rel_error(ours, theirs), "jaxviz_s": best["jaxviz"], "peer_s": best["peer"],
+                     "ratio": best["peer"] / best["jaxviz"], "jaxviz": ours.tolist(), "peer": theirs.tolist()}
+    return out
+
+
 def format_table(results: dict, fp64: bool = False) -> str:
     """The results as a text table: one row per method."""
     head = (f"{'method':<24}{'jaxviz img/s':>13}{'Captum img/s':>13}{'ratio':>9}{'max rel diff':>14}"
@@ -568,6 +631,8 @@ def main(argv=None) -> int:
     p.add_argument("--fp64", action="store_true",
                    help="also run both sides in float64 (parity without float32 rounding) and measure each "
                         "float32 result against it")
+    p.add_argument("--metrics", action="store_true",
+                   help="also compare infidelity, sensitivity-max (Captum) and ROAD (pytorch-grad-cam)")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args(argv)
 
@@ -587,17 +652,24 @@ def main(argv=None) -> int:
     import captum
     import torch
 
-    pgc = None if args.no_pgc or not any(n in PGC_METHODS for n in names) else load_pytorch_grad_cam()
+    wants_pgc = any(n in PGC_METHODS for n in names) or args.metrics
+    pgc = None if args.no_pgc or not wants_pgc else load_pytorch_grad_cam()
     results = compare(model, x, targets, names, opts, args.repeats, not args.no_timing, args.fp64, pgc=pgc)
     print(f"{args.arch} ({args.weights}) {size}×{size}, batch {args.batch}, best of {args.repeats}; "
           f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"captum {captum.__version__}" + (f", pytorch-grad-cam {_version('grad-cam')}" if pgc else ""))
     print(format_table(results, args.fp64))
+    metrics = None
+    if args.metrics:
+        metrics = compare_metrics(model, x, targets, pgc, args.repeats, args.samples)
+        for name, r in metrics.items():
+            print(f"{name:24s} jaxviz {r['jaxviz_s']:.3f} s, peer {r['peer_s']:.3f} s, ratio {r['ratio']:.2f}×, "
+                  f"max rel diff {r['rel_error']:.2e}")
     report = {"arch": args.arch, "weights": args.weights, "size": size, "batch": args.batch, "options": opts,
               "repeats": args.repeats, "timing": "best of repeats, sides interleaved",
               "versions": {"jax": jax.__version__, "torch": torch.__version__, "captum": captum.__version__,
                            "pytorch-grad-cam": _version("grad-cam") if pgc else None},
-              "threads": torch.get_num_threads(), "results": results}
+              "threads": torch.get_num_threads(), "results": results, "metrics": metrics}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     else:
