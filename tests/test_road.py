@@ -37,6 +37,10 @@ def test_road_by_hand():
     d = np.asarray(noisy - imgs)[0, 0, 0, :, 0]
     assert d[0] == 0 and d[3] == 0 and np.abs(d[1:3]).max() > 0
     assert jaxviz.metrics.road is road
+    # a constant map keeps no pixel (nothing is below its percentile): the imputation is the mean colour
+    img = np.random.default_rng(0).normal(0, 1, (1, 5, 6, 2)).astype(np.float32)
+    _, flat = road_scores(hand, img, np.ones((1, 5, 6)), 0, percentiles=(50,), noise=0.0, return_images=True)
+    np.testing.assert_allclose(np.asarray(flat)[0, 0], np.broadcast_to(img[0].mean((0, 1)), (5, 6, 2)), atol=1e-6)
     with pytest.raises(jaxviz.JaxvizError, match="percentiles"):
         road(hand, x, m, 0, percentiles=(150,))
 

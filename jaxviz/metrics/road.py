@@ -18,6 +18,10 @@ For a percentile ``p`` of the map (numpy's ``percentile``, linear interpolation)
 Lower MoRF (the score falls fast when the relevant pixels go) and higher LeRF are better;
 :func:`road_combined` is ``(LeRF − MoRF) / 2`` (pytorch-grad-cam's ``ROADCombined``; higher is better).
 
+A percentile that keeps no pixel (ties: e.g. ``p`` below the share of a ReLU'd CAM's zeros, where the threshold
+is 0 and no value is below it) leaves a system with no known value: its solutions are the constants, and the
+solver returns the image's mean colour there (pytorch-grad-cam's sparse LU fails on the singular matrix).
+
 The system is symmetric positive definite on the removed pixels; it is solved matrix-free by conjugate
 gradients (the neighbour sums are a 3×3 depthwise convolution), for every image and percentile at once in
 one compiled program, to a relative residual of ``tol`` (pytorch-grad-cam solves it exactly with SciPy's
@@ -143,5 +147,6 @@ def impute(img, keep, key, noise, tol):
 
     b = miss * neigh((1 - miss) * img)
     u, _ = jax.scipy.sparse.linalg.cg(op, b, x0=miss * img.mean(axis=(0, 1)), tol=tol, maxiter=10 * sum(img.shape[:2]))
+    u = jnp.where(keep.any(), u, img.mean(axis=(0, 1)))  # nothing kept: the constant solution, the mean colour
     eps = jax.random.normal(key, img.shape, img.dtype)
     return jnp.where(miss > 0, u + noise * eps, img)
