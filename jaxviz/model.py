@@ -268,7 +268,7 @@ class Model:
                     f"(load_image(path, target_size=({s}, {s}))) or load the model with include_top=False"
                 )
         if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
-            raise JaxvizError("the input contains NaN or infinite values; check how the images were loaded and "
+            raise JaxvizError("the input contains NaN/inf values; check how the images were loaded and "
                               "preprocessed")
         if not isinstance(self.arch, vgg.Arch):
             try:
@@ -466,8 +466,20 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     from . import weights as weights_lib
 
     a = vgg.get_arch(arch)
-    params, source = weights_lib.load_params(a, weights, include_top)
+    if _is_demo(a) and isinstance(weights, str) and weights.lower() in ("imagenet", "demo"):
+        # The demo models' trained weights ship with jaxviz; "imagenet" (every command's default) means them.
+        from .demo import demo_weights_path, load_demo_params
+
+        params, source = load_demo_params(a, include_top), f"demo:{demo_weights_path(a)}"
+    else:
+        params, source = weights_lib.load_params(a, weights, include_top)
     return Model(a, params, include_top, source, ops=ops, preprocess=preprocessing.check_mode(preprocess or "caffe"))
+
+
+def _is_demo(arch: vgg.Arch) -> bool:
+    from .demo import DEMO_ARCHS
+
+    return arch.name in DEMO_ARCHS
 
 
 def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:

@@ -803,12 +803,6 @@ def load_file(path: str | os.PathLike, arch: str | vgg.Arch, include_top: bool =
     return read_keras_h5(path, arch, include_top)
 
 
-def _demo_archs() -> tuple[str, ...]:
-    from .demo import DEMO_ARCHS
-
-    return tuple(DEMO_ARCHS)
-
-
 def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict, str]:
     """Returns ``(params, source)`` for ``jaxviz.load``.
 
@@ -822,12 +816,6 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
       ``({layer: {"kernel", "bias"}}, source)`` where source is ``"imagenet:<path>"``, the path, or
       ``"random:SEED"``.
     """
-    if arch.name in _demo_archs() and isinstance(weights, str) and weights.lower() in ("imagenet", "demo"):
-        # The demo models' trained weights ship with jaxviz; "imagenet" (every command's default) means them.
-        from .demo import demo_weights_path
-
-        path = demo_weights_path(arch)
-        return load_converted(path, arch, include_top), f"demo:{path}"
     if weights is None:
         weights = "random:0"
     if isinstance(weights, str) and weights.startswith("random:"):

@@ -27,13 +27,14 @@ TOL = 1e-4
 def _book_convnet(size=SIZE, seed=0):
     """Listing 5.5: four Conv2D/MaxPooling2D pairs, Flatten, Dropout, Dense(512), Dense(1, sigmoid)."""
     L = keras.layers
+    # The names Keras gives these layers in a fresh session (later models in one process get other suffixes).
+    convs = [L.Conv2D(f, 3, activation="relu", name="conv2d" + (f"_{i}" if i else ""))
+             for i, f in enumerate((32, 64, 128, 128))]
+    pools = [L.MaxPooling2D(2, name="max_pooling2d" + (f"_{i}" if i else "")) for i in range(4)]
     model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(2),
-        L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
-        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
-        L.Conv2D(128, 3, activation="relu"), L.MaxPooling2D(2),
-        L.Flatten(), L.Dropout(0.5), L.Dense(512, activation="relu"), L.Dense(1, activation="sigmoid"),
+        keras.Input((size, size, 3)), *[layer for pair in zip(convs, pools) for layer in pair],
+        L.Flatten(name="flatten"), L.Dropout(0.5, name="dropout"), L.Dense(512, activation="relu", name="dense"),
+        L.Dense(1, activation="sigmoid", name="dense_1"),
     ], name="cats_and_dogs_small")
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0, np.sqrt(2 / max(np.prod(w.shape[:-1]), 1)), w.shape).astype("float32")
