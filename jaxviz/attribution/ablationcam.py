@@ -1,7 +1,7 @@
 """Ablation-CAM: channel weights from the drop of the class score when the channel is zeroed.
 
 Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional Network via Gradient-free
-Localization", WACV 2020.
+Localization", WACV 2020, doi:10.1109/WACV45572.2020.9093360.
 
     w_k = (S_t − S_t^(k)) / S_t,     L = ReLU(Σ_k w_k A_k)
 

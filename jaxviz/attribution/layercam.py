@@ -1,7 +1,7 @@
 """LayerCAM: every location's activation weighted by its own positive gradient.
 
 Jiang, Zhang, Hou, Cheng & Wei, "LayerCAM: Exploring Hierarchical Class Activation Maps for
-Localization", IEEE Transactions on Image Processing 30, 2021.
+Localization", IEEE Transactions on Image Processing 30, 5875–5888, 2021, doi:10.1109/TIP.2021.3089943.
 
     L_ij = ReLU(Σ_k ReLU(∂S_t/∂A_ijk) · A_ijk)
 

@@ -62,9 +62,9 @@ def _resize(maps, size, method):
 #: name → method, in the order the ``all`` panel shows them.
 METHODS: dict[str, Callable] = {
     "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
+    "input_x_gradient": input_x_gradient,
     "gradient_shap": gradient_shap,
     "deeplift": deeplift,
     "deconvnet": deconvnet,
