@@ -28,7 +28,7 @@ from .common import (
 )
 
 #: Methods whose sign matters (negative = evidence against the class): shown as their positive part.
-_SIGNED = ("integrated_gradients", "occlusion", "lime")
+_SIGNED = ("integrated_gradients", "input_x_gradient", "gradient_shap", "deeplift", "occlusion", "lime")
 
 
 def _method_help(what: str) -> str:
