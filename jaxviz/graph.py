@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import JaxvizError, LayerError
 from .ops import Ops
+from .winograd import precision_allows
 
 #: Final activations whose input is the model's "logits".
 LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
@@ -152,6 +153,32 @@ class Graph:
         act = out.cfg.get("activation")
         return act if act in LOGIT_ACTIVATIONS else None
 
+    @functools.cached_property
+    def bn_folds(self) -> dict[str, str]:
+        """``{conv: batch_norm}`` for each Conv2D/DepthwiseConv2D without an activation of its own whose only
+        reader is a BatchNormalization over its channels: pairs the fast ops compute as one convolution."""
+        readers: dict[str, list[str]] = {}
+        for layer in self.layers:
+            for i in layer.inputs:
+                readers.setdefault(i, []).append(layer.name)
+        folds = {}
+        for layer in self.layers:
+            if layer.kind != "BatchNormalization" or len(layer.inputs) != 1:
+                continue
+            src = self.by_name[layer.inputs[0]]
+            axis = layer.cfg.get("axis", -1)
+            axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+            if (src.kind in ("Conv2D", "DepthwiseConv2D") and src.cfg.get("activation", "linear") in ("linear", None)
+                    and axis in (-1, 3) and readers.get(src.name) == [layer.name] and src.name not in self.outputs):
+                folds[src.name] = layer.name
+        return folds
+
+    @functools.cached_property
+    def _with_bias(self) -> dict[str, Layer]:
+        """The folded convolutions of :attr:`bn_folds`, configured with a bias (the folded one)."""
+        return {c: make_layer(c, self.by_name[c].kind, {**self.by_name[c].cfg, "use_bias": True},
+                              self.by_name[c].inputs) for c in self.bn_folds}
+
     def ancestors(self, names: Iterable[str]) -> set[str]:
         """The layers ``names`` depend on, themselves included."""
         todo, seen = [self.resolve(n) for n in names], set()
@@ -226,6 +253,12 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
     logits_layer, logits_pre = graph.logits
     # Stopping at the logits: the output layer's activation runs only if a tap needs its value.
     skip_activation = target == "logits" and logits_layer not in graph.ancestors(t for t in taps if t != "logits")
+    # Conv + BatchNorm pairs computed as one conv with folded kernels (fast ops; not where the conv's own
+    # output is asked for, and not under "highest" precision).
+    seen = {graph.resolve(t) for t in (*taps, *perturb) if t != "logits"} | {target}
+    folded = {c: bn for c, bn in graph.bn_folds.items()
+              if ops.fast and "folded_bias" in (prepared or {}).get(c, {}) and c not in seen and precision_allows()}
+    folded_bns = {bn: c for c, bn in folded.items()}
     values: dict[str, jax.Array] = {}
     tapped: dict[str, jax.Array] = {}
     prepared = prepared or {}
@@ -234,12 +267,19 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
             continue
         if layer.kind == "InputLayer":
             out = x
+        elif layer.name in folded_bns:  # already applied by its convolution
+            out = values[folded_bns[layer.name]]
         else:
             p = params.get(layer.name, {})
-            if layer.name in prepared:
+            kind_layer = layer
+            if layer.name in folded:
+                pre = prepared[layer.name]
+                p = {"kernel": pre["folded_kernel"], "bias": pre["folded_bias"], "prepared": pre.get("folded_prepared")}
+                kind_layer = graph._with_bias[layer.name]
+            elif layer.name in prepared:
                 p = {**p, "prepared": prepared[layer.name]}
             inputs = [values[i] for i in layer.inputs]
-            out = apply_layer(layer, p, inputs, ops)
+            out = apply_layer(kind_layer, p, inputs, ops)
             if isinstance(out, tuple):  # layers with a fused activation return (pre-activation, activation)
                 pre, act = out
                 if layer.name == logits_layer and logits_pre:
@@ -281,16 +321,39 @@ def prepare(graph: Graph, params: Mapping, ops: Ops) -> dict:
         if not p or "kernel" not in p:
             continue
         cfg = layer.cfg
-        if layer.kind == "Conv2D":
-            k = p["kernel"]
-            if ops.prepares_conv(k.shape, _pair(cfg.get("strides", 1)), cfg.get("padding", "valid"),
-                                 _pair(cfg.get("dilation_rate", 1)), cfg.get("groups", 1)):
-                out[layer.name] = ops.prepare_conv(k)
+        k = p["kernel"]
+        eligible = layer.kind == "Conv2D" and ops.prepares_conv(
+            k.shape, _pair(cfg.get("strides", 1)), cfg.get("padding", "valid"), _pair(cfg.get("dilation_rate", 1)),
+            cfg.get("groups", 1))
+        if eligible:
+            out[layer.name] = ops.prepare_conv(k)
+        if ops.fast and layer.name in graph.bn_folds:
+            fk, fb = _fold_batch_norm(layer, p, graph.by_name[graph.bn_folds[layer.name]], params)
+            out.setdefault(layer.name, {}).update(folded_kernel=fk, folded_bias=fb)
+            if eligible:
+                out[layer.name]["folded_prepared"] = ops.prepare_conv(fk)
         elif layer.kind == "Dense":
             d = ops.prepare_dense(p["kernel"])
             if d is not None:
                 out[layer.name] = d
     return out
+
+
+def _fold_batch_norm(conv: Layer, p: Mapping, bn: Layer, params: Mapping):
+    """The kernel and bias of ``conv`` followed by the inference-mode ``bn``: ``k·s`` and ``(b − mean)·s + β``
+    with ``s = γ / √(var + ε)`` per output channel (Ioffe & Szegedy 2015, folded as inference engines do)."""
+    q, cfg = params[bn.name], bn.cfg
+    scale = jax.lax.rsqrt(q["moving_variance"] + cfg.get("epsilon", 1e-3))
+    if cfg.get("scale", True):
+        scale = scale * q["gamma"]
+    bias = p["bias"] if conv.cfg.get("use_bias", True) else 0.0
+    shift = (bias - q["moving_mean"]) * scale
+    if cfg.get("center", True):
+        shift = shift + q["beta"]
+    kernel = p["kernel"]
+    # DepthwiseConv2D: [kh, kw, C, multiplier], output channel c·multiplier + m.
+    kernel = kernel * (scale if conv.kind == "Conv2D" else scale.reshape(kernel.shape[2:]))
+    return kernel, shift
 
 
 def _pair(v) -> tuple[int, int]:

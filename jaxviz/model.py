@@ -116,11 +116,9 @@ class Model:
         are noticed.
         """
         params = self.params if params is None else params
-        kernels = tuple((name, p["kernel"]) for name, p in params.items()
-                        if isinstance(p, Mapping) and "kernel" in p)
+        kernels = tuple(jax.tree_util.tree_leaves(params))  # kernels, and the BatchNorm statistics folded in
         hit = self._prepared_cache
-        if hit is not None and len(hit[0]) == len(kernels) and all(
-                a[0] == b[0] and a[1] is b[1] for a, b in zip(hit[0], kernels)):
+        if hit is not None and len(hit[0]) == len(kernels) and all(a is b for a, b in zip(hit[0], kernels)):
             return hit[1]
         result = _prepare_jit(self.graph, self.ops)(params)
         self._prepared_cache = (kernels, result)

@@ -220,3 +220,36 @@ def test_preprocessing_modes_equal_keras_and_invert(mode):
     np.testing.assert_allclose(preprocessing.unpreprocess(preprocessing.preprocess(x, mode), mode), x, atol=1e-3)
     with pytest.raises(JaxvizError, match="unknown preprocessing"):
         preprocessing.preprocess(x, "bogus")
+
+
+def test_fast_ops_fold_batch_norm_into_the_conv():
+    """Conv2D/DepthwiseConv2D followed only by a BatchNormalization run as one conv in the fast ops (kernels
+    folded once per weights); the exact ops, "highest" precision and a tap of the conv itself do not fold."""
+    rng = np.random.default_rng(0)
+    L = [make_layer("inp", "InputLayer", {"batch_shape": [None, 12, 12, 3]}),
+         make_layer("c", "Conv2D", {"filters": 4, "kernel_size": 3, "padding": "same", "use_bias": False}, ["inp"]),
+         make_layer("bn", "BatchNormalization", {"epsilon": 1e-3}, ["c"]),
+         make_layer("d", "DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 2, "padding": "same"}, ["bn"]),
+         make_layer("bn2", "BatchNormalization", {"epsilon": 1e-3, "scale": False}, ["d"]),
+         make_layer("gap", "GlobalAveragePooling2D", {}, ["bn2"])]
+    g = Graph("f", tuple(L), ("gap",))
+    assert g.bn_folds == {"c": "bn", "d": "bn2"}
+    bn = lambda n, gamma=True: {**({"gamma": rng.uniform(.5, 2, n).astype("f4")} if gamma else {}),
+                                "beta": rng.normal(size=n).astype("f4"), "moving_mean": rng.normal(size=n).astype("f4"),
+                                "moving_variance": rng.uniform(.5, 2, n).astype("f4")}
+    p = {"c": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype("f4")}, "bn": bn(4),
+         "d": {"kernel": rng.normal(size=(3, 3, 4, 2)).astype("f4"), "bias": rng.normal(size=8).astype("f4")},
+         "bn2": bn(8, gamma=False)}
+    x = _x(2, 12)
+    exact, taps = graph.forward(g, p, x, ops=ops.EXACT, taps=("c",))
+    prepared = graph.prepare(g, p, ops.FAST)
+    assert "folded_kernel" in prepared["c"] and "folded_kernel" in prepared["d"]
+    CALLS.clear()
+    fast = graph.forward(g, p, x, ops=ops.FAST, prepared=prepared)[0]
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5 * float(jnp.abs(exact).max()))
+    _, fast_taps = graph.forward(g, p, x, ops=ops.FAST, prepared=prepared, taps=("c",))  # the conv's own output
+    np.testing.assert_allclose(fast_taps["c"], taps["c"], rtol=1e-6, atol=1e-6)
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_array_equal(graph.forward(g, p, x, ops=ops.FAST, prepared=prepared)[0], exact)
+    grad = lambda o, pr: jax.grad(lambda v: graph.forward(g, p, v, ops=o, prepared=pr)[0].sum())(x)
+    np.testing.assert_allclose(grad(ops.FAST, prepared), grad(ops.EXACT, None), rtol=1e-4, atol=1e-5)
