@@ -471,11 +471,10 @@ def activation_bytes(model, size: tuple[int, int]) -> float:
 class _Forward:
     """``model.apply`` through a weak reference, so cached programs do not keep a model alive.
 
-    With ``flipped`` (the input-gradient kernels of a jaxviz VGG, :func:`jaxviz.ops.flipped_kernels` of the
-    same params), the Flax module is applied with that ``"flipped"`` collection: the backward convs then use
-    the precomputed kernels instead of flipping and transposing every kernel inside each program (measured:
-    ~9 % of a VGG16 saliency call at batch 1, the transposes run nearly serially on XLA:CPU). The values are
-    the same: :func:`jaxviz.ops.flip_kernel` is a permutation.
+    With ``flipped`` (the model's prepared kernels, :meth:`jaxviz.Model.prepared` of the same params), the
+    forward pass uses them: the backward convs then use precomputed flipped kernels instead of flipping and
+    transposing every kernel inside each program (measured: ~9 % of a VGG16 saliency call at batch 1, the
+    transposes run nearly serially on XLA:CPU), and the fast ops their Winograd, transposed and folded kernels.
     """
 
     __slots__ = ("_ref", "_flipped")
