@@ -15,6 +15,15 @@ from .. import runtime
 from ..errors import LayerError
 
 
+def finish_map(cam: jax.Array, size, normalize: bool, upsample: bool, interpolation: str) -> jax.Array:
+    """A CAM ``[N, h, w]`` made final: divided by its maximum (``normalize``; an all-zero map stays zero), then
+    resized to the input ``size`` (``upsample``)."""
+    if normalize:
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        cam = cam / jnp.where(peak > 0, peak, 1)
+    return runtime.resize_maps(cam, size, interpolation) if upsample else cam
+
+
 def check_layer(model, layer: str | None, method: str = "class-activation maps need") -> str:
     """The layer a CAM is computed on: any layer with a spatial map ``[N, h, w, C]``; default the model's
     ``cam_layer``, the last such layer before the head (``block5_conv3`` on VGG16, ``conv5_block3_out`` on
@@ -103,12 +112,7 @@ def run_cam(model, name: str, x, target, map_fn: Callable, *, layer: str | None,
             else:
                 a, g = fwd(params, x, upto=layer)[0], None
             cam = jnp.maximum(map_fn(a, g), 0)
-            if normalize:
-                peak = cam.max(axis=(1, 2), keepdims=True)
-                cam = cam / jnp.where(peak > 0, peak, 1)
-            if upsample:
-                cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
-            return cam
+            return finish_map(cam, x.shape[1:3], normalize, upsample, interpolation)
 
         return run
 

@@ -74,12 +74,7 @@ def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: s
             s_k = runtime.chunked_map(ablated, jnp.arange(a.shape[-1]), chunk).T  # [N, K]
             w = jnp.where(s[:, None] != 0, (s[:, None] - s_k) / jnp.where(s[:, None] != 0, s[:, None], 1), 0)
             cam = jnp.maximum(jnp.einsum("nhwk,nk->nhw", a, w), 0)
-            if normalize:
-                peak = cam.max(axis=(1, 2), keepdims=True)
-                cam = cam / jnp.where(peak > 0, peak, 1)
-            if upsample:
-                cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
-            return cam
+            return _cam.finish_map(cam, x.shape[1:3], normalize, upsample, interpolation)
 
         return run
 

@@ -70,12 +70,7 @@ def gradcam_plus_plus(model, x, target: int | Sequence[int] | None = None, *, la
         def run(params, x, targets):
             a, g, _ = _cam.layer_gradients(fwd, params, x, layer, targets, score)
             cam = plus_plus_map(a, g, normalize_alpha)
-            if normalize:
-                peak = cam.max(axis=(1, 2), keepdims=True)
-                cam = cam / jnp.where(peak > 0, peak, 1)
-            if upsample:
-                cam = runtime.resize_maps(cam, x.shape[1:3], interpolation)
-            return cam
+            return _cam.finish_map(cam, x.shape[1:3], normalize, upsample, interpolation)
 
         return run
 
