@@ -61,12 +61,22 @@ Definitional differences, and how they are matched here:
 - GradientSHAP (``GradientShap``, zero baseline, ``--samples`` draws) and the noise tunnel
   (``noise_tunnel("saliency")`` vs ``NoiseTunnel(Saliency)``, SmoothGrad, ``stdevs`` matched) draw different
   random numbers: timed, not compared (tests/test_gradient_methods.py and tests/test_gradient_shap.py compare
-  them on Captum's own draws).
+  them on Captum's own draws). Captum's ``GradientShap`` has no batch size: it evaluates all ``--samples``
+  draws of an image in one model call, and jaxviz is timed with the same (``batch_size`` = samples × images).
+  The noise tunnel evaluates at most ``--batch-size`` inputs per call on both sides (Captum's
+  ``nt_samples_batch_size``; 10 samples at 8: Captum 8 + 2, jaxviz 5 + 5).
 - LayerCAM, HiResCAM, XGrad-CAM, Eigen-CAM and Ablation-CAM against pytorch-grad-cam's classes (both
   min-max scaled). Its ``EigenCAM`` keeps LAPACK's sign of the principal component, jaxviz makes the larger
   lobe positive (its ``get_2d_projection_with_sign_correction``), so their maps may be each other's negative
   (difference 1). Its ``AblationCAM`` runs the whole network on each batch of ablated copies (the layers
   before the target layer too, 32 per call); jaxviz runs only the layers after it, with the same chunk.
+- RISE has no implementation in Captum or pytorch-grad-cam, nor on PyPI; its peer here (in the Captum
+  columns) is a PyTorch port of the authors' explainer, ``RISE.forward`` of their ``explanations.py``
+  (github.com/eclique/RISE): the masks generated once beforehand (not timed; jaxviz's own ``rise_masks``, so
+  the maps are compared), ``x ⊙ M`` for all masks, the softmax model run ``--batch-size`` masked images per
+  call, and ``p.T @ masks / n / p1`` — the maps of all classes, as the authors' code computes them (the
+  matrix product is under 1 % of the forward passes' work). jaxviz draws its masks inside the timed program,
+  ``--rise-masks`` masks with the same ``--batch-size`` images per model call.
 
 Usage:
   python scripts/compare_captum.py                        # vgg16, random:0 weights, 224×224, short
@@ -108,6 +118,7 @@ from jaxviz.attribution.lime import lime, segment  # noqa: E402
 from jaxviz.attribution.methods import gradcam  # noqa: E402
 from jaxviz.attribution.noise_tunnel import noise_tunnel  # noqa: E402
 from jaxviz.attribution.occlusion import occlusion  # noqa: E402
+from jaxviz.attribution.rise import rise, rise_masks  # noqa: E402
 from jaxviz.attribution.saliency import saliency  # noqa: E402
 from jaxviz.attribution.score_cam import score_cam  # noqa: E402
 from jaxviz.attribution.smoothgrad import smoothgrad  # noqa: E402
@@ -116,7 +127,7 @@ from jaxviz.attribution.xgradcam import xgradcam  # noqa: E402
 METHODS = ("saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
            "guided_gradcam_bilinear", "gradcam_plus_plus", "occlusion", "smoothgrad", "lime", "score_cam",
            "input_x_gradient", "deeplift", "gradient_shap", "noise_tunnel", "layercam", "hirescam", "xgradcam",
-           "eigencam", "ablationcam")
+           "eigencam", "ablationcam", "rise")
 ALIASES = {"ig": "integrated_gradients", "gbp": "guided_backprop", "deconv": "deconvnet",
            "gradcam++": "gradcam_plus_plus"}
 #: The methods compared with pytorch-grad-cam, and its class for each.
@@ -292,7 +303,7 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
                      lambda: nhwc(ca.DeepLift(net).attribute(xt.clone().requires_grad_(), baselines=0 * xt,
                                                              target=tt))),
         "gradient_shap": (
-            lambda: gradient_shap(model, x, tt, n=opts["samples"], batch_size=chunk, reduce=None),
+            lambda: gradient_shap(model, x, tt, n=opts["samples"], batch_size=opts["samples"] * n, reduce=None),
             lambda: nhwc(ca.GradientShap(net).attribute(xt, baselines=0 * xt[:1], target=tt,
                                                         n_samples=opts["samples"]))),
         "noise_tunnel": (
@@ -305,6 +316,8 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
            for name, fn in (("layercam", layercam), ("hirescam", hirescam), ("xgradcam", xgradcam),
                             ("eigencam", eigencam))},
         "ablationcam": (lambda: ablationcam(model, x, tt, batch_size=ABLATION_BATCH * n), None),
+        "rise": (lambda: rise(model, x, tt, n=opts["rise_masks"], batch_size=chunk, seed=0),
+                 torch_rise(net, x, tt, opts["rise_masks"], chunk, dtype)),
         "smoothgrad": (
             lambda: smoothgrad(model, x, tt, n=opts["samples"], noise=opts["noise"],
                                           batch_size=chunk, abs=False, reduce=None),
@@ -315,7 +328,53 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
 
 
 COMPARED = {"saliency", "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "guided_gradcam",
-            "guided_gradcam_bilinear", "occlusion", "input_x_gradient", "deeplift"}
+            "guided_gradcam_bilinear", "occlusion", "input_x_gradient", "deeplift", "rise"}
+
+#: RISE's mask grid and keep probability (the paper's ``s = 7``, ``p1 = 0.5``; jaxviz's defaults).
+RISE_GRID, RISE_P1 = 7, 0.5
+
+
+def torch_rise(net, x, targets, n_masks: int, gpu_batch: int, dtype=None):
+    """A PyTorch port of the RISE authors' explainer (``RISE.forward``, github.com/eclique/RISE
+    ``explanations.py``) on ``net``; returns a call ``() → [N, H, W]`` maps of ``targets``.
+
+    The masks are generated once here, before timing, as the authors' ``generate_masks`` does (their
+    notebook then explains many images with them); they are jaxviz's :func:`rise_masks` (the same grid,
+    ``p1``, bilinear upsampling and random shift), so the two maps can be compared. Each call is the
+    authors' forward: ``stack = masks ⊙ x``, the model with a softmax on ``gpu_batch`` masked images at a
+    time, ``sal = p.T @ masks / N / p1`` for every class (under ``torch.set_grad_enabled(False)``, as in their
+    notebook), one image at a time (their explainer takes one image); the targets' maps are returned.
+    """
+    import torch
+
+    h, w = x.shape[1:3]
+    xt = nchw(x) if dtype is None else nchw(x).to(dtype)
+    model = torch.nn.Sequential(net, torch.nn.Softmax(dim=1))
+    generated = []  # the masks, made on the first (untimed, warm-up) call
+
+    def generate_masks():
+        if not generated:
+            m = torch.from_numpy(np.asarray(rise_masks(n_masks, (h, w), RISE_GRID, RISE_P1, seed=0)).copy())
+            generated.append(m.reshape(n_masks, 1, h, w).to(xt.dtype))
+        return generated[0]
+
+    def explain(img):  # img: [1, C, H, W]; RISE.forward
+        masks = generate_masks()
+        stack = torch.mul(masks, img.data)
+        p = []
+        for i in range(0, n_masks, gpu_batch):
+            p.append(model(stack[i:min(i + gpu_batch, n_masks)]))
+        p = torch.cat(p)
+        cl = p.size(1)
+        sal = torch.matmul(p.data.transpose(0, 1), masks.view(n_masks, h * w))
+        return sal.view((cl, h, w)) / n_masks / RISE_P1
+
+    def run():
+        with torch.set_grad_enabled(False):
+            return np.stack([explain(xt[i:i + 1])[t].numpy() for i, t in enumerate(targets)])
+
+    return run
+
 
 
 def block(v):
@@ -621,6 +680,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="IG steps")
     p.add_argument("--samples", type=int, default=10, help="SmoothGrad samples")
     p.add_argument("--lime-samples", type=int, default=200, help="LIME perturbed images per image")
+    p.add_argument("--rise-masks", type=int, default=64, help="RISE masks per image")
     p.add_argument("--noise", type=float, default=0.15)
     p.add_argument("--window", type=int, default=56, help="occlusion window")
     p.add_argument("--stride", type=int, default=28, help="occlusion stride")
@@ -648,7 +708,8 @@ def main(argv=None) -> int:
     targets = logits.argmax(-1)
     names = METHODS if args.methods == "all" else [ALIASES.get(m, m) for m in args.methods.split(",")]
     opts = dict(steps=args.steps, batch_size=args.batch_size, window=args.window, stride=args.stride,
-                samples=args.samples, noise=args.noise, lime_samples=args.lime_samples)
+                samples=args.samples, noise=args.noise, lime_samples=args.lime_samples,
+                rise_masks=args.rise_masks)
     import captum
     import torch
 

@@ -60,27 +60,31 @@ def gradient_shap(model, x, target: int | Sequence[int] | None = None, *, baseli
     base = _check_baselines(baselines, x)
     if not (np.isfinite(stdevs) and stdevs >= 0):
         raise JaxvizError(f"stdevs must be a finite number ≥ 0, got {stdevs!r}")
+    if target is None:  # each image's top class, on the clean image: its own forward pass, only then
+        targets = runtime.resolve(targets, runtime.logits(model, x, params))
     keys = runtime.fold_keys(seed, x.shape[0], n)  # [N, n]
     chunk = runtime.per_chunk(batch_size, x.shape[0])
+    noisy = bool(stdevs > 0)  # without noise no normal draws (x + 0·ε is x)
 
     def build(fwd):
-        def run(params, x, targets, keys, base, stdevs):
-            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
-
+        def run(params, x, t, keys, base, stdevs):
             def chunk_terms(ks):  # ks: [c, N] keys → terms [c, N, H, W, C]
                 def draw(k):
                     kb, ka, ke = jax.random.split(k, 3)
                     b = base[jax.random.randint(kb, (), 0, base.shape[0])]
-                    return b, jax.random.uniform(ka, (), x.dtype), jax.random.normal(ke, x.shape[1:], x.dtype)
+                    return b, jax.random.uniform(ka, (), x.dtype), ke
 
-                b, alpha, eps = jax.vmap(jax.vmap(draw))(ks)  # [c, N, …]
-                return _terms(fwd, params, x[None] + stdevs * eps, b, alpha, t, score)
+                b, alpha, ke = jax.vmap(jax.vmap(draw))(ks)  # [c, N, …]
+                xs = jnp.broadcast_to(x, b.shape)
+                if noisy:
+                    xs = xs + stdevs * jax.vmap(jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype)))(ke)
+                return _terms(fwd, params, xs, b, alpha, t, score)
 
             return runtime.chunked_sum(chunk_terms, jnp.swapaxes(keys, 0, 1), chunk) / keys.shape[1]
 
         return run
 
-    fn = runtime.compiled(model, "gradient_shap", (chunk, score), build)
+    fn = runtime.compiled(model, "gradient_shap", (chunk, score, noisy), build)
     out = fn(runtime.params_of(model, params), x, targets, keys, base, jnp.float32(stdevs))
     return runtime.finish(out, reduce)
 

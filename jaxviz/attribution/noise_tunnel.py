@@ -17,9 +17,9 @@ as Captum's ``NoiseTunnel`` (``nt_type``), which takes an absolute ``stdevs``; h
 each image's range ``max − min`` (the paper's "noise level"), or ``stdevs`` gives σ directly. The target is
 resolved on the clean image, so every noisy copy explains the same class. Each (image, sample) pair draws
 its noise from its own PRNG key folded from ``seed`` (independent of ``batch_size``). The wrapped method runs
-on ``batch_size`` noisy images at a time (the default: its own batching for one image at a time), and only
-running sums are kept, so memory is bounded for any ``n``. The method's options (``reduce=``, ``abs=``,
-``layer=``…) pass through; the aggregation is of what it returns, as Captum's.
+on at most ``batch_size`` noisy images at a time, in calls of equal size (the default: its own batching for
+one image at a time), and only running sums are kept, so memory is bounded for any ``n``. The method's
+options (``reduce=``, ``abs=``, ``layer=``…) pass through; the aggregation is of what it returns, as Captum's.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def noise_tunnel(method: str | Callable, model, x, target: int | Sequence[int] |
       noise: σ as a fraction of each image's range ``max − min`` (ignored when ``stdevs`` is given).
       stdevs: σ in input units, the same for every image (Captum's ``stdevs``).
       seed: PRNG seed (an int, or a ``jax.random.key``).
-      batch_size: noisy images per call of ``method``; default ``N`` (one noisy copy of each image a call).
+      batch_size: at most this many noisy images per call of ``method`` (calls of equal size); default ``N``
+        (one noisy copy of each image a call).
       **options: passed to ``method`` (e.g. ``reduce=None``, ``layer=``).
 
     Returns:
@@ -80,7 +81,8 @@ def noise_tunnel(method: str | Callable, model, x, target: int | Sequence[int] |
         sigma = jnp.float32(noise) * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
     keys = runtime.fold_keys(seed, x.shape[0], n)  # [N, n]
     per_call = max(1, (batch_size or x.shape[0]) // x.shape[0])  # samples per call of the method
-    per_call = min(per_call, n)
+    # Balanced calls: 10 samples at 8 a call run as 2 calls of 5 (10 maps), not 8 + 8 with 6 thrown away.
+    per_call = -(-n // -(-n // min(per_call, n)))
     tiled = np.tile(np.asarray(targets), per_call)
     total = total_sq = None
     for start in range(0, n, per_call):
