@@ -219,15 +219,16 @@ def deepvis_classes(classes: Sequence[int], num_classes: int) -> list[int]:
     return out
 
 
-def _as_uint8_images(images, bgr: bool = True) -> np.ndarray:
-    """Model-space pattern images (BGR for "caffe" models) → uint8 RGB with the book's contrast stretch
-    (listing 5.37)."""
+def _as_uint8_images(images, method: str = "keras", preprocess: str = "caffe") -> np.ndarray:
+    """Model-space pattern images → uint8 RGB as ``method``'s reference shows them
+    (:func:`jaxviz.visualize.patterns.display_images`): "keras" with the book's contrast stretch (listing
+    5.37), "regularised" as its sigmoid image, like lucid/Lucent."""
     a = np.asarray(images)
     if a.dtype == np.uint8:
         return a
-    from .images import deprocess_image
+    from .visualize.patterns import display_images
 
-    return deprocess_image(a, bgr_to_rgb=bgr)
+    return display_images(a, method, preprocess, bgr_to_rgb=preprocess == "caffe")
 
 
 # --- the tasks -----------------------------------------------------------------------------------------------
@@ -320,7 +321,7 @@ def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
     imgs = filter_patterns(ctx.conv_base, p["layer"], filters=filters, size=p["size"], steps=p["steps"],
                            step_size=p["step_size"], seed=p["seed"], method=p["method"], progress=ctx.progress,
                            store=store)
-    return _as_uint8_images(imgs, getattr(ctx.model, "preprocess", "caffe") == "caffe")
+    return _as_uint8_images(imgs, p["method"], getattr(ctx.model, "preprocess", "caffe"))
 
 
 def _run_patterns(ctx: _Context, task: _Task) -> None:
@@ -644,8 +645,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       pattern_filters, pattern_size, pattern_steps, pattern_step_size: first N filters per layer, pixels,
         gradient steps and step size (the book: 64, 64 px, 40 steps of 1); steps and step size default to
         each method's own (see :mod:`jaxviz.visualize.patterns`; for the demo networks the "keras" step is
-        :data:`DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB with the book's contrast stretch
-        (:func:`jaxviz.images.deprocess_image`).
+        :data:`DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB (:func:`jaxviz.visualize.patterns.
+        display_images`): "keras" ones with the book's contrast stretch (:func:`jaxviz.images.deprocess_image`),
+        "regularised" ones as their sigmoid image, as lucid/Lucent show them.
       pattern_order: ``"columns"`` (default, the book's listing 5.39: filter ``i + 8·j`` at row ``i``,
         column ``j``) or ``"rows"`` (row-major); see :func:`jaxviz.plotting.image_grid`.
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).

@@ -2,13 +2,14 @@
 
 Registered by :mod:`jaxviz.cli.visualize` through :func:`register_patterns`.
 
-For every ``--layer`` it writes ``DIR/<layer>.png`` (8 per row, 5 px black margins, images through
-``deprocess_image``: the book's figure), ``DIR/<layer>_labelled.png`` (the same with the layer, the
-settings and each filter's index) and ``DIR/<layer>.json`` (the settings), optionally
-``DIR/<layer>.npy`` (the raw model-space arrays, ``--npy``) and ``DIR/<layer>/filter_NNN.png``
-(``--per-filter``). Every finished filter is saved under ``DIR/.partial/<layer>/`` as soon as its chunk
-completes; a rerun with the same settings loads those, computes the rest, and skips layers whose outputs
-already exist. All files are written atomically.
+For every ``--layer`` it writes ``DIR/<layer>.png`` (8 per row, 5 px black margins; ``--method keras``
+images through ``deprocess_image``: the book's figure; ``--method regularised`` ones as their sigmoid image
+in RGB, as lucid/Lucent show them: :func:`jaxviz.visualize.patterns.display_images`),
+``DIR/<layer>_labelled.png`` (the same with the layer, the settings and each filter's index) and
+``DIR/<layer>.json`` (the settings), optionally ``DIR/<layer>.npy`` (the raw model-space arrays, ``--npy``)
+and ``DIR/<layer>/filter_NNN.png`` (``--per-filter``). Every finished filter is saved under
+``DIR/.partial/<layer>/`` as soon as its chunk completes; a rerun with the same settings loads those,
+computes the rest, and skips layers whose outputs already exist. All files are written atomically.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def register_patterns(sub) -> argparse.ArgumentParser:
                    help="columns = filter i+8j at row i, column j (the book's listing 5.39, default); "
                         "rows = row-major")
     p.add_argument("--rgb", action="store_true",
-                   help="flip BGR -> RGB before display (the book shows the BGR arrays as they are)")
+                   help="keras method: flip BGR -> RGB before display (the book shows the BGR arrays as they "
+                        "are); regularised patterns are always shown in their RGB colours")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 to split the filters over several processes (jax.distributed)")
@@ -92,7 +94,7 @@ def _settings(args, model, layer: str, filters: list[int], options: dict) -> dic
 
 def run_patterns(args) -> int:
     from .. import parallel
-    from ..images import deprocess_image, save_png
+    from ..images import save_png
     from ..plotting import image_grid
     from ..visualize import patterns
 
@@ -151,7 +153,7 @@ def run_patterns(args) -> int:
         )
         if not lead:
             continue
-        images = deprocess_image(x, bgr_to_rgb=args.rgb)
+        images = patterns.display_images(x, args.method, getattr(model, "preprocess", "caffe"), bgr_to_rgb=args.rgb)
         grid = image_grid(images, cols=min(args.cols, len(images)), margin=5, fill=0, order=args.order)
         if args.per_filter:
             (out / layer).mkdir(exist_ok=True)

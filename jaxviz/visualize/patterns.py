@@ -8,7 +8,11 @@ for 40 steps. :func:`filter_patterns` does that for many filters at once:
 - ``method="regularised"`` is the recipe of Olah et al., "Feature Visualization", Distill 2017 (lucid's
   ``render_vis``): an image parametrised in a decorrelated Fourier/colour space, random jitter, scale and
   rotation at every step, and Adam. Deep layers (block4, block5) then give recognisable textures and
-  object parts instead of high-frequency noise. Defaults are in :data:`REGULARISED_DEFAULTS`.
+  object parts instead of high-frequency noise. Defaults are in :data:`REGULARISED_DEFAULTS`. Its image
+  is shown as it is (:func:`display_images`), as lucid/Lucent show theirs: then its colour saturation and
+  contrast are Lucent's (within 4 % of its renders of the same filters; scripts/compare_lucent.py,
+  tests/test_lucent_colours.py). The book's contrast stretch, made for listing 5.38's unbounded images,
+  would about halve both.
 
 How it runs (see docs/PERFORMANCE.md for the measurements behind each choice):
 
@@ -38,6 +42,8 @@ Examples:
   >>> model = jaxviz.load("vgg16", include_top=False)
   >>> x = filter_patterns(model, "block3_conv1", range(64), size=150)   # [64, 150, 150, 3], model space
   >>> grid = image_grid(deprocess_image(x), cols=8, margin=5, order="columns")  # the book's (listing 5.39)
+  >>> y = filter_patterns(model, "block4_conv1", range(64), size=128, method="regularised")
+  >>> grid = image_grid(display_images(y, "regularised"), cols=8)               # as lucid shows them
 """
 
 from __future__ import annotations
@@ -618,8 +624,9 @@ def filter_patterns(
 
     Returns:
       float32 ``[F, S, S, 3]`` in the model's input space (BGR, ImageNet means subtracted) — the book's
-      ``input_img_data`` for each filter, in the order given. Show them with
-      :func:`jaxviz.images.deprocess_image` (the book's contrast stretch).
+      ``input_img_data`` for each filter, in the order given. Show them with :func:`display_images`:
+      "keras" ones through the book's contrast stretch (:func:`jaxviz.images.deprocess_image`),
+      "regularised" ones as their sigmoid image, unstretched, as lucid/Lucent show theirs.
 
     Raises:
       LayerError: unknown layer.
@@ -701,6 +708,38 @@ def filter_patterns(
     values = np.concatenate(computed) if computed else np.zeros((0, size, size, 3), np.float32)
     done.update(parallel.allgather_items(computed_ids, values, (size, size, 3)))
     return np.stack([done[f] for f in filters]).astype(np.float32, copy=False)
+
+
+def display_images(x, method: str = "keras", preprocess: str = "caffe", bgr_to_rgb: bool = False) -> np.ndarray:
+    """Patterns from :func:`filter_patterns` → uint8 RGB images, shown as each method's reference shows them.
+
+    - ``"keras"``: the book's contrast stretch (:func:`jaxviz.images.deprocess_image`, DLwP listing 5.37:
+      each image to mean 0.5 and standard deviation 0.1, clipped), the arrays' channels as they are unless
+      ``bgr_to_rgb`` (the book shows its BGR arrays).
+    - ``"regularised"``: the ascent's own image, as lucid and Lucent show it (their ``render_vis`` returns
+      the sigmoid image in [0, 1]; Olah et al., "Feature Visualization", Distill 2017): model space mapped
+      back to RGB 0..255 (:func:`jaxviz.preprocessing.unpreprocess` with the model's ``preprocess`` mode)
+      and rounded, without a stretch, in its own colours (``bgr_to_rgb`` does not apply). The book's
+      stretch would squeeze it to standard deviation 0.1 around grey: on the trained demo network it halves
+      the colour saturation and contrast of Lucent's renders of the same filters (scripts/compare_lucent.py).
+
+    Args:
+      x: ``[F, S, S, 3]`` model-space patterns (:func:`filter_patterns`'s result).
+      method: the method that made them, "keras" or "regularised".
+      preprocess: the model's input space (``model.preprocess``; "caffe" for the Keras VGGs).
+      bgr_to_rgb: "keras" only: flip the channel axis first.
+
+    Returns:
+      uint8 ``[F, S, S, 3]``.
+    """
+    from ..images import deprocess_image
+
+    if method not in METHODS:
+        raise JaxvizError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "keras":
+        return deprocess_image(x, bgr_to_rgb=bgr_to_rgb)
+    rgb = np.asarray(preprocessing.unpreprocess(np.asarray(x, np.float32), preprocessing.check_mode(preprocess)))
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
 def pattern_objective(model, layer: str, filters: int | Iterable[int], x, pre_relu: bool = False) -> np.ndarray:
