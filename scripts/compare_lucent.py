@@ -10,10 +10,11 @@ conv kernels HWIO → OIHW), layer, filters, image size, steps and learning rate
 - saturation: the mean of HSV's S = (max − min) / max over the pixels, and
 - contrast: the standard deviation of the luminance 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601),
 
-both of RGB in [0, 1], for Lucent's images, jaxviz's (its model-space result mapped back to RGB [0, 1]:
-exactly its sigmoid image) and jaxviz's as the book's display shows them (``deprocess_image``: mean 0.5,
-standard deviation 0.1, the contrast stretch of listing 5.37), with the ratios of their means over the
-filters to Lucent's.
+both of RGB in [0, 1], for Lucent's images (its sigmoid image, as ``render_vis`` returns it), jaxviz's as
+its CLI and figures show them (``jaxviz``: :func:`jaxviz.visualize.patterns.display_images`, the model-space
+result mapped back to RGB: its sigmoid image) and jaxviz's through the book's contrast stretch
+(``jaxviz_book_stretch``: ``deprocess_image``, mean 0.5 and standard deviation 0.1, listing 5.37; how they
+were shown before), with the ratios of their means over the filters to Lucent's.
 
 Matched on both sides:
 - Parametrisation: lucid's ``fft_image`` (rfft2 coefficients N(0, 0.01²) scaled by 1/f, irfft2 with the
@@ -28,15 +29,21 @@ Matched on both sides:
 - Transforms: Lucent's ``standard_transforms`` (pad 12 with 0.5, jitter 8, scale 0.9–1.1, rotate ±10°,
   jitter 4) followed by a centre crop to the image size, which jaxviz's ``_transform`` does (its program
   has fixed shapes); ``fixed_image_size=size`` stops Lucent from upsampling small images to 224 px (a
-  resize from ``size`` to ``size``: the identity). jaxviz draws its shift, scale and angle uniformly from
-  the same ranges (its defaults: pad 12, jitter ±6, scale ±0.1, rotate ±10°). The random numbers differ.
+  resize from ``size`` to ``size``: the identity). jaxviz's defaults (pad 12 with 0.5, shift ±6 px,
+  scale ±0.1, rotate ±10°) draw uniformly where Lucent picks from lists (whole-pixel shifts of 0–7 then 0–3
+  px, down and right; scales 0.90, 0.92, …, 1.10; angles −10…10° with 0 six times as likely), and rotate
+  with periodic shears (what leaves one side of the padded image comes back on the other) where Lucent's
+  kornia warp fills with 0. The random numbers differ; the statistics are means over a layer's filters.
+
+Lucent's ``transform`` module needs kornia 0.4 (``pip install --no-deps torch-lucent kornia==0.4.1``: both
+would otherwise pull another torch) and imports torchvision for one class (see :func:`import_lucent`).
 
 Usage:
-  python scripts/compare_lucent.py                                       # vgg_demo (trained), block4_conv1
-  python scripts/compare_lucent.py --arch vgg16 --weights random:0 --layer block4_conv1 --filters 0:16 \\
-      --size 96 --steps 128 --png out/lucent_vs_jaxviz.png                 # seeded VGG16 (no ImageNet file here)
-  python scripts/compare_lucent.py --fixture tests/fixtures/lucent/vgg_demo_block3_conv1.json \\
-      --layer block3_conv1 --size 48 --steps 64                            # the CI test's reference numbers
+  python scripts/compare_lucent.py          # vgg_demo (trained): all 64 filters of block4_conv1, 64 px, 256 steps
+  python scripts/compare_lucent.py --arch vgg16 --weights random:0 --layer block4_conv1 --filters 0:8 \\
+      --png out/lucent_vs_jaxviz.png         # seeded VGG16 (ImageNet weights need a download)
+  python scripts/compare_lucent.py --layer block3_conv1 --size 32 --steps 64 \\
+      --fixture tests/fixtures/lucent/vgg_demo_block3_conv1.json      # the CI test's reference numbers
 """
 
 from __future__ import annotations
