@@ -57,21 +57,27 @@ def _shrink(img: Image.Image, width: int) -> Image.Image:
     return img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
 
 
-def _first_row(grid: np.ndarray, margin: int = 5) -> np.ndarray:
-    """The first row of a pattern grid (cells of equal size, ``margin`` px between them)."""
-    h = grid.shape[1] - 7 * margin  # 8 cells per row
-    cell = h // 8
-    return grid[:cell]
+def _pattern_rows(label_width: int = 96) -> Image.Image:
+    """The first 8 patterns of each layer in PATTERN_ROWS, one row per layer, the layer named on the left.
 
-
-def _pattern_rows(figs: Path, label_width: int = 96) -> Image.Image:
-    """The first 8 patterns of each layer in PATTERN_ROWS, one row per layer, the layer named on the left."""
+    Computed here, with the figure set's settings, and shown as the figures show them
+    (:func:`jaxviz.visualize.patterns.display_images`): the figure set's grids carry titles and labels, and
+    a filter's pattern does not depend on which other filters are computed with it.
+    """
     from PIL import ImageDraw
 
+    from jaxviz import load
+    from jaxviz.figures import DEMO_PATTERN_STEP_SIZE
+    from jaxviz.plotting import image_grid
+    from jaxviz.visualize.patterns import display_images, filter_patterns
+
+    model = load("vgg_demo", include_top=False)
     rows, names = [], []
     for method, layer in PATTERN_ROWS:
-        grid = np.asarray(Image.open(figs / f"patterns_{method}_{layer}.png").convert("RGB"))
-        rows.append(_first_row(grid))
+        x = filter_patterns(model, layer, range(8), size=64, method=method, seed=0,
+                            step_size=DEMO_PATTERN_STEP_SIZE.get(method), progress=False)
+        images = display_images(x, method, model.preprocess, bgr_to_rgb=model.preprocess == "caffe")
+        rows.append(image_grid(images, cols=8, margin=5, fill=0))
         names.append((layer, sum(r.shape[0] for r in rows[:-1]) + 5 * (len(rows) - 1), rows[-1].shape[0]))
     gap = np.full((5, rows[0].shape[1], 3), 255, np.uint8)
     body = np.concatenate([x for r in rows for x in (r, gap)][:-1])
@@ -100,7 +106,7 @@ def main(argv=None) -> int:
     out = {}
     for src, dst in PICKS:
         out[dst] = _png_bytes(_shrink(Image.open(figs / src), args.width), args.colours)
-    out["demo_patterns.png"] = _png_bytes(_shrink(_pattern_rows(figs), args.width), args.colours)
+    out["demo_patterns.png"] = _png_bytes(_shrink(_pattern_rows(), args.width), args.colours)
     for old in GALLERY.glob("*.png"):
         if old.name not in out:
             old.unlink()
