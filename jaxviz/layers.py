@@ -223,9 +223,8 @@ def conv2d(p, inputs, cfg, ops):
 
 def _depthwise(x, kernel, cfg, ops):
     """A depthwise convolution: ``kernel`` ``[kh, kw, C, multiplier]``; output channel ``c·multiplier + m``."""
-    kh, kw, c, m = kernel.shape
-    return ops.conv2d(x, kernel.reshape(kh, kw, 1, c * m), None, strides=_pair(cfg.get("strides", 1)),
-                      padding=cfg.get("padding", "valid"), dilation=_pair(cfg.get("dilation_rate", 1)), groups=c)
+    return ops.depthwise_conv2d(x, kernel, strides=_pair(cfg.get("strides", 1)), padding=cfg.get("padding", "valid"),
+                                dilation=_pair(cfg.get("dilation_rate", 1)))
 
 
 @kind("DepthwiseConv2D")

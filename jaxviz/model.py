@@ -20,7 +20,7 @@ import numpy as np
 
 from . import graph as graph_lib
 from . import ops as ops_lib
-from . import preprocessing, vgg
+from . import preprocessing, runtime, vgg
 from .errors import JaxvizError, LayerError
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
@@ -78,10 +78,6 @@ class Model:
         self._prepared_cache: tuple | None = None
         self._compiled_keys: set = set()
         self._tables: dict = {}
-        # One jitted function per model; jax caches its executables per (layers, input shape, dtype).
-        self._features_jit = jax.jit(self._features_fn, static_argnames=("layers",))
-        self._logits_jit = jax.jit(lambda params, prepared, x: self.apply(params, x, upto="logits",
-                                                                          prepared=prepared)[0])
 
     # --- the pure forward pass -------------------------------------------------------------------------
 
@@ -276,9 +272,11 @@ class Model:
                                   f"{self.arch.default_size}×{self.arch.default_size}") from None
         return jnp.asarray(x, jnp.float32)
 
-    def _features_fn(self, params, prepared, x, layers):
-        _, tapped = self.apply(params, x, upto=self.deepest(layers), taps=layers, prepared=prepared)
-        return tapped
+    def _features_program(self, layers: tuple[str, ...]):
+        """The compiled pass that taps ``layers`` (the methods' one program cache, :func:`jaxviz.runtime.compiled`)."""
+        deepest = self.deepest(layers)
+        return runtime.compiled(self, "features", layers,
+                                lambda fwd: lambda params, x: fwd(params, x, upto=deepest, taps=layers)[1])
 
     def features(self, x, layers: str | Iterable[str]) -> dict[str, jax.Array]:
         """Outputs of ``layers`` for ``x`` from ONE forward pass that stops at the deepest of them.
@@ -296,11 +294,11 @@ class Model:
         head = self._head_layer()
         if head not in layers:
             with self._notice(("features", layers, x.shape)):
-                return self._features_jit(self.params, self.prepared(), x, layers=layers)
+                return self._features_program(layers)(self.params, x)
         # The final activation runs as its own small program (see predict); the pass stops at the logits.
         inner = tuple(dict.fromkeys("logits" if name == head else name for name in layers))
         with self._notice(("features", inner, x.shape)):
-            out = self._features_jit(self.params, self.prepared(), x, layers=inner)
+            out = self._features_program(inner)(self.params, x)
         out[head] = _head(out["logits"], self.graph.head_activation, self._binary)
         return {name: out[name] for name in layers}
 
@@ -312,8 +310,6 @@ class Model:
 
     def _notice(self, key):
         """Says "compiling …" on stderr if the first call for ``key`` (a program and input shape) runs past 2 s."""
-        from . import runtime
-
         first = key not in self._compiled_keys
         self._compiled_keys.add(key)
         notice = runtime.CompileNotice(self, message=f"jaxviz: compiling {self.arch.name} for inputs "
@@ -334,13 +330,12 @@ class Model:
         x = self.check_input(x)
         # The softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
         # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
-        prepared = self.prepared()
+        logits = runtime.logits_program(self)
         outs = []
         for i in range(0, x.shape[0], batch_size):
             chunk = x[i: i + batch_size]
             with self._notice(("predict", chunk.shape)):
-                outs.append(np.asarray(_head(self._logits_jit(self.params, prepared, chunk),
-                                             self.graph.head_activation, self._binary)))
+                outs.append(np.asarray(_head(logits(self.params, chunk), self.graph.head_activation, self._binary)))
         return np.concatenate(outs, axis=0)
 
     @property

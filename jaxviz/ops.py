@@ -135,6 +135,64 @@ def _input_grad_few_channels(g, kernel):
     return dx[:, 1:-1, 1:-1]
 
 
+def _input_grad_few_channels_strided(g, kernel, x_shape, strides, padding, dilation):
+    """The input gradient of any convolution with few input channels (e.g. ResNet's first 7×7, stride 2),
+    as one matmul (each output pixel's contribution to its window) and, for each of the stride's s×s output
+    phases, a sum of shifted slices — no interior padding, which XLA:CPU fuses into slow code."""
+    kh, kw, cin, _ = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    oh, (top, _) = _window_pads(x_shape[1], kh, sh, dh, padding)
+    ow, (left, _) = _window_pads(x_shape[2], kw, sw, dw, padding)
+    p = jnp.einsum("nhwo,ijco->nhwijc", g, kernel, precision=lax.Precision.HIGHEST)
+    hp, wp = top + x_shape[1], left + x_shape[2]  # the padded input's rows/columns that reach x
+    rows_a, cols_a = -(-hp // sh), -(-wp // sw)
+    zero = jnp.zeros((), g.dtype)
+
+    def phase(r, q):  # dx_padded[s·a + r, s·b + q] = Σ_{i·d ≡ r, j·d ≡ q} p_ij[a − (i·d − r)/s, b − (j·d − q)/s]
+        total = None
+        for i in range(kh):
+            if (i * dh - r) % sh:
+                continue
+            for j in range(kw):
+                if (j * dw - q) % sw:
+                    continue
+                ki, kj = (i * dh - r) // sh, (j * dw - q) // sw
+                term = lax.pad(p[:, :, :, i, j], zero, ((0, 0, 0), (ki, rows_a - oh - ki, 0),
+                                                        (kj, cols_a - ow - kj, 0), (0, 0, 0)))
+                total = term if total is None else total + term
+        return jnp.zeros((g.shape[0], rows_a, cols_a, cin), g.dtype) if total is None else total
+
+    phases = jnp.stack([jnp.stack([phase(r, q) for q in range(sw)], axis=3) for r in range(sh)], axis=2)
+    dx = phases.reshape(g.shape[0], rows_a * sh, cols_a * sw, cin)
+    return dx[:, top: top + x_shape[1], left: left + x_shape[2]]
+
+
+def _conv_strided(x, kernel, strides, padding, dilation):
+    return lax.conv_general_dilated(x, kernel, tuple(strides), padding.upper(), rhs_dilation=tuple(dilation),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_few_channels(x: jax.Array, kernel: jax.Array, strides, padding: str, dilation) -> jax.Array:
+    """A convolution with ≤ :data:`FEW_CHANNELS` input channels (any kernel, stride, dilation, padding) whose
+    input gradient is :func:`_input_grad_few_channels_strided`: XLA:CPU's own, a convolution with 3 output
+    channels (and for strides a dilated one), leaves its vector lanes mostly idle."""
+    return _conv_strided(x, kernel, strides, padding, dilation)
+
+
+def _conv_few_fwd(x, kernel, strides, padding, dilation):
+    return _conv_strided(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+def _conv_few_bwd(strides, padding, dilation, res, g):
+    x, kernel = res
+    _, kernel_vjp = jax.vjp(lambda k: _conv_strided(x, k, strides, padding, dilation), kernel)
+    return _input_grad_few_channels_strided(g, kernel, x.shape, strides, padding, dilation), kernel_vjp(g)[0]
+
+
+conv_few_channels.defvjp(_conv_few_fwd, _conv_few_bwd)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _conv3x3(few, x, kernel, kernel_t):
     return _conv(x, kernel)
@@ -242,14 +300,140 @@ _dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Window taps: a k×k window op as k·k strided slices of the padded input, combined elementwise.
+#
+# XLA:CPU runs a depthwise convolution (``feature_group_count`` = channels) on a generic loop: MobileNetV2's
+# seventeen depthwise layers at 224 px take ~200 ms forward at batch 1; as nine multiply-adds of strided
+# slices, which XLA fuses into one elementwise loop, ~10 ms (docs/PERFORMANCE.md). Overlapping max-pools
+# (ResNet's 3×3, stride 2) get their gradient the same way, without the serial select-and-scatter.
+
+
+def _window_pads(size: int, k: int, stride: int, dilation: int, padding: str) -> tuple[int, tuple[int, int]]:
+    """Output size and (before, after) padding of one spatial axis, as Keras/TensorFlow pad ("same": the
+    extra row, if any, after)."""
+    span = (k - 1) * dilation + 1
+    if padding == "valid":
+        return (size - span) // stride + 1, (0, 0)
+    out = -(-size // stride)
+    total = max((out - 1) * stride + span - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def _window_taps(x: jax.Array, window, strides, padding: str, dilation=(1, 1), fill=0.0) -> list[jax.Array]:
+    """The input under each window position ``(i, j)`` (row-major) for every output pixel: ``kh·kw`` arrays of
+    the output's spatial shape, strided slices of ``x`` padded with ``fill``."""
+    (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
+    oh, pad_h = _window_pads(x.shape[1], kh, sh, dh, padding)
+    ow, pad_w = _window_pads(x.shape[2], kw, sw, dw, padding)
+    if any(pad_h + pad_w):
+        x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=fill)
+    return [x[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+            for i in range(kh) for j in range(kw)]
+
+
+def _depthwise_taps(x, kernel, strides, padding, dilation):
+    kh, kw, c, m = kernel.shape
+    taps = _window_taps(x, (kh, kw), strides, padding, dilation)
+    if m > 1:
+        taps = [jnp.repeat(t, m, axis=-1) for t in taps]
+    weights = kernel.reshape(kh * kw, c * m)
+    out = taps[0] * weights[0]
+    for t, w in zip(taps[1:], weights[1:]):
+        out = out + t * w
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: str = "valid",
+                   dilation=(1, 1)) -> jax.Array:
+    """Keras's depthwise convolution as a sum of shifted products: ``kernel`` ``[kh, kw, C, multiplier]``,
+    output channel ``c·multiplier + m`` (the grouped ``lax`` convolution's values up to float32 rounding).
+
+    Its input gradient is computed the same way — the correlation of the stride-dilated output gradient with
+    the flipped kernel — not as autodiff's transposed slices, whose padded sum XLA:CPU runs ~10× slower.
+    """
+    return _depthwise_taps(x, kernel, strides, padding, dilation)
+
+
+def _depthwise_fwd(x, kernel, strides, padding, dilation):
+    return _depthwise_taps(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, dilation, res, g):
+    x, kernel = res
+    # The kernel gradient only when used (XLA removes it from input-gradient programs).
+    _, kernel_vjp = jax.vjp(lambda k: _depthwise_taps(x, k, strides, padding, dilation), kernel)
+    dkernel = kernel_vjp(g)[0]
+    kh, kw, c, m = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    _, (top, _) = _window_pads(x.shape[1], kh, sh, dh, padding)
+    _, (left, _) = _window_pads(x.shape[2], kw, sw, dw, padding)
+    if sh > 1 or sw > 1:  # the output gradient at the window origins of the padded input
+        g = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (0, 0, sh - 1), (0, 0, sw - 1), (0, 0, 0)))
+    # dx_padded[y] = Σ_i g_dilated[y − i·d] w_i: a stride-1 correlation with the flipped kernel over g_dilated
+    # padded by (k − 1)·d in front; crop to x's rows (the padding's) and columns.
+    span_h, span_w = (kh - 1) * dh, (kw - 1) * dw
+    pad_h = (span_h - top, x.shape[1] + top - g.shape[1])
+    pad_w = (span_w - left, x.shape[2] + left - g.shape[2])
+    g = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (pad_h[0], pad_h[1], 0), (pad_w[0], pad_w[1], 0), (0, 0, 0)))
+    flipped = jnp.flip(kernel, (0, 1)).reshape(kh * kw, c * m)
+    dx = None
+    for t, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+        term = g[:, i * dh: i * dh + x.shape[1], j * dw: j * dw + x.shape[2]] * flipped[t]
+        dx = term if dx is None else dx + term
+    if m > 1:
+        dx = dx.reshape(*dx.shape[:3], c, m).sum(-1)
+    return dx, dkernel
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool_taps(x: jax.Array, window, strides, padding: str) -> jax.Array:
+    """Max pooling over ``window`` with ``strides`` and "valid"/"same" padding (padded cells never win), whose
+    gradient goes to each window's first maximum in row-major order — as XLA's select-and-scatter routes it —
+    computed with elementwise masks."""
+    return functools.reduce(jnp.maximum, _window_taps(x, window, strides, padding, fill=-jnp.inf))
+
+
+def _max_pool_taps_fwd(x, window, strides, padding):
+    y = max_pool_taps(x, window, strides, padding)
+    return y, (x, y)
+
+
+def _max_pool_taps_bwd(window, strides, padding, res, g):
+    x, y = res
+    taps, taps_vjp = jax.vjp(lambda x: _window_taps(x, window, strides, padding, fill=-jnp.inf), x)
+    taken = jnp.zeros(y.shape, bool)
+    cotangents = []
+    for t in taps:
+        hit = (t == y) & ~taken
+        taken = taken | hit
+        cotangents.append(jnp.where(hit, g, jnp.zeros_like(g)))
+    return taps_vjp(cotangents)
+
+
+max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The seam
 
 
 def _same_odd_stride1(kernel_shape, strides, padding, dilation, groups) -> bool:
-    """Whether a conv's input gradient is the same conv with the flipped kernel (so :func:`conv3x3` applies)."""
+    """Whether a conv's input gradient is the same conv with the flipped kernel (so :func:`conv3x3` applies):
+    stride-1 "same" convs with odd kernels, and 1×1 convs with either padding (neither pads anything)."""
     kh, kw = kernel_shape[:2]
-    return (padding == "same" and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
-            and kh % 2 == 1 and kw % 2 == 1)
+    return ((padding == "same" or (kh, kw) == (1, 1)) and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and kh % 2 == 1 and kw % 2 == 1)
+
+
+def _strided_1x1(kernel_shape, strides, groups) -> bool:
+    """A strided 1×1 conv reads only its windows' origins (no padding either way): the 1×1 conv of
+    ``x[:, ::s, ::s]``, whose input gradient then needs no dilated convolution."""
+    return tuple(kernel_shape[:2]) == (1, 1) and tuple(strides) != (1, 1) and groups == 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +459,8 @@ class Ops:
     # --- what the fast ops precompute from the params ----------------------------------------------------
 
     def prepares_conv(self, kernel_shape, strides=(1, 1), padding="same", dilation=(1, 1), groups=1) -> bool:
-        return _same_odd_stride1(kernel_shape, strides, padding, dilation, groups)
+        return (_same_odd_stride1(kernel_shape, strides, padding, dilation, groups)
+                or (self.fast and _strided_1x1(kernel_shape, strides, groups)))
 
     def prepare_conv(self, kernel: jax.Array) -> dict:
         """``{"kernel": flipped, ["winograd", "winograd_t"]}`` for a conv :meth:`prepares_conv` accepts."""
@@ -295,6 +480,9 @@ class Ops:
     def conv2d(self, x: jax.Array, kernel: jax.Array, prepared: Mapping | None = None, *, strides=(1, 1),
                padding: str = "same", dilation=(1, 1), groups: int = 1) -> jax.Array:
         """Keras ``Conv2D``'s convolution (no bias): NHWC ``x``, HWIO ``kernel`` (``[kh, kw, Cin/groups, Cout]``)."""
+        fast_cpu = self.fast and winograd.platform_uses_winograd() and winograd.precision_allows()
+        if fast_cpu and _strided_1x1(kernel.shape, strides, groups):
+            x, strides = x[:, :: strides[0], :: strides[1]], (1, 1)
         if _same_odd_stride1(kernel.shape, strides, padding, dilation, groups):
             pre = prepared or {}
             transformed = None
@@ -304,8 +492,20 @@ class Ops:
             kernel_t = None if kernel_t is None else kernel_t.astype(x.dtype)
             few = self.fast and winograd.platform_uses_winograd()
             return conv3x3(x, kernel, kernel_t, transformed, few_channels=few)
+        if fast_cpu and groups == 1 and kernel.shape[2] <= FEW_CHANNELS:
+            return conv_few_channels(x, kernel, tuple(strides), padding, tuple(dilation))
         return lax.conv_general_dilated(x, kernel, tuple(strides), padding.upper(), rhs_dilation=tuple(dilation),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+    def depthwise_conv2d(self, x: jax.Array, kernel: jax.Array, *, strides=(1, 1), padding: str = "valid",
+                         dilation=(1, 1)) -> jax.Array:
+        """Keras ``DepthwiseConv2D``'s convolution (no bias): ``kernel`` ``[kh, kw, C, multiplier]``, output
+        channel ``c·multiplier + m``. Fast: :func:`depthwise_conv`; exact: the grouped ``lax`` convolution."""
+        if self.fast and winograd.precision_allows():
+            return depthwise_conv(x, kernel, tuple(strides), padding, tuple(dilation))
+        kh, kw, c, m = kernel.shape
+        return self.conv2d(x, kernel.reshape(kh, kw, 1, c * m), None, strides=strides, padding=padding,
+                           dilation=dilation, groups=c)
 
     def dense(self, x: jax.Array, kernel: jax.Array, prepared: Mapping | None = None) -> jax.Array:
         """``x @ kernel`` over the last axis (Keras ``Dense`` without bias)."""
@@ -319,6 +519,8 @@ class Ops:
         strides = tuple(pool) if strides is None else tuple(strides)
         if tuple(pool) == (2, 2) and strides == (2, 2) and padding == "valid":
             return max_pool2x2(x)
+        if self.fast and winograd.precision_allows():
+            return max_pool_taps(x, tuple(pool), strides, padding)
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, *pool, 1), (1, *strides, 1), padding.upper())
 
 

@@ -526,13 +526,15 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
     return lambda params, *args: program(params, flipped_kernels(model, params), *args)
 
 
+def logits_program(model) -> Callable:
+    """``fn(params, x) -> [N, num_classes]`` pre-softmax scores: the one compiled forward pass that
+    :func:`logits`, :meth:`jaxviz.Model.predict` and the methods' score evaluations share."""
+    return compiled(model, "logits", (), lambda fwd: lambda params, x: fwd(params, x, upto="logits")[0])
+
+
 def logits(model, x, params=None) -> jax.Array:
     """``[N, num_classes]`` pre-softmax scores (one compiled forward pass per model and shape)."""
-
-    def build(fwd):
-        return lambda params, x: fwd(params, x, upto="logits")[0]
-
-    return compiled(model, "logits", (), build)(params_of(model, params), check_input(model, x))
+    return logits_program(model)(params_of(model, params), check_input(model, x))
 
 
 def fold_keys(seed: int | jax.Array, n_images: int, n_samples: int) -> jax.Array:
