@@ -317,7 +317,7 @@ def pairs(model, net, last_relu, x, targets, opts, dtype=None):
                             ("eigencam", eigencam))},
         "ablationcam": (lambda: ablationcam(model, x, tt, batch_size=ABLATION_BATCH * n), None),
         "rise": (lambda: rise(model, x, tt, n=opts["rise_masks"], batch_size=chunk, seed=0),
-                 torch_rise(net, x, tt, opts["rise_masks"], chunk, dtype)),
+                 torch_rise(net, x, tt, opts, dtype)),
         "smoothgrad": (
             lambda: smoothgrad(model, x, tt, n=opts["samples"], noise=opts["noise"],
                                           batch_size=chunk, abs=False, reduce=None),
@@ -334,9 +334,10 @@ COMPARED = {"saliency", "integrated_gradients", "guided_backprop", "deconvnet", 
 RISE_GRID, RISE_P1 = 7, 0.5
 
 
-def torch_rise(net, x, targets, n_masks: int, gpu_batch: int, dtype=None):
+def torch_rise(net, x, targets, opts: dict, dtype=None):
     """A PyTorch port of the RISE authors' explainer (``RISE.forward``, github.com/eclique/RISE
-    ``explanations.py``) on ``net``; returns a call ``() → [N, H, W]`` maps of ``targets``.
+    ``explanations.py``) on ``net``; returns a call ``() → [N, H, W]`` maps of ``targets`` with
+    ``opts["rise_masks"]`` masks, ``opts["batch_size"]`` masked images per model call.
 
     The masks are generated once here, before timing, as the authors' ``generate_masks`` does (their
     notebook then explains many images with them); they are jaxviz's :func:`rise_masks` (the same grid,
@@ -351,6 +352,7 @@ def torch_rise(net, x, targets, n_masks: int, gpu_batch: int, dtype=None):
     xt = nchw(x) if dtype is None else nchw(x).to(dtype)
     model = torch.nn.Sequential(net, torch.nn.Softmax(dim=1))
     generated = []  # the masks, made on the first (untimed, warm-up) call
+    n_masks, gpu_batch = opts.get("rise_masks"), opts["batch_size"]
 
     def generate_masks():
         if not generated:

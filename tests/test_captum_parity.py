@@ -49,7 +49,7 @@ def test_torch_model_matches_jaxviz_logits(compare_captum, setup):
 def test_methods_match_captum(compare_captum, setup):
     model, x = setup
     targets = [1, 7, 3]  # explicit, different per image
-    opts = dict(steps=16, batch_size=8, window=8, stride=4, samples=2, noise=0.1)
+    opts = dict(steps=16, batch_size=8, window=8, stride=4, samples=2, noise=0.1, rise_masks=12)
     results = compare_captum.compare(model, x, targets, sorted(compare_captum.COMPARED), opts, timing=False)
     # 1e-4 of each map's largest magnitude: float32 sums in a different order (oneDNN vs XLA) differ by
     # ~1e-6 relative; a definitional difference (a missed ReLU, another window placement) is O(1).
