@@ -48,6 +48,10 @@ from .visualize.patterns import filter_patterns, pattern_objective
 
 __version__ = "0.1.0"
 
+# The demo networks join the architecture table here, in one explicit call (jaxviz's own table only; no
+# process-wide state changes at import).
+demo.register()
+
 __all__ = [
     "ARCHS", "METHODS", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
     "class_patterns", "decode_predictions", "deconvnet", "demo", "deprocess_image", "explain",

@@ -3,8 +3,8 @@
 - :func:`make_scenes` renders seeded procedural scenes (one labelled shape or texture over clutter) with
   each object's ground-truth mask.
 - ``vgg_demo`` (flatten head) and ``vgg_demo_gap`` (global-average-pooling head, for :func:`cam`) are
-  narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; importing this package registers both
-  with :func:`jaxviz.vgg.register_arch`, and their trained weights ship with jaxviz
+  narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; ``jaxviz/__init__.py`` registers both
+  with :func:`jaxviz.vgg.register_arch` through :func:`register`, and their trained weights ship with jaxviz
   (:func:`demo_weights_path`), so ``jaxviz.load("vgg_demo")`` works offline.
 
 Attribution maps of these models can be checked against the masks (pointing game, deletion/insertion),
@@ -19,13 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import file_digest
-from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam
+from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam, register
 from .scenes import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
 
 __all__ = [
     "CLASS_NAMES", "DEMO_ARCHS", "DEMO_IMAGE", "NUM_CLASSES", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "demo_image",
     "demo_image_path", "demo_weights_path", "file_sha256", "load_demo_params", "make_scenes", "object_regions",
-    "shipped_sha256",
+    "register", "shipped_sha256",
 ]
 
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"  # jaxviz/data: installed with the package

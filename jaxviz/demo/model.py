@@ -21,7 +21,7 @@ from jax.typing import ArrayLike
 from .. import vgg
 from .scenes import CLASS_NAMES, NUM_CLASSES
 
-__all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam"]
+__all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "register"]
 
 _TRUNK = dict(convs_per_block=(2, 2, 2, 2), block_features=(8, 16, 32, 64), num_classes=NUM_CLASSES,
               default_size=64, class_names=CLASS_NAMES)
@@ -33,8 +33,15 @@ VGG_DEMO_GAP = vgg.Arch("vgg_demo_gap", fc_features=(), head="gap", **_TRUNK)
 
 DEMO_ARCHS: dict[str, vgg.Arch] = {a.name: a for a in (VGG_DEMO, VGG_DEMO_GAP)}
 
-for _a in DEMO_ARCHS.values():
-    vgg.register_arch(_a)
+
+
+def register() -> None:
+    """Adds the demo architectures to :data:`jaxviz.vgg.ARCHS` (so ``jaxviz.load("vgg_demo")`` knows them).
+
+    Called once, explicitly, by ``jaxviz/__init__.py``; importing this module changes no table.
+    """
+    for arch in DEMO_ARCHS.values():
+        vgg.register_arch(arch)
 
 
 def cam(model, x: ArrayLike, target: ArrayLike | None = None, params: dict | None = None) -> jax.Array:
