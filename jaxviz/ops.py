@@ -172,25 +172,36 @@ def _conv_strided(x, kernel, strides, padding, dilation):
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _with_input_gradient(forward: Callable, input_gradient: Callable) -> Callable:
+    """``forward(x, kernel, strides, padding, dilation)`` as a custom-VJP op whose input gradient is
+    ``input_gradient(x, kernel, g, strides, padding, dilation)``; its kernel gradient is autodiff's of
+    ``forward`` (XLA removes it from programs that only need the input gradient)."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+    def op(x, kernel, strides, padding, dilation):
+        return forward(x, kernel, strides, padding, dilation)
+
+    def op_fwd(x, kernel, strides, padding, dilation):
+        return forward(x, kernel, strides, padding, dilation), (x, kernel)
+
+    def op_bwd(strides, padding, dilation, res, g):
+        x, kernel = res
+        _, kernel_vjp = jax.vjp(lambda k: forward(x, k, strides, padding, dilation), kernel)
+        return input_gradient(x, kernel, g, strides, padding, dilation), kernel_vjp(g)[0]
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
+
+
+_conv_few_channels = _with_input_gradient(
+    _conv_strided, lambda x, kernel, g, *window: _input_grad_few_channels_strided(g, kernel, x.shape, *window))
+
+
 def conv_few_channels(x: jax.Array, kernel: jax.Array, strides, padding: str, dilation) -> jax.Array:
     """A convolution with ≤ :data:`FEW_CHANNELS` input channels (any kernel, stride, dilation, padding) whose
     input gradient is :func:`_input_grad_few_channels_strided`: XLA:CPU's own, a convolution with 3 output
     channels (and for strides a dilated one), leaves its vector lanes mostly idle."""
-    return _conv_strided(x, kernel, strides, padding, dilation)
-
-
-def _conv_few_fwd(x, kernel, strides, padding, dilation):
-    return _conv_strided(x, kernel, strides, padding, dilation), (x, kernel)
-
-
-def _conv_few_bwd(strides, padding, dilation, res, g):
-    x, kernel = res
-    _, kernel_vjp = jax.vjp(lambda k: _conv_strided(x, k, strides, padding, dilation), kernel)
-    return _input_grad_few_channels_strided(g, kernel, x.shape, strides, padding, dilation), kernel_vjp(g)[0]
-
-
-conv_few_channels.defvjp(_conv_few_fwd, _conv_few_bwd)
+    return _conv_few_channels(x, kernel, tuple(strides), padding, tuple(dilation))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -343,27 +354,8 @@ def _depthwise_taps(x, kernel, strides, padding, dilation):
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: str = "valid",
-                   dilation=(1, 1)) -> jax.Array:
-    """Keras's depthwise convolution as a sum of shifted products: ``kernel`` ``[kh, kw, C, multiplier]``,
-    output channel ``c·multiplier + m`` (the grouped ``lax`` convolution's values up to float32 rounding).
-
-    Its input gradient is computed the same way — the correlation of the stride-dilated output gradient with
-    the flipped kernel — not as autodiff's transposed slices, whose padded sum XLA:CPU runs ~10× slower.
-    """
-    return _depthwise_taps(x, kernel, strides, padding, dilation)
-
-
-def _depthwise_fwd(x, kernel, strides, padding, dilation):
-    return _depthwise_taps(x, kernel, strides, padding, dilation), (x, kernel)
-
-
-def _depthwise_bwd(strides, padding, dilation, res, g):
-    x, kernel = res
-    # The kernel gradient only when used (XLA removes it from input-gradient programs).
-    _, kernel_vjp = jax.vjp(lambda k: _depthwise_taps(x, k, strides, padding, dilation), kernel)
-    dkernel = kernel_vjp(g)[0]
+def _depthwise_input_grad(x, kernel, g, strides, padding, dilation):
+    """The correlation of the stride-dilated output gradient with the flipped kernel."""
     kh, kw, c, m = kernel.shape
     (sh, sw), (dh, dw) = strides, dilation
     _, (top, _) = _window_pads(x.shape[1], kh, sh, dh, padding)
@@ -383,10 +375,21 @@ def _depthwise_bwd(strides, padding, dilation, res, g):
         dx = term if dx is None else dx + term
     if m > 1:
         dx = dx.reshape(*dx.shape[:3], c, m).sum(-1)
-    return dx, dkernel
+    return dx
 
 
-depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+_depthwise_conv = _with_input_gradient(_depthwise_taps, _depthwise_input_grad)
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: str = "valid",
+                   dilation=(1, 1)) -> jax.Array:
+    """Keras's depthwise convolution as a sum of shifted products: ``kernel`` ``[kh, kw, C, multiplier]``,
+    output channel ``c·multiplier + m`` (the grouped ``lax`` convolution's values up to float32 rounding).
+
+    Its input gradient is computed the same way — the correlation of the stride-dilated output gradient with
+    the flipped kernel — not as autodiff's transposed slices, whose padded sum XLA:CPU runs ~10× slower.
+    """
+    return _depthwise_conv(x, kernel, tuple(strides), padding, tuple(dilation))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
