@@ -11,8 +11,11 @@ state read inside the layers:
   fast path inside loops (a forward-style conv with the flipped kernel; an elementwise mask instead of a
   serial select-and-scatter).
 - ``Ops(fast=True)``, the **fast** ops (the default on CPUs): additionally Winograd F(4×4, 3×3)
-  convolutions for wide 3×3 layers (:mod:`jaxviz.winograd`), the first layer's input gradient as a matmul
-  and shifted sums, and dense layers whose input gradient uses a transposed kernel. Their rounding differs
+  convolutions for wide 3×3 layers (:mod:`jaxviz.winograd`), the input gradient of a layer with few input
+  channels (the first) as a matmul and shifted sums, dense layers whose input gradient uses a transposed
+  kernel, depthwise convolutions as shifted multiply-adds (:func:`depthwise_conv`), strided 1×1
+  convolutions on the subsampled input, and max-pools of any window with mask gradients
+  (:func:`max_pool_taps`). Their rounding differs
   from the exact ops' by ~1e-5 relative per layer (see README, "Exactness"). Under
   ``jax.default_matmul_precision("highest"/"float32")`` — JAX's own statement that no approximation is
   wanted — the fast ops compute exactly as the exact ones.
@@ -396,8 +399,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: str
 def max_pool_taps(x: jax.Array, window, strides, padding: str) -> jax.Array:
     """Max pooling over ``window`` with ``strides`` and "valid"/"same" padding (padded cells never win), whose
     gradient goes to each window's first maximum in row-major order — as XLA's select-and-scatter routes it —
-    computed with elementwise masks."""
-    return functools.reduce(jnp.maximum, _window_taps(x, window, strides, padding, fill=-jnp.inf))
+    computed with elementwise masks. The forward pass is XLA's own ``reduce_window`` (the same values)."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
 
 
 def _max_pool_taps_fwd(x, window, strides, padding):
