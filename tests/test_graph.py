@@ -196,8 +196,9 @@ def test_fast_and_exact_ops_agree_and_prepare_only_eligible_convs():
     assert set(prepared) == {"c3", "c1s2"} and "winograd" in prepared["c3"]
     assert set(graph.prepare(g, p, ops.EXACT)) == {"c3"} and "winograd" not in graph.prepare(g, p, ops.EXACT)["c3"]
     x = jnp.asarray(rng.normal(size=(1, 16, 16, 128)), jnp.float32)
-    exact = graph.forward(g, p, x, ops=ops.EXACT)[0]
-    fast = graph.forward(g, p, x, ops=ops.FAST, prepared=prepared)[0]
+    # jitted: op-by-op dispatch would compile every Winograd tile op on its own
+    exact = jax.jit(lambda p, x: graph.forward(g, p, x, ops=ops.EXACT)[0])(p, x)
+    fast = jax.jit(lambda p, x, pr: graph.forward(g, p, x, ops=ops.FAST, prepared=pr)[0])(p, x, prepared)
     assert exact.shape == (1, 8, 8, 8)
     # Winograd's rounding differs from the direct convolution's by ~1e-5 relative per layer.
     np.testing.assert_allclose(fast, exact, atol=1e-4 * float(jnp.abs(exact).max()))
@@ -242,15 +243,19 @@ def test_fast_ops_fold_batch_norm_into_the_conv():
          "d": {"kernel": rng.normal(size=(3, 3, 4, 2)).astype("f4"), "bias": rng.normal(size=8).astype("f4")},
          "bn2": bn(8, gamma=False)}
     x = _x(2, 12)
-    exact, taps = graph.forward(g, p, x, ops=ops.EXACT, taps=("c",))
+
+    def run(o, pr=None, taps=()):  # one program per call: op-by-op dispatch would compile every op on its own
+        return jax.jit(lambda p, x, pr: graph.forward(g, p, x, ops=o, prepared=pr, taps=taps))(p, x, pr)
+
+    exact, taps = run(ops.EXACT, taps=("c",))
     prepared = graph.prepare(g, p, ops.FAST)
     assert "folded_kernel" in prepared["c"] and "folded_kernel" in prepared["d"]
-    CALLS.clear()
-    fast = graph.forward(g, p, x, ops=ops.FAST, prepared=prepared)[0]
+    fast = run(ops.FAST, prepared)[0]
     np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5 * float(jnp.abs(exact).max()))
-    _, fast_taps = graph.forward(g, p, x, ops=ops.FAST, prepared=prepared, taps=("c",))  # the conv's own output
+    _, fast_taps = run(ops.FAST, prepared, taps=("c",))  # the conv's own output
     np.testing.assert_allclose(fast_taps["c"], taps["c"], rtol=1e-6, atol=1e-6)
     with jax.default_matmul_precision("highest"):
-        np.testing.assert_array_equal(graph.forward(g, p, x, ops=ops.FAST, prepared=prepared)[0], exact)
-    grad = lambda o, pr: jax.grad(lambda v: graph.forward(g, p, v, ops=o, prepared=pr)[0].sum())(x)
+        np.testing.assert_array_equal(run(ops.FAST, prepared)[0], exact)
+    grad = jax.jit(lambda o, pr: jax.grad(lambda v: graph.forward(g, p, v, ops=o, prepared=pr)[0].sum())(x),
+                   static_argnums=0)
     np.testing.assert_allclose(grad(ops.FAST, prepared), grad(ops.EXACT, None), rtol=1e-4, atol=1e-5)
