@@ -272,6 +272,30 @@ def input_gradient(fwd: Callable, params, x: jax.Array, targets: jax.Array, scor
     return g, class_score(logits, t, score), t
 
 
+def gradient_method(model, name: str, x, target, score: str, reduce: str | None, params, *,
+                    relu: Callable = jax.nn.relu, post: Callable | None = None, key: tuple = ()) -> jax.Array:
+    """The driver of the methods that are one input gradient: checks, ``post(x, ∂S_t/∂x)`` (default: the
+    gradient itself) with ``relu`` in place of the network's ReLUs, then the channel reduction.
+
+    One program per (model, ``name``, score, ``key``); ``key`` holds whatever ``post`` depends on.
+    """
+    check_model(model, name)
+    score = check_score(model, score)
+    reduce = check_reduce(reduce)
+    x = check_input(model, x)
+    targets = check_targets(model, target, x.shape[0])
+
+    def build(fwd):
+        def run(params, x, targets):
+            g, _, _ = input_gradient(fwd, params, x, targets, score, relu=relu)
+            return g if post is None else post(x, g)
+
+        return run
+
+    fn = compiled(model, name, (score, *key), build)
+    return finish(fn(params_of(model, params), x, targets), reduce)
+
+
 def scores_of(fwd: Callable, params, x: jax.Array, targets: jax.Array, score: str) -> jax.Array:
     """``[N]`` scores of already-resolved targets (forward only)."""
     return class_score(fwd(params, x, upto="logits")[0], targets, score)

@@ -118,3 +118,39 @@ def run_cam(model, name: str, x, target, map_fn: Callable, *, layer: str | None,
 
     fn = runtime.compiled(model, name, (layer, score, bool(upsample), interpolation, bool(normalize), *key), build)
     return runtime.finish_spatial(fn(runtime.params_of(model, params), x, targets), reduce, x.shape[-1])
+
+
+#: The arguments every CAM variant made by :func:`cam_method` takes (their shared docstring).
+CAM_METHOD_ARGS = """
+    Args:
+      model: a :class:`jaxviz.Model` with its classifier.
+      x: ``[N, H, W, 3]`` preprocessed images.
+      target: ``None`` (each image's top class), a class index, or one per image{target_note}.
+      layer: a layer with a spatial map; default the model's CAM layer (the last conv layer on VGG).
+      score: ``"logit"`` (default, as the rest of the CAM family), ``"prob"`` or ``"log_prob"``.
+      upsample: resize the map to the input size (``[N, H, W]``); ``False`` keeps the layer's ``[N, h, w]``.
+      interpolation: ``"bilinear"`` or ``"nearest"``.
+      normalize: divide each map by its maximum (an all-zero map stays zero).
+      reduce: accepted for the common signature; the map has no channel axis (``None`` repeats it 3×).
+      params: weights to use instead of ``model.params``.
+
+    Returns:
+      ``[N, H, W]`` float32, non-negative.
+    """
+
+
+def cam_method(name: str, map_fn: Callable, summary: str, *, gradients: bool = True, target_note: str = ""):
+    """The public function of a CAM variant that is ``ReLU(map_fn(A, ∂S_t/∂A))`` (:func:`run_cam`): one
+    signature and docstring for the family; ``summary`` is the docstring's first line."""
+
+    def method(model, x, target=None, *, layer: str | None = None, score: str = "logit", upsample: bool = True,
+               interpolation: str = "bilinear", normalize: bool = False, reduce: str | None = "sum",
+               params=None) -> jax.Array:
+        return run_cam(model, name, x, target, map_fn, layer=layer, score=score, upsample=upsample,
+                       interpolation=interpolation, normalize=normalize, reduce=reduce, params=params,
+                       gradients=gradients)
+
+    method.__name__ = method.__qualname__ = name
+    method.__module__ = map_fn.__module__
+    method.__doc__ = summary + "\n" + CAM_METHOD_ARGS.format(target_note=target_note)
+    return method

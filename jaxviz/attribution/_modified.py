@@ -21,18 +21,4 @@ from .. import runtime
 
 def modified_gradient(name: str, relu: Callable, model, x, target, score: str, reduce: str | None, params):
     """``∂score/∂x`` with ``relu`` in place of the ReLU, reduced over channels; one program per (model, score)."""
-    runtime.check_model(model, name)
-    score = runtime.check_score(model, score)
-    reduce = runtime.check_reduce(reduce)
-    x = runtime.check_input(model, x)
-    targets = runtime.check_targets(model, target, x.shape[0])
-
-    def build(fwd):
-        def run(params, x, targets):
-            g, _, _ = runtime.input_gradient(fwd, params, x, targets, score, relu=relu)
-            return g
-
-        return run
-
-    fn = runtime.compiled(model, name, (score,), build)
-    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)
+    return runtime.gradient_method(model, name, x, target, score, reduce, params, relu=relu)

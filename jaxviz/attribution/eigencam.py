@@ -17,37 +17,10 @@ the library). No gradients and no class: ``target`` is accepted for the common s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 
 from . import _cam
-
-
-def eigencam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
-             score: str = "logit", upsample: bool = True, interpolation: str = "bilinear", normalize: bool = False,
-             reduce: str | None = "sum", params=None) -> jax.Array:
-    """Muhammad & Yeasin's Eigen-CAM (class-agnostic: ``target`` is not used).
-
-    Args:
-      model: a :class:`jaxviz.Model` with its classifier.
-      x: ``[N, H, W, 3]`` preprocessed images.
-      target: ``None`` (each image's top class), a class index, or one per image: not used
-        (Eigen-CAM is class-agnostic).
-      layer: a layer with a spatial map; default the model's CAM layer (the last conv layer on VGG).
-      score: ``"logit"`` (default, as the rest of the CAM family), ``"prob"`` or ``"log_prob"``.
-      upsample: resize the map to the input size (``[N, H, W]``); ``False`` keeps the layer's ``[N, h, w]``.
-      interpolation: ``"bilinear"`` or ``"nearest"``.
-      normalize: divide each map by its maximum (an all-zero map stays zero).
-      reduce: accepted for the common signature; the map has no channel axis (``None`` repeats it 3×).
-      params: weights to use instead of ``model.params``.
-
-    Returns:
-      ``[N, H, W]`` float32, non-negative.
-    """
-    return _cam.run_cam(model, "eigencam", x, target, eigencam_map, layer=layer, score=score, upsample=upsample,
-                        interpolation=interpolation, normalize=normalize, reduce=reduce, params=params, gradients=False)
 
 
 def eigencam_map(a: jax.Array, g=None) -> jax.Array:
@@ -59,3 +32,8 @@ def eigencam_map(a: jax.Array, g=None) -> jax.Array:
     proj = jnp.einsum("npk,nk->np", flat, vt[:, 0, :])
     flip = jnp.abs(proj.min(axis=1)) > jnp.abs(proj.max(axis=1))
     return jnp.where(flip[:, None], -proj, proj).reshape(n, h, w)
+
+
+eigencam = _cam.cam_method("eigencam", eigencam_map,
+                           "Muhammad & Yeasin's Eigen-CAM (class-agnostic: ``target`` is not used).",
+                           gradients=False, target_note=": not used (Eigen-CAM is class-agnostic)")

@@ -36,18 +36,5 @@ def input_x_gradient(model, x, target: int | Sequence[int] | None = None, *, sco
     Returns:
       ``[N, H, W]`` float32, signed (``[N, H, W, 3]`` for ``reduce=None``).
     """
-    runtime.check_model(model, "input_x_gradient")
-    score = runtime.check_score(model, score)
-    reduce = runtime.check_reduce(reduce)
-    x = runtime.check_input(model, x)
-    targets = runtime.check_targets(model, target, x.shape[0])
-
-    def build(fwd):
-        def run(params, x, targets):
-            g, _, _ = runtime.input_gradient(fwd, params, x, targets, score)
-            return x * g
-
-        return run
-
-    fn = runtime.compiled(model, "input_x_gradient", (score,), build)
-    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)
+    return runtime.gradient_method(model, "input_x_gradient", x, target, score, reduce, params,
+                                   post=lambda x, g: x * g)

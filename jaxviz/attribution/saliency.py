@@ -40,18 +40,5 @@ def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str 
       >>> m = saliency(model, x)                     # top class, [N, 224, 224]
       >>> g = saliency(model, x, 281, abs=False, reduce=None)   # raw gradient of class 281
     """
-    runtime.check_model(model, "saliency")
-    score = runtime.check_score(model, score)
-    reduce = runtime.check_reduce(reduce)
-    x = runtime.check_input(model, x)
-    targets = runtime.check_targets(model, target, x.shape[0])
-
-    def build(fwd):
-        def run(params, x, targets):
-            g, _, _ = runtime.input_gradient(fwd, params, x, targets, score)
-            return jnp.abs(g) if abs else g
-
-        return run
-
-    fn = runtime.compiled(model, "saliency", (score, bool(abs)), build)
-    return runtime.finish(fn(runtime.params_of(model, params), x, targets), reduce)
+    post = (lambda x, g: jnp.abs(g)) if abs else None
+    return runtime.gradient_method(model, "saliency", x, target, score, reduce, params, post=post, key=(bool(abs),))
