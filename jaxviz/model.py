@@ -333,7 +333,7 @@ class Model:
         logits = runtime.logits_program(self)
         outs = []
         for i in range(0, x.shape[0], batch_size):
-            chunk = x[i: i + batch_size]
+            chunk = x if x.shape[0] <= batch_size else x[i: i + batch_size]  # no slicing op for one chunk
             with self._notice(("predict", chunk.shape)):
                 outs.append(np.asarray(_head(logits(self.params, chunk), self.graph.head_activation, self._binary)))
         return np.concatenate(outs, axis=0)

@@ -91,7 +91,7 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
     3×3 kernel's input gradient with ≤ :data:`FEW_CHANNELS` input channels as a matmul and shifted sums.
     """
     kernel_t = flip_kernel(kernel) if kernel_t is None else kernel_t
-    if transformed is not None and winograd.applies(x.shape):
+    if transformed is not None and winograd.applies(x.shape, min(kernel.shape[2:])):
         return _conv3x3_winograd(x, kernel, *transformed)
     if few_channels is None:
         few_channels = winograd.platform_uses_winograd()

@@ -42,6 +42,9 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0,
 MIN_CHANNELS = 64
 MIN_WIDER_CHANNELS = 128
 MIN_SIDE = 14
+#: Output tiles per call (images × 4×4 tiles) from which narrower layers use Winograd (see :func:`applies`).
+MIN_TILES = 48
+WIDE_CHANNELS = 512
 #: Bytes of transformed tiles per strip (:func:`strips`): about half this CPU's 32 MB last-level cache.
 STRIP_BYTES = 16 * 2**20
 
@@ -63,9 +66,20 @@ def precision_allows() -> bool:
     return jax.config.jax_default_matmul_precision not in ("highest", "float32")
 
 
-def applies(x_shape) -> bool:
-    """Whether a conv on an NHWC input of this shape should use Winograd (given transformed kernels)."""
-    return min(x_shape[1], x_shape[2]) >= MIN_SIDE and precision_allows()
+def applies(x_shape, channels: int | None = None) -> bool:
+    """Whether a conv on an NHWC input of this shape should use Winograd (given transformed kernels);
+    ``channels`` = the smaller of its input and output channel counts.
+
+    Below :data:`MIN_TILES` 4×4 output tiles per call (images × tiles per image), only layers with
+    ≥ :data:`WIDE_CHANNELS` channels take it: each of its 36 matrix products then has too few rows to
+    amortise the transforms (ResNet50's 14² × 256 layers at batch 1: 16 tiles, 1.2–1.5× slower than direct;
+    VGG's 14² × 512 at batch 1: 1.2× faster).
+    """
+    n, h, w = x_shape[:3]
+    if min(h, w) < MIN_SIDE or not precision_allows():
+        return False
+    tiles = n * -(-h // 4) * -(-w // 4)
+    return tiles >= MIN_TILES or (channels is not None and channels >= WIDE_CHANNELS)
 
 
 def transform_kernel(kernel: jax.Array) -> jax.Array:

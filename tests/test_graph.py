@@ -195,11 +195,11 @@ def test_fast_and_exact_ops_agree_and_prepare_only_eligible_convs():
     # The strided 1×1 conv is the 1×1 conv of the subsampled input in the fast ops: its transpose is prepared.
     assert set(prepared) == {"c3", "c1s2"} and "winograd" in prepared["c3"]
     assert set(graph.prepare(g, p, ops.EXACT)) == {"c3"} and "winograd" not in graph.prepare(g, p, ops.EXACT)["c3"]
-    x = jnp.asarray(rng.normal(size=(1, 16, 16, 128)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(3, 16, 16, 128)), jnp.float32)  # 3 × 16 tiles: Winograd applies
     # jitted: op-by-op dispatch would compile every Winograd tile op on its own
     exact = jax.jit(lambda p, x: graph.forward(g, p, x, ops=ops.EXACT)[0])(p, x)
     fast = jax.jit(lambda p, x, pr: graph.forward(g, p, x, ops=ops.FAST, prepared=pr)[0])(p, x, prepared)
-    assert exact.shape == (1, 8, 8, 8)
+    assert exact.shape == (3, 8, 8, 8)
     # Winograd's rounding differs from the direct convolution's by ~1e-5 relative per layer.
     np.testing.assert_allclose(fast, exact, atol=1e-4 * float(jnp.abs(exact).max()))
 
