@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from .errors import JaxvizError, LayerError
-from .ops import Ops
+from .ops import Ops, window_pads
 from .winograd import precision_allows
 
 #: Final activations whose input is the model's "logits".
@@ -358,6 +358,62 @@ def _fold_batch_norm(conv: Layer, p: Mapping, bn: Layer, params: Mapping):
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(i) for i in v)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input sizes
+
+#: Kinds that slide a window over the image: their output side follows Keras's ``padding`` arithmetic.
+WINDOW_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "MaxPool2D",
+                "AveragePooling2D", "AvgPool2D")
+#: Kinds after which the values have no image axes jaxviz follows.
+FLAT_KINDS = ("GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "Flatten",
+              "Reshape", "Permute")
+
+
+def _spatial_side(layer: Layer, sides: Sequence[tuple[int, int] | None]) -> tuple[int, int] | None:
+    """``(height, width)`` of ``layer``'s output given its inputs'; ``None`` once no image axes remain."""
+    if not sides or sides[0] is None or layer.kind in FLAT_KINDS:
+        return None
+    cfg, (h, w) = layer.cfg, sides[0]
+    if layer.kind in WINDOW_KINDS:
+        pooling = "Pool" in layer.kind
+        k = _pair(cfg.get("pool_size", 2) if pooling else cfg.get("kernel_size", 1))
+        strides = cfg.get("strides")
+        s = k if pooling and strides is None else _pair(1 if strides is None else strides)
+        d = _pair(cfg.get("dilation_rate", 1))
+        pad = str(cfg.get("padding", "valid")).lower()
+        return window_pads(h, k[0], s[0], d[0], pad)[0], window_pads(w, k[1], s[1], d[1], pad)[0]
+    if layer.kind in ("ZeroPadding2D", "Cropping2D"):
+        from .layers import pads_2d  # imported late, as forward() imports the layers
+
+        sign = 1 if layer.kind == "ZeroPadding2D" else -1
+        (t, b), (left, r) = pads_2d(cfg.get("padding", 1) if sign > 0 else cfg.get("cropping", 0))
+        return h + sign * (t + b), w + sign * (left + r)
+    if layer.kind in ("UpSampling2D", "Conv2DTranspose"):
+        s = _pair(cfg.get("size", 2) if layer.kind == "UpSampling2D" else cfg.get("strides", 1))
+        return h * s[0], w * s[1]  # at least this large: enough to tell whether an input is too small
+    return h, w
+
+
+def min_input_side(graph: Graph, limit: int = 2048) -> int:
+    """The smallest square input side for which every layer of ``graph`` keeps at least one pixel, from the
+    layers' windows, strides and paddings. InceptionV3: 75, as Keras asks; where Keras's applications ask
+    for more than their layers need (Xception 71, whose "same" layers run down to 7 px), this is the
+    smaller, computable size."""
+    for side in range(1, limit + 1):
+        sizes: dict[str, tuple[int, int] | None] = {}
+        for layer in graph.layers:
+            if layer.kind == "InputLayer":
+                sizes[layer.name] = (side, side)
+                continue
+            out = _spatial_side(layer, [sizes[i] for i in layer.inputs])
+            if out is not None and min(out) < 1:
+                break
+            sizes[layer.name] = out
+        else:
+            return side
+    return limit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -414,7 +414,7 @@ def up_sampling2d(p, inputs, cfg, ops):
     return jax.image.resize(x, (n, h * sh, w * sw, c), method=method, antialias=False)
 
 
-def _pads(v) -> tuple[tuple[int, int], tuple[int, int]]:
+def pads_2d(v) -> tuple[tuple[int, int], tuple[int, int]]:
     """Keras's 2D ``padding``/``cropping``: ``n``, ``(h, w)`` or ``((top, bottom), (left, right))``."""
     if isinstance(v, int):
         return (v, v), (v, v)
@@ -427,7 +427,7 @@ def _pads(v) -> tuple[tuple[int, int], tuple[int, int]]:
 @kind("ZeroPadding2D")
 def zero_padding2d(p, inputs, cfg, ops):
     _check_channels_last(cfg, "ZeroPadding2D")
-    (t, b), (left, r) = _pads(cfg.get("padding", 1))
+    (t, b), (left, r) = pads_2d(cfg.get("padding", 1))
     return jnp.pad(inputs[0], ((0, 0), (t, b), (left, r), (0, 0)))
 
 
@@ -435,7 +435,7 @@ def zero_padding2d(p, inputs, cfg, ops):
 def cropping2d(p, inputs, cfg, ops):
     _check_channels_last(cfg, "Cropping2D")
     x = inputs[0]
-    (t, b), (left, r) = _pads(cfg.get("cropping", 0))
+    (t, b), (left, r) = pads_2d(cfg.get("cropping", 0))
     return x[:, t: x.shape[1] - b, left: x.shape[2] - r, :]
 
 

@@ -557,17 +557,9 @@ def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
         fixed = False
     except (TypeError, ValueError):
         fixed = True
-    downsampling = sum(1 for x in graph.layers if _strided(x))
     classes = int(out[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
         classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
     return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
-                     graph.class_names, max(1, min(2 ** downsampling, 32)), int(shape[-1]))
+                     graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]))
 
-
-def _strided(layer) -> bool:
-    cfg = layer.cfg
-    s = cfg.get("strides")
-    if s is None and "Pool" in layer.kind and "Global" not in layer.kind:
-        s = cfg.get("pool_size")
-    return s is not None and max(np.atleast_1d(s)) > 1

@@ -144,8 +144,8 @@ def _input_grad_few_channels_strided(g, kernel, x_shape, strides, padding, dilat
     phases, a sum of shifted slices — no interior padding, which XLA:CPU fuses into slow code."""
     kh, kw, cin, _ = kernel.shape
     (sh, sw), (dh, dw) = strides, dilation
-    oh, (top, _) = _window_pads(x_shape[1], kh, sh, dh, padding)
-    ow, (left, _) = _window_pads(x_shape[2], kw, sw, dw, padding)
+    oh, (top, _) = window_pads(x_shape[1], kh, sh, dh, padding)
+    ow, (left, _) = window_pads(x_shape[2], kw, sw, dw, padding)
     p = jnp.einsum("nhwo,ijco->nhwijc", g, kernel, precision=lax.Precision.HIGHEST)
     hp, wp = top + x_shape[1], left + x_shape[2]  # the padded input's rows/columns that reach x
     rows_a, cols_a = -(-hp // sh), -(-wp // sw)
@@ -322,7 +322,7 @@ _dense.defvjp(_dense_fwd, _dense_bwd)
 # (ResNet's 3×3, stride 2) get their gradient the same way, without the serial select-and-scatter.
 
 
-def _window_pads(size: int, k: int, stride: int, dilation: int, padding: str) -> tuple[int, tuple[int, int]]:
+def window_pads(size: int, k: int, stride: int, dilation: int, padding: str) -> tuple[int, tuple[int, int]]:
     """Output size and (before, after) padding of one spatial axis, as Keras/TensorFlow pad ("same": the
     extra row, if any, after)."""
     span = (k - 1) * dilation + 1
@@ -337,8 +337,8 @@ def _window_taps(x: jax.Array, window, strides, padding: str, dilation=(1, 1), f
     """The input under each window position ``(i, j)`` (row-major) for every output pixel: ``kh·kw`` arrays of
     the output's spatial shape, strided slices of ``x`` padded with ``fill``."""
     (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
-    oh, pad_h = _window_pads(x.shape[1], kh, sh, dh, padding)
-    ow, pad_w = _window_pads(x.shape[2], kw, sw, dw, padding)
+    oh, pad_h = window_pads(x.shape[1], kh, sh, dh, padding)
+    ow, pad_w = window_pads(x.shape[2], kw, sw, dw, padding)
     if any(pad_h + pad_w):
         x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=fill)
     return [x[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
@@ -361,8 +361,8 @@ def _depthwise_input_grad(x, kernel, g, strides, padding, dilation):
     """The correlation of the stride-dilated output gradient with the flipped kernel."""
     kh, kw, c, m = kernel.shape
     (sh, sw), (dh, dw) = strides, dilation
-    _, (top, _) = _window_pads(x.shape[1], kh, sh, dh, padding)
-    _, (left, _) = _window_pads(x.shape[2], kw, sw, dw, padding)
+    _, (top, _) = window_pads(x.shape[1], kh, sh, dh, padding)
+    _, (left, _) = window_pads(x.shape[2], kw, sw, dw, padding)
     if sh > 1 or sw > 1:  # the output gradient at the window origins of the padded input
         g = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (0, 0, sh - 1), (0, 0, sw - 1), (0, 0, 0)))
     # dx_padded[y] = Σ_i g_dilated[y − i·d] w_i: a stride-1 correlation with the flipped kernel over g_dilated

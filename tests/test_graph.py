@@ -259,3 +259,27 @@ def test_fast_ops_fold_batch_norm_into_the_conv():
     grad = jax.jit(lambda o, pr: jax.grad(lambda v: graph.forward(g, p, v, ops=o, prepared=pr)[0].sum())(x),
                    static_argnums=0)
     np.testing.assert_allclose(grad(ops.FAST, prepared), grad(ops.EXACT, None), rtol=1e-4, atol=1e-5)
+
+
+def test_min_input_side_follows_paddings_windows_and_strides():
+    # side n → n + 2 (padding) → (n − 1) // 2 + 1 (3×3, stride 2, valid) → a 3×3 pool needs 3 of those: n ≥ 5
+    g = Graph("small", (make_layer("inp", "InputLayer", {"batch_shape": [None, None, None, 3]}),
+                        make_layer("pad", "ZeroPadding2D", {"padding": 1}, ["inp"]),
+                        make_layer("conv", "Conv2D", {"filters": 4, "kernel_size": 3, "strides": 2}, ["pad"]),
+                        make_layer("same", "Conv2D", {"filters": 4, "kernel_size": 5, "padding": "same"}, ["conv"]),
+                        make_layer("pool", "MaxPooling2D", {"pool_size": 3, "strides": 1}, ["same"]),
+                        make_layer("gap", "GlobalAveragePooling2D", {}, ["pool"]),
+                        make_layer("fc", "Dense", {"units": 2}, ["gap"])), ("fc",))
+    assert graph.min_input_side(g) == 5
+    rng = np.random.default_rng(0)
+    p = {"conv": {"kernel": rng.normal(size=(3, 3, 3, 4)), "bias": np.zeros(4)},
+         "same": {"kernel": rng.normal(size=(5, 5, 4, 4)), "bias": np.zeros(4)},
+         "fc": {"kernel": rng.normal(size=(4, 2)), "bias": np.zeros(2)}}
+    pool_shape = lambda n: jax.eval_shape(lambda x: graph.forward(g, p, x, ops=ops.EXACT, upto="pool")[0],
+                                          jax.ShapeDtypeStruct((1, n, n, 3), jnp.float32)).shape
+    # One pixel at 5; at 4 the pool has nothing left (XLA gives an empty map, whose average is NaN).
+    assert pool_shape(5) == (1, 1, 1, 4) and pool_shape(4) == (1, 0, 0, 4)
+    model = Model(g, p)
+    assert model.arch.min_size == 5
+    with pytest.raises(JaxvizError, match="at least 5×5 pixels"):
+        model.check_input(np.zeros((1, 4, 4, 3), np.float32))

@@ -23,6 +23,7 @@ from keras_helpers import REL_TOL, check, forward_exact, max_rel_error, numpy_in
 
 from jaxviz import keras_io  # noqa: E402
 from jaxviz.errors import JaxvizError, LayerError  # noqa: E402
+from jaxviz.graph import min_input_side  # noqa: E402
 from jaxviz.model import Model  # noqa: E402
 
 L = keras.layers
@@ -178,6 +179,9 @@ def test_keras_applications(tmp_path, app, kwargs, size, name, preprocess):
     assert info["application"] == name and info["preprocess"] == preprocess
     assert graph.logits == ("predictions", True)
     assert max(worst.values()) <= REL_TOL
+    # The smallest input every layer keeps a pixel of: Keras's own minimum for InceptionV3.
+    side = min_input_side(graph)
+    assert side == 75 if app == "InceptionV3" else 1 <= side <= size
 
 
 # ---------------------------------------------------------------------------------------------------------
