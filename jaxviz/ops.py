@@ -170,9 +170,10 @@ def _input_grad_few_channels_strided(g, kernel, x_shape, strides, padding, dilat
     return dx[:, top: top + x_shape[1], left: left + x_shape[2]]
 
 
-def _conv_strided(x, kernel, strides, padding, dilation):
+def _conv_strided(x, kernel, strides, padding, dilation, groups=1):
+    """XLA's own convolution: NHWC ``x``, HWIO ``kernel``, Keras's "same"/"valid" padding."""
     return lax.conv_general_dilated(x, kernel, tuple(strides), padding.upper(), rhs_dilation=tuple(dilation),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
 def _with_input_gradient(forward: Callable, input_gradient: Callable) -> Callable:
@@ -400,6 +401,11 @@ def max_pool_taps(x: jax.Array, window, strides, padding: str) -> jax.Array:
     """Max pooling over ``window`` with ``strides`` and "valid"/"same" padding (padded cells never win), whose
     gradient goes to each window's first maximum in row-major order — as XLA's select-and-scatter routes it —
     computed with elementwise masks. The forward pass is XLA's own ``reduce_window`` (the same values)."""
+    return _reduce_max(x, window, strides, padding)
+
+
+def _reduce_max(x, window, strides, padding: str):
+    """XLA's max-pool (its gradient: autodiff's select-and-scatter)."""
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
 
 
@@ -500,8 +506,7 @@ class Ops:
             return conv3x3(x, kernel, kernel_t, transformed, few_channels=few)
         if fast_cpu and groups == 1 and kernel.shape[2] <= FEW_CHANNELS:
             return conv_few_channels(x, kernel, tuple(strides), padding, tuple(dilation))
-        return lax.conv_general_dilated(x, kernel, tuple(strides), padding.upper(), rhs_dilation=tuple(dilation),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+        return _conv_strided(x, kernel, strides, padding, dilation, groups)
 
     def depthwise_conv2d(self, x: jax.Array, kernel: jax.Array, *, strides=(1, 1), padding: str = "valid",
                          dilation=(1, 1)) -> jax.Array:
@@ -527,7 +532,7 @@ class Ops:
             return max_pool2x2(x)
         if self.fast and winograd.precision_allows():
             return max_pool_taps(x, tuple(pool), strides, padding)
-        return lax.reduce_window(x, -jnp.inf, lax.max, (1, *pool, 1), (1, *strides, 1), padding.upper())
+        return _reduce_max(x, tuple(pool), strides, padding)
 
 
 EXACT = Ops(fast=False)

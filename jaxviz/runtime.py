@@ -254,6 +254,15 @@ def resolve(targets: jax.Array, logits: jax.Array) -> jax.Array:
     return jnp.where(targets < 0, jnp.argmax(logits, axis=-1).astype(jnp.int32), targets)
 
 
+def resolve_on_clean_images(model, x, targets: jax.Array, params=None) -> jax.Array:
+    """``targets`` with their ``-1`` entries (the image's top class) resolved by a forward pass of the clean
+    images ``x`` of their own, made only if needed: for methods whose programs only see perturbed copies
+    (noise, masks, baselines) and must still explain each image's own top class."""
+    if bool(jnp.any(targets < 0)):
+        targets = resolve(targets, logits(model, x, params))
+    return targets
+
+
 def logits_fn(fwd: Callable, params, relu: Callable = jax.nn.relu) -> Callable:
     return lambda v: fwd(params, v, upto="logits", relu=relu)[0]
 

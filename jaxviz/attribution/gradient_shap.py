@@ -60,8 +60,7 @@ def gradient_shap(model, x, target: int | Sequence[int] | None = None, *, baseli
     base = _check_baselines(baselines, x)
     if not (np.isfinite(stdevs) and stdevs >= 0):
         raise JaxvizError(f"stdevs must be a finite number ≥ 0, got {stdevs!r}")
-    if target is None:  # each image's top class, on the clean image: its own forward pass, only then
-        targets = runtime.resolve(targets, runtime.logits(model, x, params))
+    targets = runtime.resolve_on_clean_images(model, x, targets, params)
     keys = runtime.fold_keys(seed, x.shape[0], n)  # [N, n]
     chunk = runtime.per_chunk(batch_size, x.shape[0])
     noisy = bool(stdevs > 0)  # without noise no normal draws (x + 0·ε is x)

@@ -73,8 +73,7 @@ def noise_tunnel(method: str | Callable, model, x, target: int | Sequence[int] |
     if stdevs is None and not (np.isfinite(noise) and noise >= 0):
         raise JaxvizError(f"noise must be a finite number ≥ 0, got {noise!r}")
     targets = runtime.check_targets(model, target, x.shape[0])
-    if target is None:  # each image's top class, on the clean image
-        targets = runtime.resolve(targets, runtime.logits(model, x))
+    targets = runtime.resolve_on_clean_images(model, x, targets)  # each image's top class, on the clean image
     if stdevs is not None:
         sigma = jnp.full((x.shape[0],), stdevs, jnp.float32)
     else:

@@ -58,8 +58,7 @@ def rise(model, x, target: int | Sequence[int] | None = None, *, n: int = 1000, 
     grid = runtime.check_positive(grid, "grid")
     if not 0 < p <= 1:
         raise JaxvizError(f"p (the probability of keeping a grid cell) must be in (0, 1], got {p!r}")
-    if target is None:  # each image's top class, on the clean image: its own forward pass, only then
-        targets = runtime.resolve(targets, runtime.logits(model, x, params))
+    targets = runtime.resolve_on_clean_images(model, x, targets, params)
     keys = runtime.fold_keys(seed, 1, n)[0]  # [n]: one per mask, the same masks for every image
     chunk = runtime.per_chunk(batch_size, x.shape[0])
     size = tuple(x.shape[1:3])

@@ -135,7 +135,7 @@ def sensitivity_max(method: str | Callable, model, x, target: int | Sequence[int
     x = runtime.check_input(model, x)
     if not (np.isfinite(radius) and radius >= 0):
         raise JaxvizError(f"radius must be a finite number ≥ 0, got {radius!r}")
-    targets = np.asarray(runtime.resolve(runtime.check_targets(model, target, x.shape[0]), runtime.logits(model, x)))
+    targets = np.asarray(runtime.resolve_on_clean_images(model, x, runtime.check_targets(model, target, x.shape[0])))
     if perturbations is None:
         keys = runtime.fold_keys(seed, x.shape[0], n)
         pert = jax.vmap(lambda ks: jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], x.dtype, -radius, radius))(ks),
