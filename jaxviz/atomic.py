@@ -3,6 +3,10 @@
 
 Every file jaxviz writes goes through :func:`atomic_open`: a temporary file in the destination's folder
 (same filesystem, so the final ``os.replace`` is atomic), flushed to disk, then renamed over the destination.
+
+Every path an output file or a deletion gets is built by :func:`confine`, which resolves it and refuses
+anything outside the output folder; names that come from a model file become file names through
+:func:`file_stems` (a safe slug of each name, collisions resolved).
 """
 
 from __future__ import annotations
@@ -11,11 +15,78 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from .errors import JaxvizError, printable
+
+#: Characters a file-name slug keeps as they are; any run of others becomes one ``_``.
+_SAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
+#: Longest slug (in characters, all ASCII): leaves room for prefixes and suffixes within 255 bytes.
+MAX_STEM = 120
+
+
+def confine(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """``root / parts``, checked to stay inside the folder ``root`` before anything is written or deleted there.
+
+    The parent folders are resolved (``..`` and symbolic links followed) and must lie inside ``root``
+    (resolved the same way); the last component must be a plain name, not ``..``. The path itself is
+    returned as joined, so messages show it as the user wrote ``root``.
+
+    Raises:
+      JaxvizError: the path would leave ``root`` (one line naming both).
+    """
+    dest = Path(root, *parts)
+    base = Path(root).resolve()
+    inside = dest.name not in ("", ".", "..") and (dest.parent.resolve() / dest.name).is_relative_to(base)
+    if not inside or dest.resolve() == base:
+        raise JaxvizError(f"refusing to write or delete {printable(str(dest))!r}: it is outside the output folder "
+                          f"{printable(str(root))}")
+    return dest
+
+
+def remove_tree(root: str | os.PathLike, *parts: str | os.PathLike) -> None:
+    """Deletes the folder (or file) ``root / parts`` if it exists, after :func:`confine` checked it."""
+    dest = confine(root, *parts)
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest, ignore_errors=True)
+    else:
+        dest.unlink(missing_ok=True)
+
+
+def safe_stem(name: str) -> str:
+    """A file-name slug of ``name``: itself when made of letters, digits and ``_ . + = -`` (and not starting
+    with a dot), else every other run of characters as ``_`` (``vgg16/block5_conv3`` → ``vgg16_block5_conv3``),
+    at most :data:`MAX_STEM` characters, never empty, never hidden."""
+    stem = _SAFE.sub("_", str(name)).lstrip(".")[:MAX_STEM]
+    return stem or "_"
+
+
+def file_stems(names: Iterable[str]) -> dict[str, str]:
+    """``{name: file stem}`` for distinct ``names``: :func:`safe_stem` of each, collisions resolved.
+
+    A name that is already safe keeps its stem; a slug that collides (case-insensitively, as on macOS and
+    Windows file systems) with one taken before gets ``_2``, ``_3``, …, in the order of ``names``.
+    """
+    names = list(dict.fromkeys(names))
+    stems = {n: safe_stem(n) for n in names}
+    taken = {s.lower() for n, s in stems.items() if s == n}
+    out = {}
+    for n in names:
+        stem = stems[n]
+        if stem != n:
+            base, i = stem, 1
+            while stem.lower() in taken:
+                i += 1
+                stem = f"{base[:MAX_STEM - 1 - len(str(i))]}_{i}"
+            taken.add(stem.lower())
+        out[n] = stem
+    return out
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ jaxviz's own pickle-free format for a read model is :mod:`jaxviz.converted`.
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import os
@@ -36,13 +37,52 @@ from pathlib import Path
 
 import numpy as np
 
+from . import hdf5
 from . import layers as layers_lib
-from .errors import JaxvizError, WeightsError
+from .errors import JaxvizError, WeightsError, printable
 from .graph import Graph, make_layer
 from .weights import _attr_list, _text  # Keras's HDF5 string attributes, read alike
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+# Limits on what a model file may declare, far above any real model (keras.applications' largest, NASNetLarge,
+# has about 1,000 layers); a file beyond them is refused in one line before it is read further.
+#: Layers of the flattened model.
+MAX_LAYERS = 20_000
+#: Models nested inside one another.
+MAX_NESTING = 32
+#: Members of a ``.keras`` zip archive (Keras writes three, plus assets).
+MAX_MEMBERS = 1_000
+#: Bytes of ``config.json`` and of ``metadata.json``.
+MAX_CONFIG_BYTES = 64 << 20
+MAX_METADATA_BYTES = 1 << 20
+#: Longest name (of a layer, a model or a class) jaxviz accepts.
+MAX_NAME = 1_000
+
+
+def name_problem(name) -> str | None:
+    """Why a raw name from a model file cannot be a layer or model name (None if it can): Keras itself refuses
+    ``/`` in a layer name; ``..``, control characters and empty or huge names never come from Keras either."""
+    if not isinstance(name, str) or not name:
+        return "is empty or not text"
+    if len(name) > MAX_NAME:
+        return f"is {len(name):,} characters long (at most {MAX_NAME:,})"
+    if "/" in name:
+        return "contains '/', which Keras does not allow in a name"
+    if name in (".", ".."):
+        return "is a path component ('.' or '..')"
+    if printable(name) != name:
+        return "contains control characters"
+    return None
+
+
+def _check_name(name, what: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise WeightsError(f"{what} '{printable(str(name)[:80])}' {problem}: the file was not written by Keras's "
+                           "model.save (altered or crafted), so jaxviz refuses it")
+    return name
 
 #: keras.applications model names (lower case, as ``model.name``) → the preprocessing they expect.
 #: EfficientNet(V2), MobileNetV3 and ConvNeXt rescale and normalise inside the model: "none".
@@ -98,8 +138,12 @@ class _Flattener:
         self.frozen: set[str] = set()  # layers whose weights are all non-trainable (trainable=False here or above)
         self.models: list[str] = []  # model names, outermost first
         self._frozen_models = 0
+        self._depth = 0
 
     def add(self, name, kind, cfg, inputs, h5path, top):
+        if len(self.layers) >= MAX_LAYERS:
+            raise WeightsError(f"the model declares more than {MAX_LAYERS:,} layers; jaxviz reads models up to that "
+                               "size (a crafted file?)")
         if name in self.names:
             raise WeightsError(f"the model has two layers named {name!r}")
         self.names.add(name)
@@ -118,9 +162,17 @@ class _Flattener:
         cfg = mcfg.get("config") or {}
         if isinstance(cfg, list):  # Keras 2.0–2.1 wrote a Sequential's config as the list of its layers
             cfg = {"name": "sequential", "layers": cfg}
-        self.models.append(str(cfg.get("name", "")))
+        if not isinstance(cfg, Mapping):
+            raise KeyError("a model's config is not a mapping")
+        if cls not in _MODEL_CLASSES:
+            _check_name(cls, "model class name")
+        self.models.append(_check_name(cfg.get("name", "model"), "model name"))
+        if self._depth >= MAX_NESTING:
+            raise WeightsError(f"models are nested more than {MAX_NESTING} deep; jaxviz reads up to that depth "
+                               "(a crafted file?)")
         frozen = cfg.get("trainable") is False
         self._frozen_models += frozen
+        self._depth += 1
         try:
             if cls == "Sequential":
                 return self._sequential(cfg, prefix, external, h5path, top)
@@ -128,6 +180,7 @@ class _Flattener:
                 return self._functional(cfg, prefix, external, h5path, top)
         finally:
             self._frozen_models -= frozen
+            self._depth -= 1
         raise JaxvizError(f"the file holds a {cls} model; jaxviz reads Sequential and functional Keras models "
                           "(a subclassed model has no config of its layers: rebuild it as a functional model)")
 
@@ -137,8 +190,8 @@ class _Flattener:
             raise KeyError("model config without a layers list")
         used: dict[str, int] = {}
         for lc in entries:
-            cls = lc["class_name"]
-            name = str(lc.get("config", {}).get("name") or lc.get("name"))
+            cls = _check_name(lc["class_name"], "class name")
+            name = _check_name((lc.get("config") or {}).get("name") or lc.get("name"), "layer name")
             if _is_operation(lc):  # not in model.layers: no weights group, no count
                 yield lc, cls, name, None
                 continue
@@ -194,55 +247,86 @@ class _Flattener:
     def _functional(self, cfg, prefix, external, h5path, top):
         inputs = _refs(cfg.get("input_layers"))
         outputs = _refs(cfg.get("output_layers"))
-        values: dict[str, list[str]] = {}
-        pending = []
+        entries = []  # (lc, cls, name, weights path, the tensors it takes)
         for lc, cls, name, key in self._layer_entries(cfg):
             self._check_kind(lc, cls, name)
-            pending.append((lc, cls, name, f"{h5path}/layers/{key}"))
-        # Layers in the config's order (topological in Keras); a second pass catches any that are not.
-        while pending:
-            left = []
-            for lc, cls, name, path in pending:
-                lcfg = lc.get("config") or {}
-                if cls == "InputLayer":
-                    if external is not None:
-                        idx = [n for n, _, _ in inputs].index(name)
-                        values[name] = [external[idx]]
-                    else:
-                        self.add(prefix + name, "InputLayer", _input_cfg(lcfg), [], None, top)
-                        values[name] = [prefix + name]
-                    continue
-                if cls == "TFOpLambda":
-                    args, refs = _tf_op_args(lc, name)
-                    if any(r[0] not in values for r in refs):
-                        left.append((lc, cls, name, path))
-                        continue
-                    kind = "ops." + TF_OPS[lc["config"]["function"]]
-                    self.add(prefix + name, kind, {"args": args}, [values[n][t] for n, _, t in refs], None, top)
-                    values[name] = [prefix + name]
-                    continue
+            if cls == "InputLayer":
+                refs = []
+            elif cls == "TFOpLambda":
+                refs = _tf_op_args(lc, name)[1]
+            else:
                 nodes = _inbound_nodes(lc)
                 if len(nodes) > 1:
                     raise JaxvizError(f"layer {name!r} is called {len(nodes)} times (a shared layer), which jaxviz "
                                       "does not read; give each call its own layer")
                 refs = nodes[0] if nodes else []
-                if any(r[0] not in values for r in refs):
-                    left.append((lc, cls, name, path))
-                    continue
-                ins = [values[n][t] for n, _, t in refs]
-                if _is_operation(lc):
-                    op_cfg = {**{k: v for k, v in lcfg.items() if k != "name"}, "args": _operation_args(lc, name)}
-                    self.add(prefix + name, "ops." + cls, op_cfg, ins, None, top)
-                    values[name] = [prefix + name]
-                elif cls in _MODEL_CLASSES:
-                    values[name] = self.model(lc, f"{prefix}{name}/", ins, path, top or name)
+            entries.append((lc, cls, name, f"{h5path}/layers/{key}", refs))
+        values: dict[str, list[str]] = {}
+        for lc, cls, name, path, refs in _in_order(entries):
+            lcfg = lc.get("config") or {}
+            if cls == "InputLayer":
+                if external is not None:
+                    idx = [n for n, _, _ in inputs].index(name)
+                    values[name] = [external[idx]]
                 else:
-                    self.add(prefix + name, cls, lcfg, ins, path, top or name)
+                    self.add(prefix + name, "InputLayer", _input_cfg(lcfg), [], None, top)
                     values[name] = [prefix + name]
-            if len(left) == len(pending):
-                raise KeyError(f"layers {[p[2] for p in left]} take inputs that no layer of the model produces")
-            pending = left
+                continue
+            ins = [values[n][t] for n, _, t in refs]
+            if cls == "TFOpLambda":
+                kind = "ops." + TF_OPS[lc["config"]["function"]]
+                self.add(prefix + name, kind, {"args": _tf_op_args(lc, name)[0]}, ins, None, top)
+                values[name] = [prefix + name]
+            elif _is_operation(lc):
+                op_cfg = {**{k: v for k, v in lcfg.items() if k != "name"}, "args": _operation_args(lc, name)}
+                self.add(prefix + name, "ops." + cls, op_cfg, ins, None, top)
+                values[name] = [prefix + name]
+            elif cls in _MODEL_CLASSES:
+                values[name] = self.model(lc, f"{prefix}{name}/", ins, path, top or name)
+            else:
+                self.add(prefix + name, cls, lcfg, ins, path, top or name)
+                values[name] = [prefix + name]
         return [values[n][t] for n, _, t in outputs]
+
+
+def _in_order(entries: list) -> list:
+    """``entries`` (``(…, name, …, refs)``, refs ``(layer, node, tensor)``) each after the layers it takes, in
+    linear time (Kahn's algorithm); among the layers ready at a time the earliest in the config comes first,
+    so a config already in order (as Keras writes it) keeps its order. A layer taking its own output, a
+    cycle, or an input no layer produces is one error line."""
+    index: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        if e[2] in index:
+            raise WeightsError(f"the model has two layers named {e[2]!r}")
+        index[e[2]] = i
+    users: list[list[int]] = [[] for _ in entries]
+    waiting = [0] * len(entries)
+    unknown = []
+    for i, e in enumerate(entries):
+        producers = {r[0] for r in e[4]}
+        if e[2] in producers:
+            raise WeightsError(f"layer {e[2]!r} takes its own output as its input, which no Keras model does")
+        unknown += [e[2] for p in producers if p not in index]
+        for p in producers & index.keys():
+            users[index[p]].append(i)
+        waiting[i] = len(producers & index.keys())
+    if unknown:
+        raise KeyError(f"layers {list(dict.fromkeys(unknown))} take inputs that no layer of the model produces")
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(entries[i])
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(entries):
+        stuck = [e[2] for e, w in zip(entries, waiting) if w]
+        raise WeightsError(f"layers {stuck[:5]}{' …' if len(stuck) > 5 else ''} take each other's outputs as "
+                           "inputs (a cycle), which no Keras model does")
+    return order
 
 
 def _is_operation(lc: Mapping) -> bool:
@@ -352,53 +436,58 @@ def _collect_tensors(value, out):
 # Weights
 
 
-def _weights_keras3(f, flat: _Flattener) -> dict:
+def _weights_keras3(f, flat: _Flattener, source, budget) -> dict:
     """``model.weights.h5``: each weighted layer's ``vars`` group at the path its class names, or by name."""
     by_name: dict[str, object] = {}
 
     def walk(group):
         for key in group:
-            g = group[key]
+            g = hdf5.child(group, key, source)
             if not hasattr(g, "keys"):
                 continue
-            if "vars" in g and "name" in g["vars"].attrs:
-                by_name.setdefault(_text(g["vars"].attrs["name"]), g["vars"])
-            if "layers" in g:
-                walk(g["layers"])
+            if hdf5.has(g, "vars"):
+                v = hdf5.child(g, "vars", source)
+                if "name" in v.attrs:
+                    by_name.setdefault(_text(v.attrs["name"]), v)
+            if hdf5.has(g, "layers"):
+                walk(hdf5.child(g, "layers", source))
 
-    params = {}
+    found = {}
     for name, (path, _, kind, cfg) in flat.weighted.items():
         path = path.lstrip("/")
-        group = f[path + "/vars"] if path + "/vars" in f else None
+        try:
+            group = hdf5.get(f, path + "/vars", source)
+        except KeyError:
+            group = None
         local = name.rsplit("/", 1)[-1]
         if group is not None and "name" in group.attrs and _text(group.attrs["name"]) != local:
             group = None
         if group is None:
             if not by_name:
-                walk(f["layers"] if "layers" in f else f)
+                walk(hdf5.child(f, "layers", source) if hdf5.has(f, "layers") else f)
             group = by_name.get(local)
         if group is None:
             raise KeyError(f"no weights for layer {name!r} ({path}/vars)")
-        arrays = [group[str(i)] for i in range(len(group))]
-        params[name] = _named(name, kind, cfg, arrays)
-    return params
+        arrays = [hdf5.child(group, str(i), source) for i in range(len(group))]
+        found[name] = _named(name, kind, cfg, arrays, source, budget)
+    return _read_all(found)
 
 
-def _weights_legacy(group, flat: _Flattener) -> dict:
+def _weights_legacy(group, flat: _Flattener, source, budget) -> dict:
     """``model_weights``: per top-level layer group, ``weight_names`` lists its (and its inner layers') weights."""
-    params = {}
+    found = {}
     tops: dict[str, list[str]] = {}
     for name, (_, top, _, _) in flat.weighted.items():
         tops.setdefault(top, []).append(name)
     for top, names in tops.items():
-        if top not in group:
+        if not hdf5.has(group, top):
             raise KeyError(f"no weight group for layer {top!r}")
-        g = group[top]
+        g = hdf5.child(group, top, source)
         wnames = _attr_list(g, "weight_names")
-        datasets = [(w, g[w]) for w in wnames]
+        datasets = [(w, hdf5.get(g, w, source)) for w in wnames]
         if len(names) == 1 and names[0] == top:
             _, _, kind, cfg = flat.weighted[top]
-            params[top] = _named(top, kind, cfg, [d for _, d in datasets])
+            found[top] = _named(top, kind, cfg, [d for _, d in datasets], source, budget)
             continue
         # A nested model: its weights' names end in "<inner layer>/<weight>" …
         by_layer = {}
@@ -409,7 +498,8 @@ def _weights_legacy(group, flat: _Flattener) -> dict:
         if all(len(by_layer[n]) == len(layers_lib.weight_names(*flat.weighted[n][2:])) for n in names) and \
                 sum(map(len, by_layer.values())) == len(datasets):
             for name in names:
-                params[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3], by_layer[name])
+                found[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3], by_layer[name], source,
+                                     budget)
             continue
         # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones
         # (all of a frozen layer's weights are non-trainable).
@@ -423,18 +513,56 @@ def _weights_legacy(group, flat: _Flattener) -> dict:
         for (name, i), (_, d) in zip(slots, datasets):
             arrays.setdefault(name, {})[i] = d
         for name in names:
-            params[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3],
-                                  [arrays[name][i] for i in sorted(arrays[name])])
-    return params
+            found[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3],
+                                 [arrays[name][i] for i in sorted(arrays[name])], source, budget)
+    return _read_all(found)
 
 
-def _named(name: str, kind: str, cfg: dict, arrays: list) -> dict:
-    """A layer's stored weights (in Keras's order) under their names, as float32 numpy."""
+def _pair(value) -> tuple:
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value), int(value))
+
+
+def implied_shapes(kind: str, cfg: Mapping) -> dict[str, tuple]:
+    """The shapes of a layer's weights as far as its config fixes them (``None``: set by the input, e.g. the
+    input channels); kinds not listed here have only their sizes checked."""
+    k = lambda: _pair(cfg.get("kernel_size", 1))  # noqa: E731
+    if kind in ("Conv2D", "Convolution2D"):
+        f = int(cfg["filters"])
+        return {"kernel": (*k(), None, f), "bias": (f,)}
+    if kind == "Conv1D":
+        f = int(cfg["filters"])
+        return {"kernel": (k()[0], None, f), "bias": (f,)}
+    if kind == "Conv2DTranspose":
+        f = int(cfg["filters"])
+        return {"kernel": (*k(), f, None), "bias": (f,)}
+    if kind == "Dense":
+        u = int(cfg["units"])
+        return {"kernel": (None, u), "bias": (u,)}
+    if kind == "DepthwiseConv2D":
+        return {"kernel": (*k(), None, int(cfg.get("depth_multiplier", 1))), "bias": (None,)}
+    if kind in ("SeparableConv2D", "SeparableConvolution2D"):
+        f = int(cfg["filters"])
+        return {"depthwise_kernel": (*k(), None, int(cfg.get("depth_multiplier", 1))),
+                "pointwise_kernel": (1, 1, None, f), "bias": (f,)}
+    if kind == "BatchNormalization" and isinstance(cfg.get("axis", -1), int):
+        return dict.fromkeys(("gamma", "beta", "moving_mean", "moving_variance"), (None,))
+    return {}
+
+
+def _named(name: str, kind: str, cfg: dict, arrays: list, source, budget) -> dict:
+    """A layer's stored weights (in Keras's order) under their names, each dataset checked, none read yet."""
     spec = layers_lib.weight_names(kind, cfg)
     if len(arrays) != len(spec):
         raise KeyError(f"layer {name!r} ({kind}) has {len(arrays)} weights in the file, expected {len(spec)} "
                        f"({', '.join(w for w, _ in spec)})")
-    return {w: np.asarray(a[()], np.float32) for (w, _), a in zip(spec, arrays)}
+    shapes = implied_shapes(kind, cfg)
+    return {w: hdf5.check_dataset(a, source, f"layer {name!r} weight {w!r}", shapes.get(w), budget)
+            for (w, _), a in zip(spec, arrays)}
+
+
+def _read_all(found: dict) -> dict:
+    """The checked datasets of every layer, read as float32 numpy (only after all of them were checked)."""
+    return {name: {w: np.asarray(d[()], np.float32) for w, d in weights.items()} for name, weights in found.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -480,8 +608,13 @@ def _guarded(path: Path, read):
     """``read()``, with every error of a malformed file turned into one WeightsError line naming ``path``."""
     try:
         return read()
-    except JaxvizError:
-        raise
+    except JaxvizError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
+    except MemoryError:
+        raise WeightsError(f"{path}: out of memory while reading this model file; it declares more than this "
+                           "machine can hold (a crafted or corrupt file?)") from None
     except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
             zipfile.BadZipFile, json.JSONDecodeError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
@@ -489,32 +622,72 @@ def _guarded(path: Path, read):
                            "saved by Keras's model.save; save the model again") from None
 
 
+def zip_member(z: zipfile.ZipFile, name: str, limit: int, source) -> bytes:
+    """Member ``name`` of the archive, read in blocks: refused before reading when its declared size exceeds
+    ``limit`` or :data:`jaxviz.hdf5.MAX_EXPANSION` times its compressed size (a zip bomb), and while reading
+    when it yields more bytes than it declared."""
+    info = z.getinfo(name)
+    if info.file_size > limit:
+        raise WeightsError(f"{source}: {name} declares {info.file_size:,} bytes, more than the {limit:,} jaxviz "
+                           "reads for it; refusing the file")
+    if info.file_size > hdf5.FLOOR_BYTES and info.file_size > hdf5.MAX_EXPANSION * info.compress_size:
+        raise WeightsError(f"{source}: {name} expands from {info.compress_size:,} to {info.file_size:,} bytes "
+                           "(a zip bomb); refusing the file")
+    out = io.BytesIO()
+    with z.open(info) as member:
+        while block := member.read(1 << 20):
+            if out.tell() + len(block) > info.file_size:
+                raise WeightsError(f"{source}: {name} holds more bytes than its declared {info.file_size:,} "
+                                   "(a zip bomb); refusing the file")
+            out.write(block)
+    return out.getvalue()
+
+
 def _read_keras_zip(path: Path):
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
+        infos = z.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise WeightsError(f"{path}: the archive has {len(infos):,} members, more than the {MAX_MEMBERS:,} "
+                               "jaxviz reads (a .keras file has a few); refusing it")
+        names = {i.filename for i in infos}
         if "config.json" not in names or "model.weights.h5" not in names:
             raise WeightsError(f"{path} is a zip archive without config.json and model.weights.h5: not a .keras "
                                "model file; save the model with model.save('model.keras')")
-        config = json.loads(z.read("config.json"))
-        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-        data = io.BytesIO(z.read("model.weights.h5"))
-    return _read_keras3(config, meta, data)
+        config = json.loads(zip_member(z, "config.json", MAX_CONFIG_BYTES, path))
+        meta = json.loads(zip_member(z, "metadata.json", MAX_METADATA_BYTES, path)) if "metadata.json" in names \
+            else {}
+        flat, outputs, version = _flatten_keras3(config, meta)
+        weights = zip_member(z, "model.weights.h5", 1 << 62, path)
+    return _read_keras3(flat, outputs, version, io.BytesIO(weights), len(weights), path)
 
 
 def _read_keras_dir(path: Path):
-    config = json.loads((path / "config.json").read_text("utf8"))
-    meta = json.loads((path / "metadata.json").read_text("utf8")) if (path / "metadata.json").is_file() else {}
-    return _read_keras3(config, meta, path / "model.weights.h5")
+    def text(name, limit):
+        if (path / name).stat().st_size > limit:
+            raise WeightsError(f"{path / name} is larger than the {limit:,} bytes jaxviz reads; refusing it")
+        return (path / name).read_text("utf8")
+
+    config = json.loads(text("config.json", MAX_CONFIG_BYTES))
+    meta = json.loads(text("metadata.json", MAX_METADATA_BYTES)) if (path / "metadata.json").is_file() else {}
+    flat, outputs, version = _flatten_keras3(config, meta)
+    weights = path / "model.weights.h5"
+    return _read_keras3(flat, outputs, version, weights, weights.stat().st_size, weights)
 
 
-def _read_keras3(config, meta, data):
-    import h5py
-
+def _flatten_keras3(config, meta):
+    if not isinstance(config, Mapping) or not isinstance(meta, Mapping):
+        raise KeyError("config.json or metadata.json is not a JSON object")
     version = str(meta.get("keras_version", "3"))
     flat = _Flattener(keras2=version.startswith("2"))
     outputs = flat.model(config, "", None, "", None)
+    return flat, outputs, version
+
+
+def _read_keras3(flat, outputs, version, data, size: int, source):
+    import h5py
+
     with h5py.File(data, "r") as f:
-        params = _weights_keras3(f, flat)
+        params = _weights_keras3(f, flat, source, hdf5.Budget(source, size))
     return _result(flat, outputs, params, {"format": "keras", "keras_version": version, "backend": None})
 
 
@@ -528,11 +701,14 @@ def _read_h5(path: Path):
             raise WeightsError(f"{path} is an HDF5 file without a model config ({what}); jaxviz needs the whole "
                                "model: save it with model.save('model.keras') (or .h5), not save_weights")
         config = json.loads(_text(f.attrs["model_config"]))
+        if not isinstance(config, Mapping):
+            raise KeyError("model_config is not a JSON object")
         version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "2"
         backend = _text(f.attrs["backend"]) if "backend" in f.attrs else None
         flat = _Flattener(keras2=not version.startswith("3"))
         outputs = flat.model(config, "", None, "", None)
-        params = _weights_legacy(f["model_weights"], flat)
+        params = _weights_legacy(hdf5.child(f, "model_weights", path), flat, path,
+                                 hdf5.Budget(path, path.stat().st_size))
     return _result(flat, outputs, params, {"format": "h5", "keras_version": version, "backend": backend})
 
 

@@ -1,0 +1,98 @@
+"""Reading HDF5 files from strangers: only what the file itself stores, with every size checked before reading.
+
+Keras writes plain groups and contiguous datasets. A crafted file can instead point elsewhere: an external
+link (an object in another file), external raw storage (a dataset whose bytes live in another local file)
+or a virtual dataset (one assembled from other files); :func:`child` and :func:`check_dataset` refuse all
+three, so no other file's bytes can become weights. A dataset can also declare a shape far larger than what
+it stores (a few bytes of chunks and a fill value that read back as gigabytes): :func:`check_dataset`
+compares the bytes a dataset declares with the bytes it stores, and a :class:`Budget` bounds the total,
+before any data is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import WeightsError, printable
+
+#: A dataset may declare at most this many times the bytes it stores on disk (beyond :data:`FLOOR_BYTES`).
+#: Keras stores weights uncompressed (ratio 1); even maximal gzip of constant data stays near 1000:1.
+MAX_EXPANSION = 100
+#: Declared sizes up to this many bytes are not compared with the stored size (small fill-value datasets).
+FLOOR_BYTES = 1 << 20
+#: Element kinds weights can have: floats, integers (``count``), booleans.
+_KINDS = "fiub"
+
+
+def child(group, key: str, source):
+    """``group[key]`` when ``key`` names an object stored in this file (a hard link); a missing key raises
+    KeyError, an external or soft link WeightsError (nothing is opened through it)."""
+    import h5py
+
+    link = group.get(key, getlink=True)
+    if link is None:
+        raise KeyError(f"{group.name.rstrip('/')}/{key} is missing")
+    if not isinstance(link, h5py.HardLink):
+        what = "an external link to another file" if isinstance(link, h5py.ExternalLink) else "a soft link"
+        raise WeightsError(f"{source}: HDF5 object {printable(group.name.rstrip('/') + '/' + key)!r} is {what}; "
+                           "jaxviz reads only weights stored in the file itself, so it refuses this file")
+    return group[key]
+
+
+def has(group, key: str) -> bool:
+    """Whether ``group`` has a member ``key`` (any kind of link; none is followed)."""
+    return group.get(key, getlink=True) is not None
+
+
+def get(group, path: str, source):
+    """The object at the relative ``path`` (``"a/b/c"``), every step through :func:`child`."""
+    for part in (p for p in path.split("/") if p):
+        group = child(group, part, source)
+    return group
+
+
+class Budget:
+    """The bytes all datasets of one file may declare together: ``MAX_EXPANSION`` × the file's size plus
+    :data:`FLOOR_BYTES` per dataset at most, counted as datasets are checked."""
+
+    def __init__(self, source, file_bytes: int):
+        self.source, self.left = source, MAX_EXPANSION * int(file_bytes) + 64 * FLOOR_BYTES
+
+    def take(self, nbytes: int, what: str) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise WeightsError(f"{self.source}: the weights declare more bytes than the file could hold "
+                               f"(at {what}): a crafted or corrupt file; refusing it")
+
+
+def check_dataset(ds, source, what: str, expected: tuple | None = None, budget: Budget | None = None):
+    """Checks a dataset before it is read: stored in this file (not virtual, no external raw storage), numeric,
+    of the ``expected`` shape (``None`` entries: any size; ``expected=None``: any shape), and storing at least
+    1/:data:`MAX_EXPANSION` of the bytes it declares. Raises WeightsError naming ``what`` (the layer's
+    weight) and ``source`` (the file)."""
+    import h5py
+
+    if not isinstance(ds, h5py.Dataset):
+        raise WeightsError(f"{source}: {what} is an HDF5 group, not a dataset; the file is corrupt or crafted")
+    if ds.is_virtual:
+        raise WeightsError(f"{source}: {what} is a virtual dataset (assembled from other files); jaxviz reads "
+                           "only weights stored in the file itself, so it refuses this file")
+    if ds.id.get_create_plist().get_external_count():
+        raise WeightsError(f"{source}: {what} keeps its bytes in an external file; jaxviz reads only weights "
+                           "stored in the file itself, so it refuses this file")
+    if ds.dtype.kind not in _KINDS or ds.dtype.itemsize > 8:
+        raise WeightsError(f"{source}: {what} holds {ds.dtype} values, not numbers; the file is corrupt or crafted")
+    shape = tuple(int(d) for d in ds.shape)
+    if expected is not None and (len(shape) != len(expected)
+                                 or any(e is not None and e != d for d, e in zip(shape, expected))):
+        want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ("," * (len(expected) == 1)) + ")"
+        raise WeightsError(f"{source}: {what} has shape {shape} in the file, but the layer's config implies "
+                           f"{want}; the file is corrupt or crafted")
+    nbytes = int(np.prod(shape, dtype=object)) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    if nbytes > FLOOR_BYTES and nbytes > MAX_EXPANSION * stored:
+        raise WeightsError(f"{source}: {what} declares shape {shape} ({nbytes / 2**20:,.0f} MiB) but stores only "
+                           f"{stored:,} bytes: a crafted file (an HDF5 size bomb); refusing it")
+    if budget is not None:
+        budget.take(nbytes, what)
+    return ds
