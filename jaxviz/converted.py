@@ -53,22 +53,93 @@ def is_model_file(path) -> bool:
         return False
 
 
+#: Limits on a converted file (far above any real model): members, bytes of the graph/info JSON, bytes of
+#: one array's ``.npy`` header.
+MAX_MEMBERS = 100_000
+MAX_JSON_BYTES = 64 << 20
+MAX_HEADER_BYTES = 1 << 16
+
+
+def _check_archive(z: zipfile.ZipFile, path) -> None:
+    """Refuses, before numpy reads any array, an archive with too many members, a member that expands far beyond
+    its stored size (a zip bomb), or an array whose ``.npy`` header is huge, not numeric, or declares more
+    bytes than the member holds."""
+    from .untrusted import FLOOR_BYTES, MAX_EXPANSION
+
+    infos = z.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise JaxvizError(f"{path}: {len(infos):,} arrays, more than the {MAX_MEMBERS:,} jaxviz reads; refusing it")
+    for info in infos:
+        if info.file_size > FLOOR_BYTES and info.file_size > MAX_EXPANSION * info.compress_size:
+            raise JaxvizError(f"{path}: {info.filename} expands from {info.compress_size:,} to {info.file_size:,} "
+                              "bytes (a zip bomb); refusing the file")
+        if info.filename in (f"{GRAPH_KEY}.npy", f"{INFO_KEY}.npy") and info.file_size > MAX_JSON_BYTES:
+            raise JaxvizError(f"{path}: {info.filename} is {info.file_size:,} bytes, more than the "
+                              f"{MAX_JSON_BYTES:,} jaxviz reads; refusing the file")
+        with z.open(info) as f:
+            major, _ = np.lib.format.read_magic(f)
+            size = int.from_bytes(f.read(2 if major == 1 else 4), "little")
+            if size > MAX_HEADER_BYTES:
+                raise JaxvizError(f"{path}: {info.filename} has a {size:,}-byte array header (at most "
+                                  f"{MAX_HEADER_BYTES:,}); refusing the file")
+        with z.open(info) as f:
+            read = np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f)[0] == 1 else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f, max_header_size=MAX_HEADER_BYTES)
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if dtype.hasobject or declared > info.file_size:
+                raise JaxvizError(f"{path}: {info.filename} declares a {dtype} array of shape {shape} "
+                                  f"({declared:,} bytes) in {info.file_size:,} bytes; refusing the file")
+
+
+def _check_names(graph: Graph, path) -> None:
+    """Every layer name (``outer/inner`` for nested models: each part) and the model's and classes' names."""
+    from .errors import printable
+    from .graph import name_problem
+
+    for what, name in [("model name", graph.name), *(("layer name", part) for layer in graph.layers
+                                                     for part in layer.name.split("/"))]:
+        problem = name_problem(name)
+        if problem:
+            raise JaxvizError(f"{path}: {what} '{printable(str(name)[:80])}' {problem}; refusing the file")
+    for c in graph.class_names or ():
+        if not isinstance(c, str) or printable(c) != c or len(c) > 1000:
+            raise JaxvizError(f"{path}: class name '{printable(str(c)[:80])}' is not plain text; refusing the file")
+
+
 def read_model(path) -> tuple[Graph, dict, dict]:
-    """``(graph, params, info)`` from a file :func:`write_model` wrote."""
+    """``(graph, params, info)`` from a file :func:`write_model` wrote (checked: sizes before reading, names)."""
+    from .errors import printable
+
     try:
+        with zipfile.ZipFile(path) as z:
+            _check_archive(z, path)
         with np.load(path, allow_pickle=False) as data:
             if GRAPH_KEY not in data.files:
                 raise JaxvizError(f"{path} holds weights only, no model graph; load it as the weights of its "
                                   "architecture: jaxviz.load('vgg16', weights=path) (CLI: --weights)")
             graph = Graph.from_json(bytes(data[GRAPH_KEY]).decode("utf-8"))
+            _check_names(graph, path)
             info = json.loads(bytes(data[INFO_KEY]).decode("utf-8")) if INFO_KEY in data.files else {}
+            if not isinstance(info, dict):
+                raise ValueError("__info__ is not a JSON object")
             params: dict[str, dict] = {}
             for key in data.files:
                 if key in (GRAPH_KEY, INFO_KEY):
                     continue
                 layer, _, name = key.rpartition("/")
-                params.setdefault(layer, {})[name] = data[key]
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, KeyError) as e:
-        raise JaxvizError(f"cannot read {path} as a jaxviz model file ({e}); convert the model again with "
+                value = data[key]
+                if value.dtype.kind not in "fiub":
+                    raise ValueError(f"array {key!r} holds {value.dtype} values, not numbers")
+                params.setdefault(layer, {})[name] = value
+    except JaxvizError:
+        raise
+    except MemoryError:
+        raise JaxvizError(f"cannot read {path} as a jaxviz model file: it declares more than this machine can "
+                          "hold (a crafted or corrupt file?)") from None
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, zipfile.BadZipFile, json.JSONDecodeError,
+            KeyError, RuntimeError, UnicodeDecodeError) as e:
+        reason = printable(" ".join(str(e).split()) or type(e).__name__)[:300]
+        raise JaxvizError(f"cannot read {path} as a jaxviz model file ({reason}); convert the model again with "
                           "`jaxviz convert MODEL -o OUT`") from None
     return graph, params, info

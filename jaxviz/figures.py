@@ -10,7 +10,9 @@ grid resumes from the filters already made.
 
 The weights are loaded only if some task has to run: a rerun of a finished job returns at once.
 
-Files written (``{L}`` a layer, ``{m}`` a pattern method, ``{c}`` a class):
+Files written (``{L}`` a layer's name, or for a name that is not a plain file name a safe slug of it:
+:func:`jaxviz.atomic.file_stems`; ``{m}`` a pattern method, ``{c}`` a class), every one checked to stay in the
+output folder (:func:`jaxviz.atomic.confine`):
 
 ======================================  ==================================================================
 ``summary.txt``, ``summary_conv_base.txt``  the model table with and without the classifier
@@ -44,7 +46,6 @@ import html
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import file_digest, write_bytes
+from .atomic import confine, file_digest, file_stems, remove_tree, write_bytes
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -238,17 +239,17 @@ def _run_summary(ctx: _Context, task: _Task) -> None:
     from .model import format_summary
 
     if ctx.file_model is not None:
-        write_bytes(ctx.out / task.files[0], ctx.file_model.summary(print_fn=lambda text: None) + "\n")
+        write_bytes(confine(ctx.out, task.files[0]), ctx.file_model.summary(print_fn=lambda text: None) + "\n")
         return
-    write_bytes(ctx.out / task.files[0], format_summary(ctx.arch, include_top=True) + "\n")
-    write_bytes(ctx.out / task.files[1], format_summary(ctx.arch, include_top=False) + "\n")
+    write_bytes(confine(ctx.out, task.files[0]), format_summary(ctx.arch, include_top=True) + "\n")
+    write_bytes(confine(ctx.out, task.files[1]), format_summary(ctx.arch, include_top=False) + "\n")
 
 
 def _run_kernels(ctx: _Context, task: _Task) -> None:
     from .plotting import save_figure
 
     for fig, name in zip(kernel_figures(ctx.conv_base, task.params["layer"], task.params["filters"]), task.files):
-        save_figure(fig, ctx.out / name)
+        save_figure(fig, confine(ctx.out, name))
 
 
 def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> list:
@@ -297,7 +298,7 @@ def _run_feature_maps(ctx: _Context, task: _Task) -> None:
         n, total = min(p["count"], a.shape[-1]), a.shape[-1]
         title = (f"{layer} of {ctx.arch.name}: feature maps 0–{n - 1} of {total} for {Path(image).name} "
                  f"({a.shape[0]}×{a.shape[1]} px)")
-        save_figure(feature_map_figure(a, title, count=n), ctx.out / name)
+        save_figure(feature_map_figure(a, title, count=n), confine(ctx.out, name))
 
 
 def _partial_store(ctx: _Context, task: _Task):
@@ -305,7 +306,7 @@ def _partial_store(ctx: _Context, task: _Task):
     from .errors import JaxvizError
     from .parallel import ItemStore
 
-    folder = ctx.out / PARTIAL / task.name
+    folder = confine(ctx.out, PARTIAL, task.name)
     try:
         return ItemStore(folder, settings=task.params, prefix="filter_")
     except JaxvizError:  # left by a run with other parameters: start over
@@ -331,7 +332,7 @@ def _run_patterns(ctx: _Context, task: _Task) -> None:
     p = task.params
     imgs = _patterns(ctx, task, list(range(p["filters"])))
     if len(imgs) == 1:
-        save_png(ctx.out / task.files[0], imgs[0])
+        save_png(confine(ctx.out, task.files[0]), imgs[0])
         return
     title = (f"{p['layer']} of {ctx.arch.name}: filter patterns 0–{len(imgs) - 1} ({p['method']} ascent, "
              f"{p['size']} px, {p['steps']} steps)")
@@ -340,7 +341,7 @@ def _run_patterns(ctx: _Context, task: _Task) -> None:
             and len(imgs) > 8 else None)
     fig = labelled_grid(list(imgs), [str(f) for f in range(len(imgs))], title, cols=min(8, len(imgs)),
                         order=p["order"], cell=1.2, note=note)
-    save_figure(fig, ctx.out / task.files[0])
+    save_figure(fig, confine(ctx.out, task.files[0]))
 
 
 def _run_deepvis(ctx: _Context, task: _Task) -> None:
@@ -353,8 +354,8 @@ def _run_deepvis(ctx: _Context, task: _Task) -> None:
     opts = {k: p[k] for k in DEEPVIS_OPTIONS}
     imgs = class_patterns(ctx.model, p["classes"], size=p["size"], seed=p["seed"], progress=ctx.progress, **opts)
     for img, name in zip(imgs, task.files[1:]):
-        save_png(ctx.out / name, img)
-    save_figure(deepvis_panel(ctx.model, imgs, p["classes"]), ctx.out / task.files[0])
+        save_png(confine(ctx.out, name), img)
+    save_figure(deepvis_panel(ctx.model, imgs, p["classes"]), confine(ctx.out, task.files[0]))
 
 
 #: DeepVis options recorded with the task (resolved per architecture by
@@ -374,13 +375,13 @@ def _run_gradcam(ctx: _Context, task: _Task) -> None:
     res = gradcam_result(ctx.model, x, layer=p["layer"], score=p["score"], top=p["top"])
     maps, classes, probs = (np.asarray(a)[0] for a in res)
     logits = np.asarray(ctx.model.features(x, "logits")["logits"])[0]
-    save_png(ctx.out / task.files[0], gradcam_heatmap(maps[0], ctx.arch.default_size))
+    save_png(confine(ctx.out, task.files[0]), gradcam_heatmap(maps[0], ctx.arch.default_size))
     photo = display_photo(load_image(image, target_size=None))
-    save_png(ctx.out / task.files[1], overlay(photo, maps[0]))
+    save_png(confine(ctx.out, task.files[1]), overlay(photo, maps[0]))
     fig = gradcam_panel(ctx.model, photo, maps, classes, probs, logits,
                         f"{Path(image).name}: Grad-CAM of the top {len(maps)} classes of {ctx.arch.name} at "
                         f"{p['layer']} ({p['score']})")
-    save_figure(fig, ctx.out / task.files[2])
+    save_figure(fig, confine(ctx.out, task.files[2]))
 
 
 # --- building and running the task list ----------------------------------------------------------------------
@@ -418,6 +419,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     for name in conv_names:
         ends[name.split("_", 1)[0]] = name
     first = conv_names[0]
+    stem = file_stems([r.name for r in table])  # file names from layer names: a safe slug of each
 
     def task(name, files, params, run, caption, section, captions=None):
         return _Task(name, files, {**common, **params}, run, caption, section, captions or {})
@@ -426,8 +428,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     tasks = [
         task("summary", summaries, {}, _run_summary,
              f"{arch.name}: layers, output shapes and parameters", "Model"),
-        task("kernels", [f"kernels_{first}.png"] + ([f"kernels_{first}_rgb.png"] if convs[0].kernel_shape[2] == 3
-                                                     else []),
+        task("kernels", [f"kernels_{stem[first]}.png"]
+             + ([f"kernels_{stem[first]}_rgb.png"] if convs[0].kernel_shape[2] == 3 else []),
              {"layer": first, "filters": s["kernel_filters"]}, _run_kernels,
              f"{first} kernels on one scale for the layer: each filter's 3×3 weights per input channel (B, G, R) "
              "side by side; and each filter as an RGB patch", "Kernels"),
@@ -435,7 +437,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     fm_layers = list(dict.fromkeys([first, *ends.values()]))
     for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
         sfx = f"_{im['stem']}" if im["index"] else ""
-        files = [f"fmaps{sfx}_{n}.png" for n in fm_layers]
+        files = [f"fmaps{sfx}_{stem[n]}.png" for n in fm_layers]
         tasks.append(task(f"feature_maps{sfx}", files,
                           {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"],
                            "image_index": im["index"], "image_sha256": im["sha256"]},
@@ -447,7 +449,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
             if layer not in channels:
                 continue
             n = min(s["pattern_filters"], channels[layer])
-            tasks.append(task(f"patterns_{method}_{layer}", [f"patterns_{method}_{layer}.png"],
+            tasks.append(task(f"patterns_{method}_{stem[layer]}", [f"patterns_{method}_{stem[layer]}.png"],
                               {"layer": layer, "method": method, "filters": n, "size": s["pattern_size"],
                                "steps": _steps(s, method), "step_size": _step_size(s, method),
                                "seed": s["seed"], "order": s["pattern_order"]},
@@ -455,7 +457,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                               f"Filter patterns ({method})"))
     if s["single_layer"] in channels and s["single_filter"] < channels[s["single_layer"]]:
         layer, f, size, m = s["single_layer"], s["single_filter"], s["single_size"], s["single_method"]
-        tasks.append(task(f"pattern_{layer}_f{f}", [f"pattern_{layer}_f{f}_{size}.png"],
+        tasks.append(task(f"pattern_{stem[layer]}_f{f}", [f"pattern_{stem[layer]}_f{f}_{size}.png"],
                           {"layer": layer, "method": m, "filters": 1, "size": size, "filter": f,
                            "steps": _steps(s, m), "step_size": _step_size(s, m), "seed": s["seed"]},
                           _run_single_pattern, f"{layer} filter {f} at {size} px ({m})", f"Filter patterns ({m})"))
@@ -503,7 +505,7 @@ def _run_single_pattern(ctx: _Context, task: _Task) -> None:
     from .images import save_png
 
     imgs = _patterns(ctx, task, [task.params["filter"]])
-    save_png(ctx.out / task.files[0], imgs[0])
+    save_png(confine(ctx.out, task.files[0]), imgs[0])
 
 
 def _load_manifest(path: Path) -> dict:
@@ -609,7 +611,7 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
                 parts.append(f'<figure><a href="{e(f)}"><img{small} src="{e(f)}" alt="{e(cap)}"></a>'
                              f"<figcaption>{e(f)}: {e(cap)}</figcaption></figure>")
     parts.append("</body></html>")
-    write_bytes(out / INDEX, "\n".join(parts) + "\n")
+    write_bytes(confine(out, INDEX), "\n".join(parts) + "\n")
 
 
 DEFAULT_PATTERN_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
@@ -741,7 +743,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
                                   "_fmap_min_side": per_arch["fmap_min_side"], **extra}, image_info, table)
 
-    path = out / MANIFEST
+    path = confine(out, MANIFEST)
     old = _load_manifest(path)
     manifest = {
         "format": FORMAT, "arch": arch.name, "weights": str(weights),
@@ -776,7 +778,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
             }
             run["ran"].append(task.name)
             write_bytes(path, json.dumps(manifest, indent=2) + "\n")
-            shutil.rmtree(out / PARTIAL / task.name, ignore_errors=True)  # resume state no longer needed
+            remove_tree(out, PARTIAL, task.name)  # resume state no longer needed
             bar.update(1)
     except BaseException:
         run["interrupted"] = True
@@ -791,7 +793,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         write_bytes(path, json.dumps(manifest, indent=2) + "\n")
         _write_index(out, manifest, tasks)
         try:
-            (out / PARTIAL).rmdir()  # only when empty: unfinished pattern tasks keep their filters
+            confine(out, PARTIAL).rmdir()  # only when empty: unfinished pattern tasks keep their filters
         except OSError:
             pass
     return manifest

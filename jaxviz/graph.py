@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
-from .errors import JaxvizError, LayerError
+from .errors import JaxvizError, LayerError, printable
 from .ops import Ops, window_pads
 from .winograd import precision_allows
 
@@ -73,6 +73,26 @@ class Layer:
 
     def __getstate__(self):  # keep the cached cfg out of copies
         return {k: getattr(self, k) for k in ("name", "kind", "config", "inputs")}
+
+
+#: Longest name (of a layer, a model or a class) jaxviz accepts from a file.
+MAX_NAME = 1_000
+
+
+def name_problem(name) -> str | None:
+    """Why a raw name from a model file cannot be a layer or model name (None if it can): Keras itself refuses
+    ``/`` in a layer name; ``..``, control characters and empty or huge names never come from Keras either."""
+    if not isinstance(name, str) or not name:
+        return "is empty or not text"
+    if len(name) > MAX_NAME:
+        return f"is {len(name):,} characters long (at most {MAX_NAME:,})"
+    if "/" in name:
+        return "contains '/', which Keras does not allow in a name"
+    if name in (".", ".."):
+        return "is a path component ('.' or '..')"
+    if printable(name) != name:
+        return "contains control characters"
+    return None
 
 
 def make_layer(name: str, kind: str, config: Mapping | None = None, inputs: Sequence[str] = ()) -> Layer:

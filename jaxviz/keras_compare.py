@@ -26,7 +26,20 @@ def import_keras():
         import keras
     except ImportError:
         raise JaxvizError("Keras is not installed; install it with: pip install 'jaxviz[keras]'") from None
+    if _version_tuple(keras.__version__) < MIN_KERAS:
+        raise JaxvizError(f"Keras {keras.__version__} is older than {'.'.join(map(str, MIN_KERAS))}, whose loader "
+                          "closes published safe-mode bypasses; upgrade it: pip install -U 'jaxviz[keras]'")
     return keras
+
+
+#: The oldest Keras whose ``load_model(safe_mode=True)`` has no published bypass (pyproject's extras agree).
+MIN_KERAS = (3, 11, 3)
+
+
+def _version_tuple(version: str) -> tuple:
+    import re
+
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
 
 def keras_model(model: Model, input_shape=None):
@@ -93,7 +106,9 @@ def load_keras_file(path: str):
     """``keras.saving.load_model(path)`` (no compile), or one line saying why Keras cannot read it."""
     keras = import_keras()
     try:
-        return keras.saving.load_model(path, compile=False)
+        # safe_mode=True (Keras's default, stated so no change of default can turn it off): no lambda or other
+        # code stored in the file is deserialised.
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many kinds for files it cannot read (e.g. Keras 2 nested .h5)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JaxvizError(f"Keras {keras.__version__} cannot load {path} ({type(e).__name__}: {first[:200]}); "

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hdf5
 from . import layers as layers_lib
+from . import untrusted
 from .errors import JaxvizError, WeightsError, printable
-from .graph import Graph, make_layer
+from .graph import Graph, make_layer, name_problem
 from .weights import _attr_list, _text  # Keras's HDF5 string attributes, read alike
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -57,26 +57,6 @@ MAX_MEMBERS = 1_000
 #: Bytes of ``config.json`` and of ``metadata.json``.
 MAX_CONFIG_BYTES = 64 << 20
 MAX_METADATA_BYTES = 1 << 20
-#: Longest name (of a layer, a model or a class) jaxviz accepts.
-MAX_NAME = 1_000
-
-
-def name_problem(name) -> str | None:
-    """Why a raw name from a model file cannot be a layer or model name (None if it can): Keras itself refuses
-    ``/`` in a layer name; ``..``, control characters and empty or huge names never come from Keras either."""
-    if not isinstance(name, str) or not name:
-        return "is empty or not text"
-    if len(name) > MAX_NAME:
-        return f"is {len(name):,} characters long (at most {MAX_NAME:,})"
-    if "/" in name:
-        return "contains '/', which Keras does not allow in a name"
-    if name in (".", ".."):
-        return "is a path component ('.' or '..')"
-    if printable(name) != name:
-        return "contains control characters"
-    return None
-
-
 def _check_name(name, what: str) -> str:
     problem = name_problem(name)
     if problem:
@@ -442,21 +422,21 @@ def _weights_keras3(f, flat: _Flattener, source, budget) -> dict:
 
     def walk(group):
         for key in group:
-            g = hdf5.child(group, key, source)
+            g = untrusted.child(group, key, source)
             if not hasattr(g, "keys"):
                 continue
-            if hdf5.has(g, "vars"):
-                v = hdf5.child(g, "vars", source)
+            if untrusted.has(g, "vars"):
+                v = untrusted.child(g, "vars", source)
                 if "name" in v.attrs:
                     by_name.setdefault(_text(v.attrs["name"]), v)
-            if hdf5.has(g, "layers"):
-                walk(hdf5.child(g, "layers", source))
+            if untrusted.has(g, "layers"):
+                walk(untrusted.child(g, "layers", source))
 
     found = {}
     for name, (path, _, kind, cfg) in flat.weighted.items():
         path = path.lstrip("/")
         try:
-            group = hdf5.get(f, path + "/vars", source)
+            group = untrusted.get(f, path + "/vars", source)
         except KeyError:
             group = None
         local = name.rsplit("/", 1)[-1]
@@ -464,11 +444,11 @@ def _weights_keras3(f, flat: _Flattener, source, budget) -> dict:
             group = None
         if group is None:
             if not by_name:
-                walk(hdf5.child(f, "layers", source) if hdf5.has(f, "layers") else f)
+                walk(untrusted.child(f, "layers", source) if untrusted.has(f, "layers") else f)
             group = by_name.get(local)
         if group is None:
             raise KeyError(f"no weights for layer {name!r} ({path}/vars)")
-        arrays = [hdf5.child(group, str(i), source) for i in range(len(group))]
+        arrays = [untrusted.child(group, str(i), source) for i in range(len(group))]
         found[name] = _named(name, kind, cfg, arrays, source, budget)
     return _read_all(found)
 
@@ -480,11 +460,11 @@ def _weights_legacy(group, flat: _Flattener, source, budget) -> dict:
     for name, (_, top, _, _) in flat.weighted.items():
         tops.setdefault(top, []).append(name)
     for top, names in tops.items():
-        if not hdf5.has(group, top):
+        if not untrusted.has(group, top):
             raise KeyError(f"no weight group for layer {top!r}")
-        g = hdf5.child(group, top, source)
+        g = untrusted.child(group, top, source)
         wnames = _attr_list(g, "weight_names")
-        datasets = [(w, hdf5.get(g, w, source)) for w in wnames]
+        datasets = [(w, untrusted.get(g, w, source)) for w in wnames]
         if len(names) == 1 and names[0] == top:
             _, _, kind, cfg = flat.weighted[top]
             found[top] = _named(top, kind, cfg, [d for _, d in datasets], source, budget)
@@ -556,7 +536,7 @@ def _named(name: str, kind: str, cfg: dict, arrays: list, source, budget) -> dic
         raise KeyError(f"layer {name!r} ({kind}) has {len(arrays)} weights in the file, expected {len(spec)} "
                        f"({', '.join(w for w, _ in spec)})")
     shapes = implied_shapes(kind, cfg)
-    return {w: hdf5.check_dataset(a, source, f"layer {name!r} weight {w!r}", shapes.get(w), budget)
+    return {w: untrusted.check_dataset(a, source, f"layer {name!r} weight {w!r}", shapes.get(w), budget)
             for (w, _), a in zip(spec, arrays)}
 
 
@@ -622,27 +602,6 @@ def _guarded(path: Path, read):
                            "saved by Keras's model.save; save the model again") from None
 
 
-def zip_member(z: zipfile.ZipFile, name: str, limit: int, source) -> bytes:
-    """Member ``name`` of the archive, read in blocks: refused before reading when its declared size exceeds
-    ``limit`` or :data:`jaxviz.hdf5.MAX_EXPANSION` times its compressed size (a zip bomb), and while reading
-    when it yields more bytes than it declared."""
-    info = z.getinfo(name)
-    if info.file_size > limit:
-        raise WeightsError(f"{source}: {name} declares {info.file_size:,} bytes, more than the {limit:,} jaxviz "
-                           "reads for it; refusing the file")
-    if info.file_size > hdf5.FLOOR_BYTES and info.file_size > hdf5.MAX_EXPANSION * info.compress_size:
-        raise WeightsError(f"{source}: {name} expands from {info.compress_size:,} to {info.file_size:,} bytes "
-                           "(a zip bomb); refusing the file")
-    out = io.BytesIO()
-    with z.open(info) as member:
-        while block := member.read(1 << 20):
-            if out.tell() + len(block) > info.file_size:
-                raise WeightsError(f"{source}: {name} holds more bytes than its declared {info.file_size:,} "
-                                   "(a zip bomb); refusing the file")
-            out.write(block)
-    return out.getvalue()
-
-
 def _read_keras_zip(path: Path):
     with zipfile.ZipFile(path) as z:
         infos = z.infolist()
@@ -653,11 +612,12 @@ def _read_keras_zip(path: Path):
         if "config.json" not in names or "model.weights.h5" not in names:
             raise WeightsError(f"{path} is a zip archive without config.json and model.weights.h5: not a .keras "
                                "model file; save the model with model.save('model.keras')")
-        config = json.loads(zip_member(z, "config.json", MAX_CONFIG_BYTES, path))
-        meta = json.loads(zip_member(z, "metadata.json", MAX_METADATA_BYTES, path)) if "metadata.json" in names \
-            else {}
+        config = json.loads(untrusted.zip_member(z, "config.json", MAX_CONFIG_BYTES, path))
+        meta = {}
+        if "metadata.json" in names:
+            meta = json.loads(untrusted.zip_member(z, "metadata.json", MAX_METADATA_BYTES, path))
         flat, outputs, version = _flatten_keras3(config, meta)
-        weights = zip_member(z, "model.weights.h5", 1 << 62, path)
+        weights = untrusted.zip_member(z, "model.weights.h5", 1 << 62, path)
     return _read_keras3(flat, outputs, version, io.BytesIO(weights), len(weights), path)
 
 
@@ -687,7 +647,7 @@ def _read_keras3(flat, outputs, version, data, size: int, source):
     import h5py
 
     with h5py.File(data, "r") as f:
-        params = _weights_keras3(f, flat, source, hdf5.Budget(source, size))
+        params = _weights_keras3(f, flat, source, untrusted.Budget(source, size))
     return _result(flat, outputs, params, {"format": "keras", "keras_version": version, "backend": None})
 
 
@@ -707,8 +667,8 @@ def _read_h5(path: Path):
         backend = _text(f.attrs["backend"]) if "backend" in f.attrs else None
         flat = _Flattener(keras2=not version.startswith("3"))
         outputs = flat.model(config, "", None, "", None)
-        params = _weights_legacy(hdf5.child(f, "model_weights", path), flat, path,
-                                 hdf5.Budget(path, path.stat().st_size))
+        params = _weights_legacy(untrusted.child(f, "model_weights", path), flat, path,
+                                 untrusted.Budget(path, path.stat().st_size))
     return _result(flat, outputs, params, {"format": "h5", "keras_version": version, "backend": backend})
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import graph as graph_lib
 from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
-from .errors import JaxvizError, LayerError
+from .errors import JaxvizError, LayerError, printable
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
@@ -411,14 +411,15 @@ def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=N
 
 def format_table(name: str, rows: Sequence[vgg.LayerInfo]) -> str:
     """Keras's ``model.summary()`` table of ``rows`` as text."""
-    cells = [(f"{r.name} ({r.kind})", str((None, *r.output_shape)), f"{r.params:,}") for r in rows]
+    cells = [(f"{printable(r.name)} ({printable(r.kind)})", str((None, *r.output_shape)), f"{r.params:,}")
+             for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) + 2 for i, h in enumerate(("Layer (type)",
                                                                                   "Output Shape", "Param #"))]
     total = sum(r.params for r in rows)
     size_mb = total * 4 / 2**20
     line = "━" * sum(widths)
     header = "".join(h.ljust(w) for h, w in zip(("Layer (type)", "Output Shape", "Param #"), widths))
-    body = [f'Model: "{name}"', line, header, line]
+    body = [f'Model: "{printable(name)}"', line, header, line]
     body += ["".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells]
     body += [line, f" Total params: {total:,} ({size_mb:.2f} MB)", f" Trainable params: {total:,} ({size_mb:.2f} MB)",
              " Non-trainable params: 0 (0.00 B)"]

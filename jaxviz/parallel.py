@@ -35,7 +35,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .atomic import write_bytes
+from .atomic import confine, remove_tree, write_bytes
 from .errors import JaxvizError
 
 #: Largest chunk per CPU device: on a 2-core CPU batches past ~16–32 images of 64×64 fall out of the L3
@@ -323,7 +323,7 @@ class ItemStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         if settings is not None:
             settings = json.loads(json.dumps(settings, default=str))
-            path = self.folder / "settings.json"
+            path = confine(self.folder, "settings.json")
             if path.exists():
                 try:
                     old = json.loads(path.read_text())
@@ -339,7 +339,7 @@ class ItemStore:
         self.settings = settings
 
     def path(self, item_id: int) -> Path:
-        return self.folder / f"{self.prefix}{int(item_id):05d}.npy"
+        return confine(self.folder, f"{self.prefix}{int(item_id):05d}.npy")
 
     def __contains__(self, item_id: int) -> bool:
         return self.path(item_id).exists()
@@ -361,8 +361,8 @@ class ItemStore:
     def clear(self) -> None:
         """Deletes the stored items and the settings file (and the folder if nothing else is in it)."""
         for p in self.folder.glob(f"{self.prefix}*.npy"):
-            p.unlink(missing_ok=True)
-        (self.folder / "settings.json").unlink(missing_ok=True)
+            remove_tree(self.folder, p.name)
+        remove_tree(self.folder, "settings.json")
         try:
             self.folder.rmdir()
         except OSError:

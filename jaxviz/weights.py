@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import vgg
+from . import untrusted, vgg
 from .atomic import atomic_open, file_digest
 from .errors import WeightsError
 
@@ -369,26 +369,26 @@ def _has_attr(group, name: str) -> bool:
     return name in group.attrs or f"{name}0" in group.attrs
 
 
-def _read_legacy(group) -> dict[str, list]:
+def _read_legacy(group, source) -> dict[str, list]:
     """Layouts (a) and (b): root ``layer_names``; per layer, ``weight_names`` lists its datasets in order.
 
     Returns ``{layer: [h5py datasets]}``: nothing is read until the shapes have been checked.
     """
     found: dict[str, list] = {}
     for layer in _attr_list(group, "layer_names"):
-        if layer not in group:
+        if not untrusted.has(group, layer):
             raise KeyError(f"layer group {layer!r} listed in layer_names is missing")
-        g = group[layer]
+        g = untrusted.child(group, layer, source)
         names = _attr_list(g, "weight_names")
         if names:
-            found[layer] = [g[n] for n in names]
+            found[layer] = [untrusted.get(g, n, source) for n in names]
     return found
 
 
 _AUTO_NAME = re.compile(r"^(conv2d|dense)(?:_(\d+))?$")
 
 
-def _read_keras3(layers_group, arch: vgg.Arch) -> tuple[dict[str, list], bool]:
+def _read_keras3(layers_group, arch: vgg.Arch, source) -> tuple[dict[str, list], bool]:
     """Layout (c): ``layers/<auto name>/vars/0, 1, …`` with the layer's name in the ``vars`` ``name`` attr.
 
     Keras ≥ 3.? writes that ``name`` attr; files without it are mapped by the functional layer order: the
@@ -400,19 +400,19 @@ def _read_keras3(layers_group, arch: vgg.Arch) -> tuple[dict[str, list], bool]:
 
     def walk(group, prefix):
         for key in group:
-            g = group[key]
+            g = untrusted.child(group, key, source)
             if not hasattr(g, "keys"):
                 continue
-            if "vars" in g:
-                v = g["vars"]
+            if untrusted.has(g, "vars"):
+                v = untrusted.child(g, "vars", source)
                 n = len(v)
                 if set(v.keys()) != {str(i) for i in range(n)}:
                     raise KeyError(f"{prefix}{key}/vars holds {sorted(v.keys())}, expected 0..{n - 1}")
                 if n:
                     name = _text(v.attrs["name"]) if "name" in v.attrs else None
-                    entries.append((prefix + key, name, [v[str(i)] for i in range(n)]))
-            if "layers" in g:
-                walk(g["layers"], f"{prefix}{key}/layers/")
+                    entries.append((prefix + key, name, [untrusted.child(v, str(i), source) for i in range(n)]))
+            if untrusted.has(g, "layers"):
+                walk(untrusted.child(g, "layers", source), f"{prefix}{key}/layers/")
 
     walk(layers_group, "layers/")
     if all(name is not None for _, name, _ in entries):
@@ -451,12 +451,12 @@ def _open_h5(path: Path):
         with zipfile.ZipFile(path) as z:
             if "model.weights.h5" not in z.namelist():
                 raise KeyError("no model.weights.h5 inside the zip archive")
-            data = io.BytesIO(z.read("model.weights.h5"))
-        with h5py.File(data, "r") as f:
-            yield f
+            data = untrusted.zip_member(z, "model.weights.h5", 1 << 62, path)
+        with h5py.File(io.BytesIO(data), "r") as f:
+            yield f, len(data)
     else:
         with h5py.File(path, "r") as f:
-            yield f
+            yield f, path.stat().st_size
 
 
 @contextlib.contextmanager
@@ -479,20 +479,26 @@ def keras_layers(path: str | os.PathLike, arch: str | vgg.Arch = "vgg16"):
             "and save it with model.save_weights('model.weights.h5') (no max_shard_size)"
         )
     try:
-        with _open_h5(path) as f:
+        with _open_h5(path) as (f, size):
             if _has_attr(f, "layer_names"):
                 keras_version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "1"
-                found, layout = _read_legacy(f), f"legacy HDF5, Keras {keras_version}"
-            elif "model_weights" in f and _has_attr(f["model_weights"], "layer_names"):
-                found, layout = _read_legacy(f["model_weights"]), "legacy HDF5 full model"
-            elif "layers" in f:
-                found, named = _read_keras3(f["layers"], a)
+                found, layout = _read_legacy(f, path), f"legacy HDF5, Keras {keras_version}"
+            elif untrusted.has(f, "model_weights") and _has_attr(untrusted.child(f, "model_weights", path),
+                                                                 "layer_names"):
+                found = _read_legacy(untrusted.child(f, "model_weights", path), path)
+                layout = "legacy HDF5 full model"
+            elif untrusted.has(f, "layers"):
+                found, named = _read_keras3(untrusted.child(f, "layers", path), a, path)
                 layout = "Keras 3 .weights.h5" + ("" if named else ", no layer names: mapped by order")
             else:
                 raise WeightsError(
                     f"{path} is HDF5 but not a Keras weight file (no layer_names attribute, model_weights or "
                     "layers group); save the weights with Keras's model.save_weights"
                 )
+            budget = untrusted.Budget(path, size)
+            for layer, arrays in found.items():  # nothing read yet: shapes are checked against the architecture
+                for i, ds in enumerate(arrays):
+                    untrusted.check_dataset(ds, path, f"layer {layer!r} weight {i}", budget=budget)
             yield found, layout
     except WeightsError:
         raise

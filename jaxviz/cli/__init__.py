@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from ..errors import JaxvizError
+from ..errors import JaxvizError, printable
 
 #: Modules under ``jaxviz.cli`` whose ``register(subparsers)`` adds subcommands, in help order.
 COMMAND_MODULES = ("foundation", "visualize", "attribution")
@@ -94,7 +94,7 @@ def _run(args) -> int:
             enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
         return int(args.func(args) or 0)
     except JaxvizError as e:
-        print(f"jaxviz: error: {e}", file=sys.stderr)
+        print(f"jaxviz: error: {printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # on a line of its own: a progress bar may have been drawing on the current one
@@ -102,26 +102,28 @@ def _run(args) -> int:
               "Run the same command again to resume.", file=sys.stderr)
         return 130
     except PermissionError as e:
-        print(f"jaxviz: error: cannot write {e.filename}: permission denied; choose a writable path "
+        print(f"jaxviz: error: cannot write {printable(e.filename)}: permission denied; choose a writable path "
               "with -o/--output", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
-        print(f"jaxviz: error: {e.filename}: no such file or directory; check the path", file=sys.stderr)
+        print(f"jaxviz: error: {printable(e.filename)}: no such file or directory; check the path", file=sys.stderr)
         return 2
     except IsADirectoryError as e:
-        print(f"jaxviz: error: {e.filename} is a directory; give a file path", file=sys.stderr)
+        print(f"jaxviz: error: {printable(e.filename)} is a directory; give a file path", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"jaxviz: error: {e.strerror or e} ({e.filename}); check the path and free space",
+        print(f"jaxviz: error: {printable(e.strerror or e)} ({printable(e.filename)}); check the path and free space",
               file=sys.stderr)
         return 2
     except MemoryError:
-        print("jaxviz: error: out of memory; use smaller or fewer images (or a smaller --size)", file=sys.stderr)
+        # a model file's sizes are checked when it is read (and blamed there): this is the computation's memory
+        print("jaxviz: error: out of memory while computing; use fewer or smaller images (a smaller --size), or a "
+              "smaller model", file=sys.stderr)
         return 2
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("JAXVIZ_DEBUG"):
             raise
-        detail = str(e).splitlines()[0] if str(e) else ""
+        detail = printable(str(e).splitlines()[0]) if str(e) else ""
         print(f"jaxviz: internal error: {type(e).__name__}: {detail} -- a bug in jaxviz; rerun with "
               "JAXVIZ_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return 1

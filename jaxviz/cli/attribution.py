@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import confine
 from ..errors import JaxvizError
 from .common import (
     CompileNotice,
@@ -174,13 +175,13 @@ def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, o
         m = maps[name]
         note = constant_map_note(m)
         shown = overlay(rgb, display_map(np.nan_to_num(m), name), alpha=0.5)
-        png = save_png(out / f"{stem}_{name}.png", shown)
+        png = save_png(confine(out, f"{stem}_{name}.png"), shown)
         entry = {"png": png.name, "seconds": round(seconds[name], 3)}
         if note:
             entry["note"] = f"map {note}"
             print(f"jaxviz: warning: the {name} map of {path} {note}; its image shows nothing", file=sys.stderr)
         if npy:
-            entry["npy"] = save_npy(out / f"{stem}_{name}.npy", m).name
+            entry["npy"] = save_npy(confine(out, f"{stem}_{name}.npy"), m).name
         record["methods"][name] = entry
         panels.append(shown)
         titles.append(name + ("\n(constant map: nothing to show)" if note else ""))
@@ -189,10 +190,10 @@ def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, o
         cols = min(len(panels), 4)
         panel = save_figure(titled_panel(panels, titles, cols=cols,
                                          suptitle=f"{Path(path).name} on {model.arch.name}: class {label}"),
-                            out / f"{stem}_panel.png")
+                            confine(out, f"{stem}_panel.png"))
         record["panel"] = panel.name
         print(f"  {'panel':<22} {'':>9}  {panel}")
-    save_json(out / f"{stem}_explain.json", record)
+    save_json(confine(out, f"{stem}_explain.json"), record)
 
 
 def _checkpoints(model, mode: str) -> list[str] | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import JaxvizError
+from ..atomic import confine, file_stems
+from ..errors import JaxvizError, printable
 from .common import (
     CompileNotice,
     add_images_arg,
@@ -184,6 +185,7 @@ def cmd_activations(args) -> int:
         raise JaxvizError(f"--size {size} is too small: {model.arch.name} needs at least {model.arch.min_size} px")
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
+    layer_stems = file_stems(model.layer_names)  # file names from layer names: a safe slug of each
     notice = CompileNotice(model)
     batches = image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations",
                             model=model)
@@ -199,9 +201,10 @@ def cmd_activations(args) -> int:
                 n = min(args.count, a.shape[-1])
                 title = (f"{name} of {model.arch.name}: feature maps 0–{n - 1} of {a.shape[-1]} for "
                          f"{Path(path).name} ({a.shape[0]}×{a.shape[1]} px)")
-                print(save_figure(feature_map_figure(a, title, count=n), out / f"{stems[path]}_{name}.png"))
+                stem = f"{stems[path]}_{layer_stems[name]}"
+                print(printable(save_figure(feature_map_figure(a, title, count=n), confine(out, f"{stem}.png"))))
                 if args.npy:
-                    print(save_npy(out / f"{stems[path]}_{name}.npy", feats[name][i: i + 1]))
+                    print(printable(save_npy(confine(out, f"{stem}.npy"), feats[name][i: i + 1])))
     return 0
 
 

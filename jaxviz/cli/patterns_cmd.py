@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..atomic import confine, file_stems
 from ..errors import JaxvizError
 from . import common
 
@@ -124,23 +125,25 @@ def run_patterns(args) -> int:
     args.size = size
     plan = [(layer, common.parse_index_list(args.filters, model.channels(layer))) for layer in layers]
     out = common.output_dir(args.output)
+    stems = file_stems(model.layer_names)  # file names from layer names: a safe slug of each
     for layer, filters in plan:
+        name = stems[layer]
         compute = _settings(args, model, layer, filters, {})
         # the sidecar: arrays + how they are shown
         settings = {**compute, "rgb": args.rgb, "cols": args.cols, "order": args.order}
-        grid_path, meta_path = out / f"{layer}.png", out / f"{layer}.json"
+        grid_path, meta_path = confine(out, f"{name}.png"), confine(out, f"{name}.json")
         if grid_path.exists() and meta_path.exists():
             try:
                 same = json.loads(meta_path.read_text()) == json.loads(json.dumps(settings))
             except ValueError:
                 same = False
-            wanted = [out / f"{layer}.npy"] if args.npy else []
-            wanted += [out / layer / f"filter_{f:03d}.png" for f in filters] if args.per_filter else []
+            wanted = [confine(out, f"{name}.npy")] if args.npy else []
+            wanted += [confine(out, name, f"filter_{f:03d}.png") for f in filters] if args.per_filter else []
             if same and all(p.exists() for p in wanted):
                 if lead:
                     print(f"{layer}: done already ({grid_path})")
                 continue
-        folder = out / ".partial" / layer
+        folder = confine(out, ".partial", name)
         try:
             store = parallel.ItemStore(folder, compute, prefix="filter_")
         except JaxvizError:  # left by a run with other settings: its filters are of no use here
@@ -156,11 +159,10 @@ def run_patterns(args) -> int:
         images = patterns.display_images(x, args.method, getattr(model, "preprocess", "caffe"), bgr_to_rgb=args.rgb)
         grid = image_grid(images, cols=min(args.cols, len(images)), margin=5, fill=0, order=args.order)
         if args.per_filter:
-            (out / layer).mkdir(exist_ok=True)
             for f, im in zip(filters, images):
-                save_png(out / layer / f"filter_{f:03d}.png", im)
+                save_png(confine(out, name, f"filter_{f:03d}.png"), im)
         if args.npy:
-            common.save_npy(out / f"{layer}.npy", x)
+            common.save_npy(confine(out, f"{name}.npy"), x)
         save_png(grid_path, grid)
         if len(images) > 1:  # the same grid with its layer, settings and filter indices, to read on its own
             from ..plotting import labelled_grid, save_figure
@@ -172,13 +174,13 @@ def run_patterns(args) -> int:
                     and rows > 1 else None)
             save_figure(labelled_grid(list(images), [str(f) for f in filters], title,
                                       cols=min(args.cols, len(images)), order=args.order, cell=1.2, note=note),
-                        out / f"{layer}_labelled.png")
+                        confine(out, f"{name}_labelled.png"))
         common.save_json(meta_path, settings)  # last: its presence marks the layer as done
         store.clear()
         print(f"{layer}: {len(filters)} patterns -> {grid_path}")
     if lead:
         try:
-            (out / ".partial").rmdir()
+            confine(out, ".partial").rmdir()
         except OSError:
             pass
     return 0

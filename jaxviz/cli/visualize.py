@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import JaxvizError
+from ..atomic import confine, file_stems
+from ..errors import JaxvizError, printable
 from .common import (
     CompileNotice,
     add_images_arg,
@@ -123,7 +124,7 @@ def cmd_kernels(args) -> int:
 
     for fig, suffix in zip(kernel_figures(model, args.layer, args.filters, min(args.channels, 8)),
                            ("_labelled", "_rgb_labelled")):
-        print(save_figure(fig, out / f"kernels_{args.layer}{suffix}.png"))
+        print(save_figure(fig, confine(out, f"kernels_{file_stems(model.layer_names)[args.layer]}{suffix}.png")))
     return 0
 
 
@@ -151,10 +152,10 @@ def cmd_deepvis(args) -> int:
 
     imgs = np.clip(np.rint(model.undo_preprocess(raw)), 0, 255).astype(np.uint8)
     for c, img, r in zip(args.classes, imgs, raw):
-        print(save_png(out / f"deepvis_{c}.png", img))
+        print(save_png(confine(out, f"deepvis_{c}.png"), img))
         if args.npy:
-            print(save_npy(out / f"deepvis_{c}.npy", r))
-    print(save_figure(deepvis_panel(model, imgs, args.classes), out / "deepvis.png"))
+            print(save_npy(confine(out, f"deepvis_{c}.npy"), r))
+    print(save_figure(deepvis_panel(model, imgs, args.classes), confine(out, "deepvis.png")))
     return 0
 
 
@@ -203,15 +204,15 @@ def cmd_gradcam(args) -> int:
             for i, (path, stem, photo) in enumerate(zip(chunk, stems[start:], photos)):
                 c = int(classes[i])
                 heat = maps[i]
-                print(save_png(out / f"{stem}_gradcam.png", gradcam_heatmap(heat, s)))
-                print(save_png(out / f"{stem}_overlay.png", overlay(photo, heat)))
+                print(save_png(confine(out, f"{stem}_gradcam.png"), gradcam_heatmap(heat, s)))
+                print(save_png(confine(out, f"{stem}_overlay.png"), overlay(photo, heat)))
                 fig = gradcam_panel(model, photo, top_maps[i], top_classes[i], probs[i], logits[i],
                                     f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
                                     f"{model.arch.name}")
-                print(save_figure(fig, out / f"{stem}_top{k}.png"))
+                print(save_figure(fig, confine(out, f"{stem}_top{k}.png")))
                 if args.npy:
-                    print(save_npy(out / f"{stem}_gradcam.npy", heat))
-                    print(save_npy(out / f"{stem}_top{k}.npy", top_maps[i]))
+                    print(save_npy(confine(out, f"{stem}_gradcam.npy"), heat))
+                    print(save_npy(confine(out, f"{stem}_top{k}.npy"), top_maps[i]))
                 print(f"  {stem}: class {c} ({class_title(model, c)}), p = {probs[i, c]:.4f}, "
                       f"logit {logits[i, c]:.2f}")
             bar.update(len(chunk))
@@ -227,6 +228,6 @@ def cmd_figures(args) -> int:
     kwargs["pattern_order"] = args.pattern_order
     manifest = make_figures(args.arch, args.weights, images, out, progress=_progress(args), **kwargs)
     run = manifest["last_run"]
-    print(f"{out / 'index.html'}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
+    print(f"{printable(out / 'index.html')}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")
     return 0

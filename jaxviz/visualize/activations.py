@@ -98,16 +98,19 @@ def save_activation_grids(model, x, layers: str | Iterable[str], out_dir: str | 
     Returns:
       The paths written (every file written atomically).
     """
+    from ..atomic import confine, file_stems
     from ..images import save_png
 
     feats, grids = activation_grids(model, x, layers, count=count, cols=cols)
     out = Path(out_dir)
+    stems = file_stems(model.layer_names)
     paths = []
     for name, per_image in grids.items():
         if len(per_image) == 1:
-            paths.append(save_png(out / f"{prefix}{name}.png", per_image[0]))
+            paths.append(save_png(confine(out, f"{prefix}{stems.get(name, name)}.png"), per_image[0]))
         else:
-            paths += [save_png(out / f"{prefix}{name}_{i}.png", g) for i, g in enumerate(per_image)]
+            paths += [save_png(confine(out, f"{prefix}{stems.get(name, name)}_{i}.png"), g)
+                      for i, g in enumerate(per_image)]
         if npy:
-            paths.append(save_npy(out / f"{prefix}{name}.npy", feats[name]))
+            paths.append(save_npy(confine(out, f"{prefix}{stems.get(name, name)}.npy"), feats[name]))
     return paths

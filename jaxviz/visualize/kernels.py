@@ -139,15 +139,17 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
     Returns:
       The paths written, each written atomically.
     """
+    from ..atomic import confine, file_stems
     from ..images import save_png
 
     k = kernels(model, layer)
     out = Path(out_dir)
-    paths = [save_png(out / f"{prefix}{layer}.png", kernel_grid(k, filters, channels, scale))]
+    layer = file_stems(model.layer_names)[layer] if layer in model.layer_names else layer
+    paths = [save_png(confine(out, f"{prefix}{layer}.png"), kernel_grid(k, filters, channels, scale))]
     if k.shape[2] == 3:
-        paths.append(save_png(out / f"{prefix}{layer}_rgb.png", kernel_colour_patches(k, filters, scale=scale)))
+        paths.append(save_png(confine(out, f"{prefix}{layer}_rgb.png"), kernel_colour_patches(k, filters, scale=scale)))
     if npy:
         from ..atomic import save_npy
 
-        paths.append(save_npy(out / f"{prefix}{layer}.npy", k))
+        paths.append(save_npy(confine(out, f"{prefix}{layer}.npy"), k))
     return paths

@@ -1,4 +1,5 @@
-"""Reading HDF5 files from strangers: only what the file itself stores, with every size checked before reading.
+"""Reading files from strangers (HDF5 files, zip archives): only what the file itself stores, with every size
+checked before reading.
 
 Keras writes plain groups and contiguous datasets. A crafted file can instead point elsewhere: an external
 link (an object in another file), external raw storage (a dataset whose bytes live in another local file)
@@ -6,10 +7,14 @@ or a virtual dataset (one assembled from other files); :func:`child` and :func:`
 three, so no other file's bytes can become weights. A dataset can also declare a shape far larger than what
 it stores (a few bytes of chunks and a fill value that read back as gigabytes): :func:`check_dataset`
 compares the bytes a dataset declares with the bytes it stores, and a :class:`Budget` bounds the total,
-before any data is read.
+before any data is read. A zip member is read through :func:`zip_member`, which checks its declared size
+and expansion ratio first and counts the bytes it actually yields.
 """
 
 from __future__ import annotations
+
+import io
+import zipfile
 
 import numpy as np
 
@@ -96,3 +101,24 @@ def check_dataset(ds, source, what: str, expected: tuple | None = None, budget: 
     if budget is not None:
         budget.take(nbytes, what)
     return ds
+
+
+def zip_member(z: zipfile.ZipFile, name: str, limit: int, source) -> bytes:
+    """Member ``name`` of the archive, read in blocks: refused before reading when its declared size exceeds
+    ``limit`` or :data:`MAX_EXPANSION` times its compressed size (a zip bomb), and while reading
+    when it yields more bytes than it declared."""
+    info = z.getinfo(name)
+    if info.file_size > limit:
+        raise WeightsError(f"{source}: {name} declares {info.file_size:,} bytes, more than the {limit:,} jaxviz "
+                           "reads for it; refusing the file")
+    if info.file_size > FLOOR_BYTES and info.file_size > MAX_EXPANSION * info.compress_size:
+        raise WeightsError(f"{source}: {name} expands from {info.compress_size:,} to {info.file_size:,} bytes "
+                           "(a zip bomb); refusing the file")
+    out = io.BytesIO()
+    with z.open(info) as member:
+        while block := member.read(1 << 20):
+            if out.tell() + len(block) > info.file_size:
+                raise WeightsError(f"{source}: {name} holds more bytes than its declared {info.file_size:,} "
+                                   "(a zip bomb); refusing the file")
+            out.write(block)
+    return out.getvalue()
