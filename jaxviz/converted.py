@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import JaxvizError
 from .graph import Graph
+from .untrusted import check_npz
 
 GRAPH_KEY = "__graph__"
 INFO_KEY = "__info__"
@@ -53,43 +54,8 @@ def is_model_file(path) -> bool:
         return False
 
 
-#: Limits on a converted file (far above any real model): members, bytes of the graph/info JSON, bytes of
-#: one array's ``.npy`` header.
-MAX_MEMBERS = 100_000
+#: Bytes of the graph's and the info's JSON a converted file may hold (far above any real model's).
 MAX_JSON_BYTES = 64 << 20
-MAX_HEADER_BYTES = 1 << 16
-
-
-def _check_archive(z: zipfile.ZipFile, path) -> None:
-    """Refuses, before numpy reads any array, an archive with too many members, a member that expands far beyond
-    its stored size (a zip bomb), or an array whose ``.npy`` header is huge, not numeric, or declares more
-    bytes than the member holds."""
-    from .untrusted import FLOOR_BYTES, MAX_EXPANSION
-
-    infos = z.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise JaxvizError(f"{path}: {len(infos):,} arrays, more than the {MAX_MEMBERS:,} jaxviz reads; refusing it")
-    for info in infos:
-        if info.file_size > FLOOR_BYTES and info.file_size > MAX_EXPANSION * info.compress_size:
-            raise JaxvizError(f"{path}: {info.filename} expands from {info.compress_size:,} to {info.file_size:,} "
-                              "bytes (a zip bomb); refusing the file")
-        if info.filename in (f"{GRAPH_KEY}.npy", f"{INFO_KEY}.npy") and info.file_size > MAX_JSON_BYTES:
-            raise JaxvizError(f"{path}: {info.filename} is {info.file_size:,} bytes, more than the "
-                              f"{MAX_JSON_BYTES:,} jaxviz reads; refusing the file")
-        with z.open(info) as f:
-            major, _ = np.lib.format.read_magic(f)
-            size = int.from_bytes(f.read(2 if major == 1 else 4), "little")
-            if size > MAX_HEADER_BYTES:
-                raise JaxvizError(f"{path}: {info.filename} has a {size:,}-byte array header (at most "
-                                  f"{MAX_HEADER_BYTES:,}); refusing the file")
-        with z.open(info) as f:
-            read = np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f)[0] == 1 else \
-                np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f, max_header_size=MAX_HEADER_BYTES)
-            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-            if dtype.hasobject or declared > info.file_size:
-                raise JaxvizError(f"{path}: {info.filename} declares a {dtype} array of shape {shape} "
-                                  f"({declared:,} bytes) in {info.file_size:,} bytes; refusing the file")
 
 
 def _check_names(graph: Graph, path) -> None:
@@ -113,7 +79,7 @@ def read_model(path) -> tuple[Graph, dict, dict]:
 
     try:
         with zipfile.ZipFile(path) as z:
-            _check_archive(z, path)
+            check_npz(z, path, {f"{GRAPH_KEY}.npy": MAX_JSON_BYTES, f"{INFO_KEY}.npy": MAX_JSON_BYTES})
         with np.load(path, allow_pickle=False) as data:
             if GRAPH_KEY not in data.files:
                 raise JaxvizError(f"{path} holds weights only, no model graph; load it as the weights of its "

@@ -302,10 +302,14 @@ def _in_order(entries: list) -> list:
             waiting[u] -= 1
             if waiting[u] == 0:
                 heapq.heappush(ready, u)
-    if len(order) < len(entries):
-        stuck = [e[2] for e, w in zip(entries, waiting) if w]
-        raise WeightsError(f"layers {stuck[:5]}{' …' if len(stuck) > 5 else ''} take each other's outputs as "
-                           "inputs (a cycle), which no Keras model does")
+    if len(order) < len(entries):  # name one cycle: follow unplaced producers from an unplaced layer
+        i, path = next(i for i, w in enumerate(waiting) if w), []
+        while i not in path:
+            path.append(i)
+            i = next(index[r[0]] for r in entries[i][4] if waiting[index[r[0]]])
+        cyc = [entries[j][2] for j in path[path.index(i):]]
+        raise WeightsError(f"layers {cyc[:5]}{' …' if len(cyc) > 5 else ''} take each other's outputs as inputs "
+                           "(a cycle), which no Keras model does")
     return order
 
 

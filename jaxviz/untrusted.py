@@ -122,3 +122,41 @@ def zip_member(z: zipfile.ZipFile, name: str, limit: int, source) -> bytes:
                                    "(a zip bomb); refusing the file")
             out.write(block)
     return out.getvalue()
+
+
+#: Limits on an ``.npz`` archive (far above any real model): members, bytes of one array's ``.npy`` header.
+MAX_NPZ_MEMBERS = 100_000
+MAX_HEADER_BYTES = 1 << 16
+
+
+def check_npz(z: zipfile.ZipFile, source, limits: dict | None = None) -> None:
+    """Refuses, before numpy reads any array of the ``.npz`` archive ``z``, too many members, a member that
+    expands far beyond its stored size (a zip bomb) or beyond its entry in ``limits`` (``{member: bytes}``),
+    and an array whose ``.npy`` header is huge, holds Python objects, or declares more bytes than the member
+    holds."""
+    infos = z.infolist()
+    if len(infos) > MAX_NPZ_MEMBERS:
+        raise WeightsError(f"{source}: {len(infos):,} arrays, more than the {MAX_NPZ_MEMBERS:,} jaxviz reads; "
+                           "refusing the file")
+    for info in infos:
+        name = printable(info.filename)
+        if info.file_size > FLOOR_BYTES and info.file_size > MAX_EXPANSION * info.compress_size:
+            raise WeightsError(f"{source}: {name} expands from {info.compress_size:,} to {info.file_size:,} bytes "
+                               "(a zip bomb); refusing the file")
+        if info.file_size > (limits or {}).get(info.filename, info.file_size):
+            raise WeightsError(f"{source}: {name} is {info.file_size:,} bytes, more than the "
+                               f"{limits[info.filename]:,} jaxviz reads; refusing the file")
+        with z.open(info) as f:
+            major, _ = np.lib.format.read_magic(f)
+            size = int.from_bytes(f.read(2 if major == 1 else 4), "little")
+        if size > MAX_HEADER_BYTES:
+            raise WeightsError(f"{source}: {name} has a {size:,}-byte array header (at most {MAX_HEADER_BYTES:,}); "
+                               "refusing the file")
+        with z.open(info) as f:
+            read = np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f)[0] == 1 else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f, max_header_size=MAX_HEADER_BYTES)
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if dtype.hasobject or declared > info.file_size:
+            raise WeightsError(f"{source}: {name} declares a {dtype} array of shape {shape} ({declared:,} bytes) "
+                               f"in {info.file_size:,} bytes; refusing the file")

@@ -698,6 +698,8 @@ def _open_npz(path: Path):
     if not path.is_file():
         raise WeightsError(f"weight file {path} not found; check the path")
     try:
+        with zipfile.ZipFile(path) as archive:
+            untrusted.check_npz(archive, path)
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
