@@ -586,5 +586,130 @@ def test_hostile_file(case, outcomes):
         assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
 
 
+# --- the pieces, in-process ------------------------------------------------------------------------------
+
+
+def test_confine_keeps_every_path_inside_the_output_folder(tmp_path):
+    from jaxviz.atomic import confine, remove_tree
+    from jaxviz.errors import JaxvizError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    assert confine(out, "a.png") == out / "a.png"
+    assert confine(out, "sub", "f.png") == out / "sub" / "f.png"
+    for parts in [("../victim",), ("/etc/passwd",), ("a/../../victim",), ("..",), (".",), ("",),
+                  ("link", "f.png"), ("sub", "..", "..", "victim")]:
+        with pytest.raises(JaxvizError, match="outside the output folder"):
+            confine(out, *parts)
+    with pytest.raises(JaxvizError, match="outside the output folder"):
+        remove_tree(out, "..", "victim")
+    assert (tmp_path / "victim").is_dir()
+    (out / "old").mkdir()
+    remove_tree(out, "old")
+    assert not (out / "old").exists()
+
+
+def test_file_stems_are_safe_and_distinct():
+    from jaxviz.atomic import MAX_STEM, file_stems
+
+    names = ["block1_conv1", "vgg16/block1_conv1", "vgg16_block1_conv1", "conv: 1 (a)", "..", ".hidden",
+             "x" * 300, "a\x1b[2J"]
+    stems = file_stems(names)
+    assert stems["block1_conv1"] == "block1_conv1"  # plain names keep their file names
+    assert stems["vgg16_block1_conv1"] == "vgg16_block1_conv1"
+    assert stems["vgg16/block1_conv1"] == "vgg16_block1_conv1_2"  # its slug was taken: made distinct
+    assert stems["conv: 1 (a)"] == "conv_1_a_"
+    assert len({s.lower() for s in stems.values()}) == len(names)
+    for s in stems.values():
+        assert s and not s.startswith(".") and len(s) <= MAX_STEM and all(c.isalnum() or c in "_.+=-" for c in s)
+
+
+def test_printable_escapes_terminal_control_characters():
+    from jaxviz.errors import printable
+
+    assert printable("a\x1b]0;t\x07\nb\u2028\x9b") == "a\\x1b]0;t\\x07\\nb\\u2028\\x9b"
+    assert printable("ünïcode naïve") == "ünïcode naïve"
+
+
+def test_summary_escapes_names():
+    from jaxviz.model import format_table
+    from jaxviz.vgg import LayerInfo
+
+    text = format_table("m\x1b]0;x\x07", [LayerInfo("c\x1b[2J", "Conv2D", (8, 8, 2), 56, (3, 3, 3, 2))])
+    assert "\x1b" not in text and "\x07" not in text and "c\\x1b[2J (Conv2D)" in text
+
+
+def test_layer_order_is_linear_and_keeps_the_config_order(tmp_path):
+    from jaxviz import keras_io
+
+    n = 4000  # listed last to first: took ~50 s with repeated passes over the list
+    layers = [_input()] + [_layer("ReLU", f"r{i}", [f"r{i - 1}" if i else "input_layer"]) for i in range(n)]
+    _keras_zip(tmp_path / "long.keras", _functional(layers[::-1], ["input_layer"], [f"r{n - 1}"]), {})
+    t = time.perf_counter()
+    graph, _, _ = keras_io.read_model(tmp_path / "long.keras")
+    assert time.perf_counter() - t < 5  # measured 0.3 s
+    assert [x.name for x in graph.layers] == ["input_layer", *(f"r{i}" for i in range(n))]
+    # a config in order (as Keras writes it) keeps its order, branches included, even where another order
+    # would do
+    layers = [_input(), _conv("b", "input_layer"), _conv("a", "input_layer"), _layer("Add", "add", ["a", "b"]),
+              _layer("GlobalAveragePooling2D", "gap", ["add"]), _layer("Dense", "dense", ["gap"], units=2)]
+    w = _tiny_weights()
+    _keras_zip(tmp_path / "branches.keras", _functional(layers, ["input_layer"], ["dense"]),
+               {"conv2d": w["conv2d"], "conv2d_1": w["conv2d"], "dense": w["dense"]})
+    graph, _, _ = keras_io.read_model(tmp_path / "branches.keras")
+    assert [x.name for x in graph.layers] == ["input_layer", "b", "a", "add", "gap", "dense"]
+
+
+def test_figures_write_slugged_names_inside_and_escape_them_in_html(tmp_path):
+    from jaxviz.figures import make_figures
+
+    evil = "<img src=x onerror=alert(1)>"
+    inner = _functional([_input("inner_in"), _conv("c:1", "inner_in")], ["inner_in"], ["c:1"], "inner model")
+    inner.update(name="inner model", inbound_nodes=[{"args": [_tensor("input_layer")], "kwargs": {}}])
+    layers = [_input(), inner, _conv(evil, "inner model"), _layer("GlobalAveragePooling2D", "gap", [evil]),
+              _layer("Dense", "dense", ["gap"], units=2, activation="softmax")]
+    w = _tiny_weights()
+    path = _keras_zip(tmp_path / "names.keras", _functional(layers, ["input_layer"], ["dense"]),
+                      {"functional/layers/conv2d": w["conv2d"],
+                       "conv2d": [np.ones((3, 3, 2, 2), "f4"), np.zeros(2, "f4")], "dense": w["dense"]})
+    out = tmp_path / "out"
+    make_figures(str(path), None, None, out, pattern_layers=(evil,), pattern_methods=("keras",), pattern_filters=1,
+                 pattern_size=16, pattern_steps=1, single_layer="none", kernel_filters=2, feature_maps=1,
+                 deepvis_classes=(), gradcam_top=1, progress=False)
+    files = sorted(p.name for p in out.rglob("*"))
+    assert "fmaps_inner_model_c_1.png" in files and "patterns_keras__img_src=x_onerror=alert_1_.png" in files
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in tmp_path.rglob("*") if p != out and out in
+               p.parents) and sorted(p.name for p in tmp_path.iterdir()) == ["names.keras", "out"]
+    page = (out / "index.html").read_text()
+    assert evil not in page and html_escape(evil) in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_compare_keras_loads_with_safe_mode_and_a_fixed_keras(monkeypatch):
+    keras = pytest.importorskip("keras")
+    import tomllib
+
+    from jaxviz import keras_compare
+    from jaxviz.errors import JaxvizError
+
+    seen = {}
+    monkeypatch.setattr(keras.saving, "load_model", lambda path, **kw: seen.update(kw) or "model")
+    assert keras_compare.load_keras_file("m.keras") == "model" and seen["safe_mode"] is True
+    monkeypatch.setattr(keras, "__version__", "3.11.2")
+    with pytest.raises(JaxvizError, match="older than 3.11.3"):
+        keras_compare.import_keras()
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert "keras>=3.11.3" in extras["keras"] and "keras>=3.11.3" in extras["test"]
+
+
 if __name__ == "__main__":
     _child(sys.argv[1])
