@@ -373,19 +373,11 @@ def max_pooling2d(p, inputs, cfg, ops):
 @kind("AveragePooling2D", "AvgPool2D")
 def average_pooling2d(p, inputs, cfg, ops):
     """Keras's ``AveragePooling2D``; with ``"same"`` padding the padded cells are not counted (as Keras)."""
-    x = inputs[0]
     _check_channels_last(cfg, "AveragePooling2D")
     pool = _pair(cfg.get("pool_size", 2))
     strides = cfg.get("strides")
-    strides = pool if strides is None else _pair(strides)
-    padding = str(cfg.get("padding", "valid")).upper()
-    window, step = (1, *pool, 1), (1, *strides, 1)
-    total = jax.lax.reduce_window(x, jnp.asarray(0, x.dtype), jax.lax.add, window, step, padding)
-    if padding == "VALID":
-        return total / jnp.asarray(pool[0] * pool[1], x.dtype)
-    count = jax.lax.reduce_window(jnp.ones((1, *x.shape[1:3], 1), x.dtype), jnp.asarray(0, x.dtype), jax.lax.add,
-                                  window, step, padding)
-    return total / count
+    return ops.avg_pool(inputs[0], pool, pool if strides is None else _pair(strides),
+                        str(cfg.get("padding", "valid")).lower())
 
 
 @kind("GlobalAveragePooling2D", "GlobalAvgPool2D")

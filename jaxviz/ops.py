@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from . import winograd
@@ -409,6 +410,27 @@ def _reduce_max(x, window, strides, padding: str):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
 
 
+def avg_pool(x: jax.Array, window, strides, padding: str) -> jax.Array:
+    """Keras's average pooling: window sums over the count of input cells in each window ("same" padding's
+    padded cells are not counted, as Keras).
+
+    The sum is ``lax.reduce_window`` with a Python ``0`` as its initial value: JAX differentiates only the
+    sum it recognises by a concrete zero (``reduce_window_sum``); an array zero — a tracer under ``jit`` —
+    makes it the generic ``reduce_window``, which has no derivative ("Linearization failed …"). The counts
+    depend on shapes only: a numpy constant.
+    """
+    (kh, kw), (sh, sw) = window, strides
+    total = lax.reduce_window(x, 0, lax.add, (1, kh, kw, 1), (1, sh, sw, 1), padding.upper())
+    if padding == "valid":
+        return total / np.asarray(kh * kw, x.dtype)
+    counts = []
+    for size, k, s in ((x.shape[1], kh, sh), (x.shape[2], kw, sw)):
+        out, (before, _) = window_pads(size, k, s, 1, padding)
+        starts = np.arange(out) * s - before
+        counts.append(np.minimum(starts + k, size) - np.maximum(starts, 0))
+    return total / np.asarray(np.outer(*counts)[None, :, :, None], x.dtype)
+
+
 def _max_pool_taps_fwd(x, window, strides, padding):
     y = max_pool_taps(x, window, strides, padding)
     return y, (x, y)
@@ -533,6 +555,10 @@ class Ops:
         if self.fast and winograd.precision_allows():
             return max_pool_taps(x, tuple(pool), strides, padding)
         return _reduce_max(x, tuple(pool), strides, padding)
+
+    def avg_pool(self, x: jax.Array, pool=(2, 2), strides=None, padding: str = "valid") -> jax.Array:
+        """Keras ``AveragePooling2D`` (:func:`avg_pool`; the same in both modes)."""
+        return avg_pool(x, tuple(pool), tuple(pool) if strides is None else tuple(strides), padding)
 
 
 EXACT = Ops(fast=False)

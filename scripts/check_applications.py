@@ -1,0 +1,274 @@
+"""Every keras.applications CNN family under every jaxviz method, on a file Keras wrote.
+
+For each family (its smallest variant, ``weights=None``, ``classes=5``, seeded weights and BatchNorm
+statistics, the family's minimum input size), Keras 3 (JAX backend) saves a ``.keras`` file; jaxviz loads it
+and
+
+  * saliency — the raw input gradient of the target's logit (``saliency(abs=False, reduce=None)``) is
+    compared with ``jax.grad`` of the same logit through Keras's ``stateless_call`` (the final softmax
+    switched off in memory after saving): max|Δ| / max|ref| in the exact ops under matmul precision
+    "highest", and in the fast default ops (their hand-written backward passes) at default precision;
+  * Grad-CAM, guided backprop, DeepLIFT, Integrated Gradients, LayerCAM and occlusion (fast ops, each
+    image's top class, as a user calls them) and filter patterns must give finite maps that are not
+    constant over any image.
+
+Grad-CAM and LayerCAM use the model's default layer unless its map is 1×1 at this size (then always
+constant): then the deepest spatial layer with a map of at least 2×2. The markdown table goes to stdout
+(docs/APPLICATIONS.md holds a run of it)::
+
+    KERAS_BACKEND=jax python scripts/check_applications.py            # all families
+    KERAS_BACKEND=jax python scripts/check_applications.py --families DenseNet121 ConvNeXtTiny
+
+The pytest suite imports this module (tests/test_keras_applications.py) and runs one family per distinct
+layer kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    # 2–3× less compile time for these 100–800-layer programs; the same arithmetic (no fast-math).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # keras_helpers: seeded weights, fast model building
+
+#: family → (keras.applications builder, its arguments, the smallest input side it takes). One variant per
+#: family: the others (ResNet101/152, DenseNet169/201, EfficientNetB1–B7, …) repeat the same layer kinds.
+FAMILIES: dict[str, tuple[str, dict, int]] = {
+    "VGG16": ("VGG16", {}, 32),
+    "VGG19": ("VGG19", {}, 32),
+    "ResNet50": ("ResNet50", {}, 32),
+    "ResNet50V2": ("ResNet50V2", {}, 32),
+    "InceptionV3": ("InceptionV3", {}, 75),
+    "InceptionResNetV2": ("InceptionResNetV2", {}, 75),
+    "Xception": ("Xception", {}, 71),
+    "MobileNet": ("MobileNet", {"alpha": 0.25}, 32),
+    "MobileNetV2": ("MobileNetV2", {"alpha": 0.35}, 32),
+    "MobileNetV3Small": ("MobileNetV3Small", {"minimalistic": False}, 32),
+    "MobileNetV3Large": ("MobileNetV3Large", {}, 32),
+    "DenseNet121": ("DenseNet121", {}, 32),
+    "NASNetMobile": ("NASNetMobile", {}, 32),
+    "EfficientNetB0": ("EfficientNetB0", {}, 32),
+    "EfficientNetV2B0": ("EfficientNetV2B0", {}, 32),
+    "ConvNeXtTiny": ("ConvNeXtTiny", {}, 32),
+}
+
+METHODS = ("saliency", "gradcam", "guided_backprop", "deeplift", "integrated_gradients", "layercam", "occlusion",
+           "filter_patterns")
+CLASSES = 5
+REL_TOL = 1e-4  # max|Δ| ≤ 1e-4·max|ref|: the same float32 formulas in another summation order
+
+
+def available() -> list[str]:
+    """The families this Keras has."""
+    import keras
+
+    return [f for f, (builder, _, _) in FAMILIES.items() if hasattr(keras.applications, builder)]
+
+
+def save_family(family: str, folder, seed: int = 0, size: int | None = None):
+    """Builds ``family`` with seeded weights, saves it as ``<folder>/<family>.keras``; returns (path, keras model)."""
+    import keras
+    from keras_helpers import numpy_initializers, randomize
+
+    builder, kwargs, min_size = FAMILIES[family]
+    size = size or min_size
+    with numpy_initializers():
+        model = getattr(keras.applications, builder)(weights=None, input_shape=(size, size, 3), classes=CLASSES,
+                                                    **kwargs)
+    randomize(model, seed)
+    path = Path(folder) / f"{family}.keras"
+    model.save(path)
+    return path, model
+
+
+def _logit_model(kmodel):
+    """``kmodel`` with its final softmax switched off (in memory only), so it returns the logits."""
+    import keras
+
+    last = kmodel.layers[-1]
+    if getattr(last, "activation", None) is not None:
+        last.activation = keras.activations.linear
+    return kmodel
+
+
+def keras_logit_gradient(kmodel, x, target):
+    """``∂ logit[target] / ∂x`` through Keras's ``stateless_call`` (``kmodel`` must return logits)."""
+    import jax
+    import jax.numpy as jnp
+
+    tv = [v.value for v in kmodel.trainable_variables]
+    ntv = [v.value for v in kmodel.non_trainable_variables]
+
+    def score(x):
+        logits = kmodel.stateless_call(tv, ntv, x, training=False)[0]
+        return jnp.sum(logits * jax.nn.one_hot(target, logits.shape[-1]))
+
+    with jax.default_matmul_precision("highest"):
+        return jax.jit(jax.grad(score))(x)
+
+
+def max_rel_error(got, ref) -> float:
+    import numpy as np
+
+    got, ref = np.asarray(got), np.asarray(ref)
+    return float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+
+
+def varies(maps) -> bool:
+    """Finite, and not constant over any image of the batch."""
+    import numpy as np
+
+    maps = np.asarray(maps)
+    flat = maps.reshape(maps.shape[0], -1)
+    return bool(np.isfinite(maps).all() and (np.ptp(flat, axis=1) > 0).all())
+
+
+def cam_layer(model) -> str:
+    """The default CAM layer, or the deepest spatial layer with a map ≥ 2×2 where the default's is 1×1."""
+    default = model.cam_layer
+    if min(model.output_shape(default)[:2]) >= 2:
+        return default
+    feeds = model.graph.ancestors(model.graph.outputs)
+    names = [n for n in model.spatial_layer_names
+             if n in feeds and min(model.output_shape(n)[:2]) >= 2 and model.graph.by_name[n].kind != "InputLayer"]
+    return names[-1]
+
+
+def pattern_layer(model) -> str:
+    """A convolution half-way through the network (filter patterns' ascent target)."""
+    convs = model.conv_layer_names
+    return convs[len(convs) // 2]
+
+
+def check(path, kmodel, methods=METHODS, batch: int = 2, seed: int = 0, ig_steps: int = 8,
+          pattern_steps: int = 5) -> dict:
+    """Runs ``methods`` on the file at ``path`` (``kmodel``: the Keras model saved there).
+
+    Returns ``{method: {"ok": bool, "error": max rel error (saliency: {"exact", "fast"}), "seconds": float,
+    ...}}`` and ``"layer"`` entries naming the CAM and pattern layers.
+    """
+    import jax
+    import numpy as np
+
+    import jaxviz
+    from jaxviz.attribution.methods import METHODS as ALL
+
+    fast = jaxviz.load(path)
+    size = int(kmodel.inputs[0].shape[1])
+    rng = np.random.default_rng(seed)
+    x = fast.preprocess_input(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
+    target = np.arange(batch) % CLASSES
+    results: dict = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        try:
+            ok, detail = fn()
+        except Exception as e:  # a table row, not a crash: the failure is the result
+            ok, detail = False, {"exception": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        results[name] = {"ok": ok, **detail, "seconds": time.perf_counter() - t}
+
+    if "saliency" in methods:
+        def saliency():
+            ref = np.asarray(keras_logit_gradient(_logit_model(kmodel), x, target))
+            exact = jaxviz.load(path, ops="exact")
+            with jax.default_matmul_precision("highest"):
+                got_exact = jaxviz.saliency(exact, x, target, abs=False, reduce=None)
+            got_fast = jaxviz.saliency(fast, x, target, abs=False, reduce=None)
+            errors = {"exact": max_rel_error(got_exact, ref), "fast": max_rel_error(got_fast, ref)}
+            return max(errors.values()) <= REL_TOL and varies(ref), {"error": errors}
+
+        timed("saliency", saliency)
+    layer = cam_layer(fast)
+    plain = {"guided_backprop": {}, "deeplift": {}, "integrated_gradients": {"steps": ig_steps},
+             "gradcam": {"layer": layer}, "layercam": {"layer": layer},
+             "occlusion": {"window": max(size // 4, 2), "stride": max(size // 4, 2)}}
+    for name, options in plain.items():
+        if name in methods:
+            timed(name, lambda name=name, options=options: (varies(ALL[name](fast, x, **options)), {}))
+    if "filter_patterns" in methods:
+        pl = pattern_layer(fast)
+
+        def patterns():
+            images = jaxviz.filter_patterns(fast, pl, [0, 1], size=size, steps=pattern_steps, progress=False)
+            return varies(images), {}
+
+        timed("filter_patterns", patterns)
+        results["pattern_layer"] = pl
+    results["cam_layer"] = layer
+    return results
+
+
+def layer_kinds(path) -> set[str]:
+    from jaxviz import keras_io
+
+    graph, _, _ = keras_io.read_model(path)
+    return {x.kind for x in graph.layers}
+
+
+HEAD = ["family", "input", "saliency exact", "saliency fast", *METHODS[1:], "time (s)"]
+
+
+def table_head() -> str:
+    return "| " + " | ".join(HEAD) + " |\n|" + "---|" * len(HEAD)
+
+
+def table_row(family: str, size: int, res: dict, seconds: float) -> str:
+    """One family's line of the markdown table."""
+    cells = [family, f"{size}×{size}"]
+    errors = res.get("saliency", {}).get("error", {})
+    for mode in ("exact", "fast"):
+        e = errors.get(mode)
+        cells.append("—" if e is None else f"{e:.1e}" + ("" if e <= REL_TOL else " FAIL"))
+    for m in METHODS[1:]:
+        r = res.get(m)
+        cells.append("—" if r is None else "ok" if r["ok"] else "FAIL")
+    cells.append(f"{seconds:.0f}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv=None) -> int:
+    import keras
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", nargs="*", default=None, help="default: every family this Keras has")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--kinds", action="store_true", help="also list each family's layer kinds")
+    args = parser.parse_args(argv)
+    failures, notes = [], []
+    print(table_head(), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for family in args.families or available():
+            t = time.perf_counter()
+            path, kmodel = save_family(family, folder)
+            res = check(path, kmodel, args.methods)
+            print(table_row(family, int(kmodel.inputs[0].shape[1]), res, time.perf_counter() - t), flush=True)
+            note = f"- {family}: Grad-CAM/LayerCAM at `{res['cam_layer']}`"
+            if "pattern_layer" in res:
+                note += f", filter patterns of `{res['pattern_layer']}`"
+            if args.kinds:
+                note += f"; layer kinds: {', '.join(sorted(layer_kinds(path)))}"
+            notes.append(note)
+            for m in args.methods:
+                if not res[m]["ok"]:
+                    failures.append(f"{family} {m}: {res[m].get('exception') or res[m].get('error') or 'constant'}")
+            times = ", ".join(f"{m} {res[m]['seconds']:.0f}" for m in args.methods)
+            print(f"{family}: {time.perf_counter() - t:.0f} s ({times})", file=sys.stderr, flush=True)
+            keras.backend.clear_session()
+    print("\n" + "\n".join(notes))
+    for line in failures:
+        print(line, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
