@@ -378,3 +378,23 @@ def test_a_gate_without_rule_passes_the_gradient_and_says_so():
     _, vr = jax.vjp(lambda u: z(u, "right"), x)
     expected = x * (vl(v * jax.nn.sigmoid(zr) * ml)[0] + vr(v * jnp.tanh(zl) * mr)[0])
     assert _rel(ours, np.asarray(expected)) < 1e-5
+
+
+def test_cli_says_in_one_line_which_layers_pass_the_gradient(tmp_path, capsys):
+    import keras
+
+    from jaxviz.cli import main
+    from jaxviz.images import sample_image_path
+
+    inp = keras.Input((16, 16, 3))
+    gate = keras.layers.Multiply(name="gate")([keras.layers.Conv2D(4, 3, activation="tanh")(inp),
+                                               keras.layers.Conv2D(4, 3, activation="sigmoid")(inp)])
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(gate))
+    keras.Model(inp, out).save(tmp_path / "gated.keras")
+    rc = main(["explain", str(sample_image_path("chelsea")), "--method", "deeplift", "--arch",
+               str(tmp_path / "gated.keras"), "-o", str(tmp_path / "out"), "--npy"])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "out" / "chelsea_deeplift.npy").exists()
+    lines = [line for line in err.splitlines() if "DeepLIFT rule" in line]
+    assert lines == ["jaxviz: warning: deeplift: no DeepLIFT rule for gate (Multiply of 2 tensors); the gradient "
+                     "passes through it (as in Captum's DeepLift)"], err
