@@ -14,9 +14,9 @@ keyed by the layers' names: always a traced argument, never closed over.
 The tap ``"logits"`` is the model's class score before its final softmax/sigmoid (the pre-activation of an
 output layer with ``activation="softmax"``, or the input of a final ``Softmax``/``Activation`` layer; the
 output itself when the model ends in a linear layer). A single sigmoid unit ``z`` (a binary classifier,
-listing 5.5) gives the logits ``[z, -z]``: class 0 is the unit, class 1 its negative class, and their
-sigmoids are the probabilities ``[p, 1 - p]`` (:attr:`Graph.head_activation` says which function turns
-logits into probabilities).
+listing 5.5) gives the logits ``[-z, z]``: class 1 is the unit (Keras's ``P(y = 1)``, trained with binary
+cross-entropy on labels 0/1), class 0 its complement, and their sigmoids are the probabilities ``[1 - p, p]``
+(:attr:`Graph.head_activation` says which function turns logits into probabilities).
 """
 
 from __future__ import annotations
@@ -298,9 +298,9 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
 
 
 def _binary_logits(z, activation):
-    """A single sigmoid unit's logit ``z`` as the two classes ``[z, -z]`` (see the module docstring)."""
+    """A single sigmoid unit's logit ``z`` as the two classes ``[-z, z]`` (see the module docstring)."""
     if activation == "sigmoid" and z.shape[-1] == 1:
-        return jax.numpy.concatenate([z, -z], axis=-1)
+        return jax.numpy.concatenate([-z, z], axis=-1)
     return z
 
 

@@ -304,7 +304,7 @@ class Model:
 
     @functools.cached_property
     def _binary(self) -> bool:
-        """Whether the model's output is a single sigmoid unit (logits ``[z, -z]``, see :mod:`jaxviz.graph`)."""
+        """Whether the model's output is a single sigmoid unit (logits ``[-z, z]``, see :mod:`jaxviz.graph`)."""
         return self.graph.head_activation == "sigmoid" and self.arch.num_classes == 2 and not isinstance(
             self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
 
@@ -354,7 +354,8 @@ class Model:
         """:func:`jaxviz.decode_predictions` for this model's classes: per image ``top`` ``(id, name, score)``.
 
         The id is the ImageNet wnid for ImageNet models (exactly Keras's result), else the class index. A
-        single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[p, 1 - p]``.
+        single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[1 - p, p]`` (class 1 is the unit,
+        as in Keras).
         """
         from .imagenet import decode_predictions
 
@@ -362,7 +363,7 @@ class Model:
             return decode_predictions(probs, top)
         preds = np.asarray(probs)
         if self._binary and preds.ndim == 2 and preds.shape[1] == 1:
-            preds = np.concatenate([preds, 1 - preds], axis=1)
+            preds = np.concatenate([1 - preds, preds], axis=1)
         if preds.ndim != 2 or preds.shape[1] != self.arch.num_classes:
             raise JaxvizError(f"expected predictions of shape [N, {self.arch.num_classes}], got {preds.shape}")
         names = self.class_names
@@ -395,11 +396,11 @@ class Model:
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _head(logits, activation, binary):
     """The model's output from its logits: their softmax or sigmoid (``binary``: a single sigmoid unit, whose
-    ``[z, -z]`` logits give back the unit's ``[N, 1]``), or the logits themselves."""
+    ``[-z, z]`` logits give back the unit's ``[N, 1]``), or the logits themselves."""
     if activation == "softmax":
         return jax.nn.softmax(logits, axis=-1)
     if activation == "sigmoid":
-        return jax.nn.sigmoid(logits[:, :1] if binary else logits)
+        return jax.nn.sigmoid(logits[:, 1:] if binary else logits)
     return logits
 
 
@@ -559,7 +560,7 @@ def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
         fixed = True
     classes = int(out[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
-        classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
+        classes = 2  # class 1: the unit (Keras's P(y = 1)); class 0: its complement (see jaxviz.graph)
     return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
                      graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]))
 
