@@ -396,14 +396,17 @@ def _spatial_side(layer: Layer, sides: Sequence[tuple[int, int] | None]) -> tupl
     return h, w
 
 
-def min_input_side(graph: Graph, limit: int = 2048) -> int:
-    """The smallest square input side for which every layer of ``graph`` keeps at least one pixel, from the
-    layers' windows, strides and paddings. InceptionV3: 75, as Keras asks; where Keras's applications ask
-    for more than their layers need (Xception 71, whose "same" layers run down to 7 px), this is the
-    smaller, computable size."""
+def min_input_side(graph: Graph, limit: int = 2048, names: Iterable[str] | None = None) -> int:
+    """The smallest square input side for which every layer of ``graph`` (or of ``names``, the layers a
+    truncated pass computes) keeps at least one pixel, from the layers' windows, strides and paddings.
+    InceptionV3: 75, as Keras asks; where Keras's applications ask for more than their layers need (Xception
+    71, whose "same" layers run down to 7 px), this is the smaller, computable size."""
+    keep = None if names is None else set(names)
     for side in range(1, limit + 1):
         sizes: dict[str, tuple[int, int] | None] = {}
         for layer in graph.layers:
+            if keep is not None and layer.name not in keep:
+                continue
             if layer.kind == "InputLayer":
                 sizes[layer.name] = (side, side)
                 continue

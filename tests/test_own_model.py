@@ -163,6 +163,27 @@ def test_a_sigmoid_units_classes_are_keras_labels(files, tmp_path, capsys):
     assert json.loads((tmp_path / "e" / "dog_explain.json").read_text())["target"] == label
 
 
+def test_a_truncated_pass_on_the_file_takes_any_size_its_layers_allow(files):
+    # The file's model takes 64×64 (its Flatten → Dense head); up to conv2d_3, 38×38 is the smallest size whose
+    # four convolutions and three pools keep a pixel. Keras runs the same layers on an Input of free size.
+    kmodel, paths = files
+    model = jaxviz.load(paths["keras"], ops="exact")
+    x = np.random.default_rng(2).uniform(0, 255, (1, 38, 38, 3)).astype("float32")
+    inp = keras.Input((None, None, 3))
+    h = inp
+    for layer in kmodel.layers[:7]:  # conv2d … conv2d_3
+        h = layer(h)
+    assert kmodel.layers[6].name == "conv2d_3"
+    with jax.default_matmul_precision("highest"):
+        got = model.features(x, "conv2d_3")["conv2d_3"]
+        ref = keras.Model(inp, h).predict(x, verbose=0)
+    assert got.shape == ref.shape == (1, 1, 1, 128) and _rel(got, ref) <= TOL
+    with pytest.raises(jaxviz.JaxvizError, match="up to conv2d_3 needs inputs of at least 38×38 pixels, got 37×37"):
+        model.features(x[:, :37, :37], "conv2d_3")
+    with pytest.raises(jaxviz.JaxvizError, match="with its top needs 64×64 inputs, got 38×38"):
+        model.features(x, "dense")
+
+
 def test_every_method_runs_on_the_file(files, images):
     _, paths = files
     model = jaxviz.load(paths["keras"])
