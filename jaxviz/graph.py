@@ -14,9 +14,9 @@ keyed by the layers' names: always a traced argument, never closed over.
 The tap ``"logits"`` is the model's class score before its final softmax/sigmoid (the pre-activation of an
 output layer with ``activation="softmax"``, or the input of a final ``Softmax``/``Activation`` layer; the
 output itself when the model ends in a linear layer). A single sigmoid unit ``z`` (a binary classifier,
-listing 5.5) gives the logits ``[z, -z]``: class 0 is the unit, class 1 its negative class, and their
-sigmoids are the probabilities ``[p, 1 - p]`` (:attr:`Graph.head_activation` says which function turns
-logits into probabilities).
+listing 5.5) gives the logits ``[-z, z]``: class 1 is the unit (Keras's ``P(y = 1)``, trained with binary
+cross-entropy on labels 0/1), class 0 its complement, and their sigmoids are the probabilities ``[1 - p, p]``
+(:attr:`Graph.head_activation` says which function turns logits into probabilities).
 """
 
 from __future__ import annotations
@@ -318,9 +318,9 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
 
 
 def _binary_logits(z, activation):
-    """A single sigmoid unit's logit ``z`` as the two classes ``[z, -z]`` (see the module docstring)."""
+    """A single sigmoid unit's logit ``z`` as the two classes ``[-z, z]`` (see the module docstring)."""
     if activation == "sigmoid" and z.shape[-1] == 1:
-        return jax.numpy.concatenate([z, -z], axis=-1)
+        return jax.numpy.concatenate([-z, z], axis=-1)
     return z
 
 
@@ -416,14 +416,17 @@ def _spatial_side(layer: Layer, sides: Sequence[tuple[int, int] | None]) -> tupl
     return h, w
 
 
-def min_input_side(graph: Graph, limit: int = 2048) -> int:
-    """The smallest square input side for which every layer of ``graph`` keeps at least one pixel, from the
-    layers' windows, strides and paddings. InceptionV3: 75, as Keras asks; where Keras's applications ask
-    for more than their layers need (Xception 71, whose "same" layers run down to 7 px), this is the
-    smaller, computable size."""
+def min_input_side(graph: Graph, limit: int = 2048, names: Iterable[str] | None = None) -> int:
+    """The smallest square input side for which every layer of ``graph`` (or of ``names``, the layers a
+    truncated pass computes) keeps at least one pixel, from the layers' windows, strides and paddings.
+    InceptionV3: 75, as Keras asks; where Keras's applications ask for more than their layers need (Xception
+    71, whose "same" layers run down to 7 px), this is the smaller, computable size."""
+    keep = None if names is None else set(names)
     for side in range(1, limit + 1):
         sizes: dict[str, tuple[int, int] | None] = {}
         for layer in graph.layers:
+            if keep is not None and layer.name not in keep:
+                continue
             if layer.kind == "InputLayer":
                 sizes[layer.name] = (side, side)
                 continue

@@ -169,12 +169,12 @@ def gradcam_row(model: Model, kmodel, x) -> dict | None:
 
         def score(a, t):
             p = head.stateless_call(tv, ntv, a, training=False)[0]
-            if p.shape[-1] == 1:  # one sigmoid unit: class 0 is the unit, class 1 its negative (1 - p)
-                p = jnp.concatenate([p, 1 - p], axis=-1)
+            if p.shape[-1] == 1:  # one sigmoid unit: class 1 is the unit (Keras's P(y = 1)), class 0 1 - p
+                p = jnp.concatenate([1 - p, p], axis=-1)
             return jnp.sum(p * jax.nn.one_hot(t, p.shape[-1]))
 
         probs = head.stateless_call(tv, ntv, a, training=False)[0]
-        t = jnp.argmax(probs, -1) if probs.shape[-1] > 1 else (probs[:, 0] < 0.5).astype(jnp.int32)
+        t = jnp.argmax(probs, -1) if probs.shape[-1] > 1 else (probs[:, 0] >= 0.5).astype(jnp.int32)
         g = jax.grad(score)(a, t)
         ref = jax.nn.relu(jnp.mean(a * jnp.mean(g, axis=(1, 2), keepdims=True), axis=-1))
         ref = ref / jnp.maximum(jnp.max(ref, axis=(1, 2), keepdims=True), 1e-30)

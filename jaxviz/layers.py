@@ -95,20 +95,55 @@ def _relu_family(x, ops: Ops):
     return ops.relu(x)
 
 
+def _clip6(x):
+    return jnp.clip(x, jnp.asarray(0, x.dtype), jnp.asarray(6, x.dtype))
+
+
 def _relu6(x, ops: Ops):
     # The ReLU part goes through ops.relu, so guided backprop's override applies to it.
-    return jnp.minimum(ops.relu(x), jnp.asarray(6, x.dtype))
+    return ops.nonlinear(_clip6, x, lambda v: jnp.minimum(ops.relu(v), jnp.asarray(6, v.dtype)))
 
 
-def _hard_sigmoid(x, ops: Ops):
+def _hard_sigmoid_fn(x):
     """Keras 3's ``hard_sigmoid``: ``relu6(x + 3) / 6``."""
     return jnp.clip(x + 3, 0, 6) / 6
 
 
-def _hard_sigmoid_keras2(x, ops: Ops):
+def _hard_sigmoid(x, ops: Ops):
+    return ops.nonlinear(_hard_sigmoid_fn, x)
+
+
+def _hard_sigmoid_keras2(x):
     """Keras 2's (tf.keras) ``hard_sigmoid``: ``clip(0.2 x + 0.5, 0, 1)``; :mod:`jaxviz.keras_io` renames
     ``hard_sigmoid`` to this in files Keras 2 wrote."""
     return jnp.clip(jnp.asarray(0.2, x.dtype) * x + jnp.asarray(0.5, x.dtype), 0, 1)
+
+
+#: The elementwise activations other than the ReLU's, each one function (one nonlinearity for DeepLIFT's
+#: Rescale rule: :meth:`jaxviz.ops.Ops.nonlinear`).
+ELEMENTWISE: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    # Keras 2 and 3 both default to the exact (erf) GELU for the "gelu" string.
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "softplus": jax.nn.softplus,
+    "softsign": jax.nn.soft_sign,
+    "exponential": jnp.exp,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.2),  # Keras 3's default negative_slope
+    "hard_sigmoid": _hard_sigmoid_fn,
+    "hard_sigmoid_keras2": _hard_sigmoid_keras2,
+    "hard_swish": lambda x: x * _hard_sigmoid_fn(x),
+    "hard_silu": lambda x: x * _hard_sigmoid_fn(x),
+}
+
+
+def _elementwise(f):
+    return lambda x, ops: ops.nonlinear(f, x)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array, Ops], jax.Array]] = {
@@ -117,23 +152,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array, Ops], jax.Array]] = {
     "relu6": _relu6,
     "softmax": lambda x, ops: jax.nn.softmax(x, axis=-1),
     "log_softmax": lambda x, ops: jax.nn.log_softmax(x, axis=-1),
-    "sigmoid": lambda x, ops: jax.nn.sigmoid(x),
-    "tanh": lambda x, ops: jnp.tanh(x),
-    "swish": lambda x, ops: jax.nn.silu(x),
-    "silu": lambda x, ops: jax.nn.silu(x),
-    # Keras 2 and 3 both default to the exact (erf) GELU for the "gelu" string.
-    "gelu": lambda x, ops: jax.nn.gelu(x, approximate=False),
-    "elu": lambda x, ops: jax.nn.elu(x),
-    "selu": lambda x, ops: jax.nn.selu(x),
-    "softplus": lambda x, ops: jax.nn.softplus(x),
-    "softsign": lambda x, ops: jax.nn.soft_sign(x),
-    "exponential": lambda x, ops: jnp.exp(x),
-    "mish": lambda x, ops: x * jnp.tanh(jax.nn.softplus(x)),
-    "leaky_relu": lambda x, ops: jax.nn.leaky_relu(x, 0.2),  # Keras 3's default negative_slope
-    "hard_sigmoid": _hard_sigmoid,
-    "hard_sigmoid_keras2": _hard_sigmoid_keras2,
-    "hard_swish": lambda x, ops: x * _hard_sigmoid(x, ops),
-    "hard_silu": lambda x, ops: x * _hard_sigmoid(x, ops),
+    **{name: _elementwise(f) for name, f in ELEMENTWISE.items()},
 }
 
 
@@ -172,8 +191,14 @@ def relu(p, inputs, cfg, ops):
             return ops.relu(x)
         if float(max_value) == 6:
             return _relu6(x, ops)
-        return jnp.minimum(ops.relu(x), jnp.asarray(max_value, x.dtype))
-    # Keras's general formula (keras.activations.relu).
+        top = float(max_value)
+        return ops.nonlinear(lambda v: jnp.clip(v, 0, jnp.asarray(top, v.dtype)), x,
+                             lambda v: jnp.minimum(ops.relu(v), jnp.asarray(top, v.dtype)))
+    return ops.nonlinear(lambda v: _keras_relu(v, max_value, slope, threshold), x)
+
+
+def _keras_relu(x, max_value, slope: float, threshold: float):
+    """Keras's general formula (keras.activations.relu)."""
     if slope != 0 and max_value is None and threshold == 0:
         return jax.nn.leaky_relu(x, slope)
     negative = jax.nn.relu(threshold - x) if threshold != 0 else jax.nn.relu(-x)
@@ -188,21 +213,22 @@ def relu(p, inputs, cfg, ops):
 @kind("LeakyReLU")
 def leaky_relu(p, inputs, cfg, ops):
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))  # Keras 3: negative_slope; Keras 2: alpha
-    return jax.nn.leaky_relu(inputs[0], jnp.asarray(0.3 if slope is None else slope, inputs[0].dtype))
+    slope = 0.3 if slope is None else slope
+    return ops.nonlinear(lambda v: jax.nn.leaky_relu(v, jnp.asarray(slope, v.dtype)), inputs[0])
 
 
 @kind("ELU")
 def elu(p, inputs, cfg, ops):
-    x = inputs[0]
-    alpha = jnp.asarray(cfg.get("alpha", 1.0), x.dtype)
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+    alpha = cfg.get("alpha", 1.0)
+    return ops.nonlinear(lambda x: jnp.where(x > 0, x, jnp.asarray(alpha, x.dtype) * jnp.expm1(jnp.minimum(x, 0))),
+                         inputs[0])
 
 
 @kind("PReLU")
 def prelu(p, inputs, cfg, ops):
     x = inputs[0]
     alpha = _w(p, "alpha", x)
-    return jax.nn.relu(x) - alpha * jax.nn.relu(-x)
+    return ops.nonlinear(lambda v: jax.nn.relu(v) - alpha * jax.nn.relu(-v), x)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -530,35 +556,52 @@ OPERATIONS: dict[str, Callable] = {
 }
 
 
-def _operation(fn):
+#: Operations linear in their tensor argument when every other argument is a number (the first argument's, for
+#: the divisions).
+LINEAR_OPERATIONS = ("Add", "Subtract", "Negative", "Multiply")
+LINEAR_NUMERATOR = ("Divide", "TrueDivide")
+
+
+def tensor_args(cfg: dict) -> list[int]:
+    """The positions of an operation's arguments that are layer inputs (the others are numbers)."""
+    return [i for i, a in enumerate(cfg["args"]) if isinstance(a, dict)]
+
+
+def _operation(name, fn):
     def apply(p, inputs, cfg, ops):
         args = [inputs[a["__input__"]] if isinstance(a, dict) else jnp.asarray(a, inputs[0].dtype)
                 for a in cfg["args"]]
-        return fn(*args)
+        tensors = tensor_args(cfg)
+        linear = name in LINEAR_OPERATIONS or (name in LINEAR_NUMERATOR and tensors == [0])
+        if len(tensors) != 1 or linear:
+            return fn(*args)
+        # one tensor and numbers: an elementwise function of that tensor (x ** 2, maximum(x, 0), 1 / x)
+        i = tensors[0]
+        return ops.nonlinear(lambda v: fn(*args[:i], v, *args[i + 1:]), args[i])
 
     return apply
 
 
 for _name, _fn in OPERATIONS.items():
-    KINDS["ops." + _name] = _operation(_fn)
+    KINDS["ops." + _name] = _operation(_name, _fn)
 
 #: keras.ops activations on a tensor (``keras.ops.relu(x)``), with their config (``approximate``, ``axis``, …).
 UNARY_OPERATIONS: dict[str, Callable] = {
     "Relu": lambda x, cfg, ops: ops.relu(x),
     "Relu6": lambda x, cfg, ops: _relu6(x, ops),
-    "Sigmoid": lambda x, cfg, ops: jax.nn.sigmoid(x),
-    "Tanh": lambda x, cfg, ops: jnp.tanh(x),
-    "Silu": lambda x, cfg, ops: jax.nn.silu(x),
+    "Sigmoid": lambda x, cfg, ops: ops.nonlinear(jax.nn.sigmoid, x),
+    "Tanh": lambda x, cfg, ops: ops.nonlinear(jnp.tanh, x),
+    "Silu": lambda x, cfg, ops: ops.nonlinear(jax.nn.silu, x),
     "HardSigmoid": lambda x, cfg, ops: _hard_sigmoid(x, ops),
-    "HardSilu": lambda x, cfg, ops: x * _hard_sigmoid(x, ops),
-    "Elu": lambda x, cfg, ops: jnp.where(x > 0, x, jnp.asarray(cfg.get("alpha", 1.0), x.dtype)
-                                         * jnp.expm1(jnp.minimum(x, 0))),
-    "Selu": lambda x, cfg, ops: jax.nn.selu(x),
-    "Softplus": lambda x, cfg, ops: jax.nn.softplus(x),
+    "HardSilu": lambda x, cfg, ops: ops.nonlinear(ELEMENTWISE["hard_silu"], x),
+    "Elu": lambda x, cfg, ops: elu(None, [x], cfg, ops),
+    "Selu": lambda x, cfg, ops: ops.nonlinear(jax.nn.selu, x),
+    "Softplus": lambda x, cfg, ops: ops.nonlinear(jax.nn.softplus, x),
     # keras.ops.gelu defaults to the tanh approximation (the "gelu" activation string does not).
-    "Gelu": lambda x, cfg, ops: jax.nn.gelu(x, approximate=bool(cfg.get("approximate", True))),
+    "Gelu": lambda x, cfg, ops: ops.nonlinear(lambda v: jax.nn.gelu(v, approximate=bool(cfg.get("approximate", True))),
+                                              x),
     "Softmax": lambda x, cfg, ops: jax.nn.softmax(x, axis=cfg.get("axis", -1)),
-    "Exp": lambda x, cfg, ops: jnp.exp(x),
+    "Exp": lambda x, cfg, ops: ops.nonlinear(jnp.exp, x),
 }
 
 

@@ -241,8 +241,12 @@ class Model:
 
     # --- Keras-like entry points -----------------------------------------------------------------------
 
-    def check_input(self, x) -> jax.Array:
-        """Validates a batch of preprocessed images ``[N, H, W, C]`` and returns it as float32."""
+    def check_input(self, x, layers: str | Iterable[str] | None = None) -> jax.Array:
+        """Validates a batch of preprocessed images ``[N, H, W, C]`` and returns it as float32.
+
+        ``layers``: what a truncated pass computes (those layers and what they depend on); the size must suit
+        those layers only (VGG16 with its top takes 64×64 inputs up to ``block3_conv1``). Default: the whole
+        model."""
         shape = tuple(np.shape(x))
         c = getattr(self.arch, "channels", 3)
         if len(shape) != 4 or shape[-1] != c:
@@ -251,10 +255,15 @@ class Model:
                 "add a batch axis with x[None] for a single image"
             )
         h, w = shape[1:3]
-        m = self.arch.min_size
-        if h < m or w < m:
-            raise JaxvizError(f"{self.arch.name} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
-        if self.include_top and self.arch.head == "flatten":
+        names = None if layers is None else self.check_layers(layers)
+        m = self.min_side(names)
+        # a dense layer computed after the map is flattened fixes the size
+        dense = names is None or any(self.graph.by_name[n].kind == "Dense" for n in self.graph.ancestors(names))
+        # where a dense head fixes the size, a truncated pass that computes it says so rather than the minimum
+        if (h < m or w < m) and not (names is not None and self._fixed_size(dense)):
+            upto = "" if names is None else f" up to {self.deepest(names)}"
+            raise JaxvizError(f"{self.arch.name}{upto} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
+        if self._fixed_size(dense):
             s = self.arch.default_size
             if (h, w) != (s, s):
                 raise JaxvizError(
@@ -266,11 +275,22 @@ class Model:
                               "preprocessed")
         if not isinstance(self.arch, vgg.Arch):
             try:
-                self.layer_table((h, w, c))
+                for upto in (None,) if names is None else names:
+                    self.layer_table((h, w, c), upto)
             except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
                 raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
                                   f"{self.arch.default_size}×{self.arch.default_size}") from None
         return jnp.asarray(x, jnp.float32)
+
+    def min_side(self, layers: str | Iterable[str] | None = None) -> int:
+        """The smallest input side the pass up to ``layers`` takes (default: the whole model's, ``arch.min_size``)."""
+        if layers is None:
+            return self.arch.min_size
+        return graph_lib.min_input_side(self.graph, names=self.graph.ancestors(self.check_layers(layers)))
+
+    def _fixed_size(self, dense: bool) -> bool:
+        """Whether the pass needs the model's own input size: a flatten head whose dense layers it computes."""
+        return self.include_top and self.arch.head == "flatten" and dense
 
     def _features_program(self, layers: tuple[str, ...]):
         """The compiled pass that taps ``layers`` (the methods' one program cache, :func:`jaxviz.runtime.compiled`)."""
@@ -290,7 +310,7 @@ class Model:
           Compiled once per (layers, input shape); a second call with the same shapes does not recompile.
         """
         layers = self.check_layers(layers)
-        x = self.check_input(x)
+        x = self.check_input(x, layers)
         head = self._head_layer()
         if head not in layers:
             with self._notice(("features", layers, x.shape)):
@@ -304,7 +324,7 @@ class Model:
 
     @functools.cached_property
     def _binary(self) -> bool:
-        """Whether the model's output is a single sigmoid unit (logits ``[z, -z]``, see :mod:`jaxviz.graph`)."""
+        """Whether the model's output is a single sigmoid unit (logits ``[-z, z]``, see :mod:`jaxviz.graph`)."""
         return self.graph.head_activation == "sigmoid" and self.arch.num_classes == 2 and not isinstance(
             self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
 
@@ -354,7 +374,8 @@ class Model:
         """:func:`jaxviz.decode_predictions` for this model's classes: per image ``top`` ``(id, name, score)``.
 
         The id is the ImageNet wnid for ImageNet models (exactly Keras's result), else the class index. A
-        single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[p, 1 - p]``.
+        single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[1 - p, p]`` (class 1 is the unit,
+        as in Keras).
         """
         from .imagenet import decode_predictions
 
@@ -362,7 +383,7 @@ class Model:
             return decode_predictions(probs, top)
         preds = np.asarray(probs)
         if self._binary and preds.ndim == 2 and preds.shape[1] == 1:
-            preds = np.concatenate([preds, 1 - preds], axis=1)
+            preds = np.concatenate([1 - preds, preds], axis=1)
         if preds.ndim != 2 or preds.shape[1] != self.arch.num_classes:
             raise JaxvizError(f"expected predictions of shape [N, {self.arch.num_classes}], got {preds.shape}")
         names = self.class_names
@@ -395,11 +416,11 @@ class Model:
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _head(logits, activation, binary):
     """The model's output from its logits: their softmax or sigmoid (``binary``: a single sigmoid unit, whose
-    ``[z, -z]`` logits give back the unit's ``[N, 1]``), or the logits themselves."""
+    ``[-z, z]`` logits give back the unit's ``[N, 1]``), or the logits themselves."""
     if activation == "softmax":
         return jax.nn.softmax(logits, axis=-1)
     if activation == "sigmoid":
-        return jax.nn.sigmoid(logits[:, :1] if binary else logits)
+        return jax.nn.sigmoid(logits[:, 1:] if binary else logits)
     return logits
 
 
@@ -560,7 +581,7 @@ def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
         fixed = True
     classes = int(out[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
-        classes = 2  # class 0: the unit; class 1: its negative class (see jaxviz.graph)
+        classes = 2  # class 1: the unit (Keras's P(y = 1)); class 0: its complement (see jaxviz.graph)
     return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
                      graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]))
 

@@ -470,6 +470,18 @@ def _strided_1x1(kernel_shape, strides, groups) -> bool:
     return tuple(kernel_shape[:2]) == (1, 1) and tuple(strides) != (1, 1) and groups == 1
 
 
+class ElementwiseRule:
+    """A backward rule for every elementwise nonlinearity of the graph (DeepLIFT's Rescale rule), given to the
+    forward pass as its ``relu``: :meth:`apply` computes ``f(x)`` with the rule's backward pass; calling the
+    rule on ``x`` is ``apply(jax.nn.relu, x)``."""
+
+    def apply(self, f: Callable, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.apply(jax.nn.relu, x)
+
+
 @dataclasses.dataclass(frozen=True)
 class Ops:
     """How the layers compute (see the module docstring). Hashable: part of every compiled program's key.
@@ -477,7 +489,8 @@ class Ops:
     Attributes:
       fast: use the fast CPU arithmetic where it applies (prepared kernels, Winograd, transposed dense).
       relu: the function every ReLU-family activation of the graph applies where it is a plain ReLU
-        (guided backprop and deconvnet swap it for a custom-VJP one; :meth:`with_relu`).
+        (guided backprop and deconvnet swap it for a custom-VJP one; :meth:`with_relu`); an
+        :class:`ElementwiseRule` applies to every elementwise nonlinearity (:meth:`nonlinear`).
     """
 
     fast: bool = False
@@ -485,6 +498,14 @@ class Ops:
 
     def with_relu(self, fn: Callable | None) -> Ops:
         return self if fn is None or fn is self.relu else dataclasses.replace(self, relu=fn)
+
+    def nonlinear(self, f: Callable, x: jax.Array, via_relu: Callable | None = None) -> jax.Array:
+        """The elementwise nonlinearity ``f`` on ``x``: ``relu.apply(f, x)`` under an :class:`ElementwiseRule`;
+        otherwise ``via_relu(x)`` where given (``f`` written with :attr:`relu`, so that guided backprop's ReLU
+        rule reaches the ReLU inside a clipped ReLU), else ``f(x)``."""
+        if isinstance(self.relu, ElementwiseRule):
+            return self.relu.apply(f, x)
+        return f(x) if via_relu is None else via_relu(x)
 
     @property
     def name(self) -> str:

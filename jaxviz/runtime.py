@@ -217,7 +217,7 @@ def params_of(model, params):
 def check_score(model, score: str) -> str:
     """Validates ``score`` (one of :data:`SCORES`) and returns it as computed for ``model``'s head: with
     ``"sigmoid_"`` in front for a model whose output is a sigmoid (a binary classifier's single unit gives
-    the logits ``[z, -z]``, see :mod:`jaxviz.graph`), whose probabilities are the logits' sigmoids."""
+    the logits ``[-z, z]``, see :mod:`jaxviz.graph`), whose probabilities are the logits' sigmoids."""
     if score.startswith("sigmoid_") and score[len("sigmoid_"):] in SCORES:
         return score
     check_choice(score, SCORES, "score")

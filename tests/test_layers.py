@@ -115,8 +115,9 @@ def test_pooling_and_resampling(tmp_path):
               L.GaussianNoise(0.3, name="gnoise"),
               L.GaussianDropout(0.3, name="gdrop"),
               L.Permute((2, 1, 3), name="permute"),
-              L.Reshape((-1, 3), name="reshape"),
-              L.Reshape((4, 4, 3), name="reshape_back") if False else L.Flatten(name="flatten"),
+              L.Reshape((-1, 3), name="reshape"),  # [10, 4, 3] after the permute → [40, 3]
+              L.Reshape((4, 10, 3), name="reshape_back"),  # back to a 4D batch, in another layout
+              L.Flatten(name="flatten"),
               L.Dropout(0.5, name="drop"),
               L.Dense(4, activation="softmax", name="out")), tmp_path)
 

@@ -143,6 +143,28 @@ def test_without_top_any_size_from_32_works():
         m.predict(np.ones((1, 32, 32, 3), np.float32))
 
 
+def test_a_truncated_pass_takes_any_size_its_layers_allow(tiny):
+    # vgg_tiny with its top needs 32×32 for its dense head, but block3_conv1 computes nothing of it
+    bare = jaxviz.load("vgg_tiny", "random:0", include_top=False)
+    x = np.random.default_rng(0).normal(0, 30, (2, 64, 64, 3)).astype(np.float32)
+    got = tiny.features(x, ["block3_conv1", "block1_conv1"])
+    want = bare.features(x, ["block3_conv1", "block1_conv1"])
+    assert got["block3_conv1"].shape == (2, 16, 16, 8)
+    np.testing.assert_array_equal(got["block3_conv1"], want["block3_conv1"])
+    np.testing.assert_array_equal(got["block1_conv1"], want["block1_conv1"])
+    assert tiny.features(x, "flatten")["flatten"].shape == (2, 2 * 2 * 8)  # no dense layer computed: any size
+    # the smallest size is the truncated pass's: block2_conv1 needs one pixel after block1_pool
+    assert tiny.features(np.ones((1, 2, 2, 3), np.float32), "block2_conv1")["block2_conv1"].shape == (1, 1, 1, 6)
+    with pytest.raises(jaxviz.JaxvizError, match=r"^vgg_tiny up to block2_conv1 needs inputs of at least 2×2 "
+                                                 r"pixels, got 1×1$"):
+        tiny.features(np.ones((1, 1, 1, 3), np.float32), "block2_conv1")
+    # the dense head still fixes the size where it is computed
+    with pytest.raises(jaxviz.JaxvizError, match="with its top needs 32×32 inputs, got 64×64"):
+        tiny.features(x, ["block3_conv1", "fc1"])
+    with pytest.raises(jaxviz.JaxvizError, match="at least 32"):
+        tiny.predict(np.ones((1, 16, 16, 3), np.float32))
+
+
 def test_custom_vjp_conv_and_pool_match_lax_gradients():
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     x = jnp.round(jax.random.normal(k1, (2, 9, 7, 5)) * 2) / 2  # rounding makes pooling ties

@@ -2,6 +2,7 @@
 Keras, loaded with ``jaxviz.load(path)``, explained by every entry point and every CLI command, and
 compared with Keras running the same file (exact mode, full float32 precision)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def _rel(ours, ref):
 def test_book_convnet_equals_keras_layer_by_layer_and_in_gradcam(files, images, kind):
     kmodel, paths = files
     model = jaxviz.load(paths[kind], ops="exact")
-    assert model.preprocess == "none" and model.num_classes == 2  # one sigmoid unit: class 0 and its negative
+    assert model.preprocess == "none" and model.num_classes == 2  # a sigmoid unit: class 1; class 0: 1 − p
     x = images / 255.0
     with jax.default_matmul_precision("highest"):
         np.testing.assert_array_equal(model.predict(x).shape, (2, 1))
@@ -92,20 +93,95 @@ def test_saliency_and_both_classes_of_a_sigmoid_unit_equal_keras(files, images):
         return kmodel.stateless_call(tv, ntv, x, training=False)[0][:, 0]
 
     with jax.default_matmul_precision("highest"):
-        ref0 = jax.grad(lambda x: keras_prob(x).sum())(x)
-        ref1 = jax.grad(lambda x: (1 - keras_prob(x)).sum())(x)
+        # Keras's labels: the unit is P(y = 1) (class 1), its complement class 0
+        ref1 = jax.grad(lambda x: keras_prob(x).sum())(x)
+        ref0 = jax.grad(lambda x: (1 - keras_prob(x)).sum())(x)
         ours0 = jaxviz.saliency(model, x, target=0, score="prob", reduce=None)
         ours1 = jaxviz.saliency(model, x, target=1, score="prob", reduce=None)
         logit0 = jaxviz.saliency(model, x, target=0, score="logit", reduce=None)
         logit1 = jaxviz.saliency(model, x, target=1, score="logit", reduce=None)
+        signed1 = jaxviz.input_x_gradient(model, x, target=1, score="logit", reduce=None)
+        ref_logit1 = x * jax.grad(lambda x: jax.scipy.special.logit(keras_prob(x)).sum())(x)
     # Saliency is |∂score/∂x| (Simonyan et al.).
     assert _rel(ours0, jnp.abs(ref0)) <= TOL and _rel(ours1, jnp.abs(ref1)) <= TOL
+    assert _rel(signed1, ref_logit1) <= 1e-3  # the unit's logit z, signed (logit(σ(z)) in float32: ~1e-5)
     np.testing.assert_allclose(logit1, logit0, atol=1e-6 * float(jnp.abs(logit0).max()))
-    logits = model.apply(model.params, x, upto="logits")[0]  # the unit's logit z and its negative class's -z
-    np.testing.assert_array_equal(logits[:, 1], -logits[:, 0])
+    logits = model.apply(model.params, x, upto="logits")[0]  # class 0: the complement's −z; class 1: the unit's z
+    np.testing.assert_array_equal(logits[:, 0], -logits[:, 1])
     with jax.default_matmul_precision("highest"):
         z = kmodel.stateless_call(tv, ntv, x, training=False)[0][:, 0]
-    np.testing.assert_allclose(jax.nn.sigmoid(logits[:, 0]), z, rtol=1e-6)
+    np.testing.assert_allclose(jax.nn.sigmoid(logits[:, 1]), z, rtol=1e-6)
+
+
+def test_a_sigmoid_units_classes_are_keras_labels(files, tmp_path, capsys):
+    # Listing 5.5 trains with binary cross-entropy on labels 0/1 (cats 0, dogs 1: image_dataset_from_directory
+    # numbers class folders alphabetically): Keras's output p is P(y = 1). One image Keras calls 0, and one it
+    # calls 1 (made by steps up Keras's own gradient of p).
+    kmodel, paths = files
+    model = jaxviz.load(paths["keras"], ops="exact")
+    tv = [v.value for v in kmodel.trainable_variables]
+    ntv = [v.value for v in kmodel.non_trainable_variables]
+    keras_p = jax.jit(lambda x: kmodel.stateless_call(tv, ntv, x, training=False)[0][:, 0])
+    x = np.random.default_rng(7).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    with jax.default_matmul_precision("highest"):
+        for _ in range(20):
+            if keras_p(x[1:])[0] > 0.7:
+                break
+            x[1] = np.clip(x[1] + 0.05 * np.sign(jax.grad(lambda v: keras_p(v)[0])(x[1:])[0]), 0, 1)
+        p = np.asarray(keras_p(x))
+    assert p[0] < 0.5 < p[1], p
+    with jax.default_matmul_precision("highest"):
+        decoded = model.decode_predictions(model.predict(x), top=2)
+    for d, pk in zip(decoded, p):
+        assert d[0][0] == str(int(pk >= 0.5))  # the top class is Keras's label
+        probs = {int(i): prob for i, _, prob in d}
+        np.testing.assert_allclose([probs[1], probs[0]], [pk, 1 - pk], rtol=1e-4, atol=1e-6)
+    # targets: None is Keras's label, 1 is the unit's logit z, 0 the complement's −z
+    with jax.default_matmul_precision("highest"):
+        top = np.asarray(jaxviz.input_x_gradient(model, x, reduce=None))
+        one = np.asarray(jaxviz.input_x_gradient(model, x, target=1, reduce=None))
+        zero = np.asarray(jaxviz.input_x_gradient(model, x, target=0, reduce=None))
+    np.testing.assert_array_equal(top[1], one[1])
+    np.testing.assert_array_equal(top[0], zero[0])
+    np.testing.assert_allclose(zero, -one, rtol=1e-6, atol=1e-7)
+    # the command line: predict names class_1 with Keras's p for the image Keras calls 1
+    from PIL import Image
+
+    img = tmp_path / "dog.png"
+    Image.fromarray(np.round(x[1] * 255).astype(np.uint8)).save(img)
+    with jax.default_matmul_precision("highest"):
+        # the file's model takes raw 0..255 pixels (preprocess "none"), as the command line feeds it
+        p_img = float(kmodel.predict(np.asarray(Image.open(img), np.float32)[None], verbose=0)[0, 0])
+    label = int(p_img >= 0.5)
+    assert main(["predict", str(img), "--arch", paths["keras"], "--top", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)[str(img)]
+    assert row["id"] == str(label) and row["name"] == f"class_{label}"
+    np.testing.assert_allclose(row["score"], p_img if label else 1 - p_img, rtol=1e-4)
+    # explain's default target (and its title) is Keras's label too
+    assert main(["explain", str(img), "--arch", paths["keras"], "--method", "saliency", "-o", str(tmp_path / "e")]) == 0
+    assert f"class {label} class_{label}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e" / "dog_explain.json").read_text())["target"] == label
+
+
+def test_a_truncated_pass_on_the_file_takes_any_size_its_layers_allow(files):
+    # The file's model takes 64×64 (its Flatten → Dense head); up to conv2d_3, 38×38 is the smallest size whose
+    # four convolutions and three pools keep a pixel. Keras runs the same layers on an Input of free size.
+    kmodel, paths = files
+    model = jaxviz.load(paths["keras"], ops="exact")
+    x = np.random.default_rng(2).uniform(0, 255, (1, 38, 38, 3)).astype("float32")
+    inp = keras.Input((None, None, 3))
+    h = inp
+    for layer in kmodel.layers[:7]:  # conv2d … conv2d_3
+        h = layer(h)
+    assert kmodel.layers[6].name == "conv2d_3"
+    with jax.default_matmul_precision("highest"):
+        got = model.features(x, "conv2d_3")["conv2d_3"]
+        ref = keras.Model(inp, h).predict(x, verbose=0)
+    assert got.shape == ref.shape == (1, 1, 1, 128) and _rel(got, ref) <= TOL
+    with pytest.raises(jaxviz.JaxvizError, match="up to conv2d_3 needs inputs of at least 38×38 pixels, got 37×37"):
+        model.features(x[:, :37, :37], "conv2d_3")
+    with pytest.raises(jaxviz.JaxvizError, match="with its top needs 64×64 inputs, got 38×38"):
+        model.features(x, "dense")
 
 
 def test_every_method_runs_on_the_file(files, images):

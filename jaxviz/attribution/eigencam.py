@@ -4,7 +4,8 @@ Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
 arXiv:2008.00299.
 
 With ``A`` reshaped to ``[h·w, K]`` (one row per location) and centred per channel as pytorch-grad-cam does
-(``Ā = A − mean over locations``), ``Ā = U Σ Vᵀ``:
+(``Ā = A − mean over locations``; pytorch-grad-cam's choice: the paper factorises the uncentred activations),
+``Ā = U Σ Vᵀ``:
 
     L = ReLU(Ā v₁)      (v₁ the first right singular vector)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from ..errors import JaxvizError, printable
 
@@ -85,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """jaxviz's own warnings (e.g. deeplift's note on layers without a rule) as one line; others as Python's."""
+    if os.path.dirname(os.path.abspath(filename)).startswith(os.path.dirname(os.path.dirname(__file__))):
+        print(f"jaxviz: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def _run(args) -> int:
     try:
         if (getattr(args, "command", None) not in ("weights", "summary", "convert")
@@ -92,7 +104,9 @@ def _run(args) -> int:
             from ..parallel import enable_compilation_cache
 
             enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except JaxvizError as e:
         print(f"jaxviz: error: {printable(e)}", file=sys.stderr)
         return 2

@@ -46,7 +46,8 @@ def register(sub) -> None:
     p.add_argument("--method", action="append", default=[], metavar="M",
                    help=_method_help("attribution method") + "; 'all' also draws them side by side")
     p.add_argument("--target", type=nonnegative_int, default=None,
-                   help="class index to explain (default: each image's top class)")
+                   help="class index to explain (default: each image's top class; a single sigmoid unit is class 1, "
+                        "its complement class 0, as Keras's labels)")
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the raw maps as .npy")
@@ -57,7 +58,8 @@ def register(sub) -> None:
     add_images_arg(p)
     p.add_argument("--method", action="append", default=[], metavar="M", help=_method_help("method"))
     p.add_argument("--target", type=nonnegative_int, default=None,
-                   help="class index (default: each image's top class)")
+                   help="class index (default: each image's top class; a single sigmoid unit is class 1, its "
+                        "complement class 0, as Keras's labels)")
     add_model_args(p)
     p.add_argument("--box", default=None, help="object box x0,y0,x1,y1 in model-input pixels, for the pointing game")
     p.add_argument("--tolerance", type=nonnegative_float, default=15.0,
@@ -135,7 +137,10 @@ def display_map(m, method: str) -> np.ndarray:
 def _targets(model, x, target) -> list[int]:
     if target is not None:
         return [int(target)] * len(x)
-    return [int(c) for c in model.predict(x).argmax(-1)]
+    from ..runtime import logits
+
+    # the logits, not predict's output: a single sigmoid unit's [N, 1] has one column (see jaxviz.graph)
+    return [int(c) for c in np.asarray(logits(model, x)).argmax(-1)]
 
 
 def cmd_explain(args) -> int:

@@ -181,8 +181,9 @@ def cmd_activations(args) -> int:
     layers = list(dict.fromkeys(model.check_layers(layers)))
     paths = default_images(paths, model)
     size = args.size or model.arch.default_size
-    if size < model.arch.min_size:
-        raise JaxvizError(f"--size {size} is too small: {model.arch.name} needs at least {model.arch.min_size} px")
+    if size < model.min_side(layers):
+        raise JaxvizError(f"--size {size} is too small: {model.arch.name} up to {model.deepest(layers)} needs at "
+                          f"least {model.min_side(layers)} px")
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
     layer_stems = file_stems(model.layer_names)  # file names from layer names: a safe slug of each
