@@ -356,12 +356,14 @@ def save_png(path: str | os.PathLike, array) -> Path:
 
     Args:
       path: destination file.
-      array: ``[H, W, 3]`` (RGB) or ``[H, W]`` (grayscale) uint8.
+      array: ``[H, W, 3]`` (RGB) or ``[H, W]`` / ``[H, W, 1]`` (grayscale) uint8.
 
     Returns:
       The destination as a `pathlib.Path`.
     """
     arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
         raise ValueError(
             f"save_png expects uint8 [H, W, 3] or [H, W], got {arr.dtype} {arr.shape}; "

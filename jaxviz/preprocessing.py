@@ -80,3 +80,17 @@ def unpreprocess(x, mode: str = "caffe"):
     if mode == "rescale":
         return x * np.float32(255.0)
     return x + 0
+
+
+def value_range(mode: str = "caffe", channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` per channel: the model-space values of pixels 0 and 255 (the valid input range) in ``mode``."""
+    lo = preprocess(np.zeros(channels, np.float32), mode)
+    hi = preprocess(np.full(channels, 255.0, np.float32), mode)
+    return np.minimum(lo, hi), np.maximum(lo, hi)
+
+
+def gray_level(mode: str = "caffe", channels: int = 3) -> np.ndarray:
+    """The model-space size of one gray level (1 of 255) per channel: 1 for "caffe" and "none", 1/255 for
+    "rescale", 1/127.5 for "tf", 1/(255·std) for "torch"."""
+    lo, hi = value_range(mode, channels)
+    return ((hi - lo) / np.float32(255.0)).astype(np.float32)

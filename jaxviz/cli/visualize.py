@@ -154,12 +154,24 @@ def cmd_deepvis(args) -> int:
                          jitter=args.jitter, init_std=args.init_std, seed=args.seed, progress=True, raw=True)
 
     imgs = np.clip(np.rint(model.undo_preprocess(raw)), 0, 255).astype(np.uint8)
+    warn_flat(args.classes, imgs)
     for c, img, r in zip(args.classes, imgs, raw):
         print(save_png(out / f"deepvis_{c}.png", img))
         if args.npy:
             print(save_npy(out / f"deepvis_{c}.npy", r))
     print(save_figure(deepvis_panel(model, imgs, args.classes), out / "deepvis.png"))
     return 0
+
+
+def warn_flat(classes, imgs) -> None:
+    """One warning line on stderr for DeepVis images that stayed flat."""
+    import sys
+
+    from ..visualize.deepvis import flat_warning
+
+    note = flat_warning(classes, imgs)
+    if note:
+        print(f"jaxviz: warning: {note}", file=sys.stderr)
 
 
 def cmd_gradcam(args) -> int:
@@ -230,7 +242,8 @@ def cmd_figures(args) -> int:
     out = output_dir(args.output)
     kwargs = dict(QUICK) if args.quick else {}
     kwargs["pattern_order"] = args.pattern_order
-    manifest = make_figures(args.arch, weights, images, out, progress=_progress(args), **kwargs)
+    manifest = make_figures(args.arch, weights, images, out, progress=_progress(args), preprocess=args.preprocess,
+                            **kwargs)
     run = manifest["last_run"]
     print(f"{out / 'index.html'}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")
