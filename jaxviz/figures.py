@@ -124,8 +124,9 @@ class _Task:
 class _Context:
     """Lazily loaded model, conv base and photo: nothing is loaded unless a task needs it."""
 
-    def __init__(self, arch, weights, images, out: Path, progress: bool, file_model=None):
+    def __init__(self, arch, weights, images, out: Path, progress: bool, file_model=None, preprocess=None):
         images = list(images) if isinstance(images, (list, tuple)) else [images]
+        self.preprocess = preprocess
         self.arch, self.weights, self.images, self.out, self.progress = arch, weights, images, out, progress
         self.image = images[0]
         self.load_seconds = 0.0
@@ -133,12 +134,12 @@ class _Context:
         self.file_model = file_model  # a model read from the user's file (jaxviz.load(path))
 
     def x_of(self, image):
-        """The preprocessed batch ``[1, S, S, 3]`` of one of the images, at the model's input size."""
+        """The preprocessed batch ``[1, H, W, C]`` of one of the images, at the model's input size."""
         if image not in self._x:
             from .images import load_image
 
-            s = self.arch.default_size
-            self._x[image] = np.asarray(self.model.preprocess_input(load_image(image, target_size=(s, s))[None]))
+            x = load_image(image, target_size=self.arch.input_hw, channels=self.arch.channels)[None]
+            self._x[image] = np.asarray(self.model.preprocess_input(x))
         return self._x[image]
 
     @functools.cached_property
@@ -148,7 +149,7 @@ class _Context:
         from .model import load
 
         t = time.perf_counter()
-        m = load(self.arch.name, self.weights, include_top=True)
+        m = load(self.arch.name, self.weights, include_top=True, preprocess=self.preprocess)
         self.load_seconds += time.perf_counter() - t
         return m
 
@@ -162,15 +163,7 @@ class _Context:
         if self.file_model is not None:
             return m
         params = {k: v for k, v in m.params.items() if k in m.conv_layer_names}
-        return Model(m.arch, params, include_top=False, source=m.source)
-
-    @functools.cached_property
-    def photo(self) -> np.ndarray:
-        """The photo as RGB 0..255 float at the model's input size ``[S, S, 3]``."""
-        from .images import load_image
-
-        s = self.arch.default_size
-        return load_image(self.image, target_size=(s, s))
+        return Model(m.arch, params, include_top=False, source=m.source, preprocess=m.preprocess)
 
     @functools.cached_property
     def photo_full(self) -> np.ndarray:
@@ -178,9 +171,6 @@ class _Context:
 
         return load_image(self.image, target_size=None)
 
-    @functools.cached_property
-    def x(self):
-        return np.asarray(self.model.preprocess_input(self.photo[None]))
 
 
 def _jsonable(obj):
@@ -253,33 +243,40 @@ def _run_kernels(ctx: _Context, task: _Task) -> None:
 
 
 def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> list:
-    """A conv layer's kernels as labelled figures: a cell per filter (the 3×3 slices of its first
+    """A conv layer's kernels as labelled figures: a cell per filter (the kh×kw slices of its first
     ``channels`` input channels side by side, one gray scale for the whole layer) and, for a first layer on
-    RGB inputs, a second figure with each filter as a colour patch. Returns matplotlib figures."""
+    colour images, a second figure with each filter as a colour patch, in the channel order of the model's
+    preprocessing (:func:`jaxviz.visualize.kernels.channel_order`: BGR for Caffe's, else RGB). Returns
+    matplotlib figures."""
     from .plotting import labelled_grid
-    from .visualize.kernels import kernels
+    from .visualize.kernels import channel_order, kernels
 
-    k = kernels(model, layer)  # [3, 3, C_in, C_out] in [0, 1] over the layer
-    c_all, nf = k.shape[2], min(filters, k.shape[3])
+    k = kernels(model, layer)  # [kh, kw, C_in, C_out] in [0, 1] over the layer
+    kh, kw, c_all, c_out = k.shape
+    nf = min(filters, c_out)
     c_in = min(channels, c_all)
-    chans = "B, G, R" if c_all == 3 else f"{c_in} of {c_all}"
+    order = channel_order(model)
+    image_channels = c_all == getattr(model.arch, "channels", 3) and c_all in (1, 3)  # a first layer
+    chans = order if image_channels else f"{c_in} of {c_all}"
     cells = []
     for f in range(nf):
         parts = []
         for c in range(c_in):
-            parts += [k[:, :, c, f], np.full((3, 1), np.nan)]
+            parts += [k[:, :, c, f], np.full((kh, 1), np.nan)]
         cells.append(np.concatenate(parts[:-1], axis=1))
-    title = (f"{layer} kernels of {model.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each 3×3 per input "
+    title = (f"{layer} kernels of {model.arch.name}: filters 0–{nf - 1} of {c_out}, each {kh}×{kw} per input "
              f"channel ({chans}, left to right)")
     cols = 8 if c_in <= 3 else max(2, 24 // c_in)  # about 1000–1600 px wide whatever the channel count
     figs = [labelled_grid(cells, [str(f) for f in range(nf)], title, cols=cols, cell=1.0 + 0.35 * c_in,
                           cmap="gray", vmax=1.0,
                           colorbar="weight, one scale for the layer (0 = its most negative, 1 = its most positive)")]
-    if c_all == 3:
-        patches = np.clip(np.rint(np.transpose(k[..., :nf], (3, 0, 1, 2))[..., ::-1] * 255), 0, 255)
+    if image_channels and c_all == 3:
+        rgb = k[:, :, ::-1] if order == "B, G, R" else k  # input channels drawn as R, G, B whatever their order
+        patches = np.clip(np.rint(np.transpose(rgb[..., :nf], (3, 0, 1, 2)) * 255), 0, 255)
+        names = "blue, green, red" if order == "B, G, R" else "red, green, blue"
         figs.append(labelled_grid(list(patches.astype(np.uint8)), [str(f) for f in range(nf)],
-                                  f"{layer} kernels of {model.arch.name} as colour patches: filter f's 3×3 weights "
-                                  "on the\nB, G, R inputs drawn as blue, green, red (one scale for the layer)",
+                                  f"{layer} kernels of {model.arch.name} as colour patches: filter f's {kh}×{kw} "
+                                  f"weights on the\n{order} inputs drawn as {names} (one scale for the layer)",
                                   cols=8, cell=1.0))
     return figs
 
@@ -348,11 +345,14 @@ def _run_deepvis(ctx: _Context, task: _Task) -> None:
     from .images import save_png
     from .plotting import save_figure
     from .render import deepvis_panel
-    from .visualize.deepvis import class_patterns
+    from .visualize.deepvis import class_patterns, flat_warning
 
     p = task.params
     opts = {k: p[k] for k in DEEPVIS_OPTIONS}
     imgs = class_patterns(ctx.model, p["classes"], size=p["size"], seed=p["seed"], progress=ctx.progress, **opts)
+    note = flat_warning(p["classes"], imgs)
+    if note:
+        print(f"jaxviz: warning: {note}", file=sys.stderr)
     for img, name in zip(imgs, task.files[1:]):
         save_png(confine(ctx.out, name), img)
     save_figure(deepvis_panel(ctx.model, imgs, p["classes"]), confine(ctx.out, task.files[0]))
@@ -375,7 +375,7 @@ def _run_gradcam(ctx: _Context, task: _Task) -> None:
     res = gradcam_result(ctx.model, x, layer=p["layer"], score=p["score"], top=p["top"])
     maps, classes, probs = (np.asarray(a)[0] for a in res)
     logits = np.asarray(ctx.model.features(x, "logits")["logits"])[0]
-    save_png(confine(ctx.out, task.files[0]), gradcam_heatmap(maps[0], ctx.arch.default_size))
+    save_png(confine(ctx.out, task.files[0]), gradcam_heatmap(maps[0], ctx.arch.input_hw))
     photo = display_photo(load_image(image, target_size=None))
     save_png(confine(ctx.out, task.files[1]), overlay(photo, maps[0]))
     fig = gradcam_panel(ctx.model, photo, maps, classes, probs, logits,
@@ -420,6 +420,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
         ends[name.split("_", 1)[0]] = name
     first = conv_names[0]
     stem = file_stems([r.name for r in table])  # file names from layer names: a safe slug of each
+    kh, kw = convs[0].kernel_shape[:2]
+    order = s.get("_channel_order", "B, G, R")
 
     def task(name, files, params, run, caption, section, captions=None):
         return _Task(name, files, {**common, **params}, run, caption, section, captions or {})
@@ -431,8 +433,9 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
         task("kernels", [f"kernels_{stem[first]}.png"]
              + ([f"kernels_{stem[first]}_rgb.png"] if convs[0].kernel_shape[2] == 3 else []),
              {"layer": first, "filters": s["kernel_filters"]}, _run_kernels,
-             f"{first} kernels on one scale for the layer: each filter's 3×3 weights per input channel (B, G, R) "
-             "side by side; and each filter as an RGB patch", "Kernels"),
+             f"{first} kernels on one scale for the layer: each filter's {kh}×{kw} weights per input channel "
+             f"({order}) side by side" + ("; and each filter as an RGB patch" if convs[0].kernel_shape[2] == 3
+                                          else ""), "Kernels"),
     ]
     fm_layers = list(dict.fromkeys([first, *ends.values()]))
     for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
@@ -468,7 +471,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
             dv["steps"] = s["deepvis_steps"]
         names = _class_names(arch)
         tasks.append(task("deepvis", ["deepvis.png"] + [f"deepvis_{c}.png" for c in classes],
-                          {"classes": classes, "size": s["deepvis_size"] or arch.default_size, **dv,
+                          {"classes": classes, "size": s["deepvis_size"] or list(arch.input_hw), **dv,
                            "seed": s["seed"]},
                           _run_deepvis, f"all {len(classes)} classes by regularised gradient ascent on the logit "
                           "(Yosinski et al. 2015)", "Class visualisation",
@@ -547,11 +550,17 @@ def unique_stems(paths) -> list[str]:
     return stems
 
 
-def _weights_description(arch, weights) -> str:
-    """What the weights are, in words: the demo networks' "imagenet" means their shipped weights."""
+def _weights_description(arch, weights, model_file=None) -> str:
+    """What the weights are, in words: the demo networks' "imagenet" means their shipped weights, a model
+    file's its own (or seeded random ones on its graph)."""
     from .visualize.deepvis import is_demo
 
     w = "random:0" if weights is None else str(weights)
+    if model_file is not None:
+        if w.startswith("random:"):
+            return (f"random (He-initialised, seed {w.split(':', 1)[1]}) on the graph of {model_file}: untrained, "
+                    "not the file's weights")
+        return f"the weights stored in {model_file}"
     if is_demo(arch) and w in ("imagenet", "demo"):
         return f"the shipped trained demo weights (jaxviz/data/{arch.name}.npz)"
     if w == "imagenet":
@@ -630,7 +639,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_classes: Sequence[int] | None = None, deepvis_size: int | None = None,
                  deepvis_steps: int | None = None,
                  gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str | None = None,
-                 seed: int = 0, progress: bool = True) -> dict:
+                 seed: int = 0, progress: bool = True, preprocess: str | None = None) -> dict:
     """Regenerates the figure set into ``out_dir``; resumable (see the module docstring).
 
     Args:
@@ -638,7 +647,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         of the user's own model file (``.keras``, ``.h5``, converted ``.npz``): then the default pattern layers
         are a few of its conv layers, the single pattern one in the middle, Grad-CAM at its
         :attr:`~jaxviz.Model.cam_layer`, and images are prepared in its preprocessing mode.
-      weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED").
+      weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED"; for a model file, "imagenet" means its
+        own weights and "random:SEED" re-initialises its graph).
       image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``), or
         for the demo networks their bundled star scene (``jaxviz.demo.demo_image_path()``).
       out_dir: output folder (created if missing).
@@ -664,6 +674,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         ("prob", the book; "logit", the paper and the default for the demo networks).
       seed: seed of every random start.
       progress: tqdm bar over the tasks.
+      preprocess: the images' preprocessing mode (:mod:`jaxviz.preprocessing`); default the model's own.
 
     Returns:
       The manifest (also in ``out_dir/manifest.json``): parameters, versions, and per task its files,
@@ -679,9 +690,10 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     if _is_model_file(model_arch):  # the user's own model: a Keras file or a converted .npz
         from .model import load
 
-        file_model = load(model_arch)
+        file_model = load(model_arch, weights, preprocess=preprocess)
+        file_model.require_spatial("jaxviz figures")
         arch = file_model.arch
-        table = file_model.layer_table((arch.default_size, arch.default_size, arch.channels))
+        table = file_model.layer_table((*arch.input_hw, arch.channels))
         convs = [r.name for r in table if r.kind == "Conv2D"]
         if tuple(pattern_layers) == DEFAULT_PATTERN_LAYERS:  # VGG's names: a few conv layers of this model
             step = max(1, len(convs) // 4)
@@ -736,10 +748,17 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
     common = {"arch": str(model_arch) if file_model is not None else arch.name, "weights": str(weights)}
+    mode = file_model.preprocess if file_model is not None else preprocess
+    if mode is not None:  # images and patterns depend on it
+        common["preprocess"] = mode
     stems = unique_stems(images)
     image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
                   for i, (im, stem) in enumerate(zip(images, stems))]
     extra = {"_file": True, "_cam_layer": file_model.cam_layer} if file_model is not None else {}
+    if file_model is not None:
+        from .visualize.kernels import channel_order
+
+        extra["_channel_order"] = channel_order(file_model)
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
                                   "_fmap_min_side": per_arch["fmap_min_side"], **extra}, image_info, table)
 
@@ -747,14 +766,15 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     old = _load_manifest(path)
     manifest = {
         "format": FORMAT, "arch": arch.name, "weights": str(weights),
-        "weights_description": _weights_description(arch, weights), "image": str(image),
+        "weights_description": _weights_description(arch, weights, model_arch if file_model is not None else None),
+        "image": str(image),
         "images": [str(i) for i in images],
         "parameters": _jsonable(sizes), "versions": _versions(),
         "tasks": {t.name: old["tasks"][t.name] for t in tasks
                   if t.name in old.get("tasks", {}) and _is_done(t, old["tasks"][t.name], out)},
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
-    ctx = _Context(arch, weights, images, out, progress, file_model)
+    ctx = _Context(arch, weights, images, out, progress, file_model, preprocess)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
     manifest["last_run"] = run

@@ -68,6 +68,7 @@ def load_image(
     *,
     exif_transpose: bool = True,
     background: tuple[int, int, int] | None = (255, 255, 255),
+    channels: int = 3,
 ) -> np.ndarray:
     """Loads an image file as an RGB float32 array, as Keras's `load_img` + `img_to_array` do.
 
@@ -93,9 +94,11 @@ def load_image(
       exif_transpose: rotate/flip by the EXIF orientation tag as image viewers do. Keras does not; pass
         False for exact Keras parity on photos that carry the tag.
       background: RGB colour, 0..255, under transparent pixels; None drops alpha as Keras does.
+      channels: 3 for RGB; 1 for grayscale, as Keras's ``load_img(color_mode="grayscale")``: the RGB image
+        converted by PIL's ``convert("L")`` (ITU-R 601-2 luma), for models trained on one-channel images.
 
     Returns:
-      ``[H, W, 3]`` float32 array, RGB, values 0..255 (integers stored as floats).
+      ``[H, W, channels]`` float32 array, RGB (or gray), values 0..255 (integers stored as floats).
 
     Raises:
       ImageError: the file is missing, a directory, unreadable, not an image, truncated or corrupt.
@@ -103,6 +106,8 @@ def load_image(
     """
     if interpolation not in _RESAMPLE:
         raise ValueError(f"unknown interpolation {interpolation!r}; use one of {', '.join(_RESAMPLE)}")
+    if channels not in (1, 3):
+        raise ImageError(f"images can be loaded with 1 (grayscale) or 3 (RGB) channels, not {channels}")
     size = _check_target_size(target_size)
     name = os.fspath(path)
     limit = _max_image_pixels()
@@ -142,6 +147,8 @@ def load_image(
         ) from None
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])  # PIL sizes are (width, height)
+    if channels == 1:
+        return np.array(img.convert("L"), dtype=np.float32)[..., None]
     return np.array(img, dtype=np.float32)
 
 
@@ -311,7 +318,7 @@ def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray
     added: ``image + alpha * colour(heatmap)``, rounded and clipped to 0..255.
 
     Args:
-      image: ``[H, W, 3]`` RGB, uint8 or float 0..255.
+      image: ``[H, W, 3]`` RGB (or ``[H, W, 1]`` / ``[H, W]`` gray, drawn as gray), uint8 or float 0..255.
       heatmap: ``[h, w]`` values in [0, 1] (values outside are clipped, NaN counts as 0).
       alpha: weight of the coloured heatmap; the book uses 0.4.
       cmap: matplotlib colormap name.
@@ -323,6 +330,8 @@ def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray
 
     img = np.asarray(image, dtype=np.float32)
     heat = np.asarray(heatmap, dtype=np.float32)
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[-1] == 1):
+        img = np.repeat(img.reshape(*img.shape[:2], 1), 3, axis=-1)  # a grayscale model's input
     if img.ndim != 3 or img.shape[-1] != 3:
         raise ValueError(f"overlay expects an RGB image [H, W, 3], got shape {img.shape}")
     if heat.ndim != 2:
@@ -347,12 +356,14 @@ def save_png(path: str | os.PathLike, array) -> Path:
 
     Args:
       path: destination file.
-      array: ``[H, W, 3]`` (RGB) or ``[H, W]`` (grayscale) uint8.
+      array: ``[H, W, 3]`` (RGB) or ``[H, W]`` / ``[H, W, 1]`` (grayscale) uint8.
 
     Returns:
       The destination as a `pathlib.Path`.
     """
     arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
         raise ValueError(
             f"save_png expects uint8 [H, W, 3] or [H, W], got {arr.dtype} {arr.shape}; "

@@ -33,7 +33,11 @@ HEAD_KINDS = ("GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D",
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What jaxviz needs to know of a model that is not a VGG table (:class:`jaxviz.vgg.Arch` has the same
-    fields): its name, classes, input size and channels, and whether its head fixes the input size."""
+    fields): its name, classes, input size and channels, and whether its head fixes the input size.
+
+    ``input_hw`` is the ``(height, width)`` images are resized to (the file's, or 224×224 for a free size);
+    ``None`` for a model whose input is not an image (a flat feature vector ``[N, channels]``).
+    ``default_size`` is the side of a square ``input_hw``, else ``None``."""
 
     name: str
     num_classes: int
@@ -42,6 +46,12 @@ class ModelInfo:
     class_names: tuple[str, ...] | None = None
     min_size: int = 32
     channels: int = 3
+    input_hw: tuple[int, int] | None = (224, 224)
+
+    @property
+    def spatial(self) -> bool:
+        """Whether the model takes images ``[N, H, W, C]`` (not flat vectors)."""
+        return self.input_hw is not None
 
 
 class Model:
@@ -56,7 +66,7 @@ class Model:
       ops: how layers compute (:class:`jaxviz.ops.Ops`: fast on CPUs by default, or exact).
       module: ``graph`` and ``ops`` bound (:class:`jaxviz.graph.Network`), Flax-style ``apply``.
       source: where the weights came from (a path, "imagenet:<path>", "random:SEED").
-      preprocess: the input preprocessing the model expects ("caffe", "tf", "torch", "none").
+      preprocess: the input preprocessing the model expects ("caffe", "tf", "torch", "rescale", "none").
     """
 
     def __init__(self, arch, params: dict, include_top: bool = True, source: str = "",
@@ -74,7 +84,7 @@ class Model:
         self.ops = ops_lib.default_ops(ops)
         self.module = graph_lib.Network(self.graph, self.ops)
         self.source = source
-        self.preprocess = preprocessing.check_mode(preprocess)
+        self.preprocess = preprocessing.check_channels(preprocess, getattr(self.arch, "channels", 3))
         self._prepared_cache: tuple | None = None
         self._compiled_keys: set = set()
         self._tables: dict = {}
@@ -143,8 +153,20 @@ class Model:
 
     @property
     def input_size(self) -> int | None:
-        """The side of the square input the model was built for (``None``: any size)."""
+        """The side of the square input the model was built for (``None``: not square, see :attr:`input_hw`)."""
         return self.arch.default_size
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """``(height, width)`` images are resized to for this model (``None``: its input is not an image)."""
+        hw = self.arch.input_hw
+        return None if hw is None else tuple(hw)
+
+    def require_spatial(self, what: str = "this command") -> None:
+        """Raises one line if the model's input is not an image (a Dense-only model on feature vectors)."""
+        if self.input_hw is None:
+            raise JaxvizError(f"{what} needs a model with a spatial (image) input [N, H, W, C]; {self.arch.name} "
+                              f"takes flat vectors [N, {self.arch.channels}] (summary and predict work on it)")
 
     @property
     def layer_names(self) -> list[str]:
@@ -242,18 +264,31 @@ class Model:
     # --- Keras-like entry points -----------------------------------------------------------------------
 
     def check_input(self, x, layers: str | Iterable[str] | None = None) -> jax.Array:
-        """Validates a batch of preprocessed images ``[N, H, W, C]`` and returns it as float32.
+        """Validates a batch of preprocessed images ``[N, H, W, C]`` (or, for a model on flat vectors,
+        ``[N, features]``) and returns it as float32.
 
         ``layers``: what a truncated pass computes (those layers and what they depend on); the size must suit
         those layers only (VGG16 with its top takes 64×64 inputs up to ``block3_conv1``). Default: the whole
         model."""
         shape = tuple(np.shape(x))
         c = getattr(self.arch, "channels", 3)
+        hw = self.input_hw
+        if hw is None:
+            if len(shape) != 2 or shape[-1] != c:
+                hint = " (add a batch axis with x[None] for a single vector)" if shape == (c,) else ""
+                raise JaxvizError(f"{self.arch.name} expects a batch of vectors [N, {c}], got shape {shape}{hint}")
+            return self._finite(x)
         if len(shape) != 4 or shape[-1] != c:
-            raise JaxvizError(
-                f"expected a batch of images [N, H, W, {c}], got shape {shape}; "
-                "add a batch axis with x[None] for a single image"
-            )
+            if len(shape) == 3 and shape[-1] == c:
+                hint = "; add a batch axis with x[None] for a single image"
+            elif len(shape) in (3, 4) and shape[-1] != c:
+                hint = (f": {shape[-1]} channel(s) given, the model takes {c}"
+                        + ("; load images as grayscale (load_image(path, channels=1))" if c == 1 else
+                           "; load images as RGB (load_image(path))" if c == 3 else ""))
+            else:
+                hint = ""
+            raise JaxvizError(f"{self.arch.name} expects a batch of images [N, H, W, {c}] "
+                              f"(e.g. [N, {hw[0]}, {hw[1]}, {c}]), got shape {shape}{hint}")
         h, w = shape[1:3]
         names = None if layers is None else self.check_layers(layers)
         m = self.min_side(names)
@@ -263,23 +298,27 @@ class Model:
         if (h < m or w < m) and not (names is not None and self._fixed_size(dense)):
             upto = "" if names is None else f" up to {self.deepest(names)}"
             raise JaxvizError(f"{self.arch.name}{upto} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
-        if self._fixed_size(dense):
-            s = self.arch.default_size
-            if (h, w) != (s, s):
-                raise JaxvizError(
-                    f"{self.arch.name} with its top needs {s}×{s} inputs, got {h}×{w}; resize the image "
-                    f"(load_image(path, target_size=({s}, {s}))) or load the model with include_top=False"
-                )
-        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
-            raise JaxvizError("the input contains NaN/inf values; check how the images were loaded and "
-                              "preprocessed")
+        if self._fixed_size(dense) and (h, w) != tuple(hw):
+            raise JaxvizError(
+                f"{self.arch.name} with its top needs {hw[0]}×{hw[1]} (height × width) inputs, got {h}×{w}; resize "
+                f"the image (load_image(path, target_size=({hw[0]}, {hw[1]}))) or load the model with "
+                "include_top=False"
+            )
+        x = self._finite(x)
         if not isinstance(self.arch, vgg.Arch):
             try:
                 for upto in (None,) if names is None else names:
                     self.layer_table((h, w, c), upto)
             except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
                 raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
-                                  f"{self.arch.default_size}×{self.arch.default_size}") from None
+                                  f"{hw[0]}×{hw[1]} (height × width)") from None
+        return jnp.asarray(x, jnp.float32)
+
+    @staticmethod
+    def _finite(x):
+        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
+            raise JaxvizError("the input contains NaN/inf values; check how the images were loaded and "
+                              "preprocessed")
         return jnp.asarray(x, jnp.float32)
 
     def min_side(self, layers: str | Iterable[str] | None = None) -> int:
@@ -458,11 +497,13 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
       weights: for a named architecture: "imagenet" (Keras's files: jaxviz cache, then Keras cache, then
         download; see :mod:`jaxviz.weights`), a path to a Keras ``.h5`` / ``.weights.h5`` or a converted
         ``.npz`` file, or ``None`` / ``"random:SEED"`` for deterministic He-initialised weights (``None`` =
-        seed 0). Ignored for a model file, which holds its weights.
+        seed 0). For a model file: ``"imagenet"`` (the default) means the weights stored in the file, and
+        ``None`` / ``"random:SEED"`` re-initialises its graph with seeded weights (:func:`seeded_params`:
+        untrained, for sanity checks); a weight file or anything else is refused.
       include_top: include ``flatten``, ``fc1``, ``fc2`` and ``predictions`` (named architectures only).
       ops: "fast" (the default on CPUs: Winograd convolutions and precomputed kernels) or "exact" (plain
         ``lax``, Keras parity); see :mod:`jaxviz.ops`.
-      preprocess: how images are prepared for it ("caffe", "tf", "torch" or "none"); default: what the
+      preprocess: how images are prepared for it ("caffe", "tf", "torch", "rescale" or "none"); default: what the
         architecture or the file says (a Keras application's own mode), else "none" for files.
 
     Before creating any array, the first call applies jaxviz's XLA:CPU setting (:func:`jaxviz.xla_cpu.configure`)
@@ -475,9 +516,13 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
 
     xla_cpu.configure()
     if _is_model_file(arch):
+        seed = _file_weights_seed(arch, weights)
         graph, params, info = read_model_file(arch)
+        source = str(arch)
+        if seed is not None:
+            params, source = seeded_params(graph, params, seed), f"random:{seed} (on the graph of {arch})"
         mode = preprocess or info.get("preprocess") or "none"
-        return Model(graph, params, source=str(arch), ops=ops, preprocess=preprocessing.check_mode(mode))
+        return Model(graph, params, source=source, ops=ops, preprocess=preprocessing.check_mode(mode))
     from . import weights as weights_lib
 
     a = vgg.get_arch(arch)
@@ -489,6 +534,56 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     else:
         params, source = weights_lib.load_params(a, weights, include_top)
     return Model(a, params, include_top, source, ops=ops, preprocess=preprocessing.check_mode(preprocess or "caffe"))
+
+
+def _file_weights_seed(path, weights) -> int | None:
+    """For a model file: ``None`` to use its own weights (``weights="imagenet"``, every entry point's default),
+    else the seed of ``"random:SEED"`` (``None``: seed 0). Any other ``weights`` is refused in one line."""
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        return None
+    if weights is None:
+        return 0
+    if isinstance(weights, str) and weights.startswith("random:") and weights[7:].strip().isdigit():
+        return int(weights[7:])
+    raise file_weights_error(path, weights)
+
+
+def file_weights_error(path, weights) -> JaxvizError:
+    """The one-line refusal of ``weights`` other than random:SEED for a whole-model file."""
+    return JaxvizError(f"--weights {weights}: {path} is a whole model and holds its own weights; drop --weights to "
+                       "use them, or give random:SEED for seeded random weights on its graph")
+
+
+def seeded_params(graph: graph_lib.Graph, params: Mapping, seed: int = 0) -> dict:
+    """Seeded, untrained weights for ``graph`` in the layout of ``params`` (a fresh Keras model's state).
+
+    Kernels are He-normal (``N(0, 2 / fan_in)``; a depthwise kernel's fan-in is its window), biases, ``beta``
+    and PReLU's ``alpha`` zero, ``gamma`` one, BatchNormalization's moving statistics a fresh layer's (mean
+    0, variance 1); a Normalization layer's data statistics are kept (they are the input's preprocessing).
+    Layer ``i`` (in network order) draws from numpy's PCG64 seeded with ``(seed, i)``: the same seed gives
+    the same weights on every platform.
+    """
+    order = {name: i for i, name in enumerate(graph.layer_names)}
+    out = {}
+    for name, p in params.items():
+        if not isinstance(p, Mapping):
+            out[name] = p
+            continue
+        rng = np.random.default_rng([seed, order.get(name, len(order))])
+        new = {}
+        for key, v in p.items():
+            shape = np.shape(v)
+            if "kernel" in key and len(shape) >= 2:
+                fan_in = int(np.prod(shape[:-2] if key == "depthwise_kernel" else shape[:-1])) or 1
+                new[key] = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+            elif key in ("bias", "beta", "alpha", "moving_mean"):
+                new[key] = np.zeros(shape, np.float32)
+            elif key in ("gamma", "moving_variance"):
+                new[key] = np.ones(shape, np.float32)
+            else:
+                new[key] = np.asarray(v, np.float32)
+        out[name] = new
+    return out
 
 
 def _is_demo(arch: vgg.Arch) -> bool:
@@ -565,23 +660,27 @@ def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None,
 
 def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
     shape = graph.input_shape
-    # A free input size: 224 px is what the CLI and the figures use by default (any size works).
-    size = shape[0] if shape[0] is not None and shape[0] == shape[1] else 224
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
 
-    def output_shape(side):
+    def output_shape(*dims):
         return jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
-                              jax.ShapeDtypeStruct((1, side, side, shape[-1]), jnp.float32)).shape
+                              jax.ShapeDtypeStruct((1, *dims, shape[-1]), jnp.float32)).shape
 
-    out = output_shape(size)
+    if len(shape) != 3:  # not an image: a flat vector of features (a Dense-only model)
+        classes = int(output_shape(*shape[:-1])[-1])
+        if classes == 1 and graph.head_activation == "sigmoid":
+            classes = 2
+        return ModelInfo(graph.name, classes, None, "flatten", graph.class_names, 1, int(shape[-1]), None)
+    # A free input size: 224 px is what the CLI and the figures use by default (any size works).
+    h, w = (224 if d is None else int(d) for d in shape[:2])
+    out = output_shape(h, w)
     try:  # a head that fixes the input size (a Flatten of a spatial map) cannot take another size
-        output_shape(size + 32)
+        output_shape(h + 32, w + 32)
         fixed = False
     except (TypeError, ValueError):
         fixed = True
     classes = int(out[-1])
     if classes == 1 and graph.head_activation == "sigmoid":
         classes = 2  # class 1: the unit (Keras's P(y = 1)); class 0: its complement (see jaxviz.graph)
-    return ModelInfo(graph.name, classes, size, "flatten" if fixed else "gap",
-                     graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]))
-
+    return ModelInfo(graph.name, classes, h if h == w else None, "flatten" if fixed else "gap",
+                     graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]), (h, w))

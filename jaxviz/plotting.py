@@ -105,7 +105,10 @@ def titled_panel(images: Sequence[np.ndarray], titles: Sequence[str], cols: int 
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
-        ax.imshow(img, cmap=None if np.ndim(img) == 3 else "viridis")
+        if np.ndim(img) == 3 and np.shape(img)[-1] == 1:  # a grayscale model's image
+            ax.imshow(np.asarray(img)[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(img, cmap=None if np.ndim(img) == 3 else "viridis")
         ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)

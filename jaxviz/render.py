@@ -26,11 +26,13 @@ def deepvis_panel(model, images: Sequence[np.ndarray], classes: Sequence[int]):
                         cols=n if n <= 5 else -(-n // 2), size=3.0 if n <= 5 else 2.0)
 
 
-def gradcam_heatmap(heat: np.ndarray, input_size: int) -> np.ndarray:
-    """A Grad-CAM map at its layer's resolution, enlarged by whole pixels towards the input size, coloured."""
+def gradcam_heatmap(heat: np.ndarray, input_size) -> np.ndarray:
+    """A Grad-CAM map at its layer's resolution, enlarged by whole pixels towards the input size (a side, or
+    ``(height, width)``), coloured."""
     from .plotting import colourise
 
-    scale = max(1, int(input_size) // heat.shape[0])
+    h, w = (input_size, input_size) if np.ndim(input_size) == 0 else input_size
+    scale = max(1, min(int(h) // heat.shape[0], int(w) // heat.shape[1]))
     return colourise(heat.repeat(scale, 0).repeat(scale, 1), "jet")
 
 

@@ -39,6 +39,13 @@ class Arch:
     def min_size(self) -> int:
         return 2 ** len(self.convs_per_block)
 
+    channels = 3  # RGB images
+    spatial = True
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return (self.default_size, self.default_size)
+
 
 ARCHS: dict[str, Arch] = {
     "vgg16": Arch("vgg16", (2, 2, 3, 3, 3), (64, 128, 256, 512, 512)),

@@ -151,10 +151,10 @@ def cmd_explain(args) -> int:
     names = _methods(args.method)
     model, paths = _load(args)
     out = output_dir(args.output)
-    s = model.arch.default_size
     stems = dict(zip(paths, unique_stems(paths)))
     notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
-    for chunk, x in image_batches(paths, (s, s), batch=4, progress=not args.no_progress, desc="explain", model=model):
+    for chunk, x in image_batches(paths, model.input_hw, batch=4, progress=not args.no_progress, desc="explain",
+                                  model=model):
         targets = _targets(model, x, args.target)
         maps, seconds = {}, {}
         for name in names:
@@ -172,6 +172,7 @@ def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, o
                  save_figure, titled_panel) -> None:
     label = _class_label(model, target)
     rgb = np.clip(np.asarray(model.undo_preprocess(x)), 0, 255)
+    rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb  # a grayscale model's input, shown gray
     record = {"image": str(path), "arch": model.arch.name, "weights": model.source, "target": target,
               "class": label, "methods": {}}
     panels, titles = [rgb.astype(np.uint8)], [f"input (class {label})"]
@@ -222,15 +223,16 @@ def cmd_evaluate(args) -> int:
     if args.json:
         check_output_file(args.json, "--json")  # before any work, not after it
     model, paths = _load(args)
-    s = model.arch.default_size
-    if box is not None and (box[2] > s or box[3] > s):
-        raise JaxvizError(f"--box {args.box} reaches outside the {s}×{s} model input; give x0,y0,x1,y1 within it")
+    h, w = model.input_hw
+    if box is not None and (box[2] > w or box[3] > h):
+        raise JaxvizError(f"--box {args.box} reaches outside the {w}×{h} (width × height) model input; give "
+                          "x0,y0,x1,y1 within it")
     plot_dir = output_dir(args.plot, "--plot") if args.plot else None
     checkpoints = _checkpoints(model, args.sanity)
     stems = dict(zip(paths, unique_stems(paths)))
     notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
     results = []
-    for chunk, xs in image_batches(paths, (s, s), batch=1, progress=not args.no_progress, desc="evaluate", model=model):
+    for chunk, xs in image_batches(paths, (h, w), batch=1, progress=not args.no_progress, desc="evaluate", model=model):
         x = xs
         target = _targets(model, x, args.target)[0]
         rows = {}

@@ -12,6 +12,7 @@ import numpy as np
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
 from ..errors import JaxvizError
 from ..figures import unique_stems  # noqa: F401  (for the commands)
+from ..preprocessing import MODES
 from ..runtime import CompileNotice  # noqa: F401  (for the commands)
 
 
@@ -19,12 +20,14 @@ def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top:
     p.add_argument("--arch", default=default_arch,
                    help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models), or your own model file: "
                         "a Keras .keras or .h5 (model.save) or a converted .npz (default: %(default)s)")
-    p.add_argument("--preprocess", choices=("caffe", "tf", "torch", "none"), default=None,
-                   help="how images are prepared for the model (Keras's modes); default: the model's own "
-                        "(caffe for VGG; for a file, its Keras application's mode, else none)")
-    p.add_argument("--weights", default="imagenet", type=weights_spec,
-                   help='"imagenet" (Keras files: cache, then download; the demo models: their shipped '
-                        'weights), a .h5/.npz path, or random:SEED')
+    p.add_argument("--preprocess", choices=MODES, default=None,
+                   help="how images are prepared for the model (Keras's modes; rescale = x / 255, for models "
+                        "trained on [0, 1] pixels); default: the model's own (caffe for VGG; for a file, its Keras "
+                        "application's mode, else none: pixels 0..255 as they are)")
+    p.add_argument("--weights", default=None, type=weights_spec,
+                   help='"imagenet" (the default: Keras files, cache, then download; the demo models: their shipped '
+                        'weights), a .h5/.npz path, or random:SEED; for a model file: its own weights, or '
+                        'random:SEED to re-initialise its graph')
     if not top:
         p.add_argument("--no-top", action="store_true", help="load the model without its classifier")
 
@@ -88,19 +91,46 @@ def model_from_args(args, include_top: bool | None = None):
 
     if include_top is None:
         include_top = not getattr(args, "no_top", False)
-    model = load(args.arch, args.weights, include_top=include_top, preprocess=getattr(args, "preprocess", None))
-    if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None:
-        print(f"jaxviz: {model.arch.name} from {args.arch}: images preprocessed as {model.preprocess!r} "
-              "(--preprocess caffe|tf|torch|none to change)", file=sys.stderr)
+    model = load(args.arch, weights_arg(args), include_top=include_top,
+                 preprocess=getattr(args, "preprocess", None))
+    if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
+        model.require_spatial(f"jaxviz {getattr(args, 'command', None) or 'this command'}")
+    if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
+        print(f"jaxviz: {model.arch.name} from {args.arch}: {preprocess_note(model)}", file=sys.stderr)
     return model
 
 
+def weights_arg(args) -> str:
+    """``--weights`` as :func:`jaxviz.load` takes it: "imagenet" when not given; for a model file, given as
+    anything but random:SEED, one line saying the file holds its own weights."""
+    from ..model import _is_model_file, file_weights_error
+
+    if args.weights is None:
+        return "imagenet"
+    if _is_model_file(args.arch) and not args.weights.startswith("random:"):
+        raise file_weights_error(args.arch, args.weights)
+    return args.weights
+
+
+def preprocess_note(model) -> str:
+    """Which preprocessing a model file's images get, and how to change it."""
+    mode = model.preprocess
+    what = {"none": "pixels 0..255 as they are", "rescale": "x / 255, in [0, 1]", "tf": "x / 127.5 - 1",
+            "caffe": "BGR minus the ImageNet means", "torch": "x / 255 standardised by ImageNet's mean and std"}[mode]
+    rescales = any(layer.kind in ("Rescaling", "Normalization") for layer in model.graph.layers)
+    if mode == "none" and not rescales:
+        return (f"images preprocessed as 'none' ({what}; no Rescaling layer in the file): for a model trained on "
+                "x / 255 give --preprocess rescale (or tf, torch, caffe)")
+    return f"images preprocessed as {mode!r} ({what}; --preprocess {'|'.join(MODES)} to change)"
+
+
 def images_from_paths(paths, size, model=None) -> np.ndarray:
-    """Loads image files as one batch ``[N, H, W, 3]`` at ``size`` (H, W), preprocessed for ``model`` (default:
-    VGG's "caffe" mode)."""
+    """Loads image files as one batch ``[N, H, W, C]`` at ``size`` (H, W), preprocessed for ``model`` (default:
+    VGG's "caffe" mode); grayscale (C = 1) for a model on one-channel images, else RGB."""
     from ..images import load_image, preprocess_input
 
-    rgb = np.stack([load_image(p, target_size=size) for p in paths])
+    channels = 3 if model is None else getattr(model.arch, "channels", 3)
+    rgb = np.stack([load_image(p, target_size=size, channels=channels) for p in paths])
     return preprocess_input(rgb) if model is None else np.asarray(model.preprocess_input(rgb))
 
 
@@ -262,7 +292,7 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
 def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True, desc: str = "images",
                   model=None):
-    """Yields ``(paths, x)`` with ``x`` a preprocessed batch ``[n, H, W, 3]`` of at most ``batch`` images
+    """Yields ``(paths, x)`` with ``x`` a preprocessed batch ``[n, H, W, C]`` of at most ``batch`` images
     (so a large folder is never in memory at once), advancing a progress bar."""
     with progress_bar(len(paths), desc, progress) as bar:
         for i in range(0, len(paths), batch):

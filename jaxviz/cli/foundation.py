@@ -87,7 +87,7 @@ def cmd_summary(args) -> int:
 
     if _is_model_file(args.arch):
         model = load(args.arch)
-        shape = (args.input_size, args.input_size, model.arch.channels) if args.input_size else None
+        shape = (args.input_size, args.input_size, model.arch.channels) if args.input_size and model.input_hw else None
         model.summary(input_shape=shape)
         return 0
     shape = (args.input_size, args.input_size, 3) if args.input_size else None
@@ -139,20 +139,46 @@ def _padded(x, n: int):
     return x if len(x) == n else np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
+def _features(path: str, model) -> tuple[list[str], np.ndarray]:
+    """``(names, x)``: the feature vectors ``x`` ``[N, F]`` in a ``.npy`` file (``[F]`` or ``[N, F]``) for a model
+    on flat vectors, named ``path`` (one vector) or ``path[i]``."""
+    f = model.arch.channels
+    if not path.lower().endswith(".npy"):
+        raise JaxvizError(f"{path}: {model.arch.name} takes feature vectors [{f}], not images; give .npy files "
+                          f"of shape [{f}] or [N, {f}] (np.save)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise JaxvizError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]}); save it with np.save"
+                          ) from None
+    x = x[None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[1] != f or not np.issubdtype(x.dtype, np.number):
+        raise JaxvizError(f"{path} holds an array of shape {x.shape} ({x.dtype}); {model.arch.name} takes "
+                          f"numbers of shape [{f}] or [N, {f}]")
+    return ([path] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))]), x.astype(np.float32)
+
+
 def cmd_predict(args) -> int:
     paths = collect_images(args.images)
     model = model_from_args(args, include_top=True)
-    paths = default_images(paths, model)
-    s = model.arch.default_size
     n_classes = len(model.class_names)
     top = min(args.top, n_classes)
-    batch = min(16, len(paths))
     results = {}
     notice = CompileNotice(model)
-    batches = image_batches(paths, (s, s), batch=batch, progress=not args.no_progress, desc="predict", model=model)
+    if model.input_hw is None:
+        if not paths:
+            raise JaxvizError(f"{model.arch.name} takes feature vectors, not images: give .npy files of shape "
+                              f"[{model.arch.channels}] or [N, {model.arch.channels}]")
+        batches, batch = [_features(path, model) for path in paths], None
+    else:
+        paths = default_images(paths, model)
+        batch = min(16, len(paths))
+        batches = image_batches(paths, model.input_hw, batch=batch, progress=not args.no_progress, desc="predict",
+                                model=model)
     for chunk, x in batches:
         with notice:
-            probs = model.predict(_padded(x, batch), batch_size=batch)[: len(chunk)]
+            probs = (model.predict(x) if batch is None else
+                     model.predict(_padded(x, batch), batch_size=batch)[: len(chunk)])
         for path, d in zip(chunk, model.decode_predictions(probs, top=top)):
             results[path] = d
     if args.json:
@@ -180,15 +206,15 @@ def cmd_activations(args) -> int:
                           + ", ".join(model.layer_names[1:]))
     layers = list(dict.fromkeys(model.check_layers(layers)))
     paths = default_images(paths, model)
-    size = args.size or model.arch.default_size
-    if size < model.min_side(layers):
-        raise JaxvizError(f"--size {size} is too small: {model.arch.name} up to {model.deepest(layers)} needs at "
-                          f"least {model.min_side(layers)} px")
+    size = (args.size, args.size) if args.size else model.input_hw
+    if min(size) < model.min_side(layers):
+        raise JaxvizError(f"--size {min(size)} is too small: {model.arch.name} up to {model.deepest(layers)} needs "
+                          f"at least {model.min_side(layers)} px")
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
     layer_stems = file_stems(model.layer_names)  # file names from layer names: a safe slug of each
     notice = CompileNotice(model)
-    batches = image_batches(paths, (size, size), batch=8, progress=not args.no_progress, desc="activations",
+    batches = image_batches(paths, size, batch=8, progress=not args.no_progress, desc="activations",
                             model=model)
     for chunk, x in batches:
         with notice:
@@ -217,8 +243,7 @@ def cmd_compare_keras(args) -> int:
         collect_images([args.image])
     model = model_from_args(args, include_top=True)
     image = args.image or str(arch_defaults(model.arch)["image"])
-    size = (model.arch.default_size, model.arch.default_size)
-    rows = compare(model, images_from_paths([image], size, model))
+    rows = compare(model, images_from_paths([image], model.input_hw, model))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

@@ -14,6 +14,7 @@ from .common import (
     add_model_args,
     collect_images,
     default_images,
+    images_from_paths,
     model_from_args,
     nonnegative_float,
     nonnegative_int,
@@ -23,6 +24,7 @@ from .common import (
     progress_bar,
     save_npy,
     unique_stems,
+    weights_arg,
 )
 
 
@@ -138,10 +140,12 @@ def cmd_deepvis(args) -> int:
     model = model_from_args(args, include_top=True)
     for c in args.classes:
         check_class(model, c, "--class")
-    s = model.arch.default_size
-    if args.size is not None and args.size != s and getattr(model.arch, "head", "flatten") == "flatten":
-        raise JaxvizError(f"--size {args.size}: {model.arch.name}'s classifier (a flatten head) takes only {s}×{s} "
-                          f"images; drop --size or use --size {s}")
+    h, w = model.input_hw
+    flatten = getattr(model.arch, "head", "flatten") == "flatten"
+    if args.size is not None and (args.size, args.size) != (h, w) and flatten:
+        hint = f"drop --size or use --size {h}" if h == w else "drop --size"
+        raise JaxvizError(f"--size {args.size}: {model.arch.name}'s classifier (a flatten head) takes only {h}×{w} "
+                          f"(height × width) images; {hint}")
     if args.size is not None and args.size < model.arch.min_size:
         raise JaxvizError(f"--size {args.size} is too small for {model.arch.name}: use at least "
                           f"{model.arch.min_size}")
@@ -151,12 +155,24 @@ def cmd_deepvis(args) -> int:
                          jitter=args.jitter, init_std=args.init_std, seed=args.seed, progress=True, raw=True)
 
     imgs = np.clip(np.rint(model.undo_preprocess(raw)), 0, 255).astype(np.uint8)
+    warn_flat(args.classes, imgs)
     for c, img, r in zip(args.classes, imgs, raw):
         print(save_png(confine(out, f"deepvis_{c}.png"), img))
         if args.npy:
             print(save_npy(confine(out, f"deepvis_{c}.npy"), r))
     print(save_figure(deepvis_panel(model, imgs, args.classes), confine(out, "deepvis.png")))
     return 0
+
+
+def warn_flat(classes, imgs) -> None:
+    """One warning line on stderr for DeepVis images that stayed flat."""
+    import sys
+
+    from ..visualize.deepvis import flat_warning
+
+    note = flat_warning(classes, imgs)
+    if note:
+        print(f"jaxviz: warning: {note}", file=sys.stderr)
 
 
 def cmd_gradcam(args) -> int:
@@ -180,7 +196,7 @@ def cmd_gradcam(args) -> int:
         if layer not in model.spatial_layer_names:
             raise JaxvizError(f"--layer {layer}: Grad-CAM needs a conv layer (a layer with a spatial map); valid: "
                               f"{', '.join(model.spatial_layer_names)}")
-    s = model.arch.default_size
+    hw = model.input_hw
     k = min(args.top or 5, len(model.class_names))
     out = output_dir(args.output)
     stems = unique_stems(paths)
@@ -191,7 +207,7 @@ def cmd_gradcam(args) -> int:
         for start in range(0, len(paths), batch):
             chunk = paths[start: start + batch]
             photos = [display_photo(load_image(p, target_size=None)) for p in chunk]
-            x = np.asarray(model.preprocess_input(np.stack([load_image(p, target_size=(s, s)) for p in chunk])))
+            x = images_from_paths(chunk, hw, model)
             with notice:
                 top = gradcam_result(model, x, layer=layer, score=score, top=k)
             top_maps, top_classes, probs = (np.asarray(a) for a in top)
@@ -204,7 +220,7 @@ def cmd_gradcam(args) -> int:
             for i, (path, stem, photo) in enumerate(zip(chunk, stems[start:], photos)):
                 c = int(classes[i])
                 heat = maps[i]
-                print(save_png(confine(out, f"{stem}_gradcam.png"), gradcam_heatmap(heat, s)))
+                print(save_png(confine(out, f"{stem}_gradcam.png"), gradcam_heatmap(heat, hw)))
                 print(save_png(confine(out, f"{stem}_overlay.png"), overlay(photo, heat)))
                 fig = gradcam_panel(model, photo, top_maps[i], top_classes[i], probs[i], logits[i],
                                     f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
@@ -223,10 +239,12 @@ def cmd_figures(args) -> int:
     from ..figures import QUICK, make_figures
 
     images = collect_images(args.image) if args.image else None
+    weights = weights_arg(args)
     out = output_dir(args.output)
     kwargs = dict(QUICK) if args.quick else {}
     kwargs["pattern_order"] = args.pattern_order
-    manifest = make_figures(args.arch, args.weights, images, out, progress=_progress(args), **kwargs)
+    manifest = make_figures(args.arch, weights, images, out, progress=_progress(args), preprocess=args.preprocess,
+                            **kwargs)
     run = manifest["last_run"]
     print(f"{printable(out / 'index.html')}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")

@@ -104,18 +104,38 @@ def _roll2d(x: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
     return jnp.roll(jnp.roll(x, dy, axis=0), dx, axis=1)
 
 
-def pixel_range(mode: str) -> tuple[np.ndarray, np.ndarray]:
+def pixel_range(mode: str, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """The model-space values of RGB 0 and 255 per channel (the valid pixel range) for a preprocessing mode."""
     from .. import preprocessing
 
-    lo = np.asarray(preprocessing.preprocess(np.zeros(3, np.float32), mode))
-    hi = np.asarray(preprocessing.preprocess(np.full(3, 255.0, np.float32), mode))
-    return np.minimum(lo, hi), np.maximum(lo, hi)
+    return preprocessing.value_range(mode, channels)
 
 
-def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str):
+#: The ImageNet mean pixel, RGB 0..255: the "mean image" DeepVis starts from and decays towards.
+_MEAN_RGB = np.asarray((123.68, 116.779, 103.939), np.float32)
+
+
+def pixel_space(mode: str, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre, scale)`` per channel: the model-space value of the mean pixel and of one gray level.
+
+    The ascent's settings are in gray levels of 0..255 pixels, as the paper's for Caffe's VGG (whose model
+    space is 0..255 minus the mean: centre 0, scale 1). For a model fed [0, 1] (scale 1/255), [-1, 1] or
+    0..255 as is (centre ≈ 115), the start noise is ``centre + init_std · scale · N(0, 1)``, the step
+    ``step_size · scale²`` (the gradient w.r.t. model space is ``1 / scale`` times that w.r.t. pixels, and
+    a step of the same pixels is ``scale`` times smaller in model space), and the L2 decay pulls towards the
+    centre: every mode then takes the same steps in pixels.
+    """
+    from .. import preprocessing
+
+    mean = _MEAN_RGB if channels == 3 else np.full(channels, _MEAN_RGB.mean(), np.float32)
+    centre = np.asarray(preprocessing.preprocess(mean, mode), np.float32)
+    return centre, preprocessing.gray_level(mode, channels)
+
+
+def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, channels: int):
     """The ascent program on ``fwd`` (:func:`jaxviz.runtime.compiled`'s forward pass)."""
-    lo, hi = (jnp.asarray(v) for v in pixel_range(mode))  # valid pixels in model space
+    lo, hi = (jnp.asarray(v) for v in pixel_range(mode, channels))  # valid pixels in model space
+    centre, scale = (jnp.asarray(v) for v in pixel_space(mode, channels))
 
     def run(params, x, best, best_score, onehot, keys, start, stop, step_size, l2_decay):
         def scores(v):  # [N]: each image's own class logit (one-hot contraction)
@@ -139,7 +159,7 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str):
             better = s > best_score  # the toolbox's "best-ever objective" snapshot, per image
             best = jnp.where(better[:, None, None, None], x, best)
             best_score = jnp.where(better, s, best_score)
-            x = (x + step_size * g) * (1.0 - l2_decay)
+            x = centre + (x - centre + step_size * scale * scale * g) * (1.0 - l2_decay)
             if blur_every and blur_sigma > 0:
                 x = lax.cond(i % blur_every == 0, lambda v: gaussian_blur(v, blur_sigma), lambda v: v, x)
             return x, best, best_score
@@ -151,7 +171,7 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str):
 
 def _compiled(model, blur_every: int, blur_sigma: float, jitter: int):
     mode = getattr(model, "preprocess", "caffe")
-    key = (blur_every, blur_sigma, jitter, mode)
+    key = (blur_every, blur_sigma, jitter, mode, getattr(model.arch, "channels", 3))
     return runtime.compiled(model, "deepvis", key, lambda fwd: _build(fwd, *key))
 
 
@@ -168,7 +188,7 @@ def defaults_for(arch) -> dict:
     return dict(DEMO_DEFAULTS if is_demo(arch) else DEFAULTS)
 
 
-def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
+def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, int] | None = None,
                    steps: int | None = None, step_size: float | None = None, l2_decay: float | None = None,
                    blur_every: int | None = None, blur_sigma: float | None = None, jitter: int | None = None,
                    seed: int = 0, init_std: float | None = None, progress: bool = True, raw: bool = False,
@@ -181,23 +201,27 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     Args:
       model: a :class:`jaxviz.Model` with its classifier (``include_top=True``).
       classes: class index or indices (``0 <= c < model.arch.num_classes``); each gets one image.
-      size: image side; default the architecture's input size (224 for VGG16; a flatten head needs it).
+      size: image side, or ``(height, width)``; default the model's input size (224×224 for VGG16; a flatten
+        head needs it).
       steps: gradient steps (paper: 1000).
-      step_size: constant learning rate on the raw gradient (paper: 100).
+      step_size: constant learning rate on the raw gradient (paper: 100), in gray levels of 0..255 pixels:
+        scaled to the model's input range (:func:`pixel_space`), so that the same settings take the same
+        steps on models fed Caffe's BGR, [0, 1], [-1, 1] or 0..255.
       l2_decay: ``x *= 1 - l2_decay`` after each step (paper: 1e-4).
       blur_every: blur every this many steps; 0 disables (paper: 4).
       blur_sigma: Gaussian σ in pixels (paper: 1.0); 0 disables.
       jitter: random shift of up to this many pixels per step and image; 0 disables (paper: 0).
       seed: PRNG seed; the start image of class ``c`` depends only on (seed, c).
-      init_std: standard deviation of the start noise around the mean image (toolbox: 10).
+      init_std: standard deviation of the start noise around the mean image in gray levels (toolbox: 10).
       progress: show a tqdm bar over the steps.
       raw: return the float images in model space (BGR, mean-subtracted) instead of uint8 RGB.
       progress_every: steps per call of the compiled loop when ``progress`` is on (the bar updates then).
 
     Returns:
       The best iterate of each class (the highest class logit of the ``steps + 1`` images visited, as the
-      toolbox saves): ``[C, S, S, 3]`` uint8 RGB images (the mean added back, clipped to 0..255), or with
-      ``raw=True`` float32 model-space images ready for :meth:`jaxviz.Model.apply`.
+      toolbox saves): ``[C, H, W, channels]`` uint8 RGB (or gray) images (the mean added back, clipped to
+      0..255), or with ``raw=True`` float32 model-space images ready for :meth:`jaxviz.Model.apply`. See
+      :func:`flat_warning` for images that stayed flat.
 
     Raises:
       JaxvizError: no classifier, a class out of range, or a bad size.
@@ -218,14 +242,18 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
         raise JaxvizError(f"class {bad[0]} out of range: {model.arch.name} has {n_cls} classes (0..{n_cls - 1})")
     if steps < 0 or blur_every < 0 or jitter < 0:
         raise JaxvizError("steps, blur_every and jitter must be non-negative")
-    size = int(size or model.arch.default_size)
-    if size < 1:
+    model.require_spatial("class visualisation")
+    size = size or model.input_hw
+    h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+    if h < 1 or w < 1:
         raise JaxvizError(f"size must be a positive number of pixels, got {size}")
+    channels = getattr(model.arch, "channels", 3)
+    centre, scale = pixel_space(getattr(model, "preprocess", "caffe"), channels)
 
     base = jax.random.PRNGKey(seed)
     keys = jnp.stack([jax.random.fold_in(base, c) for c in cls])
-    x = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (size, size, 3)))(keys)
-    x = model.check_input(x * init_std)  # raises for a size the model cannot take
+    x = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (h, w, channels)))(keys)
+    x = model.check_input(centre + x * (init_std * scale))  # raises for a size the model cannot take
     onehot = jax.nn.one_hot(jnp.asarray(cls), n_cls, dtype=jnp.float32)
 
     seg = max(1, min(steps, progress_every)) if progress else max(1, steps)
@@ -257,11 +285,27 @@ def class_patterns(model, classes: int | Sequence[int], size: int | None = None,
     finally:
         if bar is not None:
             bar.close()
-    lo, hi = pixel_range(getattr(model, "preprocess", "caffe"))
+    lo, hi = pixel_range(getattr(model, "preprocess", "caffe"), channels)
     x = np.clip(np.asarray(best), lo, hi)
     if raw:
         return x
     return np.clip(np.rint(np.asarray(model.undo_preprocess(x))), 0, 255).astype(np.uint8)
+
+
+#: Below this standard deviation (gray levels of 0..255) a class image counts as flat.
+FLAT_STD = 2.0
+
+
+def flat_warning(classes: Sequence[int], images) -> str | None:
+    """One line naming the classes whose image (uint8, :func:`class_patterns`) stayed flat, with the fix;
+    ``None`` when every image has structure (standard deviation ≥ :data:`FLAT_STD` gray levels)."""
+    stds = [float(np.asarray(im, np.float32).std()) for im in images]
+    flat = [(int(c), sd) for c, sd in zip(classes, stds) if sd < FLAT_STD]
+    if not flat:
+        return None
+    which = ", ".join(f"{c} (std {sd:.2f})" for c, sd in flat)
+    return (f"the class image{'s' if len(flat) > 1 else ''} of class {which} stayed flat (pixel std under "
+            f"{FLAT_STD:g} of 255): raise the step size or the steps, or check the preprocessing mode")
 
 
 def class_title(model, c: int) -> str:

@@ -1,11 +1,14 @@
 """Convolution kernels as pictures: a row per filter, a column per input channel.
 
 The first thing to look at in a trained convnet are its weights. Each ``Conv2D`` layer has a kernel
-``[3, 3, C_in, C_out]`` (HWIO, as Keras stores it); :func:`kernels` min–max normalises it over the WHOLE layer
-(one scale for every filter, so filters can be compared by their brightness), :func:`kernel_grid` tiles the
-3×3 slices into a gray grid, and for a first layer (``C_in == 3``) :func:`kernel_colour_patches` shows each
-filter as one 3×3 colour patch. Keras's VGG weights see BGR input (Caffe preprocessing), so the patches are
-flipped BGR → RGB to show the colour each filter responds to.
+``[kh, kw, C_in, C_out]`` (HWIO, as Keras stores it; 3×3 in VGG, 7×7 in ResNet50's first layer, 1×1 in its
+bottlenecks); :func:`kernels` min–max normalises it over the WHOLE layer (one scale for every filter, so
+filters can be compared by their brightness), :func:`kernel_grid` tiles the kh×kw slices into a gray grid,
+and for a first layer on colour images (``C_in == 3``) :func:`kernel_colour_patches` shows each filter as one
+colour patch. The input channels' order follows the model's preprocessing (:func:`channel_order`): Caffe's
+("caffe": Keras's VGG16/VGG19 and ResNet50 weights) sees BGR, so its patches are flipped BGR → RGB to show
+the colour each filter responds to; every other mode sees RGB. A one-channel (grayscale) model's kernels
+are gray.
 
 Examples:
   >>> model = jaxviz.load("vgg16")
@@ -21,6 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LayerError
+
+
+def channel_order(model) -> str:
+    """The names of a model's input channels, in order: ``"B, G, R"`` for Caffe's preprocessing (the Keras
+    VGG/ResNet50 weights), ``"R, G, B"`` for every other mode, ``"gray"`` for one channel."""
+    channels = getattr(model.arch, "channels", 3)
+    if channels == 1:
+        return "gray"
+    if channels != 3:
+        return f"{channels} channels"
+    return "B, G, R" if getattr(model, "preprocess", "caffe") == "caffe" else "R, G, B"
 
 
 def _check_conv_layer(model, layer: str) -> str:
@@ -40,7 +54,7 @@ def kernels(model, layer: str) -> np.ndarray:
       layer: a conv layer name, e.g. ``"block1_conv1"``.
 
     Returns:
-      ``[3, 3, C_in, C_out]`` float32 in [0, 1]: ``(k - k.min()) / (k.max() - k.min())``. A constant kernel
+      ``[kh, kw, C_in, C_out]`` float32 in [0, 1]: ``(k - k.min()) / (k.max() - k.min())``. A constant kernel
       (e.g. all zeros) gives flat 0.5 instead of NaN.
 
     Raises:
@@ -76,14 +90,14 @@ def kernel_grid(k, filters: int | None = None, channels: int | None = None, scal
     """Gray picture of a kernel: row ``f`` shows filter ``f``, column ``c`` its weights on input channel ``c``.
 
     Args:
-      k: ``[3, 3, C_in, C_out]`` normalised kernel (from :func:`kernels`), values in [0, 1].
+      k: ``[kh, kw, C_in, C_out]`` normalised kernel (from :func:`kernels`), values in [0, 1].
       filters: the first ``filters`` filters (rows); all by default.
       channels: the first ``channels`` input channels (columns); all by default.
-      scale: each 3×3 slice is upscaled ``scale`` times (nearest neighbour).
+      scale: each kh×kw slice is upscaled ``scale`` times (nearest neighbour).
       margin: white pixels between cells.
 
     Returns:
-      uint8 ``[F·3s + (F-1)·m, C·3s + (C-1)·m]``.
+      uint8 ``[F·kh·s + (F-1)·m, C·kw·s + (C-1)·m]``.
     """
     from ..plotting import image_grid
 
@@ -98,26 +112,27 @@ def kernel_grid(k, filters: int | None = None, channels: int | None = None, scal
 
 def kernel_colour_patches(k, filters: int | None = None, cols: int = 8, scale: int = 8, margin: int = 1,
                           bgr_to_rgb: bool = True) -> np.ndarray:
-    """A first layer's filters as colour patches: filter ``f`` is its 3×3×3 kernel shown as an RGB image.
+    """A first layer's filters as colour patches: filter ``f`` is its kh×kw×3 kernel shown as an RGB image.
 
     Args:
-      k: ``[3, 3, 3, C_out]`` normalised first-layer kernel (from :func:`kernels`).
+      k: ``[kh, kw, 3, C_out]`` normalised first-layer kernel (from :func:`kernels`).
       filters: the first ``filters`` filters; all by default.
       cols: patches per row.
       scale: each patch is upscaled ``scale`` times (nearest neighbour).
       margin: white pixels between patches.
-      bgr_to_rgb: flip the input-channel axis (Keras's VGG weights see BGR images).
+      bgr_to_rgb: flip the input-channel axis (for BGR models: Caffe's preprocessing, as Keras's VGG weights;
+        ``channel_order(model) == "B, G, R"``).
 
     Returns:
-      uint8 ``[R·3s + (R-1)·m, cols·3s + (cols-1)·m, 3]``.
+      uint8 ``[R·kh·s + (R-1)·m, cols·kw·s + (cols-1)·m, 3]``.
     """
     from ..plotting import image_grid
 
     k = np.asarray(k)
     if k.ndim != 4 or k.shape[2] != 3:
-        raise ValueError(f"colour patches need a first-layer kernel [3, 3, 3, C_out], got shape {k.shape}")
+        raise ValueError(f"colour patches need a first-layer kernel [kh, kw, 3, C_out], got shape {k.shape}")
     nf = _count(filters, k.shape[3], "filters")
-    patches = np.transpose(k[..., :nf], (3, 0, 1, 2))  # [F, 3, 3, 3 channels]
+    patches = np.transpose(k[..., :nf], (3, 0, 1, 2))  # [F, kh, kw, 3 channels]
     if bgr_to_rgb:
         patches = patches[..., ::-1]
     return image_grid(_upscale(_to_uint8(patches), scale), cols=min(cols, nf), margin=margin, fill=255)
@@ -126,7 +141,8 @@ def kernel_colour_patches(k, filters: int | None = None, cols: int = 8, scale: i
 def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: int | None = 64,
                         channels: int | None = 64, scale: int = 8, npy: bool = False,
                         prefix: str = "kernels_") -> list[Path]:
-    """Writes ``{prefix}{layer}.png`` (gray grid) and, for a first layer, ``{prefix}{layer}_rgb.png``.
+    """Writes ``{prefix}{layer}.png`` (gray grid) and, for a first layer on colour images (in the channel order
+    of the model's preprocessing, :func:`channel_order`), ``{prefix}{layer}_rgb.png``.
 
     Args:
       model: a :class:`jaxviz.Model`.
@@ -134,7 +150,7 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
       out_dir: output folder (created if missing).
       filters, channels: grid rows / columns (the first ones; capped at what the layer has).
       scale: pixels per kernel weight.
-      npy: also save the normalised kernel ``[3, 3, C_in, C_out]`` as ``{prefix}{layer}.npy``.
+      npy: also save the normalised kernel ``[kh, kw, C_in, C_out]`` as ``{prefix}{layer}.npy``.
 
     Returns:
       The paths written, each written atomically.
@@ -146,8 +162,9 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
     out = Path(out_dir)
     layer = file_stems(model.layer_names)[layer] if layer in model.layer_names else layer
     paths = [save_png(confine(out, f"{prefix}{layer}.png"), kernel_grid(k, filters, channels, scale))]
-    if k.shape[2] == 3:
-        paths.append(save_png(confine(out, f"{prefix}{layer}_rgb.png"), kernel_colour_patches(k, filters, scale=scale)))
+    if k.shape[2] == 3 and getattr(model.arch, "channels", 3) == 3:
+        patches = kernel_colour_patches(k, filters, scale=scale, bgr_to_rgb=channel_order(model) == "B, G, R")
+        paths.append(save_png(confine(out, f"{prefix}{layer}_rgb.png"), patches))
     if npy:
         from ..atomic import save_npy
 

@@ -113,6 +113,7 @@ class _Plan:
     conv: str | None = None  # conv computed column by column after `before`
     pool: bool = False  # a max-pool follows `conv` (the target is a pooling layer)
     preprocess: str = "caffe"  # the model's input space (jaxviz.preprocessing mode)
+    in_channels: int = 3  # the model's input channels (1: grayscale)
 
 
 def _table(model, size: int, layer: str):
@@ -121,7 +122,13 @@ def _table(model, size: int, layer: str):
 
 
 def _plan(model, layer: str, size: int) -> _Plan:
-    mode = getattr(model, "preprocess", "caffe")
+    plan = _plan_layers(model, layer, size)
+    return dataclasses.replace(plan, preprocess=getattr(model, "preprocess", "caffe"),
+                               in_channels=getattr(model.arch, "channels", 3))
+
+
+def _plan_layers(model, layer: str, size: int) -> _Plan:
+    mode = "caffe"  # set by _plan
     if layer == "logits":
         return _Plan(layer, model.arch.num_classes, False, preprocess=mode)
     rows = _table(model, size, layer)
@@ -204,12 +211,20 @@ def _cast_params(params, dtype):
     return jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
 
 
-def _random_start(seed, filters, size: int):
-    """The book's ``np.random.random((1, size, size, 3)) * 20 + 128.``, one key per filter index."""
+def _random_start(seed, filters, size: int, plan: _Plan | None = None):
+    """The book's ``np.random.random((1, size, size, 3)) * 20 + 128.``, one key per filter index.
+
+    For Caffe's VGG input (the book's) the values are used as they are; for any other preprocessing they
+    are pixels (gray levels 128–148) mapped into the model's input range, so a model fed [0, 1] or [-1, 1]
+    starts from the same mid-gray image."""
     base = jax.random.key(seed)
-    return jax.vmap(
-        lambda f: jax.random.uniform(jax.random.fold_in(base, f), (size, size, 3), jnp.float32) * 20.0 + 128.0
+    c = 3 if plan is None else plan.in_channels
+    x = jax.vmap(
+        lambda f: jax.random.uniform(jax.random.fold_in(base, f), (size, size, c), jnp.float32) * 20.0 + 128.0
     )(filters)
+    if plan is None or plan.preprocess == "caffe":
+        return x
+    return preprocessing.preprocess(x, plan.preprocess)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,7 +234,10 @@ def _random_start(seed, filters, size: int):
 def _keras_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns, dtype):
     runtime.trace_counts["patterns_keras"] += 1
     dtype = jnp.dtype(dtype)
-    x0 = _random_start(seed, filters, size) if init is None else init
+    x0 = _random_start(seed, filters, size, plan) if init is None else init
+    # A step of `step_size` gray levels: the book's for Caffe's input, scaled to other input ranges.
+    unit = 1.0 if plan.preprocess == "caffe" else jnp.asarray(preprocessing.gray_level(plan.preprocess,
+                                                                                       plan.in_channels))
     onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
     prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
 
@@ -232,7 +250,7 @@ def _keras_program(module, plan, params, filters, seed, init, step_size, steps, 
         g = grad(x).astype(jnp.float32)
         # grads /= (K.sqrt(K.mean(K.square(grads))) + 1e-5), per image.
         g = g / (jnp.sqrt(jnp.mean(jnp.square(g), axis=(1, 2, 3), keepdims=True)) + 1e-5)
-        return x + step_size * g
+        return x + step_size * unit * g
 
     return lax.fori_loop(0, steps, step, x0)
 
@@ -301,8 +319,11 @@ def _transform(rgb, key, opts: dict):
     return img[pad: pad + size, pad: pad + size]
 
 
-def _to_model_space(rgb, mode: str = "caffe"):
-    """RGB in [0, 1] → the model's input (Keras's ``mode`` preprocessing; "caffe": BGR 0..255 minus the means)."""
+def _to_model_space(rgb, mode: str = "caffe", channels: int = 3):
+    """RGB in [0, 1] → the model's input (Keras's ``mode`` preprocessing; "caffe": BGR 0..255 minus the means;
+    one channel: the RGB image's mean)."""
+    if channels == 1:
+        rgb = rgb.mean(axis=-1, keepdims=True)
     if mode == "caffe":
         return rgb[..., ::-1] * 255.0 - jnp.asarray(_BGR_MEAN)
     return preprocessing.preprocess(rgb * 255.0, mode)
@@ -327,7 +348,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     def loss(param, step_keys):
         rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
         rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
-        x = _to_model_space(rgb, plan.preprocess).astype(dtype)
+        x = _to_model_space(rgb, plan.preprocess, plan.in_channels).astype(dtype)
         return -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
 
     opt = optax.adam(step_size)
@@ -341,7 +362,7 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
 
     param, _ = lax.fori_loop(0, steps, step, (param0, opt.init(param0)))
     rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
-    return _to_model_space(rgb, plan.preprocess)
+    return _to_model_space(rgb, plan.preprocess, plan.in_channels)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -360,6 +381,7 @@ class _Signature:
     has_init: bool
     options: tuple
     devices: tuple  # device ids of the mesh
+    preprocess: str = "caffe"  # the input space: where the ascent starts, its step, the image it returns
     # jax.default_matmul_precision at the call: "highest"/"float32" build the exact-mode program (direct
     # convolutions, see jaxviz.winograd), so it must not share a cache entry with the fast default's.
     precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
@@ -392,7 +414,7 @@ def _make_program(model, plan: _Plan, sig: _Signature, devices):
     seed = jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep)
     init = None
     if sig.has_init:
-        init = jax.ShapeDtypeStruct((sig.chunk, sig.size, sig.size, 3), jnp.float32, sharding=batch)
+        init = jax.ShapeDtypeStruct((sig.chunk, sig.size, sig.size, plan.in_channels), jnp.float32, sharding=batch)
     step = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)
     steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
     options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
@@ -527,7 +549,7 @@ def measured_bytes_per_filter(model, layer: str, size: int, dtype: str = "float3
             prep = _prepare(model.module, plan, params, onehot, columns=columns, dtype=dtype)
             return jax.grad(lambda x: _objective(model.module, plan, prep, x.astype(dtype)).sum())(x)
 
-        x = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32)
+        x = jax.ShapeDtypeStruct((n, size, size, plan.in_channels), jnp.float32)
         f = jax.ShapeDtypeStruct((n,), jnp.int32)
         return jax.jit(one_step).lower(model.params, x, f).compile()
 
@@ -652,8 +674,9 @@ def filter_patterns(
         if method != "keras":
             raise JaxvizError("init= is only supported with method='keras'")
         init = np.asarray(init, np.float32)
-        if init.shape != (len(filters), size, size, 3):
-            raise JaxvizError(f"init must have shape {(len(filters), size, size, 3)}, got {init.shape}")
+        want = (len(filters), size, size, plan.in_channels)
+        if init.shape != want:
+            raise JaxvizError(f"init must have shape {want}, got {init.shape}")
 
     devices = parallel.local_devices(devices)
     n_dev = len(devices)
@@ -675,7 +698,7 @@ def filter_patterns(
     mine = parallel.process_share(len(pieces))
 
     sig = _Signature(model.module, layer, size, chunk, method, dtype, use_columns, init is not None, options,
-                     tuple(d.id for d in devices))
+                     tuple(d.id for d in devices), preprocess=plan.preprocess)
     me = jax.process_index()
     computed_ids = [f for f in done if first_holder.get(f) == me] if jax.process_count() > 1 else []
     computed = [np.stack([done[f] for f in computed_ids])] if computed_ids else []
@@ -705,8 +728,9 @@ def filter_patterns(
                 computed_ids += ids
                 computed.append(out)
                 bar.update(len(ids))
-    values = np.concatenate(computed) if computed else np.zeros((0, size, size, 3), np.float32)
-    done.update(parallel.allgather_items(computed_ids, values, (size, size, 3)))
+    shape = (size, size, plan.in_channels)
+    values = np.concatenate(computed) if computed else np.zeros((0, *shape), np.float32)
+    done.update(parallel.allgather_items(computed_ids, values, shape))
     return np.stack([done[f] for f in filters]).astype(np.float32, copy=False)
 
 
@@ -786,7 +810,8 @@ def compiled_program(model, layer: str, size: int = 150, chunk: int = 1, method:
     options = _check_options(method, regularised_options)
     devices = parallel.local_devices(devices)
     sig = _Signature(model.module, layer, size, chunk, method, str(dtype),
-                     columns and _use_columns(plan, chunk), has_init, options, tuple(d.id for d in devices))
+                     columns and _use_columns(plan, chunk), has_init, options, tuple(d.id for d in devices),
+                     preprocess=plan.preprocess)
     return _program(model, plan, sig, devices)[0]
 
 
