@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
-from . import ops as ops_lib
 from . import layers as layers_lib
+from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
 from .errors import JaxvizError, LayerError
 

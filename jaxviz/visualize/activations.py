@@ -20,7 +20,6 @@ import numpy as np
 
 from ..atomic import save_npy
 
-
 #: Layers that only transform their one input elementwise: a block's output is taken after them.
 _ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU", "Softmax")
 
