@@ -623,6 +623,14 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     write_bytes(confine(out, INDEX), "\n".join(parts) + "\n")
 
 
+def _pattern_convs(table) -> list[str]:
+    """The conv layers whose filter patterns say something: spatial kernels (k > 1). A 1×1 conv (ResNet's
+    projection shortcuts and bottlenecks) only mixes the channels of the layer before it."""
+    convs = [r for r in table if r.kind == "Conv2D"]
+    spatial = [r.name for r in convs if r.kernel_shape is not None and max(r.kernel_shape[:2]) > 1]
+    return spatial or [r.name for r in convs]
+
+
 DEFAULT_PATTERN_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 DEFAULT_SINGLE_LAYER = "block3_conv1"
 
@@ -694,7 +702,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         file_model.require_spatial("jaxviz figures")
         arch = file_model.arch
         table = file_model.layer_table((*arch.input_hw, arch.channels))
-        convs = [r.name for r in table if r.kind == "Conv2D"]
+        convs = _pattern_convs(table)
         if tuple(pattern_layers) == DEFAULT_PATTERN_LAYERS:  # VGG's names: a few conv layers of this model
             step = max(1, len(convs) // 4)
             pattern_layers = list(dict.fromkeys(convs[::step][:4] + convs[-1:]))

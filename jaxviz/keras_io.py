@@ -130,10 +130,12 @@ class _Flattener:
         cfg = dict(cfg)
         if self.keras2 and cfg.get("activation") == "hard_sigmoid":
             cfg["activation"] = "hard_sigmoid_keras2"  # tf.keras's 0.2x + 0.5, not Keras 3's relu6(x + 3) / 6
+        if self._frozen_models:
+            cfg["trainable"] = False  # a frozen model's layers are frozen (its summary counts them non-trainable)
         self.layers.append((name, kind, cfg, list(inputs)))
         if layers_lib.weight_names(kind, cfg):
             self.weighted[name] = (h5path, top, kind, cfg)
-            if self._frozen_models or cfg.get("trainable") is False:
+            if cfg.get("trainable") is False:
                 self.frozen.add(name)
 
     def model(self, mcfg: dict, prefix: str, external: list[str] | None, h5path: str, top: str | None):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
+from . import layers as layers_lib
 from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
 from .errors import JaxvizError, LayerError, printable
@@ -470,20 +471,40 @@ def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=N
 
 
 def format_table(name: str, rows: Sequence[vgg.LayerInfo]) -> str:
-    """Keras's ``model.summary()`` table of ``rows`` as text."""
-    cells = [(f"{printable(r.name)} ({printable(r.kind)})", str((None, *r.output_shape)), f"{r.params:,}")
+    """Keras's ``model.summary()`` table of ``rows`` as text, with Keras's "Connected to" column for a model
+    that is not a plain chain of layers (Keras leaves it out for Sequential-like models)."""
+    cells = [[f"{printable(r.name)} ({printable(r.kind)})", str((None, *r.output_shape)), f"{r.params:,}"]
              for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) + 2 for i, h in enumerate(("Layer (type)",
-                                                                                  "Output Shape", "Param #"))]
+    heads = ["Layer (type)", "Output Shape", "Param #"]
+    if not _is_chain(rows):
+        heads.append("Connected to")
+        for cell, r in zip(cells, rows):
+            cell.append(", ".join(f"{printable(name)}[0][0]" for name in r.inputs) or "-")
+    widths = [max(len(h), *(len(c[i]) for c in cells)) + 2 for i, h in enumerate(heads)]
     total = sum(r.params for r in rows)
-    size_mb = total * 4 / 2**20
+    fixed = sum(r.non_trainable for r in rows)
     line = "━" * sum(widths)
-    header = "".join(h.ljust(w) for h, w in zip(("Layer (type)", "Output Shape", "Param #"), widths))
-    body = [f'Model: "{printable(name)}"', line, header, line]
-    body += ["".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells]
-    body += [line, f" Total params: {total:,} ({size_mb:.2f} MB)", f" Trainable params: {total:,} ({size_mb:.2f} MB)",
-             " Non-trainable params: 0 (0.00 B)"]
+    body = [f'Model: "{printable(name)}"', line, "".join(h.ljust(w) for h, w in zip(heads, widths)), line]
+    body += ["".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    body += [line, f" Total params: {total:,} ({_readable_bytes(4 * total)})",
+             f" Trainable params: {total - fixed:,} ({_readable_bytes(4 * (total - fixed))})",
+             f" Non-trainable params: {fixed:,} ({_readable_bytes(4 * fixed)})"]
     return "\n".join(body)
+
+
+def _is_chain(rows: Sequence[vgg.LayerInfo]) -> bool:
+    """Whether each layer takes the one before it (and nothing else), as Keras's summary decides it."""
+    return all(not r.inputs or list(r.inputs) == [prev.name] for prev, r in zip(rows, rows[1:])) and \
+        sum(r.kind == "InputLayer" for r in rows) <= 1
+
+
+def _readable_bytes(n: float) -> str:
+    """Keras's memory size text: ``632.00 B``, ``527.79 MB`` (steps of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024:
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} PB"
 
 
 def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: bool = True,
@@ -654,8 +675,21 @@ def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None,
         p = params.get(layer.name, {})
         kernel = p.get("kernel") if isinstance(p, Mapping) else None
         rows.append(vgg.LayerInfo(layer.name, layer.kind, s, _param_count(p),
-                                  None if kernel is None else tuple(np.shape(kernel))))
+                                  None if kernel is None else tuple(np.shape(kernel)), _non_trainable(layer, p),
+                                  layer.inputs))
     return rows
+
+
+def _non_trainable(layer: graph_lib.Layer, params) -> int:
+    """How many of a layer's weights Keras counts as non-trainable: all of a frozen layer's (``trainable=False``,
+    its own or a frozen enclosing model's), else those Keras makes non-trainable (BatchNormalization's moving
+    mean and variance)."""
+    if not isinstance(params, Mapping):
+        return 0
+    if layer.cfg.get("trainable") is False:
+        return _param_count(params)
+    fixed = [name for name, trainable in layers_lib.weight_names(layer.kind, layer.cfg) if not trainable]
+    return sum(int(np.prod(np.shape(params[name]))) for name in fixed if name in params)
 
 
 def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:

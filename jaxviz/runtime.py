@@ -545,10 +545,11 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
     per_model = _CACHE.setdefault(model, {})
     full_key = (name, key)
     if full_key not in per_model:
+        ref = weakref.ref(model)  # the cache's values must not hold its key: the model (and its params) would live on
 
         def counted(params, flipped, *args):
             trace_counts[name] += 1
-            return build(_Forward(model, flipped))(params, *args)
+            return build(_Forward(ref(), flipped))(params, *args)
 
         per_model[full_key] = jax.jit(counted)
     program = per_model[full_key]

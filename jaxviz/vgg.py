@@ -83,6 +83,8 @@ class LayerInfo:
     output_shape: tuple  # without the batch axis; None for a free spatial size
     params: int
     kernel_shape: tuple | None = None  # Conv2D/Dense: kernel shape; bias is kernel_shape[-1]
+    non_trainable: int = 0  # of ``params``: BatchNormalization's moving statistics, a frozen layer's weights
+    inputs: tuple[str, ...] = ()  # the layers feeding it (Keras's "Connected to")
 
 
 def layer_table(arch: str | Arch, include_top: bool = True, input_shape=None) -> list[LayerInfo]:

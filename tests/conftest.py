@@ -2,14 +2,30 @@
 
 The suite runs with jaxviz's XLA:CPU setting applied before JAX starts (as the CLI and the first
 ``jaxviz.load`` do), so every test and every worker process it starts computes with the same convolutions.
+
+Nothing the suite runs writes into the user's home: jaxviz's folder (weights, compilation cache), Keras's and
+the other per-user caches point into one temporary folder for the session, which the environment passes on
+to every worker and subprocess, and which is removed at the end.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test module imports keras
 # The CLI's persistent compilation cache is process-wide: in-process CLI tests leave it off (tests that need it
 # run a real process).
 os.environ.setdefault("JAXVIZ_COMPILE_CACHE", "0")
+
+if "JAXVIZ_TEST_HOME" not in os.environ:  # the first process of the session (xdist workers inherit it)
+    _home = tempfile.mkdtemp(prefix="jaxviz-tests-")
+    os.environ["JAXVIZ_TEST_HOME"] = _home
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
+_home = os.environ["JAXVIZ_TEST_HOME"]
+for _var, _sub in (("JAXVIZ_HOME", "jaxviz"), ("KERAS_HOME", "keras"), ("XDG_CACHE_HOME", "cache"),
+                   ("MPLCONFIGDIR", "matplotlib")):
+    os.environ[_var] = os.path.join(_home, _sub)
 
 from jaxviz import xla_cpu  # noqa: E402
 

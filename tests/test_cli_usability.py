@@ -248,6 +248,34 @@ def test_compile_cache_is_on_for_commands(tmp_path):
     assert (tmp_path / "xla-cache").is_dir()  # every model-running command uses the persistent cache
 
 
+def test_commands_write_nothing_into_the_home_folder(tmp_path):
+    """With the cache off (as the suite runs) a command leaves the user's home as it was, ``patterns`` too."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("JAXVIZ_HOME", "KERAS_HOME")}
+    env.update(HOME=str(home), JAX_PLATFORMS="cpu", JAXVIZ_COMPILE_CACHE="0")
+    proc = subprocess.run([sys.executable, "-m", "jaxviz", "patterns", *DEMO, "--layer", "block1_conv1",
+                           "--filters", "0:2", "--steps", "1", "--size", "32", "--no-progress",
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+    assert (tmp_path / "out" / "block1_conv1.png").is_file()
+
+
+def test_the_suite_keeps_out_of_the_home_folder():
+    """conftest points jaxviz's, Keras's and the per-user caches at the session's temporary folder."""
+    from pathlib import Path
+
+    from jaxviz import parallel, weights
+
+    test_home = Path(os.environ["JAXVIZ_TEST_HOME"])
+    for path in (parallel.home(), weights.cache_dir(), weights.keras_cache_dirs()[0]):
+        assert test_home in path.parents, path
+
+
 def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
     from jaxviz.cli import common
 

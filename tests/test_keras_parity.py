@@ -69,9 +69,24 @@ def built(request, tmp_path_factory):
     """
     folder = tmp_path_factory.mktemp(request.param)
     try:
-        yield _build(request.param, folder)
+        built = _build(request.param, folder)
+        yield built
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        _release(locals().get("built"))
+
+
+def _release(built) -> None:
+    """Drops one configuration's models and weights (each VGG is 0.5-0.6 GB, held several times over by Keras's
+    variables, the reference arrays and the loaded model) before the next is built: kept, they took a test
+    process past 5 GB."""
+    import gc
+
+    if built is not None:
+        built.__dict__.clear()
+    keras.backend.clear_session()
+    jax.clear_caches()
+    gc.collect()
 
 
 def _build(config: str, folder: Path) -> Built:

@@ -230,3 +230,18 @@ def test_first_slow_call_says_compiling(capsys, monkeypatch):
         time.sleep(0.2)
     err = capsys.readouterr().err
     assert err.count("compiling") == 1 and "outer" in err
+
+
+def test_a_model_is_freed_once_the_caller_drops_it(batch):
+    """Compiled programs are cached per model but must not keep it (and its params) alive: a process that loads
+    models one after another (a test run, a notebook) would otherwise hold every one of them."""
+    import gc
+    import weakref
+
+    model = jaxviz.load("vgg_tiny", "random:1")
+    model.predict(batch)
+    jaxviz.gradcam(model, batch[:1])
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

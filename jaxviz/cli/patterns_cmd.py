@@ -103,7 +103,6 @@ def run_patterns(args) -> int:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     elif args.num_processes != 1:
         raise JaxvizError("--num-processes needs --coordinator HOST:PORT (the address of process 0)")
-    parallel.enable_compilation_cache()
     import jax
 
     lead = jax.process_index() == 0

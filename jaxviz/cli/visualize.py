@@ -201,6 +201,8 @@ def cmd_gradcam(args) -> int:
     out = output_dir(args.output)
     stems = unique_stems(paths)
     shown = layer or model.cam_layer
+    print(f"Grad-CAM of {model.arch.name} at layer {shown} ({'--layer' if layer else 'its last spatial map'}), "
+          f"score: {score}")
     batch = 8
     notice = CompileNotice(model, f"Grad-CAM for {model.arch.name}")
     with progress_bar(len(paths), "gradcam", not args.no_progress) as bar:

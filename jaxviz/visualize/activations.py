@@ -20,9 +20,33 @@ import numpy as np
 
 from ..atomic import save_npy
 
+#: Layers that only transform their one input elementwise: a block's output is taken after them.
+_ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU", "Softmax")
+
 
 def block_end_layers(model) -> list[str]:
-    """The last conv layer of every block, in network order (``block1_conv2`` … ``block5_conv3`` for VGG16)."""
+    """Every block's output, in network order.
+
+    In a graph whose blocks end in a merge (ResNet's ``Add``, Inception's ``Concatenate``), a block's output
+    is that merge followed by the activations applied to it alone (``conv2_block1_out`` in ResNet50), the
+    layer the next block reads. In a chain (VGG, Sequential models) it is the last conv layer of each group of
+    layers named ``<block>_…`` (``block1_conv2`` … ``block5_conv3`` for VGG16).
+    """
+    graph = getattr(model, "graph", None)
+    layers = list(graph.layers) if graph is not None else []
+    if any(len(layer.inputs) > 1 for layer in layers):
+        consumers: dict[str, list] = {}
+        for layer in layers:
+            for name in layer.inputs:
+                consumers.setdefault(name, []).append(layer)
+        ends = []
+        for layer in layers:
+            if len(layer.inputs) > 1:
+                end = layer.name
+                while len(consumers.get(end, ())) == 1 and consumers[end][0].kind in _ELEMENTWISE:
+                    end = consumers[end][0].name
+                ends.append(end)
+        return ends
     last: dict[str, str] = {}
     for name in model.conv_layer_names:
         last[name.split("_", 1)[0]] = name  # "block3_conv3" -> block "block3"; later convs overwrite
