@@ -258,27 +258,29 @@ def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> l
     from .plotting import labelled_grid
     from .visualize.kernels import kernels
 
-    k = kernels(model, layer)  # [3, 3, C_in, C_out] in [0, 1] over the layer
-    c_all, nf = k.shape[2], min(filters, k.shape[3])
+    k = kernels(model, layer)  # [kh, kw, C_in, C_out] in [0, 1] over the layer
+    (kh, kw), c_all, nf = k.shape[:2], k.shape[2], min(filters, k.shape[3])
     c_in = min(channels, c_all)
-    chans = "B, G, R" if c_all == 3 else f"{c_in} of {c_all}"
+    bgr = getattr(model, "preprocess", "caffe") == "caffe"  # caffe-preprocessed inputs are B, G, R
+    chans = ("B, G, R" if bgr else "R, G, B") if c_all == 3 else f"{c_in} of {c_all}"
     cells = []
     for f in range(nf):
         parts = []
         for c in range(c_in):
-            parts += [k[:, :, c, f], np.full((3, 1), np.nan)]
+            parts += [k[:, :, c, f], np.full((kh, 1), np.nan)]
         cells.append(np.concatenate(parts[:-1], axis=1))
-    title = (f"{layer} kernels of {model.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each 3×3 per input "
+    title = (f"{layer} kernels of {model.arch.name}: filters 0–{nf - 1} of {k.shape[3]}, each {kh}×{kw} per input "
              f"channel ({chans}, left to right)")
     cols = 8 if c_in <= 3 else max(2, 24 // c_in)  # about 1000–1600 px wide whatever the channel count
     figs = [labelled_grid(cells, [str(f) for f in range(nf)], title, cols=cols, cell=1.0 + 0.35 * c_in,
                           cmap="gray", vmax=1.0,
                           colorbar="weight, one scale for the layer (0 = its most negative, 1 = its most positive)")]
     if c_all == 3:
-        patches = np.clip(np.rint(np.transpose(k[..., :nf], (3, 0, 1, 2))[..., ::-1] * 255), 0, 255)
+        patches = np.transpose(k[..., :nf], (3, 0, 1, 2))
+        patches = np.clip(np.rint((patches[..., ::-1] if bgr else patches) * 255), 0, 255)
         figs.append(labelled_grid(list(patches.astype(np.uint8)), [str(f) for f in range(nf)],
-                                  f"{layer} kernels of {model.arch.name} as colour patches: filter f's 3×3 weights "
-                                  "on the\nB, G, R inputs drawn as blue, green, red (one scale for the layer)",
+                                  f"{layer} kernels of {model.arch.name} as colour patches: filter f's {kh}×{kw} "
+                                  f"weights on the\n{chans} inputs drawn as their colours (one scale for the layer)",
                                   cols=8, cell=1.0))
     return figs
 

@@ -90,8 +90,10 @@ def model_from_args(args, include_top: bool | None = None):
         include_top = not getattr(args, "no_top", False)
     model = load(args.arch, args.weights, include_top=include_top, preprocess=getattr(args, "preprocess", None))
     if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None:
+        hint = (" an ONNX file holds no preprocessing: torchvision models want --preprocess torch;"
+                if str(args.arch).lower().endswith(".onnx") else "")
         print(f"jaxviz: {model.arch.name} from {args.arch}: images preprocessed as {model.preprocess!r} "
-              "(--preprocess caffe|tf|torch|none to change)", file=sys.stderr)
+              f"({hint} --preprocess caffe|tf|torch|none to change)".replace("( ", "("), file=sys.stderr)
     return model
 
 
