@@ -112,3 +112,32 @@ def export(model: nn.Module, path, size: int = 64, **kwargs) -> str:
         torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), dynamo=False, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}}, **kwargs)
     return str(path)
+
+
+class ConvNeXtish(nn.Module):
+    """ConvNeXt's block (depthwise 7×7, channels-last LayerNorm and MLP with GELU, layer scale, residual), then a
+    transposed convolution, global pool and classifier: LayerNormalization, Erf, MatMul on 4D values, Transpose
+    pairs and ConvTranspose."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, 4)
+        self.dwconv = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+        self.norm = nn.LayerNorm(8, eps=1e-6)
+        self.pwconv1 = nn.Linear(8, 32)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(32, 8)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
+        x = x + y.permute(0, 3, 1, 2)
+        x = torch.relu(self.up(x))
+        return self.head(x.mean((2, 3)))
+
+
+MODELS["convnext"] = ConvNeXtish

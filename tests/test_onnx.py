@@ -44,6 +44,8 @@ def files(tmp_path_factory):
     for name in onnx_models.MODELS:
         model = onnx_models.build(name)
         kwargs = {"do_constant_folding": False} if name == "mobilenet" else {}
+        if name == "convnext":
+            kwargs = {"opset_version": 17}  # LayerNormalization
         out[name] = (model, onnx_models.export(model, d / f"{name}.onnx", SIZE, **kwargs))
     return out
 
@@ -73,6 +75,9 @@ def test_outputs_match_pytorch_and_onnxruntime(files, x, name):
     with jax.default_matmul_precision("highest"):
         _close(fast.features(_nhwc(x), "logits")["logits"], ref, 1e-3)
     assert model.preprocess == "none" and model.input_size == SIZE and model.num_classes == 10
+    if name == "convnext":
+        kinds = {layer.kind for layer in model.graph.layers}
+        assert {"LayerNormalization", "Erf", "Conv2DTranspose", "Cropping2D"} <= kinds, kinds
 
 
 @pytest.mark.parametrize("opset", [9, 11, 13, 17])
@@ -103,6 +108,24 @@ def test_pytorch_module_paths_name_the_layers(files):
     assert "layer2.0.relu_1" in model.summary(print_fn=lambda s: None)
     feats = model.features(np.zeros((1, SIZE, SIZE, 3), np.float32), ["layer2", "layer1.0.conv1"])
     assert feats["layer2.0.relu_1"].shape == (1, 8, 8, 16) and feats["layer1.0.conv1"].shape == (1, 16, 16, 8)
+
+
+def test_dynamo_exporter_module_paths_name_the_layers(tmp_path):
+    """``torch.onnx.export(..., dynamo=True)`` records each node's module paths in its metadata (built here by
+    hand: the dynamo exporter needs onnxscript)."""
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name="node_conv2d", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], name="node_relu"),
+             helper.make_node("Add", ["r", "h"], ["y"], name="node_add")]
+    scopes = [["", "layer1", "layer1.0", "layer1.0.conv1", "conv2d"],
+              ["", "layer1", "layer1.0", "layer1.0.relu", "relu"], ["", "layer1", "layer1.0", "add"]]
+    for node, s in zip(nodes, scopes):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = "pkg.torch.onnx.name_scopes", repr(s)
+    onnx.save(_tiny_graph(nodes, [w]), tmp_path / "m.onnx")
+    graph, _, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    assert graph.layer_names == ["x", "layer1.0.conv1", "layer1.0.relu", "layer1.0"]
+    assert graph.resolve("layer1") == "layer1.0" and graph.resolve("node_relu") == "layer1.0.relu"
 
 
 def test_saliency_equals_torch_input_gradient(files, x):

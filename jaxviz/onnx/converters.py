@@ -99,6 +99,32 @@ def conv(ctx: Context, node, attrs) -> None:
     ctx.output(node.output[0], ctx.emit(kind, cfg, [x], params), "nhwc")
 
 
+@converter("ConvTranspose", opsets=(1, 22))
+def conv_transpose(ctx: Context, node, attrs) -> None:
+    """A transposed convolution: Keras's ``Conv2DTranspose`` with "valid" padding and ``output_padding`` (the
+    full output), then ONNX's ``pads`` cropped off."""
+    v = ctx.act(node.input[0])
+    w = _weight(ctx, node.input[1], "kernel")
+    bias = _weight(ctx, node.input[2], "bias") if len(node.input) > 2 and node.input[2] else None
+    if w.ndim != 4 or int(attrs.get("group", 1)) != 1:
+        raise ConversionError(f"a kernel of shape {w.shape}, group {attrs.get('group', 1)}; jaxviz reads 2D "
+                              "transposed convolutions without groups")
+    if "output_shape" in attrs or str(attrs.get("auto_pad", "NOTSET")) != "NOTSET":
+        raise ConversionError("output_shape / auto_pad, which jaxviz does not read; export with explicit pads")
+    strides, dilations = _spatial(attrs, w.shape[2:])
+    pads = _ints(attrs.get("pads", [0, 0, 0, 0]))
+    extra = _ints(attrs.get("output_padding", [0, 0]))
+    cfg = {"strides": strides, "padding": "valid", "dilation_rate": dilations, "output_padding": extra,
+           "use_bias": bias is not None}
+    params = {"kernel": w.transpose(2, 3, 1, 0), **({"bias": bias} if bias is not None else {})}  # → [kh, kw, out, in]
+    if any(pads):
+        layer = ctx.emit("Conv2DTranspose", cfg, [ctx.nhwc(v)], params, role="full")
+        layer = ctx.emit("Cropping2D", {"cropping": [[pads[0], pads[2]], [pads[1], pads[3]]]}, [layer])
+    else:
+        layer = ctx.emit("Conv2DTranspose", cfg, [ctx.nhwc(v)], params)
+    ctx.output(node.output[0], layer, "nhwc")
+
+
 def _pool_pads(ctx, v, attrs, kernel, strides) -> tuple[list[list[int]], list[list[int]]]:
     """The pads of a pool's windows, and those plus ``ceil_mode``'s extra cells at the end."""
     if _ints(attrs.get("dilations", [1, 1])) != [1, 1]:
@@ -340,7 +366,11 @@ _OPERATION = {"Add": "Add", "Sum": "Add", "Mul": "Multiply", "Sub": "Subtract", 
 
 
 def _common(ctx: Context, values: list[Value]) -> tuple[list[str], str]:
-    """The layers of ``values`` in one layout: channels-last if all are 4D, else ONNX's own."""
+    """The layers of ``values`` in one layout: theirs if they share one, channels-last if all are 4D, else
+    ONNX's own."""
+    layouts = {v.layout for v in values}
+    if len(layouts) == 1 and layouts != {"flat_hwc"}:
+        return [v.layer for v in values], values[0].layout
     if all(len(v.shape) == 4 for v in values):
         return [ctx.nhwc(v) for v in values], "nhwc"
     return [ctx.plain(v) for v in values], "plain"
@@ -381,8 +411,8 @@ def elementwise(ctx: Context, node, attrs) -> None:
     if c.ndim > len(v.shape):
         raise ConversionError(f"a constant of shape {c.shape} broadcast against a value of shape {v.shape}")
     c = c.reshape((1,) * (len(v.shape) - c.ndim) + c.shape)
-    if len(v.shape) == 4:
-        x, layout, c = ctx.nhwc(v), "nhwc", c.transpose(NHWC)
+    if v.layout == "nhwc":
+        x, layout, c = v.layer, "nhwc", c.transpose(NHWC)
     else:
         x, layout = ctx.plain(v), "plain"
     layer = ctx.emit("ElementwiseConstant", {"op": _OPERATION[op], "first": first}, [x], {"value": c})

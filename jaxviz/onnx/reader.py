@@ -314,7 +314,8 @@ def _input(model, ctx: Context, path: Path):
 
 def _scope_chain(node) -> list[str]:
     """The PyTorch module paths a node is inside, outermost first (``['layer4', 'layer4.2', 'layer4.2.conv3']``):
-    from the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata or the TorchScript exporter's node
+    from the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata (``['', 'layer4', 'layer4.2',
+    'layer4.2.conv3', 'conv2d_52']``: module paths, then the FX node) or the TorchScript exporter's node
     name (``/layer4/layer4.2/conv3/Conv``)."""
     meta = {p.key: p.value for p in getattr(node, "metadata_props", ())}
     scopes = None
@@ -323,7 +324,9 @@ def _scope_chain(node) -> list[str]:
             scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             scopes = None
-        if not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
+        if isinstance(scopes, list) and scopes and all(isinstance(s, str) for s in scopes):
+            scopes = scopes[:-1]  # the last one is the FX node's own name, not a module
+        else:
             scopes = None
     if scopes is None:
         if not node.name.startswith("/") or node.name.count("/") < 2:
