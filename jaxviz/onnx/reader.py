@@ -319,9 +319,9 @@ def _scope_chain(node) -> list[str]:
     name (``/layer4/layer4.2/conv3/Conv``)."""
     meta = {p.key: p.value for p in getattr(node, "metadata_props", ())}
     scopes = None
-    if "pkg.torch.onnx.name_scopes" in meta:
+    if len(meta.get("pkg.torch.onnx.name_scopes", "")) < 4096:
         try:
-            scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "None"))
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             scopes = None
         if isinstance(scopes, list) and scopes and all(isinstance(s, str) for s in scopes):
