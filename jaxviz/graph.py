@@ -108,12 +108,15 @@ class Graph:
       layers: every layer, each after its inputs; the first ones are the ``InputLayer`` s.
       outputs: the names of the layers whose values the model returns (one for the CNNs jaxviz explains).
       class_names: names of the output classes, if the model's maker knows them.
+      aliases: ``(alias, layer)`` pairs: other names a layer answers to (an ONNX file's node names and the
+        PyTorch module paths whose output a layer is: ``layer4`` → ``layer4.2.relu_2``).
     """
 
     name: str
     layers: tuple[Layer, ...]
     outputs: tuple[str, ...]
     class_names: tuple[str, ...] | None = None
+    aliases: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -127,6 +130,8 @@ class Graph:
             seen.add(layer.name)
         if not self.outputs or any(o not in seen for o in self.outputs):
             raise JaxvizError(f"model {self.name!r}: outputs {self.outputs} are not all layers")
+        if any(target not in seen for _, target in self.aliases):
+            raise JaxvizError(f"model {self.name!r}: an alias names a layer it does not have")
 
     # --- structure -------------------------------------------------------------------------------------
 
@@ -216,6 +221,9 @@ class Graph:
             return self.logits[0]
         if name in self.by_name:
             return name
+        alias = dict(self.aliases).get(name)
+        if alias is not None:
+            return alias
         matches = [n for n in self.layer_names if n.endswith("/" + name)]
         if len(matches) == 1:
             return matches[0]
@@ -229,6 +237,7 @@ class Graph:
         return json.dumps({
             "name": self.name, "outputs": list(self.outputs),
             "class_names": None if self.class_names is None else list(self.class_names),
+            **({"aliases": [list(a) for a in self.aliases]} if self.aliases else {}),
             "layers": [{"name": x.name, "kind": x.kind, "config": x.cfg, "inputs": list(x.inputs)}
                        for x in self.layers],
         })
@@ -238,7 +247,8 @@ class Graph:
         d = json.loads(text)
         layers = tuple(make_layer(x["name"], x["kind"], x["config"], x["inputs"]) for x in d["layers"])
         names = d.get("class_names")
-        return cls(d["name"], layers, tuple(d["outputs"]), None if names is None else tuple(names))
+        aliases = tuple((str(a), str(t)) for a, t in d.get("aliases", ()))
+        return cls(d["name"], layers, tuple(d["outputs"]), None if names is None else tuple(names), aliases)
 
 
 # ---------------------------------------------------------------------------------------------------------

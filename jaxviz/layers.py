@@ -210,6 +210,28 @@ def _keras_relu(x, max_value, slope: float, threshold: float):
     return y
 
 
+@kind("Clip")
+def clip(p, inputs, cfg, ops):
+    """``min(max(x, min), max)`` (ONNX's ``Clip``; either bound may be absent). ``Clip(0, 6)`` and ``Clip(0, ∞)``
+    are read as :func:`relu` layers, so guided backprop treats them as ReLUs."""
+    x = inputs[0]
+    lo, hi = cfg.get("min"), cfg.get("max")
+    lo, hi = (None if v is None else jnp.asarray(v, x.dtype) for v in (lo, hi))
+    return jnp.clip(x, lo, hi)
+
+
+@kind("HardSigmoid")
+def hard_sigmoid(p, inputs, cfg, ops):
+    """``clip(alpha·x + beta, 0, 1)`` (ONNX's ``HardSigmoid``; PyTorch's ``Hardsigmoid`` is alpha = 1/6)."""
+    x = inputs[0]
+    return jnp.clip(jnp.asarray(cfg.get("alpha", 0.2), x.dtype) * x + jnp.asarray(cfg.get("beta", 0.5), x.dtype), 0, 1)
+
+
+@kind("Erf")
+def erf(p, inputs, cfg, ops):
+    return jax.lax.erf(inputs[0])
+
+
 @kind("LeakyReLU")
 def leaky_relu(p, inputs, cfg, ops):
     slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))  # Keras 3: negative_slope; Keras 2: alpha
@@ -365,6 +387,29 @@ def normalization(p, inputs, cfg, ops):
     return mean + x * std if cfg.get("invert", False) else (x - mean) / std
 
 
+@kind("LRN")
+def lrn(p, inputs, cfg, ops):
+    """Local response normalisation across channels (Krizhevsky et al., 2012; ONNX's ``LRN``):
+    ``x / (bias + alpha/size · Σ x²)^beta``, the sum over the ``size`` channels around each one."""
+    x = inputs[0]
+    size = int(cfg["size"])
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
+    total = jax.lax.reduce_window(sq, jnp.asarray(0, x.dtype), jax.lax.add, (1,) * (x.ndim - 1) + (size,),
+                                  (1,) * x.ndim, "VALID")
+    scale = jnp.asarray(cfg.get("bias", 1.0), x.dtype) + jnp.asarray(cfg.get("alpha", 1e-4) / size, x.dtype) * total
+    return x / scale ** jnp.asarray(cfg.get("beta", 0.75), x.dtype)
+
+
+@kind("ElementwiseConstant")
+def elementwise_constant(p, inputs, cfg, ops):
+    """``op(x, value)`` (or ``op(value, x)`` with ``first``) with a stored tensor ``value`` broadcast against
+    ``x``: an ONNX ``Add``/``Mul``/… of an activation and a weight (a per-channel scale, a bias)."""
+    x, value = inputs[0], _w(p, "value", inputs[0])
+    fn = OPERATIONS[cfg["op"]]
+    return fn(value, x) if cfg.get("first") else fn(x, value)
+
+
 @kind("LayerScale")
 def layer_scale(p, inputs, cfg, ops):
     """ConvNeXt's ``LayerScale`` (keras.applications): ``x · γ`` per channel."""
@@ -404,6 +449,24 @@ def average_pooling2d(p, inputs, cfg, ops):
     strides = cfg.get("strides")
     return ops.avg_pool(inputs[0], pool, pool if strides is None else _pair(strides),
                         str(cfg.get("padding", "valid")).lower())
+
+
+@kind("AveragePool")
+def average_pool(p, inputs, cfg, ops):
+    """Average pooling with explicit ``pads`` ``((top, bottom), (left, right))`` of which ``counted`` (the
+    inner part) count in the divisor: ONNX's ``AveragePool`` (``count_include_pad``; ``ceil_mode``'s extra
+    cells are never counted)."""
+    x = inputs[0]
+    pool, strides = _pair(cfg["pool_size"]), _pair(cfg["strides"])
+    pads, counted = pads_2d(cfg["pads"]), pads_2d(cfg.get("counted", 0))
+    window, step = (1, *pool, 1), (1, *strides, 1)
+    padding = ((0, 0), *pads, (0, 0))
+    total = jax.lax.reduce_window(x, jnp.asarray(0, x.dtype), jax.lax.add, window, step, padding)
+    mask = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *counted, (0, 0)), constant_values=1)
+    rest = tuple((a - c0, b - c1) for (a, b), (c0, c1) in zip(pads, counted))
+    mask = jnp.pad(mask, ((0, 0), *rest, (0, 0)))
+    count = jax.lax.reduce_window(mask, jnp.asarray(0, x.dtype), jax.lax.add, window, step, "VALID")
+    return total / count
 
 
 @kind("GlobalAveragePooling2D", "GlobalAvgPool2D")
@@ -447,6 +510,18 @@ def zero_padding2d(p, inputs, cfg, ops):
     _check_channels_last(cfg, "ZeroPadding2D")
     (t, b), (left, r) = pads_2d(cfg.get("padding", 1))
     return jnp.pad(inputs[0], ((0, 0), (t, b), (left, r), (0, 0)))
+
+
+@kind("Pad")
+def pad(p, inputs, cfg, ops):
+    """Padding of every axis after the batch axis: ``pads`` ``[(before, after), …]``, ``mode`` "constant" (with
+    ``value``; ``-inf`` before an ONNX ``MaxPool``'s windows), "reflect" or "edge" (ONNX's ``Pad``)."""
+    x = inputs[0]
+    widths = [(0, 0), *((int(a), int(b)) for a, b in cfg["pads"])]
+    mode = cfg.get("mode", "constant")
+    if mode == "constant":
+        return jnp.pad(x, widths, constant_values=jnp.asarray(float(cfg.get("value", 0.0)), x.dtype))
+    return jnp.pad(x, widths, mode={"edge": "edge", "reflect": "reflect"}[mode])
 
 
 @kind("Cropping2D")
@@ -634,6 +709,8 @@ def weight_names(kind_name: str, cfg: dict) -> list[tuple[str, bool]]:
         return [("alpha", True)]
     if kind_name == "LayerScale":
         return [("gamma", True)]
+    if kind_name == "ElementwiseConstant":
+        return [("value", False)]
     if kind_name == "Normalization":
         if cfg.get("mean") is not None and cfg.get("variance") is not None:
             return []

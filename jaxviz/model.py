@@ -29,6 +29,8 @@ CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 #: Layer kinds that end the spatial part of a classifier: Grad-CAM's default layer comes before them.
 HEAD_KINDS = ("GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "Flatten",
               "Reshape")
+#: Layer kinds that only move or pad a map (an ONNX file's layout and window padding): never Grad-CAM's default.
+PLUMBING_KINDS = ("Pad", "ZeroPadding2D", "Permute", "Reshape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,8 @@ class Model:
         heads = [x.name for x in self.graph.layers if x.kind in HEAD_KINDS]
         after_head = set().union(*(self._descendants(h) for h in heads)) if heads else set()
         names = [n for n in self.spatial_layer_names
-                 if n in feeds and n not in after_head and "Pool" not in self.graph.by_name[n].kind]
+                 if n in feeds and n not in after_head and "Pool" not in self.graph.by_name[n].kind
+                 and self.graph.by_name[n].kind not in PLUMBING_KINDS]
         if not names:
             raise LayerError(f"{self.arch.name} has no layer with a spatial map to explain")
         return names[-1]
@@ -514,7 +517,8 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     Args:
       arch: "vgg16", "vgg19", "vgg_demo", "vgg_demo_gap" (or "vgg_tiny", a few-channel VGG16 for tests), or
         the path of a whole-model file: Keras 3 ``.keras``, a legacy Keras ``.h5`` written by
-        ``model.save`` (Keras 2 / tf.keras / Keras 3), or jaxviz's converted ``.npz`` (``jaxviz convert``).
+        ``model.save`` (Keras 2 / tf.keras / Keras 3), an ONNX ``.onnx`` (PyTorch's ``torch.onnx.export``,
+        tf2onnx; needs ``pip install 'jaxviz[onnx]'``), or jaxviz's converted ``.npz`` (``jaxviz convert``).
       weights: for a named architecture: "imagenet" (Keras's files: jaxviz cache, then Keras cache, then
         download; see :mod:`jaxviz.weights`), a path to a Keras ``.h5`` / ``.weights.h5`` or a converted
         ``.npz`` file, or ``None`` / ``"random:SEED"`` for deterministic He-initialised weights (``None`` =
@@ -615,17 +619,21 @@ def _is_demo(arch: vgg.Arch) -> bool:
 
 def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
     """``(graph, params, info)`` of a whole-model file: jaxviz's converted ``.npz`` (:mod:`jaxviz.converted`),
-    or a Keras ``.keras`` / ``.h5`` (:mod:`jaxviz.keras_io`)."""
+    an ONNX ``.onnx`` (:mod:`jaxviz.onnx`), or a Keras ``.keras`` / ``.h5`` (:mod:`jaxviz.keras_io`)."""
     import os
 
     from . import converted
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5 or converted .npz file, "
+        raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5, .onnx or converted .npz file, "
                           f"or a built-in architecture ({', '.join(sorted(vgg.ARCHS))})")
     if converted.is_model_file(path) or path.lower().endswith(".npz"):
         return converted.read_model(path)
+    if path.lower().endswith(".onnx"):
+        from . import onnx as onnx_io
+
+        return onnx_io.read_model(path)
     from . import keras_io
 
     return keras_io.read_model(path)
@@ -638,7 +646,7 @@ def _is_model_file(arch) -> bool:
         return True
     if not isinstance(arch, str) or arch.lower() in vgg.ARCHS:
         return False
-    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz")) or os.path.isfile(arch) or os.path.isfile(
+    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz", ".onnx")) or os.path.isfile(arch) or os.path.isfile(
         os.path.join(arch, "config.json"))  # a .keras model saved unzipped (model.save(folder, zipped=False))
 
 

@@ -118,6 +118,9 @@ def preprocess_note(model) -> str:
     what = {"none": "pixels 0..255 as they are", "rescale": "x / 255, in [0, 1]", "tf": "x / 127.5 - 1",
             "caffe": "BGR minus the ImageNet means", "torch": "x / 255 standardised by ImageNet's mean and std"}[mode]
     rescales = any(layer.kind in ("Rescaling", "Normalization") for layer in model.graph.layers)
+    if mode == "none" and str(getattr(model, "source", "")).lower().endswith(".onnx"):
+        return (f"images preprocessed as 'none' ({what}): an ONNX file holds no preprocessing; torchvision models "
+                "want --preprocess torch")
     if mode == "none" and not rescales:
         return (f"images preprocessed as 'none' ({what}; no Rescaling layer in the file): for a model trained on "
                 "x / 255 give --preprocess rescale (or tf, torch, caffe)")
