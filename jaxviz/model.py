@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -21,7 +22,7 @@ import numpy as np
 from . import graph as graph_lib
 from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
-from .errors import JaxvizError, LayerError, printable
+from .errors import JaxvizError, LayerError, WeightsError, printable
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
@@ -455,8 +456,21 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     xla_cpu.configure()
     if _is_model_file(arch):
         graph, params, info = read_model_file(arch)
-        mode = preprocess or info.get("preprocess") or "none"
-        return Model(graph, params, source=str(arch), ops=ops, preprocess=preprocessing.check_mode(mode))
+        mode = preprocessing.check_mode(preprocess or info.get("preprocess") or "none")
+        try:  # shapes only (jax.eval_shape): weights that do not fit their layers fail here, nothing computed
+            model = Model(graph, params, source=str(arch), ops=ops, preprocess=mode)
+            s = model.arch.default_size
+            rows = model.layer_table((s, s, model.arch.channels))
+        except (TypeError, ValueError) as e:
+            reason = printable(" ".join(str(e).split()))[:240]
+            raise WeightsError(f"{arch}: its weights do not fit its layers ({reason}); the file is corrupt or "
+                               "was not saved by Keras's model.save") from None
+        big = next((r for r in rows if math.prod(d or 1 for d in r.output_shape) > MAX_ACTIVATION), None)
+        if big is not None:
+            raise WeightsError(f"{arch}: layer {big.name!r} outputs {math.prod(big.output_shape):,} values per image "
+                               f"(shape {big.output_shape} at {s}×{s} px), more than the {MAX_ACTIVATION:,} jaxviz "
+                               "computes; the file declares a model too large to run (a crafted file?)")
+        return model
     from . import weights as weights_lib
 
     a = vgg.get_arch(arch)
@@ -468,6 +482,11 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     else:
         params, source = weights_lib.load_params(a, weights, include_top)
     return Model(a, params, include_top, source, ops=ops, preprocess=preprocessing.check_mode(preprocess or "caffe"))
+
+
+#: Values one layer of a model file may output per image at its input size (1 GiB of float32; VGG16's
+#: largest, block1_conv1 at 224 px, has 3.2 M).
+MAX_ACTIVATION = 1 << 28
 
 
 def _is_demo(arch: vgg.Arch) -> bool:

@@ -310,6 +310,20 @@ def shape_mismatch(d: Path) -> Path:
     return _tiny_legacy(d / "shape.h5", dense={"kernel": np.zeros((2, 7), "f4"), "bias": np.zeros(2, "f4")})
 
 
+def channels_mismatch(d: Path) -> Path:
+    # 5 input channels where the model gives 3: the one dimension a layer's config leaves open
+    return _tiny_legacy(d / "channels.h5", conv={"kernel": np.zeros((3, 3, 5, 2), "f4"), "bias": np.zeros(2, "f4")})
+
+
+def huge_activation(d: Path) -> Path:
+    # no weights to speak of, but an UpSampling2D that makes an 8×8 input 32768×32768 (8 GB per image)
+    cfg = _tiny()
+    layers = cfg["config"]["layers"]
+    layers[2:3] = [_layer("UpSampling2D", "up", ["conv"], size=[4096, 4096]),
+                   _layer("GlobalAveragePooling2D", "gap", ["up"])]
+    return _keras_zip(d / "up.keras", cfg)
+
+
 def external_link(d: Path) -> Path:
     import h5py
 
@@ -451,6 +465,8 @@ CASES = [
     Case("dense_billion_units", dense_billion_units, "layer 'dense' weight 'kernel' declares shape (2, 1000000000)"),
     Case("shape_mismatch", shape_mismatch, "layer 'dense' weight 'kernel' has shape (2, 7) in the file, but the "
                                            "layer's config implies (?, 2)"),
+    Case("channels_mismatch", channels_mismatch, "its weights do not fit its layers"),
+    Case("huge_activation", huge_activation, "layer 'up' outputs 2,147,483,648 values per image"),
     Case("external_link", external_link, "'/model_weights/conv' is an external link to another file"),
     Case("external_storage", external_storage, "layer 'conv' weight 'kernel' keeps its bytes in an external file"),
     Case("virtual_dataset", virtual_dataset, "layer 'conv' weight 'kernel' is a virtual dataset"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
-from ..errors import JaxvizError
+from ..errors import JaxvizError, printable
 from ..figures import unique_stems  # noqa: F401  (for the commands)
 from ..runtime import CompileNotice  # noqa: F401  (for the commands)
 
@@ -90,7 +90,8 @@ def model_from_args(args, include_top: bool | None = None):
         include_top = not getattr(args, "no_top", False)
     model = load(args.arch, args.weights, include_top=include_top, preprocess=getattr(args, "preprocess", None))
     if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None:
-        print(f"jaxviz: {model.arch.name} from {args.arch}: images preprocessed as {model.preprocess!r} "
+        print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: images preprocessed as "
+              f"{model.preprocess!r} "
               "(--preprocess caffe|tf|torch|none to change)", file=sys.stderr)
     return model
 
