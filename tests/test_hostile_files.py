@@ -709,6 +709,24 @@ def html_escape(text: str) -> str:
     return html.escape(text)
 
 
+def test_unzipped_model_folder_with_a_symlink_is_refused(tmp_path):
+    from jaxviz import keras_io
+    from jaxviz.errors import WeightsError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_tiny()))
+    (folder / "metadata.json").write_text('{"keras_version": "3.15.1"}')
+    (tmp_path / "secret.h5").write_bytes(_weights_h5(_tiny_weights()))
+    (folder / "model.weights.h5").symlink_to(tmp_path / "secret.h5")
+    with pytest.raises(WeightsError, match="model.weights.h5 is a symbolic link"):
+        keras_io.read_model(folder)
+    (folder / "model.weights.h5").unlink()
+    (folder / "model.weights.h5").write_bytes(_weights_h5(_tiny_weights()))
+    graph, params, _ = keras_io.read_model(folder)  # the same files stored in the folder: read
+    assert [x.name for x in graph.layers] == ["input_layer", "conv", "gap", "dense"]
+
+
 def test_compare_keras_loads_with_safe_mode_and_a_fixed_keras(monkeypatch):
     keras = pytest.importorskip("keras")
     import tomllib
