@@ -639,6 +639,7 @@ def test_file_stems_are_safe_and_distinct():
     assert stems["vgg16/block1_conv1"] == "vgg16_block1_conv1_2"  # its slug was taken: made distinct
     assert stems["conv: 1 (a)"] == "conv_1_a_"
     assert len({s.lower() for s in stems.values()}) == len(names)
+    assert stems["logits"] == "logits" and stems["inner/c 1"] == "inner_c_1"  # names outside the set: their slug
     for s in stems.values():
         assert s and not s.startswith(".") and len(s) <= MAX_STEM and all(c.isalnum() or c in "_.+=-" for c in s)
 
@@ -701,6 +702,12 @@ def test_figures_write_slugged_names_inside_and_escape_them_in_html(tmp_path):
                p.parents) and sorted(p.name for p in tmp_path.iterdir()) == ["names.keras", "out"]
     page = (out / "index.html").read_text()
     assert evil not in page and html_escape(evil) in page
+    from jaxviz.cli import main
+
+    for layer, stem in (("c:1", "c_1"), ("inner model/c:1", "inner_model_c_1"), (evil, "_img_src=x_onerror=alert_1_")):
+        assert main(["kernels", "--arch", str(path), "--layer", layer, "-o", str(tmp_path / "k")]) == 0
+        assert (tmp_path / "k" / f"kernels_{stem}.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "names.keras", "out"]
 
 
 def html_escape(text: str) -> str:
