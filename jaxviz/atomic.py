@@ -67,16 +67,22 @@ def safe_stem(name: str) -> str:
     return stem or "_"
 
 
+class _Stems(dict):
+    def __missing__(self, name):  # a name outside the set (``logits``, a bare inner name): its own slug
+        return safe_stem(name)
+
+
 def file_stems(names: Iterable[str]) -> dict[str, str]:
     """``{name: file stem}`` for distinct ``names``: :func:`safe_stem` of each, collisions resolved.
 
     A name that is already safe keeps its stem; a slug that collides (case-insensitively, as on macOS and
-    Windows file systems) with one taken before gets ``_2``, ``_3``, …, in the order of ``names``.
+    Windows file systems) with one taken before gets ``_2``, ``_3``, …, in the order of ``names``. Looking up
+    a name not among ``names`` gives its :func:`safe_stem`.
     """
     names = list(dict.fromkeys(names))
     stems = {n: safe_stem(n) for n in names}
     taken = {s.lower() for n, s in stems.items() if s == n}
-    out = {}
+    out = _Stems()
     for n in names:
         stem = stems[n]
         if stem != n:

@@ -628,6 +628,11 @@ def _read_keras_zip(path: Path):
 
 
 def _read_keras_dir(path: Path):
+    links = [n for n in ("config.json", "metadata.json", "model.weights.h5") if (path / n).is_symlink()]
+    if links:  # a folder from elsewhere must not make jaxviz read some other local file
+        raise WeightsError(f"{path}: {links[0]} is a symbolic link; jaxviz reads only files stored in the model "
+                           "folder itself")
+
     def text(name, limit):
         if (path / name).stat().st_size > limit:
             raise WeightsError(f"{path / name} is larger than the {limit:,} bytes jaxviz reads; refusing it")

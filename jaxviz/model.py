@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -22,7 +23,7 @@ from . import graph as graph_lib
 from . import layers as layers_lib
 from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
-from .errors import JaxvizError, LayerError, printable
+from .errors import JaxvizError, LayerError, WeightsError, printable
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
@@ -546,8 +547,21 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
         source = str(arch)
         if seed is not None:
             params, source = seeded_params(graph, params, seed), f"random:{seed} (on the graph of {arch})"
-        mode = preprocess or info.get("preprocess") or "none"
-        return Model(graph, params, source=source, ops=ops, preprocess=preprocessing.check_mode(mode))
+        mode = preprocessing.check_mode(preprocess or info.get("preprocess") or "none")
+        try:  # shapes only (jax.eval_shape): weights that do not fit their layers fail here, nothing computed
+            model = Model(graph, params, source=source, ops=ops, preprocess=mode)
+            shape = None if model.input_hw is None else (*model.input_hw, model.arch.channels)
+            rows = model.layer_table(shape)
+        except (TypeError, ValueError) as e:
+            reason = printable(" ".join(str(e).split()))[:240]
+            raise WeightsError(f"{arch}: its weights do not fit its layers ({reason}); the file is corrupt or "
+                               "was not saved by Keras's model.save") from None
+        big = next((r for r in rows if math.prod(d or 1 for d in r.output_shape) > MAX_ACTIVATION), None)
+        if big is not None:
+            raise WeightsError(f"{arch}: layer {big.name!r} outputs {math.prod(big.output_shape):,} values per image "
+                               f"(shape {big.output_shape} at input {shape}), more than the {MAX_ACTIVATION:,} "
+                               "jaxviz computes; the file declares a model too large to run (a crafted file?)")
+        return model
     from . import weights as weights_lib
 
     a = vgg.get_arch(arch)
@@ -609,6 +623,9 @@ def seeded_params(graph: graph_lib.Graph, params: Mapping, seed: int = 0) -> dic
                 new[key] = np.asarray(v, np.float32)
         out[name] = new
     return out
+#: Values one layer of a model file may output per image at its input size (1 GiB of float32; VGG16's
+#: largest, block1_conv1 at 224 px, has 3.2 M).
+MAX_ACTIVATION = 1 << 28
 
 
 def _is_demo(arch: vgg.Arch) -> bool:

@@ -310,6 +310,20 @@ def shape_mismatch(d: Path) -> Path:
     return _tiny_legacy(d / "shape.h5", dense={"kernel": np.zeros((2, 7), "f4"), "bias": np.zeros(2, "f4")})
 
 
+def channels_mismatch(d: Path) -> Path:
+    # 5 input channels where the model gives 3: the one dimension a layer's config leaves open
+    return _tiny_legacy(d / "channels.h5", conv={"kernel": np.zeros((3, 3, 5, 2), "f4"), "bias": np.zeros(2, "f4")})
+
+
+def huge_activation(d: Path) -> Path:
+    # no weights to speak of, but an UpSampling2D that makes an 8×8 input 32768×32768 (8 GB per image)
+    cfg = _tiny()
+    layers = cfg["config"]["layers"]
+    layers[2:3] = [_layer("UpSampling2D", "up", ["conv"], size=[4096, 4096]),
+                   _layer("GlobalAveragePooling2D", "gap", ["up"])]
+    return _keras_zip(d / "up.keras", cfg)
+
+
 def external_link(d: Path) -> Path:
     import h5py
 
@@ -451,6 +465,8 @@ CASES = [
     Case("dense_billion_units", dense_billion_units, "layer 'dense' weight 'kernel' declares shape (2, 1000000000)"),
     Case("shape_mismatch", shape_mismatch, "layer 'dense' weight 'kernel' has shape (2, 7) in the file, but the "
                                            "layer's config implies (?, 2)"),
+    Case("channels_mismatch", channels_mismatch, "its weights do not fit its layers"),
+    Case("huge_activation", huge_activation, "layer 'up' outputs 2,147,483,648 values per image"),
     Case("external_link", external_link, "'/model_weights/conv' is an external link to another file"),
     Case("external_storage", external_storage, "layer 'conv' weight 'kernel' keeps its bytes in an external file"),
     Case("virtual_dataset", virtual_dataset, "layer 'conv' weight 'kernel' is a virtual dataset"),
@@ -623,6 +639,7 @@ def test_file_stems_are_safe_and_distinct():
     assert stems["vgg16/block1_conv1"] == "vgg16_block1_conv1_2"  # its slug was taken: made distinct
     assert stems["conv: 1 (a)"] == "conv_1_a_"
     assert len({s.lower() for s in stems.values()}) == len(names)
+    assert stems["logits"] == "logits" and stems["inner/c 1"] == "inner_c_1"  # names outside the set: their slug
     for s in stems.values():
         assert s and not s.startswith(".") and len(s) <= MAX_STEM and all(c.isalnum() or c in "_.+=-" for c in s)
 
@@ -685,12 +702,36 @@ def test_figures_write_slugged_names_inside_and_escape_them_in_html(tmp_path):
                p.parents) and sorted(p.name for p in tmp_path.iterdir()) == ["names.keras", "out"]
     page = (out / "index.html").read_text()
     assert evil not in page and html_escape(evil) in page
+    from jaxviz.cli import main
+
+    for layer, stem in (("c:1", "c_1"), ("inner model/c:1", "inner_model_c_1"), (evil, "_img_src=x_onerror=alert_1_")):
+        assert main(["kernels", "--arch", str(path), "--layer", layer, "-o", str(tmp_path / "k")]) == 0
+        assert (tmp_path / "k" / f"kernels_{stem}.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "names.keras", "out"]
 
 
 def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_unzipped_model_folder_with_a_symlink_is_refused(tmp_path):
+    from jaxviz import keras_io
+    from jaxviz.errors import WeightsError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_tiny()))
+    (folder / "metadata.json").write_text('{"keras_version": "3.15.1"}')
+    (tmp_path / "secret.h5").write_bytes(_weights_h5(_tiny_weights()))
+    (folder / "model.weights.h5").symlink_to(tmp_path / "secret.h5")
+    with pytest.raises(WeightsError, match="model.weights.h5 is a symbolic link"):
+        keras_io.read_model(folder)
+    (folder / "model.weights.h5").unlink()
+    (folder / "model.weights.h5").write_bytes(_weights_h5(_tiny_weights()))
+    graph, params, _ = keras_io.read_model(folder)  # the same files stored in the folder: read
+    assert [x.name for x in graph.layers] == ["input_layer", "conv", "gap", "dense"]
 
 
 def test_compare_keras_loads_with_safe_mode_and_a_fixed_keras(monkeypatch):

@@ -137,6 +137,10 @@ def _run(args) -> int:
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("JAXVIZ_DEBUG"):
             raise
+        if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):  # XLA's own allocation failures
+            print("jaxviz: error: out of memory while computing; use fewer or smaller images (a smaller --size), "
+                  "or a smaller model", file=sys.stderr)
+            return 2
         detail = printable(str(e).splitlines()[0]) if str(e) else ""
         print(f"jaxviz: internal error: {type(e).__name__}: {detail} -- a bug in jaxviz; rerun with "
               "JAXVIZ_DEBUG=1 for the traceback and report it", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
-from ..errors import JaxvizError
+from ..errors import JaxvizError, printable
 from ..figures import unique_stems  # noqa: F401  (for the commands)
 from ..preprocessing import MODES
 from ..runtime import CompileNotice  # noqa: F401  (for the commands)
@@ -96,7 +96,8 @@ def model_from_args(args, include_top: bool | None = None):
     if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
         model.require_spatial(f"jaxviz {getattr(args, 'command', None) or 'this command'}")
     if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
-        print(f"jaxviz: {model.arch.name} from {args.arch}: {preprocess_note(model)}", file=sys.stderr)
+        print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
+              file=sys.stderr)
     return model
 
 

@@ -186,11 +186,11 @@ def cmd_predict(args) -> int:
                                                                               else {}) for w, n, sc in d]
                           for path, d in results.items()}, indent=2))
         return 0
-    print(f"{model.arch.name} ({model.source}): top {top} of {n_classes} classes, probability")
+    print(printable(f"{model.arch.name} ({model.source}): top {top} of {n_classes} classes, probability"))
     for path, d in results.items():
-        print(path)
+        print(printable(path))
         for rank, (wnid, name, score) in enumerate(d, 1):
-            print(f"  {rank}. {name:<28} {wnid:<10} {score:.4f}")
+            print(printable(f"  {rank}. {name:<28} {wnid:<10} {score:.4f}"))
     return 0
 
 

@@ -18,7 +18,7 @@ import argparse
 import json
 
 from ..atomic import confine, file_stems
-from ..errors import JaxvizError
+from ..errors import JaxvizError, printable
 from . import common
 
 
@@ -140,7 +140,7 @@ def run_patterns(args) -> int:
             wanted += [confine(out, name, f"filter_{f:03d}.png") for f in filters] if args.per_filter else []
             if same and all(p.exists() for p in wanted):
                 if lead:
-                    print(f"{layer}: done already ({grid_path})")
+                    print(printable(f"{layer}: done already ({grid_path})"))
                 continue
         folder = confine(out, ".partial", name)
         try:
@@ -176,7 +176,7 @@ def run_patterns(args) -> int:
                         confine(out, f"{name}_labelled.png"))
         common.save_json(meta_path, settings)  # last: its presence marks the layer as done
         store.clear()
-        print(f"{layer}: {len(filters)} patterns -> {grid_path}")
+        print(printable(f"{layer}: {len(filters)} patterns -> {grid_path}"))
     if lead:
         try:
             confine(out, ".partial").rmdir()

@@ -131,10 +131,10 @@ def save_activation_grids(model, x, layers: str | Iterable[str], out_dir: str | 
     paths = []
     for name, per_image in grids.items():
         if len(per_image) == 1:
-            paths.append(save_png(confine(out, f"{prefix}{stems.get(name, name)}.png"), per_image[0]))
+            paths.append(save_png(confine(out, f"{prefix}{stems[name]}.png"), per_image[0]))
         else:
-            paths += [save_png(confine(out, f"{prefix}{stems.get(name, name)}_{i}.png"), g)
+            paths += [save_png(confine(out, f"{prefix}{stems[name]}_{i}.png"), g)
                       for i, g in enumerate(per_image)]
         if npy:
-            paths.append(save_npy(confine(out, f"{prefix}{stems.get(name, name)}.npy"), feats[name]))
+            paths.append(save_npy(confine(out, f"{prefix}{stems[name]}.npy"), feats[name]))
     return paths

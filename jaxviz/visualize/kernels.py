@@ -160,7 +160,7 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
 
     k = kernels(model, layer)
     out = Path(out_dir)
-    layer = file_stems(model.layer_names)[layer] if layer in model.layer_names else layer
+    layer = file_stems(model.layer_names)[layer]
     paths = [save_png(confine(out, f"{prefix}{layer}.png"), kernel_grid(k, filters, channels, scale))]
     if k.shape[2] == 3 and getattr(model.arch, "channels", 3) == 3:
         patches = kernel_colour_patches(k, filters, scale=scale, bgr_to_rgb=channel_order(model) == "B, G, R")
