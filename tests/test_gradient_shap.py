@@ -1,7 +1,11 @@
-"""GradientSHAP / Expected Gradients: hand derivations on the hand-set model and parity with Captum's
-``GradientShap`` on its own random draws, on the same VGG rebuilt in PyTorch."""
+"""GradientSHAP / Expected Gradients: hand derivations on the hand-set model, parity with Captum's
+``GradientShap`` on its own random draws, on the same VGG rebuilt in PyTorch, and the random draws themselves
+(α, baseline, noise) compared statistically with Captum's."""
+
+import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from attribution_models import HandModel, X
@@ -79,3 +83,90 @@ def test_cli_explain_gradient_shap(tmp_path):
                "--weights", "random:0", "-o", str(out), "--npy"])
     assert rc == 0 and np.load(out / "chelsea_gradient_shap.npy").shape == (32, 32)
     assert explain(HandModel(), X, "expected_gradients", 0).shape == (1, 2, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sampling itself, against Captum's, on a probe whose attributions reveal each draw: one pixel, three
+# channels, S = x_A + ½ x_Q² + x_L. From x = (0, 1, 0) and baselines b_k = (10 k, 0, 0), one sample per image
+# (n = 1, so each image's attribution is one draw) gives R_A = ε_A − 10 k (the baseline drawn), R_Q = α (1 + ε_Q)²
+# (α itself without noise), R_L = ε_L (the noise).
+
+
+class _Probe:
+    include_top = True
+    arch = types.SimpleNamespace(name="probe", num_classes=2)
+    layer_names = ["input_layer", "predictions"]
+    conv_layer_names = []
+    params = {}
+
+    def check_input(self, x):
+        return jnp.asarray(x, jnp.float32)
+
+    def apply(self, params, x, upto=None, taps=(), relu=None, perturb=None):
+        s = x[..., 0].sum((1, 2)) + 0.5 * (x[..., 1] ** 2).sum((1, 2)) + x[..., 2].sum((1, 2))
+        return jnp.stack([s, jnp.zeros_like(s)], -1), {}
+
+
+def _draws(n, stdevs, k_baselines):
+    """Per image ``(baseline index, α or None, noise [n, 2])`` from jaxviz's and from Captum's sampling."""
+    import torch
+    from captum.attr import GradientShap
+
+    x = np.zeros((n, 1, 1, 3), np.float32)
+    x[..., 1] = 1
+    base = np.zeros((k_baselines, 1, 1, 3), np.float32)
+    base[:, 0, 0, 0] = 10 * np.arange(k_baselines)
+    ours = np.asarray(gradient_shap(_Probe(), x, 0, baselines=base, n=1, stdevs=stdevs, seed=0, reduce=None))
+
+    class Net(torch.nn.Module):
+        def forward(self, v):  # NCHW
+            s = v[:, 0].sum((1, 2)) + 0.5 * (v[:, 1] ** 2).sum((1, 2)) + v[:, 2].sum((1, 2))
+            return torch.stack([s, 0 * s], -1)
+
+    torch.manual_seed(0)
+    np.random.seed(0)  # Captum draws α and the baselines with numpy's global generator
+    nchw = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
+    theirs = GradientShap(Net()).attribute(nchw(x), baselines=nchw(base), n_samples=1, stdevs=stdevs, target=0)
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    out = []
+    for r in (ours[:, 0, 0].astype(np.float64), theirs[:, 0, 0].astype(np.float64)):
+        k = np.round(-r[:, 0] / 10).astype(int)
+        out.append((k, r[:, 1] if stdevs == 0 else None, np.stack([r[:, 0] + 10 * k, r[:, 2]], 1)))
+    return out
+
+
+def _ks(a, b):
+    """The two-sample Kolmogorov–Smirnov statistic."""
+    grid = np.concatenate([a, b])
+    return float(np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a)
+                        - np.searchsorted(np.sort(b), grid, "right") / len(b)).max())
+
+
+def test_gradient_shap_samples_as_captum_does():
+    pytest.importorskip("torch", reason="the comparison draws Captum's samples")
+    pytest.importorskip("captum", reason="the comparison draws Captum's samples")
+    n, k_base = 2000, 4
+    # KS at significance 1e-3: c(α) = √(−ln(α/2)/2) = 1.95; means and shares: 4.5 standard errors
+    ks_two, ks_one = 1.95 * np.sqrt(2 / n), 1.95 / np.sqrt(n)
+    (ks, alphas, _), (kc, alphac, _) = _draws(n, 0.0, k_base)
+    # α ~ U(0, 1) on both sides: against each other, against the uniform law, and its first two moments
+    assert 0 < alphas.min() and alphas.max() < 1
+    assert _ks(alphas, alphac) <= ks_two
+    assert np.abs(np.sort(alphas) - (np.arange(1, n + 1) - 0.5) / n).max() <= ks_one
+    assert abs(alphas.mean() - 0.5) <= 4.5 * np.sqrt(1 / 12 / n)
+    assert abs(alphas.var() - 1 / 12) <= 4.5 * np.sqrt(1 / 180 / n)  # Var of (α − ½)² is 1/180
+    # the baseline: uniform over the given ones, both sides (shares within 4.5 standard errors of ¼ and of
+    # each other)
+    assert set(ks) == set(kc) == set(range(k_base))
+    share_s, share_c = np.bincount(ks, minlength=k_base) / n, np.bincount(kc, minlength=k_base) / n
+    se = np.sqrt(0.25 * 0.75 / n)
+    assert np.abs(share_s - 0.25).max() <= 4.5 * se and np.abs(share_s - share_c).max() <= 4.5 * np.sqrt(2) * se
+    # the noise: N(0, σ²) per input value, on both sides
+    sigma = 0.5
+    (_, _, noise_s), (_, _, noise_c) = _draws(n, sigma, 1)
+    a, b = noise_s.ravel(), noise_c.ravel()
+    m = a.size
+    assert _ks(a, b) <= 1.95 * np.sqrt(2 / m)
+    assert abs(a.mean()) <= 4.5 * sigma / np.sqrt(m) and abs(b.mean()) <= 4.5 * sigma / np.sqrt(m)
+    assert abs(a.std() / sigma - 1) <= 4.5 / np.sqrt(2 * m) and abs(b.std() / sigma - 1) <= 4.5 / np.sqrt(2 * m)
+    assert abs(np.corrcoef(noise_s[:, 0], noise_s[:, 1])[0, 1]) <= 4.5 / np.sqrt(n)  # independent per value

@@ -32,6 +32,57 @@ def test_rise_masks_statistics():
     assert len(np.unique(m[:, 5, 5])) > 3  # smooth (bilinear), not binary
 
 
+def _mirror(i, n):
+    i = np.abs(i)
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def _upsample(a, out, axis):
+    """Linear interpolation along ``axis`` with half-pixel centres, mirrored at the edges: scikit-image's
+    ``resize(order=1, mode="reflect", anti_aliasing=False)``, which the authors' code calls."""
+    n = a.shape[axis]
+    u = (np.arange(out) + 0.5) * n / out - 0.5
+    i0 = np.floor(u).astype(int)
+    f = (u - i0).reshape([-1 if d == axis else 1 for d in range(a.ndim)])
+    return np.take(a, _mirror(i0, n), axis=axis) * (1 - f) + np.take(a, _mirror(i0 + 1, n), axis=axis) * f
+
+
+def generate_masks(n, s, p1, size, rng):
+    """The authors' ``generate_masks`` (github.com/eclique/RISE, explanations.py), from the paper's section 3.2:
+    an ``s × s`` grid of Bernoulli(p1) cells, upsampled bilinearly to ``(s + 1) · cell``, cropped at a random
+    shift in ``[0, cell)²``."""
+    cell = np.ceil(np.array(size) / s).astype(int)
+    grid = (rng.random((n, s, s)) < p1).astype(np.float64)
+    up = _upsample(_upsample(grid, (s + 1) * cell[0], 1), (s + 1) * cell[1], 2)
+    shifts = rng.integers(0, cell, (n, 2))
+    return np.stack([u[y: y + size[0], x: x + size[1]] for u, (y, x) in zip(up, shifts)])
+
+
+def test_rise_masks_match_the_authors_statistically():
+    n, size, s, p, cell = 2000, (30, 30), 6, 0.3, 5
+    ours = np.asarray(rise_masks(n, size, grid=s, p=p, seed=0), np.float64)
+    ref = generate_masks(n, s, p, size, np.random.default_rng(0))
+
+    def per_mask(m):  # i.i.d. per mask: compared by their means
+        return {"mean": m.mean((1, 2)), "mean_square": (m ** 2).mean((1, 2)),
+                "zeros": (m == 0).mean((1, 2)), "ones": (m >= 1 - 1e-6).mean((1, 2)),
+                "abs_diff_rows": np.abs(np.diff(m, axis=1)).mean((1, 2)),
+                "abs_diff_cols": np.abs(np.diff(m, axis=2)).mean((1, 2)),
+                **{f"lag_{k}": (m[:, :, :-k] * m[:, :, k:]).mean((1, 2)) for k in (1, cell, 2 * cell)}}
+
+    a, b = per_mask(ours), per_mask(ref)
+    for name in a:
+        # 4.5 standard errors of the difference of two means of n i.i.d. values (11 statistics: a false alarm
+        # has probability < 1e-4)
+        se = np.sqrt(a[name].var() / n + b[name].var() / n)
+        assert abs(a[name].mean() - b[name].mean()) <= 4.5 * se, (name, a[name].mean(), b[name].mean(), se)
+    assert a["zeros"].mean() > 0.1 and a["ones"].mean() > 0.001  # the statistics are not degenerate
+    # per-pixel means: the same map (flat, ≈ p, with the same borders) within 5 standard errors per pixel
+    # (900 pixels: the largest of 900 |z| is ~3.3 by chance)
+    se = np.sqrt(ours.var(0) / n + ref.var(0) / n)
+    assert np.all(np.abs(ours.mean(0) - ref.mean(0)) <= 5 * se)
+
+
 def test_rise_finds_the_one_pixel_the_class_depends_on():
     # 16×16 image, all positive but one pixel: logit_1 = relu(−x) there only, so S_ij ∝ E[M_p M_ij] / p,
     # largest at that pixel (Cauchy–Schwarz; the masks are stationary up to the crop)

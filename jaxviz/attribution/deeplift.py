@@ -14,11 +14,12 @@ propagated backwards like gradients (the paper's chain rule for multipliers, sec
   ``m = (f(z) − f(z₀)) / (z − z₀)``, and the gradient ``f′(z)`` where ``|z − z₀| < 1e-10``, as Captum. Captum's
   ``DeepLift`` has this rule for ReLU, ELU, LeakyReLU, sigmoid, tanh and softplus modules, and the gradient for
   other activations (ReLU6, SiLU, GELU, …);
-- max-pooling: the gradient (routed to the arg-max of each window), the DeepLIFT authors' default
-  (``MaxPoolDeepLiftMode.gradient`` in their code). Captum's ``DeepLift`` uses another rule for max-pooling
-  (the change of the window's maximum sent to the arg-max of the input or of the reference), so the two agree
-  on networks without max-pooling, where each window's arg-max is the same for ``x`` and ``x₀``, and where
-  the reference's window is constant and its maximum grew (e.g. the zero reference, on most windows);
+- max-pooling (``MaxPooling2D``, ``GlobalMaxPooling2D``): the gradient (routed to the arg-max of each window),
+  the DeepLIFT authors' default (``MaxPoolDeepLiftMode.gradient`` in their code). Captum's ``DeepLift`` uses
+  another rule for max-pooling (the change of the window's maximum sent to the arg-max of the input or of the
+  reference), so the two agree on networks without max-pooling, where each window's arg-max is the same for
+  ``x`` and ``x₀``, and where the reference's window is constant and its maximum grew (e.g. the zero
+  reference, on most windows);
 - layers without a rule — a product, quotient, maximum or minimum of two tensors (a gate such as
   ``Multiply``), a softmax or layer normalisation inside the network: the gradient passes through them, as
   Captum passes it through every operation it has no rule for, and :func:`deeplift` says so in one warning

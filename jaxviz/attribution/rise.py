@@ -4,8 +4,9 @@ Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black
 arXiv:1806.07421.
 
 Masks (section 3.2): a ``grid × grid`` binary grid, each cell 1 with probability ``p``, upsampled bilinearly
-to ``(grid + 1) · cell`` (``cell = ⌈H / grid⌉``) and cropped to ``H × W`` at a random shift in
-``[0, cell)²``, so the masks are smooth and not aligned to the grid. With masks ``M_1..M_n`` (the same for
+to ``(grid + 1) · cell`` (``cell = ⌈H / grid⌉``; mirrored at the edges, as the authors' ``generate_masks``)
+and cropped to ``H × W`` at a random shift in ``[0, cell)²``, so the masks are smooth and not aligned to the
+grid. With masks ``M_1..M_n`` (the same for
 every image):
 
     S_ij = 1 / (n · p) · Σ_k f_t(x ⊙ M_k) · M_k,ij
@@ -19,11 +20,13 @@ memory is bounded for any ``n``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import runtime
 from ..errors import JaxvizError
@@ -117,9 +120,28 @@ def _mask(key, size, grid, p):
     ch, cw = math.ceil(h / grid), math.ceil(w / grid)
     kg, ky, kx = jax.random.split(key, 3)
     cells = jax.random.bernoulli(kg, p, (grid, grid)).astype(jnp.float32)
-    up = jax.image.resize(cells, ((grid + 1) * ch, (grid + 1) * cw), "bilinear")
+    up = _bilinear(grid, (grid + 1) * ch) @ cells @ _bilinear(grid, (grid + 1) * cw).T
     dy, dx = jax.random.randint(ky, (), 0, ch), jax.random.randint(kx, (), 0, cw)
     return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear(n: int, out: int) -> np.ndarray:
+    """``[out, n]`` weights of a bilinear upsampling with half-pixel centres, mirrored at the edges (cell −1
+    is cell 1): the authors' ``skimage.transform.resize(order=1, mode="reflect")``. ``jax.image.resize``
+    clamps at the edges instead, which leaves a flat border half a cell wide."""
+    u = (np.arange(out) + 0.5) * n / out - 0.5
+    i0 = np.floor(u).astype(int)
+    f = u - i0
+
+    def mirror(i):
+        i = np.abs(i)
+        return np.where(i > n - 1, 2 * (n - 1) - i, i) if n > 1 else np.zeros_like(i)
+
+    weights = np.zeros((out, n), np.float32)
+    np.add.at(weights, (np.arange(out), mirror(i0)), 1 - f)
+    np.add.at(weights, (np.arange(out), mirror(i0 + 1)), f)
+    return weights
 
 
 __all__ = ["rise", "rise_from_masks", "rise_masks"]
