@@ -61,6 +61,15 @@ FAMILIES: dict[str, tuple[str, dict, int]] = {
     "ConvNeXtTiny": ("ConvNeXtTiny", {}, 32),
 }
 
+#: Every jaxviz layer kind the families above use (``--kinds`` lists them per family; a family using one not
+#: listed fails the run, so that tests/test_keras_applications.py's families keep covering them all).
+APPLICATION_KINDS = frozenset({
+    "Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Cropping2D",
+    "CustomScaleLayer", "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "InputLayer",
+    "LayerNormalization", "LayerScale", "MaxPooling2D", "Multiply", "Normalization", "ReLU", "Rescaling",
+    "Reshape", "SeparableConv2D", "ZeroPadding2D", "ops.Add", "ops.Multiply",
+})
+
 METHODS = ("saliency", "gradcam", "guided_backprop", "deeplift", "integrated_gradients", "layercam", "occlusion",
            "filter_patterns")
 CLASSES = 5
@@ -255,8 +264,12 @@ def main(argv=None) -> int:
             note = f"- {family}: Grad-CAM/LayerCAM at `{res['cam_layer']}`"
             if "pattern_layer" in res:
                 note += f", filter patterns of `{res['pattern_layer']}`"
+            kinds = layer_kinds(path)
             if args.kinds:
-                note += f"; layer kinds: {', '.join(sorted(layer_kinds(path)))}"
+                note += f"; layer kinds: {', '.join(sorted(kinds))}"
+            if kinds - APPLICATION_KINDS:
+                failures.append(f"{family} uses layer kinds missing from APPLICATION_KINDS: "
+                                f"{', '.join(sorted(kinds - APPLICATION_KINDS))}")
             notes.append(note)
             for m in args.methods:
                 if not res[m]["ok"]:
