@@ -202,8 +202,7 @@ def _conv(name, act, inputs):
 
 
 def _avg_pool(name, channels, inputs, params):
-    params[name] = {"kernel": np.full((2, 2, channels, 1), 0.25, np.float32)}
-    return make_layer(name, "DepthwiseConv2D", {"kernel_size": 2, "strides": 2, "use_bias": False}, inputs)
+    return make_layer(name, "AveragePooling2D", {"pool_size": 2, "strides": 2, "padding": "valid"}, inputs)
 
 
 def _branchy_model(specs, seed=0, side=8):
