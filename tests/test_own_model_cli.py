@@ -72,6 +72,10 @@ def files(tmp_path_factory):
     return paths
 
 
+#: ``figures --quick`` cut down to the tasks a test needs (no patterns, no DeepVis: their compiles dominate).
+MINIMAL = dict(pattern_methods=(), deepvis_classes=[], feature_maps=2, single_layer="")
+
+
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -186,40 +190,38 @@ def test_weights_random_reinitialises_a_file_and_imagenet_is_refused(files, tmp_
         _one_line_error(code, err, "holds its own weights", "random:SEED")
 
 
-def test_figures_say_what_the_weights_of_a_file_are(files, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(figures, "QUICK", dict(pattern_methods=("keras",), pattern_filters=2, pattern_steps=1,
-                                               single_size=32, deepvis_steps=1, deepvis_classes=[0], feature_maps=2))
-    code, _, err = _run(capsys, "figures", "--arch", files["stem"], "--quick", "--image", files["photo"],
-                        "--no-progress", "-o", tmp_path / "own")
-    assert code == 0, err
-    manifest = json.loads((tmp_path / "own" / "manifest.json").read_text())
-    assert manifest["weights_description"] == f"the weights stored in {files['stem']}"
-    assert "ImageNet" not in (tmp_path / "own" / "index.html").read_text()
+def test_figures_say_what_the_weights_of_a_seeded_file_are(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(figures, "QUICK", MINIMAL)
     code, _, err = _run(capsys, "figures", "--arch", files["stem"], "--quick", "--weights", "random:1",
-                        "--image", files["photo"], "--no-progress", "-o", tmp_path / "seeded")
+                        "--image", files["photo"], "--no-progress", "-o", tmp_path)
     assert code == 0, err
-    manifest = json.loads((tmp_path / "seeded" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "seed 1" in manifest["weights_description"] and "untrained" in manifest["weights_description"]
-    assert "seed 1" in (tmp_path / "seeded" / "index.html").read_text()
+    assert "seed 1" in (tmp_path / "index.html").read_text()
+    code, _, err = _run(capsys, "figures", "--arch", files["stem"], "--weights", "imagenet", "-o", tmp_path / "x")
+    _one_line_error(code, err, "holds its own weights")
+    assert not (tmp_path / "x").exists()
 
 
 # --- 5. kernels of every size ----------------------------------------------------------------------------------
 
 
-def test_kernels_of_every_size_and_a_figure_set_with_a_7x7_stem_reruns(files, tmp_path, monkeypatch, capsys):
+def test_kernels_of_every_size_and_a_figure_set_of_a_7x7_stem_says_its_weights_and_reruns(files, tmp_path, monkeypatch, capsys):
     for layer, (kh, kw) in (("conv1_conv", (7, 7)), ("c1x1", (1, 1)), ("c53", (5, 3))):
         code, stdout, err = _run(capsys, "kernels", "--arch", files["stem"], "--layer", layer, "-o", tmp_path / "k")
         assert code == 0, err
         assert (tmp_path / "k" / f"kernels_{layer}_labelled.png").is_file()
         fig = figures.kernel_figures(jaxviz.load(files["stem"]), layer)
         assert any(f"each {kh}×{kw} per input channel" in t.get_text() for t in fig[0].texts)
-    monkeypatch.setattr(figures, "QUICK", dict(pattern_methods=("keras",), pattern_filters=2, pattern_steps=1,
-                                               single_size=32, deepvis_steps=1, deepvis_classes=[0], feature_maps=2))
+    monkeypatch.setattr(figures, "QUICK", MINIMAL)
     argv = ("figures", "--arch", files["stem"], "--quick", "--image", files["photo"], "--no-progress",
             "-o", tmp_path / "figs")
     code, out, err = _run(capsys, *argv)
     assert code == 0, err
     assert (tmp_path / "figs" / "kernels_conv1_conv_rgb.png").is_file()
+    manifest = json.loads((tmp_path / "figs" / "manifest.json").read_text())
+    assert manifest["weights_description"] == f"the weights stored in {files['stem']}"  # not "ImageNet weights"
+    assert "ImageNet" not in (tmp_path / "figs" / "index.html").read_text()
     code, out, err = _run(capsys, *argv)  # a rerun finds everything done
     assert code == 0 and "0 figure task(s) made" in out
 
