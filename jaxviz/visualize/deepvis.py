@@ -192,11 +192,11 @@ def defaults_for(arch) -> dict:
     (the paper's, tuned for ImageNet VGGs) for the VGG tables, and for a model file the paper's with
     ``step_size=None``: chosen from the model's gradient at the start (:data:`AUTO_STEP_GRAY_LEVELS`), since
     the paper's 100 is calibrated to VGG's gradients (on a small convnet it moves no pixel)."""
-    from ..vgg import Arch
+    from ..model import ModelInfo
 
     if is_demo(arch):
         return dict(DEMO_DEFAULTS)
-    return dict(DEFAULTS) if isinstance(arch, Arch) else {**DEFAULTS, "step_size": None}
+    return {**DEFAULTS, "step_size": None} if isinstance(arch, ModelInfo) else dict(DEFAULTS)
 
 
 def _auto_step_size(model, x, onehot, scale) -> float:
