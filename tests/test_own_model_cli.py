@@ -206,7 +206,7 @@ def test_figures_say_what_the_weights_of_a_seeded_file_are(files, tmp_path, monk
 # --- 5. kernels of every size ----------------------------------------------------------------------------------
 
 
-def test_kernels_of_every_size_and_a_figure_set_of_a_7x7_stem_says_its_weights_and_reruns(files, tmp_path, monkeypatch, capsys):
+def test_kernels_of_every_size_and_a_7x7_stem_figure_set_that_reruns(files, tmp_path, monkeypatch, capsys):
     for layer, (kh, kw) in (("conv1_conv", (7, 7)), ("c1x1", (1, 1)), ("c53", (5, 3))):
         code, stdout, err = _run(capsys, "kernels", "--arch", files["stem"], "--layer", layer, "-o", tmp_path / "k")
         assert code == 0, err
