@@ -471,8 +471,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
             dv["steps"] = s["deepvis_steps"]
         names = _class_names(arch)
         tasks.append(task("deepvis", ["deepvis.png"] + [f"deepvis_{c}.png" for c in classes],
-                          {"classes": classes, "size": s["deepvis_size"] or list(arch.input_hw), **dv,
-                           "seed": s["seed"]},
+                          {"classes": classes, "size": s["deepvis_size"] or arch.default_size or list(arch.input_hw),
+                           **dv, "seed": s["seed"]},
                           _run_deepvis, f"all {len(classes)} classes by regularised gradient ascent on the logit "
                           "(Yosinski et al. 2015)", "Class visualisation",
                           captions={f"deepvis_{c}.png": f"class {c} ({names[c]}): the image that maximises its "

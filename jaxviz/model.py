@@ -305,7 +305,8 @@ class Model:
             raise JaxvizError(f"{self.arch.name}{upto} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
         if self._fixed_size(dense) and (h, w) != tuple(hw):
             raise JaxvizError(
-                f"{self.arch.name} with its top needs {hw[0]}×{hw[1]} (height × width) inputs, got {h}×{w}; resize "
+                f"{self.arch.name} with its top needs {hw[0]}×{hw[1]} {'' if hw[0] == hw[1] else '(height × width) '}"
+                f"inputs, got {h}×{w}; resize "
                 f"the image (load_image(path, target_size=({hw[0]}, {hw[1]}))) or load the model with "
                 "include_top=False"
             )
@@ -316,7 +317,7 @@ class Model:
                     self.layer_table((h, w, c), upto)
             except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
                 raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
-                                  f"{hw[0]}×{hw[1]} (height × width)") from None
+                                  f"{hw[0]}×{hw[1]}{'' if hw[0] == hw[1] else ' (height × width)'}") from None
         return jnp.asarray(x, jnp.float32)
 
     @staticmethod

@@ -225,8 +225,8 @@ def cmd_evaluate(args) -> int:
     model, paths = _load(args)
     h, w = model.input_hw
     if box is not None and (box[2] > w or box[3] > h):
-        raise JaxvizError(f"--box {args.box} reaches outside the {w}×{h} (width × height) model input; give "
-                          "x0,y0,x1,y1 within it")
+        raise JaxvizError(f"--box {args.box} reaches outside the {w}×{h} {'' if h == w else '(width × height) '}"
+                          "model input; give x0,y0,x1,y1 within it")
     plot_dir = output_dir(args.plot, "--plot") if args.plot else None
     checkpoints = _checkpoints(model, args.sanity)
     stems = dict(zip(paths, unique_stems(paths)))

@@ -61,7 +61,8 @@ def register_patterns(sub) -> argparse.ArgumentParser:
                         "rows = row-major")
     p.add_argument("--rgb", action="store_true",
                    help="keras method: flip BGR -> RGB before display (the book shows the BGR arrays as they "
-                        "are); regularised patterns are always shown in their RGB colours")
+                        "are; models in other modes than caffe are RGB already); regularised patterns are always "
+                        "shown in their RGB colours")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", default=None,
                    help="HOST:PORT of process 0 to split the filters over several processes (jax.distributed)")
@@ -155,7 +156,8 @@ def run_patterns(args) -> int:
         )
         if not lead:
             continue
-        images = patterns.display_images(x, args.method, getattr(model, "preprocess", "caffe"), bgr_to_rgb=args.rgb)
+        mode = getattr(model, "preprocess", "caffe")
+        images = patterns.display_images(x, args.method, mode, bgr_to_rgb=args.rgb and mode == "caffe")  # RGB already
         grid = image_grid(images, cols=min(args.cols, len(images)), margin=5, fill=0, order=args.order)
         if args.per_filter:
             for f, im in zip(filters, images):

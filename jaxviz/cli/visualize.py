@@ -145,7 +145,7 @@ def cmd_deepvis(args) -> int:
     if args.size is not None and (args.size, args.size) != (h, w) and flatten:
         hint = f"drop --size or use --size {h}" if h == w else "drop --size"
         raise JaxvizError(f"--size {args.size}: {model.arch.name}'s classifier (a flatten head) takes only {h}×{w} "
-                          f"(height × width) images; {hint}")
+                          f"{'' if h == w else '(height × width) '}images; {hint}")
     if args.size is not None and args.size < model.arch.min_size:
         raise JaxvizError(f"--size {args.size} is too small for {model.arch.name}: use at least "
                           f"{model.arch.min_size}")

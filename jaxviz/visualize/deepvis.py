@@ -182,10 +182,33 @@ def is_demo(arch) -> bool:
     return getattr(arch, "name", arch) in DEMO_ARCHS
 
 
+#: A model file's default step: the first step moves pixels by this many gray levels on average (the demo
+#: networks' tuned step moves them by ~1.5–5, see :data:`DEMO_DEFAULTS`).
+AUTO_STEP_GRAY_LEVELS = 2.0
+
+
 def defaults_for(arch) -> dict:
-    """The DeepVis defaults for an architecture: :data:`DEMO_DEFAULTS` for the demo networks, else
-    :data:`DEFAULTS` (the paper's, tuned for ImageNet VGGs)."""
-    return dict(DEMO_DEFAULTS if is_demo(arch) else DEFAULTS)
+    """The DeepVis defaults for an architecture: :data:`DEMO_DEFAULTS` for the demo networks, :data:`DEFAULTS`
+    (the paper's, tuned for ImageNet VGGs) for the VGG tables, and for a model file the paper's with
+    ``step_size=None``: chosen from the model's gradient at the start (:data:`AUTO_STEP_GRAY_LEVELS`), since
+    the paper's 100 is calibrated to VGG's gradients (on a small convnet it moves no pixel)."""
+    from ..model import ModelInfo
+
+    if is_demo(arch):
+        return dict(DEMO_DEFAULTS)
+    return {**DEFAULTS, "step_size": None} if isinstance(arch, ModelInfo) else dict(DEFAULTS)
+
+
+def _auto_step_size(model, x, onehot, scale) -> float:
+    """The step that moves pixels by :data:`AUTO_STEP_GRAY_LEVELS` on average at ``x``: a step ``s`` moves a
+    pixel by ``s · |∂logit/∂pixel|`` gray levels (see :func:`pixel_space`). The paper's 100 where the
+    gradient is zero."""
+    def score(params, v):
+        return jnp.sum(model.apply(params, v, upto="logits")[0] * onehot)
+
+    g = jax.jit(jax.grad(score, argnums=1))(model.params, x)
+    per_pixel = float(jnp.mean(jnp.abs(g * jnp.asarray(scale))))  # ∂/∂pixel = ∂/∂x · (∂x/∂pixel = scale)
+    return AUTO_STEP_GRAY_LEVELS / per_pixel if per_pixel > 0 else DEFAULTS["step_size"]
 
 
 def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, int] | None = None,
@@ -206,7 +229,8 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
       steps: gradient steps (paper: 1000).
       step_size: constant learning rate on the raw gradient (paper: 100), in gray levels of 0..255 pixels:
         scaled to the model's input range (:func:`pixel_space`), so that the same settings take the same
-        steps on models fed Caffe's BGR, [0, 1], [-1, 1] or 0..255.
+        steps on models fed Caffe's BGR, [0, 1], [-1, 1] or 0..255. A model file's default is chosen from its
+        gradient (see :func:`defaults_for`).
       l2_decay: ``x *= 1 - l2_decay`` after each step (paper: 1e-4).
       blur_every: blur every this many steps; 0 disables (paper: 4).
       blur_sigma: Gaussian σ in pixels (paper: 1.0); 0 disables.
@@ -255,6 +279,8 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
     x = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (h, w, channels)))(keys)
     x = model.check_input(centre + x * (init_std * scale))  # raises for a size the model cannot take
     onehot = jax.nn.one_hot(jnp.asarray(cls), n_cls, dtype=jnp.float32)
+    if step_size is None:
+        step_size = _auto_step_size(model, x, onehot, scale)
 
     seg = max(1, min(steps, progress_every)) if progress else max(1, steps)
     bar = None
@@ -298,8 +324,10 @@ FLAT_STD = 2.0
 
 def flat_warning(classes: Sequence[int], images) -> str | None:
     """One line naming the classes whose image (uint8, :func:`class_patterns`) stayed flat, with the fix;
-    ``None`` when every image has structure (standard deviation ≥ :data:`FLAT_STD` gray levels)."""
-    stds = [float(np.asarray(im, np.float32).std()) for im in images]
+    ``None`` when every image has structure (some channel's standard deviation over the pixels ≥
+    :data:`FLAT_STD` gray levels)."""
+    stds = [float(np.asarray(im, np.float32).reshape(-1, np.shape(im)[-1] if np.ndim(im) == 3 else 1)
+                  .std(axis=0).max()) for im in images]  # flat in every channel
     flat = [(int(c), sd) for c, sd in zip(classes, stds) if sd < FLAT_STD]
     if not flat:
         return None
