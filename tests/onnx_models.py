@@ -89,18 +89,22 @@ class MobileNetish(nn.Module):
 MODELS = {"vgg": VGGish, "resnet": ResNetish, "mobilenet": MobileNetish}
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
-    """The model in eval mode with seeded weights and BatchNorm statistics away from the identity."""
-    torch.manual_seed(seed)
-    model = MODELS[name]().eval()
+def randomise_batch_norm(model: nn.Module, gamma=(0.5, 1.5)) -> nn.Module:
+    """Seeded BatchNorm statistics and affine weights away from the identity (``gamma``: the scale's range)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
+                m.weight.uniform_(*gamma)
                 m.bias.uniform_(-0.2, 0.2)
     return model
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """The model in eval mode with seeded weights and BatchNorm statistics away from the identity."""
+    torch.manual_seed(seed)
+    return randomise_batch_norm(MODELS[name]().eval())
 
 
 def export(model: nn.Module, path, size: int = 64, **kwargs) -> str:
