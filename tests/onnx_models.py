@@ -144,4 +144,36 @@ class ConvNeXtish(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class SqueezeExcite(nn.Module):
+    def __init__(self, c, r):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1)
+        self.activation, self.scale_activation = nn.SiLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class EfficientNetish(nn.Module):
+    """EfficientNet's MBConv (SiLU, squeeze-and-excitation scaling a map by a [N, C, 1, 1] gate) and
+    MobileNetV3's Hardswish/Hardsigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU())
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24), nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(24, 24, 5, 1, 2, groups=24, bias=False), nn.BatchNorm2d(24), nn.SiLU())
+        self.se = SqueezeExcite(24, 6)
+        self.project = nn.Sequential(nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.Conv2d(8, 16, 1), nn.Hardswish())
+        self.classifier = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.se(self.dw(self.expand(x))))
+        return self.classifier(self.head(x).mean((2, 3)))
+
+
 MODELS["convnext"] = ConvNeXtish
+MODELS["efficientnet"] = EfficientNetish
