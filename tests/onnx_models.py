@@ -6,7 +6,8 @@ from torch import nn
 
 
 class VGGish(nn.Module):
-    """VGG's features / adaptive average pool / flatten / classifier, with a ``ceil_mode`` max pool."""
+    """VGG's features / adaptive average pool / flatten (as ``x.view(x.size(0), -1)``) / classifier, with a
+    ``ceil_mode`` max pool."""
 
     def __init__(self):
         super().__init__()
@@ -17,7 +18,8 @@ class VGGish(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(16 * 16, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 10))
 
     def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.view(x.size(0), -1))  # Shape → Gather → Unsqueeze → Concat → Reshape
 
 
 class BasicBlock(nn.Module):
