@@ -353,6 +353,13 @@ def test_bad_files_are_refused_in_one_line(tmp_path, make, words):
     _refusal(path, *words)
 
 
+def test_oversized_weights_are_refused_before_reading_them(tmp_path):
+    """A weight whose declared shape is huge (its data need not be there) is refused from its dims alone."""
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**15, 2**15, 3, 3])
+    onnx.save(_tiny_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], [t]), tmp_path / "m.onnx")
+    _refusal(tmp_path / "m.onnx", "'w'", "elements")
+
+
 def test_hostile_node_names_never_become_paths(tmp_path):
     model = _conv_model(name="../../etc/evil\x1b[2J")
     model.graph.node[1].name = "/abs/../x"
