@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .errors import JaxvizError
 from .ops import Ops
@@ -67,6 +68,12 @@ def _const(value, x: jax.Array) -> jax.Array:
     if isinstance(value, dict):
         value = value.get("config", {}).get("value", value.get("value"))
     return jnp.asarray(value, dtype=x.dtype)
+
+
+def _zero(x):  # noqa: N802
+    """A concrete 0 of ``x``'s dtype: ``reduce_window`` differentiates only a sum whose init is concrete (a traced
+    ``jnp`` zero turns it into a generic reduction that reverse-mode autodiff refuses)."""
+    return np.zeros((), x.dtype)
 
 
 def _axes(axis, ndim: int) -> tuple[int, ...]:
@@ -395,7 +402,7 @@ def lrn(p, inputs, cfg, ops):
     size = int(cfg["size"])
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
     sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
-    total = jax.lax.reduce_window(sq, jnp.asarray(0, x.dtype), jax.lax.add, (1,) * (x.ndim - 1) + (size,),
+    total = jax.lax.reduce_window(sq, _zero(x), jax.lax.add, (1,) * (x.ndim - 1) + (size,),
                                   (1,) * x.ndim, "VALID")
     scale = jnp.asarray(cfg.get("bias", 1.0), x.dtype) + jnp.asarray(cfg.get("alpha", 1e-4) / size, x.dtype) * total
     return x / scale ** jnp.asarray(cfg.get("beta", 0.75), x.dtype)
@@ -461,11 +468,11 @@ def average_pool(p, inputs, cfg, ops):
     pads, counted = pads_2d(cfg["pads"]), pads_2d(cfg.get("counted", 0))
     window, step = (1, *pool, 1), (1, *strides, 1)
     padding = ((0, 0), *pads, (0, 0))
-    total = jax.lax.reduce_window(x, jnp.asarray(0, x.dtype), jax.lax.add, window, step, padding)
+    total = jax.lax.reduce_window(x, _zero(x), jax.lax.add, window, step, padding)
     mask = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *counted, (0, 0)), constant_values=1)
     rest = tuple((a - c0, b - c1) for (a, b), (c0, c1) in zip(pads, counted))
     mask = jnp.pad(mask, ((0, 0), *rest, (0, 0)))
-    count = jax.lax.reduce_window(mask, jnp.asarray(0, x.dtype), jax.lax.add, window, step, "VALID")
+    count = jax.lax.reduce_window(mask, _zero(x), jax.lax.add, window, step, "VALID")
     return total / count
 
 

@@ -6,7 +6,8 @@ from torch import nn
 
 
 class VGGish(nn.Module):
-    """VGG's features / adaptive average pool / flatten / classifier, with a ``ceil_mode`` max pool."""
+    """VGG's features / adaptive average pool / flatten (as ``x.view(x.size(0), -1)``) / classifier, with a
+    ``ceil_mode`` max pool."""
 
     def __init__(self):
         super().__init__()
@@ -17,7 +18,8 @@ class VGGish(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(16 * 16, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 10))
 
     def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.view(x.size(0), -1))  # Shape → Gather → Unsqueeze → Concat → Reshape
 
 
 class BasicBlock(nn.Module):
@@ -89,18 +91,22 @@ class MobileNetish(nn.Module):
 MODELS = {"vgg": VGGish, "resnet": ResNetish, "mobilenet": MobileNetish}
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
-    """The model in eval mode with seeded weights and BatchNorm statistics away from the identity."""
-    torch.manual_seed(seed)
-    model = MODELS[name]().eval()
+def randomise_batch_norm(model: nn.Module, gamma=(0.5, 1.5)) -> nn.Module:
+    """Seeded BatchNorm statistics and affine weights away from the identity (``gamma``: the scale's range)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
+                m.weight.uniform_(*gamma)
                 m.bias.uniform_(-0.2, 0.2)
     return model
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """The model in eval mode with seeded weights and BatchNorm statistics away from the identity."""
+    torch.manual_seed(seed)
+    return randomise_batch_norm(MODELS[name]().eval())
 
 
 def export(model: nn.Module, path, size: int = 64, **kwargs) -> str:
@@ -140,4 +146,36 @@ class ConvNeXtish(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class SqueezeExcite(nn.Module):
+    def __init__(self, c, r):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1)
+        self.activation, self.scale_activation = nn.SiLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class EfficientNetish(nn.Module):
+    """EfficientNet's MBConv (SiLU, squeeze-and-excitation scaling a map by a [N, C, 1, 1] gate) and
+    MobileNetV3's Hardswish/Hardsigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU())
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24), nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(24, 24, 5, 1, 2, groups=24, bias=False), nn.BatchNorm2d(24), nn.SiLU())
+        self.se = SqueezeExcite(24, 6)
+        self.project = nn.Sequential(nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.Conv2d(8, 16, 1), nn.Hardswish())
+        self.classifier = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.se(self.dw(self.expand(x))))
+        return self.classifier(self.head(x).mean((2, 3)))
+
+
 MODELS["convnext"] = ConvNeXtish
+MODELS["efficientnet"] = EfficientNetish

@@ -30,8 +30,8 @@ from .fold import FOLDS
 MAX_FILE_BYTES = 2 * 2**30  # protobuf's own limit for one message
 MAX_NODES = 100_000
 MAX_INITIALIZERS = 100_000
-MAX_TENSOR_ELEMENTS = 2**30  # one weight or folded constant
-MAX_TOTAL_ELEMENTS = 2**31  # all weights together (8 GiB of float32)
+MAX_TENSOR_ELEMENTS = 2**28  # one weight or folded constant (1 GiB of float32; VGG16's fc1 has 2**26.6)
+MAX_TOTAL_ELEMENTS = 2**30  # all weights together (4 GiB of float32)
 #: The side a free (symbolic) input size is evaluated at while folding static shapes.
 FREE_SIDE = 224
 
@@ -249,10 +249,13 @@ def _initializers(model, path: Path, ctx: Context) -> None:
     from onnx import numpy_helper
 
     folder = path.parent
+    total = 0
     for t in model.graph.initializer:
         n = int(np.prod(list(t.dims), dtype=np.float64)) if len(t.dims) else 1
-        if n > MAX_TENSOR_ELEMENTS:
-            raise WeightsError(f"{path}: weight {t.name!r} has {n:,} elements (over {MAX_TENSOR_ELEMENTS:,})")
+        total += n
+        if n > MAX_TENSOR_ELEMENTS or total > MAX_TOTAL_ELEMENTS:
+            raise WeightsError(f"{path}: weight {t.name!r} has {n:,} elements ({total:,} so far; jaxviz reads at "
+                               f"most {MAX_TENSOR_ELEMENTS:,} per weight and {MAX_TOTAL_ELEMENTS:,} in all)")
         if t.data_location == 1:  # EXTERNAL
             _external_location(t, folder, path)
             ctx.set_const(t.name, numpy_helper.to_array(t, str(folder)))
