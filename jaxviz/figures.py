@@ -440,8 +440,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"],
                            "image_index": im["index"], "image_sha256": im["sha256"]},
                           _run_feature_maps, "feature maps", "Feature maps",
-                          captions={f: f"{n}: the first {min(s['feature_maps'], channels[n])} of {channels[n]} "
-                                       f"feature maps of {im['name']}" for f, n in zip(files, fm_layers)}))
+                          captions={f: f"{n}: {_how_many(s['feature_maps'], channels[n])} feature maps of "
+                                       f"{im['name']}" for f, n in zip(files, fm_layers)}))
     for method in s["pattern_methods"]:
         for layer in s["pattern_layers"]:
             if layer not in channels:
@@ -589,7 +589,8 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
         f'<a href="{MANIFEST}">{MANIFEST}</a>.</p>',
     ]
     section = None
-    for t in tasks:
+    order = list(dict.fromkeys(t.section for t in tasks))  # one heading per section, in first-seen order
+    for t in sorted(tasks, key=lambda t: order.index(t.section)):
         if t.section != section:
             section = t.section
             parts.append(f"<h2>{e(section)}</h2>")
@@ -612,6 +613,10 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     write_bytes(out / INDEX, "\n".join(parts) + "\n")
 
 
+def _how_many(count: int, total: int) -> str:
+    return f"all {total}" if count >= total else f"the first {count} of {total}"
+
+
 def _pattern_convs(table) -> list[str]:
     """The conv layers whose filter patterns say something: spatial kernels (k > 1). A 1×1 conv (ResNet's
     projection shortcuts and bottlenecks) only mixes the channels of the layer before it."""
@@ -632,7 +637,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  pattern_step_size: float | None = None, pattern_order: str = "columns",
                  single_layer: str = DEFAULT_SINGLE_LAYER, single_filter: int = 0, single_size: int = 150,
                  single_method: str | None = None,
-                 kernel_filters: int = 64, feature_maps: int = 14,
+                 kernel_filters: int = 64, feature_maps: int = 64,
                  deepvis_classes: Sequence[int] | None = None, deepvis_size: int | None = None,
                  deepvis_steps: int | None = None,
                  gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str | None = None,
@@ -661,7 +666,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
       single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
-      feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv).
+      feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv): the first 64, or
+        all of a layer with fewer; the caption says how many of how many.
       deepvis_classes: classes to visualise; default 130 flamingo, 736 pool table, 779 school bus
         (ImageNet), or every class of a demo network. Mapped to ``c % num_classes`` on smaller models.
       deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps; the
@@ -731,7 +737,6 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     have = {r.name for r in (table if table is not None else layer_table(arch, include_top=False))}
     pattern_layers = [name for name in pattern_layers if name in have]  # the manifest lists what is drawn
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
                  pattern_filters=pattern_filters, pattern_size=pattern_size, pattern_steps=pattern_steps,
                  pattern_step_size=pattern_step_size, pattern_order=pattern_order, single_layer=single_layer,
@@ -761,6 +766,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
     ctx = _Context(arch, weights, images, out, progress, file_model)
+    if todo:
+        ctx.model  # the weights first: a missing file stops the run before anything is written  # noqa: B018
+    out.mkdir(parents=True, exist_ok=True)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
     manifest["last_run"] = run
