@@ -414,6 +414,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     convs = [r for r in table if r.kind == "Conv2D"]
     conv_names = [r.name for r in convs]
     channels = {r.name: r.output_shape[-1] for r in convs}
+    depth = {r.name: r.output_shape[-1] for r in table}
     ends: dict[str, str] = {}
     for name in conv_names:
         ends[name.split("_", 1)[0]] = name
@@ -432,7 +433,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
              f"{first} kernels on one scale for the layer: each filter's 3×3 weights per input channel (B, G, R) "
              "side by side; and each filter as an RGB patch", "Kernels"),
     ]
-    fm_layers = list(dict.fromkeys([first, *ends.values()]))
+    fm_layers = list(dict.fromkeys([first, *(s.get("_blocks") or ends.values())]))
     for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"fmaps{sfx}_{n}.png" for n in fm_layers]
@@ -440,7 +441,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"],
                            "image_index": im["index"], "image_sha256": im["sha256"]},
                           _run_feature_maps, "feature maps", "Feature maps",
-                          captions={f: f"{n}: {_how_many(s['feature_maps'], channels[n])} feature maps of "
+                          captions={f: f"{n}: {_how_many(s['feature_maps'], depth[n])} feature maps of "
                                        f"{im['name']}" for f, n in zip(files, fm_layers)}))
     for method in s["pattern_methods"]:
         for layer in s["pattern_layers"]:
@@ -750,7 +751,11 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     stems = unique_stems(images)
     image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
                   for i, (im, stem) in enumerate(zip(images, stems))]
-    extra = {"_file": True, "_cam_layer": file_model.cam_layer} if file_model is not None else {}
+    extra = {}
+    if file_model is not None:
+        from .visualize.activations import block_end_layers
+
+        extra = {"_file": True, "_cam_layer": file_model.cam_layer, "_blocks": block_end_layers(file_model)}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
                                   "_fmap_min_side": per_arch["fmap_min_side"], **extra}, image_info, table)
 
