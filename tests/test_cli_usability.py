@@ -246,6 +246,8 @@ def test_compile_cache_is_on_for_commands(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "xla-cache").is_dir()  # every model-running command uses the persistent cache
+    again = subprocess.run(proc.args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "compiling" not in again.stderr  # loaded from the cache: nothing to say
 
 
 def test_commands_write_nothing_into_the_home_folder(tmp_path):
@@ -276,19 +278,55 @@ def test_the_suite_keeps_out_of_the_home_folder():
         assert test_home in path.parents, path
 
 
-def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
+def test_compiling_is_said_when_a_command_compiles(monkeypatch, capsys):
     from jaxviz.cli import common
 
-    monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every first call counts as slow
+    monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every compile counts as slow
     code, out, err = run(["predict", demo_image_path(), *DEMO, "--top", "1"], capsys)
-    assert code == 0 and "jaxviz: compiling vgg_demo (first run only" in err
-    notice = common.CompileNotice(jaxviz.load("vgg_demo"))
-    notice.after_s = 10.0
-    with notice:  # a fast first call: nothing printed
-        pass
-    with notice:
-        pass
-    assert capsys.readouterr().err == ""
+    assert code == 0 and "jaxviz: compiling vgg_demo (once per input shape; kept " in err
+
+
+def test_explain_all_shows_progress_per_method_and_per_chunk(tmp_path, monkeypatch):
+    """The bars of ``explain``: one step per (image, method), and the chunks of the slow methods' loops."""
+    from jaxviz.cli import attribution, common
+
+    steps, chunks = [], []
+
+    class Bar:
+        def __init__(self, total, desc, enabled=True, unit="image"):
+            self.total = total
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def set_postfix_str(self, text):
+            steps.append(text)
+
+        def update(self, n):
+            pass
+
+    original = common.chunk_bar
+
+    def chunk_bar(desc, enabled=True):
+        from jaxviz.runtime import chunk_progress
+
+        chunks.append((desc.strip(), []))
+        return chunk_progress(lambda done, total: chunks[-1][1].append((done, total)))
+
+    monkeypatch.setattr(attribution, "progress_bar", Bar)
+    monkeypatch.setattr(attribution, "chunk_bar", chunk_bar)
+    code = main(["explain", str(demo_image_path()), *DEMO, "--method", "saliency,occlusion,rise", "--no-progress",
+                 "-o", str(tmp_path)])
+    assert code == 0 and steps == ["saliency", "occlusion", "rise"]
+    reported = dict(chunks)
+    assert reported["saliency"] == []  # one gradient pass: nothing to follow
+    for name in ("occlusion", "rise"):
+        done = reported[name]
+        assert done and done[-1][0] == done[-1][1] > 1, (name, done)  # every chunk reported, the last = total
+    assert original is not chunk_bar
 
 
 def test_python_load_refuses_a_negative_seed():
