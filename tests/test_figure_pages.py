@@ -42,3 +42,28 @@ def test_index_has_one_heading_per_section_and_says_how_many_maps(tmp_path):
     assert fmaps["params"]["count"] == 64
     # vgg_tiny's layers have fewer than 64 channels: every map is shown, and the caption says so
     assert "block1_conv1: all 4 feature maps of" in html
+
+
+def test_readme_gallery_shows_files_of_the_demo_figure_set(tmp_path, monkeypatch):
+    """scripts/make_gallery.py copies files ``figures --arch vgg_demo`` writes, and the README shows exactly those."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_gallery", root / "scripts" / "make_gallery.py")
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+
+    def write_files(ctx, task):  # the plan of the figure set without computing it
+        for f in task.files:
+            (ctx.out / f).write_bytes(b"")
+
+    for name in ("summary", "kernels", "feature_maps", "patterns", "deepvis", "gradcam", "single_pattern"):
+        monkeypatch.setattr(F, f"_run_{name}", write_files)
+    manifest = F.make_figures("vgg_demo", out_dir=tmp_path, progress=False)
+    written = {f for t in manifest["tasks"].values() for f in t["files"]}
+    assert {src for src, _ in gallery.PICKS} <= written
+    shown = set(re.findall(r"\(scripts/gallery/([\w.]+\.png)\)", (root / "README.md").read_text()))
+    assert shown == {dst for _, dst in gallery.PICKS}
+    assert all((root / "scripts" / "gallery" / name).is_file() for name in shown)
