@@ -667,8 +667,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
       single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
-      feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv): the first 64, or
-        all of a layer with fewer; the caption says how many of how many.
+      feature_maps: feature maps shown per layer (the first conv layer and each block's output, see
+        :func:`jaxviz.visualize.activations.block_end_layers`): the first 64, or all of a layer with fewer; the
+        caption says how many of how many.
       deepvis_classes: classes to visualise; default 130 flamingo, 736 pool table, 779 school bus
         (ImageNet), or every class of a demo network. Mapped to ``c % num_classes`` on smaller models.
       deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps; the
@@ -772,7 +773,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
     ctx = _Context(arch, weights, images, out, progress, file_model)
     if todo:
-        ctx.model  # the weights first: a missing file stops the run before anything is written  # noqa: B018
+        _ = ctx.model  # the weights first: a missing file stops the run before anything is written
     out.mkdir(parents=True, exist_ok=True)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}

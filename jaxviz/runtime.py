@@ -209,8 +209,9 @@ _chunk_hooks: list[Callable[[int, int], None]] = []
 
 class chunk_progress:
     """``with chunk_progress(hook):`` calls ``hook(done, total)`` as each chunk of a method's chunked loop
-    finishes (from XLA's thread, in order). The loops always report (one host callback per chunk), so the
-    compiled programs are the same with and without a hook."""
+    finishes (from XLA's thread; ``done`` counts from 1, and XLA may report two chunks out of order). The loops
+    always report (one host callback per chunk), so the compiled programs are the same with and without a hook,
+    and the persistent cache keeps them."""
 
     def __init__(self, hook: Callable[[int, int], None]):
         self.hook = hook

@@ -276,10 +276,9 @@ def chunk_bar(desc: str, enabled: bool = True):
             bars.append(tqdm(total=total, desc=desc, unit="chunk", position=1, leave=False,
                              disable=None if enabled else True))
         bar = bars[0]
-        if bar.total != total:  # a method's next loop
+        if bar.total != total or bar.n >= total:  # a method's next loop
             bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
+        bar.update(1)  # counted, not set from ``done``: chunks may report out of order
 
     try:
         with chunk_progress(hook):
