@@ -415,6 +415,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     convs = [r for r in table if r.kind == "Conv2D"]
     conv_names = [r.name for r in convs]
     channels = {r.name: r.output_shape[-1] for r in convs}
+    depth = {r.name: r.output_shape[-1] for r in table}
     ends: dict[str, str] = {}
     for name in conv_names:
         ends[name.split("_", 1)[0]] = name
@@ -437,7 +438,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
              f"({order}) side by side" + ("; and each filter as an RGB patch" if convs[0].kernel_shape[2] == 3
                                           else ""), "Kernels"),
     ]
-    fm_layers = list(dict.fromkeys([first, *ends.values()]))
+    fm_layers = list(dict.fromkeys([first, *(s.get("_blocks") or ends.values())]))
     for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"fmaps{sfx}_{stem[n]}.png" for n in fm_layers]
@@ -445,8 +446,8 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           {"layers": fm_layers, "count": s["feature_maps"], "min_side": s["_fmap_min_side"],
                            "image_index": im["index"], "image_sha256": im["sha256"]},
                           _run_feature_maps, "feature maps", "Feature maps",
-                          captions={f: f"{n}: the first {min(s['feature_maps'], channels[n])} of {channels[n]} "
-                                       f"feature maps of {im['name']}" for f, n in zip(files, fm_layers)}))
+                          captions={f: f"{n}: {_how_many(s['feature_maps'], depth[n])} feature maps of "
+                                       f"{im['name']}" for f, n in zip(files, fm_layers)}))
     for method in s["pattern_methods"]:
         for layer in s["pattern_layers"]:
             if layer not in channels:
@@ -600,7 +601,8 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
         f'<a href="{MANIFEST}">{MANIFEST}</a>.</p>',
     ]
     section = None
-    for t in tasks:
+    order = list(dict.fromkeys(t.section for t in tasks))  # one heading per section, in first-seen order
+    for t in sorted(tasks, key=lambda t: order.index(t.section)):
         if t.section != section:
             section = t.section
             parts.append(f"<h2>{e(section)}</h2>")
@@ -623,6 +625,10 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
     write_bytes(confine(out, INDEX), "\n".join(parts) + "\n")
 
 
+def _how_many(count: int, total: int) -> str:
+    return f"all {total}" if count >= total else f"the first {count} of {total}"
+
+
 def _pattern_convs(table) -> list[str]:
     """The conv layers whose filter patterns say something: spatial kernels (k > 1). A 1×1 conv (ResNet's
     projection shortcuts and bottlenecks) only mixes the channels of the layer before it."""
@@ -643,7 +649,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  pattern_step_size: float | None = None, pattern_order: str = "columns",
                  single_layer: str = DEFAULT_SINGLE_LAYER, single_filter: int = 0, single_size: int = 150,
                  single_method: str | None = None,
-                 kernel_filters: int = 64, feature_maps: int = 14,
+                 kernel_filters: int = 64, feature_maps: int = 64,
                  deepvis_classes: Sequence[int] | None = None, deepvis_size: int | None = None,
                  deepvis_steps: int | None = None,
                  gradcam_top: int = 5, gradcam_layer: str | None = None, gradcam_score: str | None = None,
@@ -673,7 +679,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
       single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
-      feature_maps: feature maps shown per layer (block1_conv1 and each block's last conv).
+      feature_maps: feature maps shown per layer (the first conv layer and each block's output, see
+        :func:`jaxviz.visualize.activations.block_end_layers`): the first 64, or all of a layer with fewer; the
+        caption says how many of how many.
       deepvis_classes: classes to visualise; default 130 flamingo, 736 pool table, 779 school bus
         (ImageNet), or every class of a demo network. Mapped to ``c % num_classes`` on smaller models.
       deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps; the
@@ -745,7 +753,6 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     have = {r.name for r in (table if table is not None else layer_table(arch, include_top=False))}
     pattern_layers = [name for name in pattern_layers if name in have]  # the manifest lists what is drawn
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sizes = dict(pattern_layers=list(pattern_layers), pattern_methods=list(pattern_methods),
                  pattern_filters=pattern_filters, pattern_size=pattern_size, pattern_steps=pattern_steps,
                  pattern_step_size=pattern_step_size, pattern_order=pattern_order, single_layer=single_layer,
@@ -762,11 +769,13 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     stems = unique_stems(images)
     image_info = [{"index": i, "sha256": file_digest(im), "stem": stem, "name": im.name}
                   for i, (im, stem) in enumerate(zip(images, stems))]
-    extra = {"_file": True, "_cam_layer": file_model.cam_layer} if file_model is not None else {}
+    extra = {}
     if file_model is not None:
+        from .visualize.activations import block_end_layers
         from .visualize.kernels import channel_order
 
-        extra["_channel_order"] = channel_order(file_model)
+        extra = {"_file": True, "_cam_layer": file_model.cam_layer, "_blocks": block_end_layers(file_model),
+                 "_channel_order": channel_order(file_model)}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": per_arch["pattern_step_size"],
                                   "_fmap_min_side": per_arch["fmap_min_side"], **extra}, image_info, table)
 
@@ -783,6 +792,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
     ctx = _Context(arch, weights, images, out, progress, file_model, preprocess)
+    if todo:
+        _ = ctx.model  # the weights first: a missing file stops the run before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": [],
            "skipped": [t.name for t in tasks if t not in todo], "interrupted": False}
     manifest["last_run"] = run

@@ -90,7 +90,6 @@ class Model:
         self.source = source
         self.preprocess = preprocessing.check_channels(preprocess, getattr(self.arch, "channels", 3))
         self._prepared_cache: tuple | None = None
-        self._compiled_keys: set = set()
         self._tables: dict = {}
 
     # --- the pure forward pass -------------------------------------------------------------------------
@@ -374,13 +373,10 @@ class Model:
             self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
 
     def _notice(self, key):
-        """Says "compiling …" on stderr if the first call for ``key`` (a program and input shape) runs past 2 s."""
-        first = key not in self._compiled_keys
-        self._compiled_keys.add(key)
-        notice = runtime.CompileNotice(self, message=f"jaxviz: compiling {self.arch.name} for inputs "
-                                                     f"{tuple(key[-1])} (once per input shape)…")
-        notice.first = first
-        return notice
+        """Says "compiling …" on stderr if a call for ``key`` (a program and input shape) runs an XLA compile
+        longer than :attr:`jaxviz.runtime.CompileNotice.after_s`."""
+        return runtime.CompileNotice(self, message=f"jaxviz: compiling {self.arch.name} for inputs "
+                                                   f"{tuple(key[-1])}")
 
     def _head_layer(self) -> str | None:
         """The output layer whose softmax/sigmoid :meth:`predict` runs apart from the network's program."""

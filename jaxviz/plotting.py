@@ -112,7 +112,8 @@ def titled_panel(images: Sequence[np.ndarray], titles: Sequence[str], cols: int 
         ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
+    # tight_layout places the axes and their titles only: keep the top strip free for the suptitle
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()) if suptitle else None)
     return fig
 
 

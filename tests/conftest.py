@@ -30,3 +30,9 @@ for _var, _sub in (("JAXVIZ_HOME", "jaxviz"), ("KERAS_HOME", "keras"), ("XDG_CAC
 from jaxviz import xla_cpu  # noqa: E402
 
 xla_cpu.configure()
+
+from jaxviz import runtime  # noqa: E402
+
+# A compile of a few seconds on a busy machine would add the "compiling…" line to stderr that tests compare
+# line by line; the tests of the notice set their own threshold.
+runtime.CompileNotice.after_s = 600.0

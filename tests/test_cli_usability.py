@@ -246,6 +246,8 @@ def test_compile_cache_is_on_for_commands(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "xla-cache").is_dir()  # every model-running command uses the persistent cache
+    again = subprocess.run(proc.args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "compiling" not in again.stderr  # loaded from the cache: nothing to say
 
 
 def test_commands_write_nothing_into_the_home_folder(tmp_path):
@@ -265,6 +267,18 @@ def test_commands_write_nothing_into_the_home_folder(tmp_path):
     assert (tmp_path / "out" / "block1_conv1.png").is_file()
 
 
+def test_compare_keras_runs_keras_on_jax_when_no_backend_is_set():
+    """Without KERAS_BACKEND, ``import keras`` would ask for TensorFlow; jaxviz picks JAX where it imports Keras."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("keras")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    code = "from jaxviz.keras_compare import import_keras; print(import_keras().backend.backend())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "jax", proc.stderr
+
+
 def test_the_suite_keeps_out_of_the_home_folder():
     """conftest points jaxviz's, Keras's and the per-user caches at the session's temporary folder."""
     from pathlib import Path
@@ -276,19 +290,53 @@ def test_the_suite_keeps_out_of_the_home_folder():
         assert test_home in path.parents, path
 
 
-def test_a_slow_first_call_says_compiling(monkeypatch, capsys):
+def test_compiling_is_said_when_a_command_compiles(monkeypatch, capsys):
     from jaxviz.cli import common
 
-    monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every first call counts as slow
+    monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every compile counts as slow
     code, out, err = run(["predict", demo_image_path(), *DEMO, "--top", "1"], capsys)
-    assert code == 0 and "jaxviz: compiling vgg_demo (first run only" in err
-    notice = common.CompileNotice(jaxviz.load("vgg_demo"))
-    notice.after_s = 10.0
-    with notice:  # a fast first call: nothing printed
-        pass
-    with notice:
-        pass
-    assert capsys.readouterr().err == ""
+    assert code == 0 and "jaxviz: compiling vgg_demo (once per input shape; kept " in err
+
+
+def test_explain_all_shows_progress_per_method_and_per_chunk(tmp_path, monkeypatch):
+    """The bars of ``explain``: one step per (image, method), and the chunks of the slow methods' loops."""
+    from jaxviz.cli import attribution
+
+    steps, chunks = [], []
+
+    class Bar:
+        def __init__(self, total, desc, enabled=True, unit="image"):
+            self.total = total
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def set_postfix_str(self, text):
+            steps.append(text)
+
+        def update(self, n):
+            pass
+
+    def chunk_bar(desc, enabled=True):
+        from jaxviz.runtime import chunk_progress
+
+        chunks.append((desc.strip(), []))
+        return chunk_progress(lambda done, total: chunks[-1][1].append((done, total)))
+
+    monkeypatch.setattr(attribution, "progress_bar", Bar)
+    monkeypatch.setattr(attribution, "chunk_bar", chunk_bar)
+    code = main(["explain", str(demo_image_path()), *DEMO, "--method", "saliency,occlusion,rise", "--no-progress",
+                 "-o", str(tmp_path)])
+    assert code == 0 and steps == ["saliency", "occlusion", "rise"]
+    reported = dict(chunks)
+    assert reported["saliency"] == []  # one gradient pass: nothing to follow
+    for name in ("occlusion", "rise"):
+        done = reported[name]
+        total = done[0][1]
+        assert total > 1 and sorted(d for d, _ in done) == list(range(1, total + 1)), (name, done)  # each chunk
 
 
 def test_python_load_refuses_a_negative_seed():

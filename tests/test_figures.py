@@ -98,7 +98,7 @@ def test_labels_and_captions_follow_the_model(tmp_path):
     assert all("block5" not in name for name in m["parameters"]["pattern_layers"])  # the demo has 4 blocks
     html = (tmp_path / "index.html").read_text()
     assert "shipped trained demo weights" in html and "Weights: imagenet" not in html
-    assert "block1_conv1: the first 8 of 8 feature maps" in html  # not "first 14" of an 8-map layer
+    assert "block1_conv1: all 8 feature maps" in html  # not "first 14" of an 8-map layer
     captions = [line for line in html.splitlines() if "deepvis_" in line and "figcaption" in line]
     assert len(captions) == 10 and len(set(captions)) == 10  # a caption per class
     assert "class 3 (star)" in html

@@ -129,3 +129,15 @@ def test_gradcam_names_its_layer_on_the_terminal(resnet_file, tmp_path, capsys):
                  "-o", str(tmp_path / "cam")])
     out = capsys.readouterr().out
     assert code == 0 and "at layer conv3_block1_out" in out
+
+
+def test_figures_draw_patterns_of_spatial_convs(resnet_file, tmp_path):
+    """``figures`` on a ResNet: patterns of 3×3 convs, never of the 1×1 projections and bottlenecks."""
+    manifest = jaxviz.make_figures(str(resnet_file[0]), image=str(_image(tmp_path)), out_dir=tmp_path / "figs",
+                                   pattern_filters=1, pattern_methods=("keras",), pattern_steps=1, pattern_size=32,
+                                   single_size=32, kernel_filters=2, feature_maps=2, deepvis_classes=[0],
+                                   deepvis_steps=1, progress=False)
+    layers = manifest["parameters"]["pattern_layers"]
+    assert layers and all(name == "conv1_conv" or name.endswith("_2_conv") for name in layers), layers
+    assert manifest["parameters"]["single_layer"].endswith("_2_conv")
+    assert "conv3_block1_out" in manifest["tasks"]["feature_maps"]["params"]["layers"]  # the block outputs

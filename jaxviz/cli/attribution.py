@@ -15,6 +15,7 @@ from .common import (
     add_images_arg,
     add_model_args,
     check_output_file,
+    chunk_bar,
     collect_images,
     default_images,
     image_batches,
@@ -23,6 +24,7 @@ from .common import (
     nonnegative_int,
     output_dir,
     positive_int,
+    progress_bar,
     save_json,
     save_npy,
     unique_stems,
@@ -153,18 +155,22 @@ def cmd_explain(args) -> int:
     out = output_dir(args.output)
     stems = dict(zip(paths, unique_stems(paths)))
     notices = {name: CompileNotice(model, f"{name} for {model.arch.name}") for name in names}
-    for chunk, x in image_batches(paths, model.input_hw, batch=4, progress=not args.no_progress, desc="explain",
-                                  model=model):
-        targets = _targets(model, x, args.target)
-        maps, seconds = {}, {}
-        for name in names:
-            t0 = time.perf_counter()
-            with notices[name]:
-                maps[name] = np.asarray(get_method(name)(model, x, targets))
-            seconds[name] = (time.perf_counter() - t0) / len(chunk)
-        for i, path in enumerate(chunk):
-            _explain_one(model, path, stems[path], x[i], targets[i], names, {k: v[i] for k, v in maps.items()},
-                         seconds, out, args.npy, overlay, save_png, undo_preprocess, save_figure, titled_panel)
+    show = not args.no_progress
+    # one step per (image, method); the slow methods' chunks on a second bar
+    with progress_bar(len(paths) * len(names), "explain", show, unit="map") as bar:
+        for chunk, x in image_batches(paths, model.input_hw, batch=4, progress=False, model=model):
+            targets = _targets(model, x, args.target)
+            maps, seconds = {}, {}
+            for name in names:
+                bar.set_postfix_str(name)
+                t0 = time.perf_counter()
+                with notices[name], chunk_bar(f"  {name}", show):
+                    maps[name] = np.asarray(get_method(name)(model, x, targets))
+                seconds[name] = (time.perf_counter() - t0) / len(chunk)
+                bar.update(len(chunk))
+            for i, path in enumerate(chunk):
+                _explain_one(model, path, stems[path], x[i], targets[i], names, {k: v[i] for k, v in maps.items()},
+                             seconds, out, args.npy, overlay, save_png, undo_preprocess, save_figure, titled_panel)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -286,12 +287,39 @@ def default_images(images: list[str], model) -> list[str]:
     return [path]
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True):
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "image"):
     """A tqdm bar on stderr when it is a terminal and there is more than one item; else a silent stand-in."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="image", disable=None if (enabled and total > 1) else True,
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if (enabled and total > 1) else True,
                 leave=False)
+
+
+@contextlib.contextmanager
+def chunk_bar(desc: str, enabled: bool = True):
+    """A second bar (on a terminal) following the chunks of a slow method's loop while the block runs (see
+    :class:`jaxviz.runtime.chunk_progress`); nothing appears for a method that reports no chunks."""
+    from tqdm.auto import tqdm
+
+    from ..runtime import chunk_progress
+
+    bars: list = []
+
+    def hook(done: int, total: int):
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit="chunk", position=1, leave=False,
+                             disable=None if enabled else True))
+        bar = bars[0]
+        if bar.total != total or bar.n >= total:  # a method's next loop
+            bar.reset(total=total)
+        bar.update(1)  # counted, not set from ``done``: chunks may report out of order
+
+    try:
+        with chunk_progress(hook):
+            yield
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def image_batches(paths: list[str], size, batch: int = 16, progress: bool = True, desc: str = "images",
