@@ -229,6 +229,17 @@ def _topk_program(model, layers: tuple[str, ...], batch: int, k: int):
     return runtime.shared_program(key, lambda: jax.jit(step, donate_argnums=(5,)))
 
 
+def _spatial_shapes(model, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """``{layer: (h, w, C)}`` at the model's input size; a layer without a spatial map is refused."""
+    hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
+    shapes = {n: tuple(model.output_shape(n, (*hw, channels))) for n in layers}
+    for n, s in shapes.items():
+        if len(s) != 3:
+            raise JaxvizError(f"layer {printable(n)!r} has no spatial map (output {s}); the atlas takes conv and "
+                              "pooling layers")
+    return shapes
+
+
 def dataset_pass(model, folder: str | os.PathLike, layers: Sequence[str], top: int = 9, batch_size: int = 16,
                  files: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Each unit's top-``top`` images of ``folder`` by the unit's spatial maximum, and its statistics.
@@ -245,11 +256,7 @@ def dataset_pass(model, folder: str | os.PathLike, layers: Sequence[str], top: i
     files = image_files(folder) if files is None else list(files)
     hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
     k = int(top)
-    shapes = {n: tuple(model.output_shape(n, (*hw, channels))) for n in layers}
-    for n, s in shapes.items():
-        if len(s) != 3:
-            raise JaxvizError(f"layer {printable(n)!r} has no spatial map (output {s}); the atlas takes conv and "
-                              "pooling layers")
+    shapes = _spatial_shapes(model, layers)
     state = {n: (jnp.full((s[-1], k), -jnp.inf), jnp.full((s[-1], k), -1, jnp.int32),
                  jnp.zeros((s[-1], k), jnp.int32), jnp.zeros((s[-1],)), jnp.zeros((s[-1],))) for n, s in shapes.items()}
     batch = max(1, min(int(batch_size), len(files)))
@@ -473,6 +480,7 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     names = tuple(names)
     if not names:
         raise JaxvizError(f"{printable(model.arch.name)} has no conv layer; name the layers with layers=")
+    _spatial_shapes(model, names)
     k = runtime.check_positive(top, "top")
     chunk = runtime.check_positive(chunk, "chunk")
     files = image_files(images)
