@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import jax
 import numpy as np
@@ -264,3 +265,21 @@ def test_a_layer_folder_never_takes_the_name_of_a_site_file():
     assert stems["atlas.json"] == "layer_atlas.json"
     assert stems["Index.HTML"].lower() != "index.html"
     assert len({s.lower() for s in stems.values()}) == 5  # all distinct, as a case-blind file system sees them
+
+
+def test_the_figures_index_links_the_atlases_inside_and_beside_it(tmp_path):
+    from jaxviz import figures
+
+    out = tmp_path / "figs"
+    for folder, model in ((out / "atlas", "vgg_demo"), (tmp_path / "my atlas", "<m>"), (tmp_path / "empty", None)):
+        folder.mkdir(parents=True)
+        if model is not None:
+            (folder / "atlas.json").write_text(json.dumps({"model": model, "layers": []}))
+            (folder / "index.html").write_text("<!doctype html>")
+    manifest = {"arch": "vgg_demo", "weights": "demo", "versions": {}, "image": "x.png"}
+    figures._write_index(out, manifest, [])
+    text = (out / "index.html").read_text()
+    assert '<a href="atlas/index.html">' in text and '<a href="../my%20atlas/index.html">' in text
+    assert "empty" not in text and "&lt;m&gt;" in text
+    for href in ("atlas/index.html", "../my%20atlas/index.html"):
+        assert (out / unquote(href)).resolve().is_file()
