@@ -7,10 +7,11 @@ and the dataset images that excite it most (after OpenAI Microscope, without a s
 - ``<layer>/index.html``: a grid of the layer's units (their regularised patterns), sortable by the
   statistics below;
 - ``<layer>/<unit>.html``: one page per unit, with previous/next links: its regularised pattern (as
-  :func:`jaxviz.filter_patterns` with ``method="regularised"`` renders it) and the book's pattern (the
-  ``"keras"`` method), its top-K dataset images — each as the receptive-field crop around the position of
-  the unit's maximum and as a thumbnail with that box drawn —, its statistics over the folder (mean of the
-  spatial maximum, fraction of positions active) and, for a layer that reads the input image, its kernel;
+  :func:`jaxviz.filter_patterns` with ``method="regularised"`` renders it), the book's pattern (the
+  ``"keras"`` method) and, with ``diversity=N``, N diverse patterns; its top-K dataset images, each as the
+  receptive-field crop around the position of the unit's maximum and as a thumbnail with that box drawn;
+  its statistics over the folder (mean of the spatial maximum, fraction of positions active) and, for a
+  layer that reads the input image, its kernel;
 - ``atlas.json``: the manifest ``{"model": …, "layers": [{"name", "units": [{"index", "images", "top":
   [{"image", "activation", "box"}], …}]}]}`` (``image`` relative to the image folder, ``box`` ``[y0, x0, y1,
   x1]`` inclusive in the source image's pixels).
@@ -171,7 +172,7 @@ def image_files(folder: str | os.PathLike) -> list[str]:
     sorted paths relative to it."""
     root = Path(folder)
     if not root.is_dir():
-        raise JaxvizError(f"--images {printable(str(folder))} is not a folder; give a folder of image files")
+        raise JaxvizError(f"{printable(str(folder))} is not a folder; give a folder of image files")
     found = []
     for here, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -356,6 +357,8 @@ def _unit_page(model_name: str, layer: str, record: dict, prev: int | None, nxt:
         if key in record["images"]:
             src = e(Path(record["images"][key]).name)
             body.append(f'<div class="tile"><img src="img/{src}" alt="{e(label)}"><br>{e(label)}</div>')
+    for i, path in enumerate(record["images"].get("diverse", [])):
+        body.append(f'<div class="tile"><img src="img/{e(Path(path).name)}" alt="diverse {i}"><br>diverse {i}</div>')
     body.append("<h2>Images that excite it most</h2>")
     for rank, t in enumerate(record["top"]):
         crop, thumb = (e(Path(t[f]).name) for f in ("crop", "thumb"))
@@ -450,7 +453,7 @@ def _dataset_cached(model, folder, layers, top, batch_size, files, state: Path, 
 def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None = None, out: str | os.PathLike = "atlas",
           units: Sequence[int] | Mapping[str, Sequence[int]] | None = None, top: int = 9, quick: bool = False,
           progress: bool | Callable[[dict], None] = True, *, size: int = 64, steps: Mapping[str, int] | None = None,
-          batch_size: int = 16, chunk: int = 16, seed: int = 0) -> dict:
+          batch_size: int = 16, chunk: int = 16, seed: int = 0, diversity: int = 0) -> dict:
     """Writes the atlas of ``model``'s ``layers`` over the images in the folder ``images`` to ``out``.
 
     Args:
@@ -468,6 +471,9 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
       batch_size: images per step of the dataset pass.
       chunk: units per chunk (the unit of work that is resumed).
       seed: the patterns' random start.
+      diversity: with ``N >= 2``, also ``N`` diverse regularised patterns per unit
+        (:func:`jaxviz.visualize.patterns.diverse_patterns`: a batch penalised by the similarity of its Gram
+        matrices, Olah et al. 2017).
 
     Returns:
       The manifest written to ``out/atlas.json``.
@@ -498,11 +504,16 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     state = confine(root, STATE)
+    stats = [os.stat(Path(images, f)) for f in files]  # a changed image invalidates the saved dataset pass
     key = {"jaxviz": __version__, "model": model.arch.name, "weights": str(model.source), "layers": list(names),
-           "files": files, "top": k, "batch": int(batch_size), "preprocess": model.preprocess}
+           "files": files, "stats": [[s.st_size, s.st_mtime_ns] for s in stats], "top": k, "batch": int(batch_size),
+           "preprocess": model.preprocess}
     data = _dataset_cached(model, images, names, k, batch_size, files, state, key, progress is True)
     stems = _site_stems(model.layer_names)
-    settings = {**key, "size": int(size), "steps": ascent, "seed": int(seed), "chunk": chunk}
+    diversity = int(diversity)
+    if diversity == 1 or diversity < 0:
+        raise JaxvizError(f"diversity {diversity}: give at least 2 images per unit, or 0 for none")
+    settings = {**key, "size": int(size), "steps": ascent, "seed": int(seed), "chunk": chunk, "diversity": diversity}
     first = {n for n in names if any(model.graph.by_name[i].kind == "InputLayer"
                                      for i in model.graph.by_name[n].inputs)}
     fields = receptive_fields(model.graph, model.input_hw, names)
@@ -531,7 +542,7 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
                         saved = None
                 if saved is None or saved.get("key") != json.loads(json.dumps(want)):
                     recs = _chunk(model, n, stem, part, us, data, fields[n], root, images, n in first, ascent,
-                                  size, seed, patterns)
+                                  size, seed, patterns, diversity)
                     write_bytes(marker, json.dumps({"key": want, "records": recs}, sort_keys=True))
                 else:
                     recs = saved["records"]
@@ -550,14 +561,16 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
             bar.close()
     manifest = {"model": model.arch.name, "weights": str(model.source), "jaxviz": __version__,
                 "input_size": list(model.input_hw), "images": str(images), "image_count": len(files), "top": k,
-                "pattern_size": int(size), "steps": ascent, "seed": int(seed), "layers": manifest_layers}
+                "pattern_size": int(size), "steps": ascent, "seed": int(seed), "diversity": diversity,
+                "layers": manifest_layers}
     write_bytes(confine(root, "atlas.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     write_bytes(confine(root, "index.html"), _index_page(model, manifest_layers, stems))
     remove_tree(root, STATE)
     return manifest
 
 
-def _chunk(model, layer, stem, part, order, data, field, root, folder, first, ascent, size, seed, patterns) -> list:
+def _chunk(model, layer, stem, part, order, data, field, root, folder, first, ascent, size, seed, patterns,
+           diversity: int = 0) -> list:
     """Computes and writes one chunk of a layer's units; returns their manifest records."""
     d = data["layers"][layer]
     imgs = {}
@@ -574,6 +587,13 @@ def _chunk(model, layer, stem, part, order, data, field, root, folder, first, as
         files = {m: f"{stem}/img/{base}_{m}.png" for m in ("regularised", "keras")}
         for m, rel in files.items():
             write_bytes(confine(root, stem, "img", Path(rel).name), _png(imgs[m][j]))
+        if diversity:
+            x = patterns.diverse_patterns(model, layer, u, n=diversity, size=size, steps=ascent["regularised"],
+                                          seed=seed)
+            files["diverse"] = []
+            for i, im in enumerate(patterns.display_images(x, "regularised", model.preprocess)):
+                files["diverse"].append(f"{stem}/img/{base}_diverse{i}.png")
+                write_bytes(confine(root, stem, "img", f"{base}_diverse{i}.png"), _png(im))
         if kernel is not None and kernel.ndim == 4:
             files["kernel"] = f"{stem}/img/{base}_kernel.png"
             write_bytes(confine(root, stem, "img", f"{base}_kernel.png"),

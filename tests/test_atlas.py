@@ -283,3 +283,21 @@ def test_the_figures_index_links_the_atlases_inside_and_beside_it(tmp_path):
     assert "empty" not in text and "&lt;m&gt;" in text
     for href in ("atlas/index.html", "../my%20atlas/index.html"):
         assert (out / unquote(href)).resolve().is_file()
+
+
+def test_diversity_lowers_the_similarity_of_a_batch(demo, folder, tmp_path):
+    from jaxviz.visualize.patterns import diverse_patterns, gram_similarity
+
+    sims = {}
+    for weight in (0.0, 1.0):  # the same starts, with and without the penalty
+        x = diverse_patterns(demo, "block2_conv1", 3, n=3, weight=weight, size=32, steps=24)
+        sims[weight] = float(gram_similarity(demo.features(x, "block2_conv1")["block2_conv1"]))
+    # measured: 0.99 without, 0.5 with (at 32 steps); the margin leaves room for other platforms' rounding
+    assert sims[1.0] < sims[0.0] - 0.2, sims
+    # in the atlas (the same program): the unit's page shows them
+    manifest = _atlas()(demo, folder, layers=["block2_conv1"], out=tmp_path / "site", units=[3], top=1, size=32,
+                        steps={"keras": 1, "regularised": 24}, diversity=3, progress=False)
+    diverse = manifest["layers"][0]["units"][0]["images"]["diverse"]
+    assert len(diverse) == 3 and all((tmp_path / "site" / d).is_file() for d in diverse)
+    pages = _check_links(tmp_path / "site")
+    assert sum("_diverse" in ref for _, ref in pages["block2_conv1/3.html"]) == 3

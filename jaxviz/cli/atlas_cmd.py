@@ -23,6 +23,9 @@ def register(sub) -> None:
                    help="dataset images kept per unit (default: 9)")
     p.add_argument("--size", type=common.positive_int, default=64, help="pattern side in pixels (default: 64)")
     p.add_argument("--batch-size", type=common.positive_int, default=16, help="images per step (default: 16)")
+    p.add_argument("--diversity", type=common.nonnegative_int, default=0, metavar="N",
+                   help="also N >= 2 diverse patterns per unit (Olah et al. 2017's Gram-similarity penalty; "
+                        "default: none)")
     p.add_argument("--quick", action="store_true", help="fewer ascent steps (10 book, 32 regularised)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, metavar="SITE", help="output folder")
@@ -43,7 +46,8 @@ def cmd_atlas(args) -> int:
     out = common.output_dir(args.output)
     with common.CompileNotice(model):
         manifest = atlas(model, args.images, layers, out, units, top=args.top, quick=args.quick,
-                         progress=not args.no_progress, size=args.size, batch_size=args.batch_size)
+                         progress=not args.no_progress, size=args.size, batch_size=args.batch_size,
+                         diversity=args.diversity)
     count = sum(len(layer["units"]) for layer in manifest["layers"])
     print(printable(f"{count} units of {len(manifest['layers'])} layers over {manifest['image_count']} images -> "
                     f"{out / 'index.html'}"))
