@@ -405,18 +405,7 @@ def _index_page(model, layers: list[dict], stems: Mapping[str, str]) -> str:
 
 def _site_stems(names: Sequence[str]) -> dict[str, str]:
     """Folder names of the layers, none of them one of the site's own files."""
-    stems = file_stems(names)
-    taken = {s.lower() for s in stems.values()}
-    for n, s in stems.items():
-        if s.lower() in RESERVED:
-            base, i = f"layer_{s}", 1
-            s = base
-            while s.lower() in taken:
-                i += 1
-                s = f"{base}_{i}"
-            taken.add(s.lower())
-            stems[n] = s
-    return stems
+    return file_stems(names, reserved=RESERVED)
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -329,17 +329,12 @@ def _to_model_space(rgb, mode: str = "caffe", channels: int = 3):
     return preprocessing.preprocess(rgb * 255.0, mode)
 
 
-def _regularised_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns,
-                         dtype, opts):
+def _fourier_ascent(module, plan, prep, keys, step_size, steps, *, size, dtype, opts, penalty=None):
+    """lucid's regularised ascent (Fourier parametrisation, transformations, Adam) of one image per start key
+    ``keys[b]`` on channel ``prep["onehot"][b]``; ``penalty(x)`` of the batch in model space, if given, is
+    added to the loss. Returns the images in model space."""
     import optax
 
-    runtime.trace_counts["patterns_regularised"] += 1
-    opts = dict(opts)
-    dtype = jnp.dtype(dtype)
-    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
     shape = (2, 3, size, size // 2 + 1)
     param0 = jax.vmap(lambda k: opts["init_std"] * jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
     step_base = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
@@ -349,7 +344,8 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
         rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
         rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
         x = _to_model_space(rgb, plan.preprocess, plan.in_channels).astype(dtype)
-        return -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
+        value = -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
+        return value if penalty is None else value + penalty(x)
 
     opt = optax.adam(step_size)
 
@@ -365,6 +361,17 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     return _to_model_space(rgb, plan.preprocess, plan.in_channels)
 
 
+def _regularised_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns,
+                         dtype, opts):
+    runtime.trace_counts["patterns_regularised"] += 1
+    dtype = jnp.dtype(dtype)
+    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
+    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
+    return _fourier_ascent(module, plan, prep, keys, step_size, steps, size=size, dtype=dtype, opts=dict(opts))
+
+
 def gram_similarity(a) -> jax.Array:
     """Mean cosine similarity of the Gram matrices of a batch's activations ``[N, H, W, C]`` (or ``[N, C]``),
     over the ``N (N - 1)`` ordered pairs of different images: the term the diversity objective penalises."""
@@ -377,39 +384,19 @@ def gram_similarity(a) -> jax.Array:
 
 
 def _diverse_program(module, plan, params, unit, seed, step_size, steps, weight, *, size, n, opts):
-    """``n`` regularised patterns of one unit, penalised by ``weight`` × :func:`gram_similarity` of the
+    """``n`` regularised patterns of one unit, penalised by ``weight`` × n × :func:`gram_similarity` of the
     target layer's activations (Olah et al. 2017, "Feature Visualization", section "Diversity")."""
-    import optax
-
     runtime.trace_counts["patterns_diverse"] += 1
-    opts = dict(opts)
     onehot = jax.nn.one_hot(jnp.full((n,), unit), plan.channels, dtype=jnp.float32)
     prep = _prepare(module, plan, params, onehot, columns=False, dtype=jnp.float32)
     base = jax.random.fold_in(jax.random.key(seed), unit)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
-    shape = (2, 3, size, size // 2 + 1)
-    param0 = jax.vmap(lambda k: opts["init_std"] * jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
-    step_base = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    pre_relu = bool(opts["pre_relu"]) and plan.conv is not None and not plan.pool
 
-    def loss(param, step_keys):
-        rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
-        rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
-        x = _to_model_space(rgb, plan.preprocess, plan.in_channels)
-        objective = _objective(module, plan, prep, x, pre_relu=pre_relu).sum()
-        return -objective + weight * n * gram_similarity(_forward(module, prep, x, plan.layer))
+    def penalty(x):
+        return weight * n * gram_similarity(_forward(module, prep, x, plan.layer))
 
-    opt = optax.adam(step_size)
-
-    def step(i, carry):
-        param, state = carry
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(step_base)
-        updates, state = opt.update(jax.grad(loss)(param, step_keys), state, param)
-        return optax.apply_updates(param, updates), state
-
-    param, _ = lax.fori_loop(0, steps, step, (param0, opt.init(param0)))
-    return _to_model_space(jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param), plan.preprocess,
-                           plan.in_channels)
+    return _fourier_ascent(module, plan, prep, keys, step_size, steps, size=size, dtype=jnp.float32,
+                           opts=dict(opts), penalty=penalty)
 
 
 def diverse_patterns(model, layer: str, unit: int, n: int = 4, weight: float = 1.0, size: int = 64,
