@@ -479,6 +479,10 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     k = runtime.check_positive(top, "top")
     chunk = runtime.check_positive(chunk, "chunk")
     files = image_files(images)
+    site = Path(out).resolve()  # a site inside the image folder: its own pictures are not data
+    files = [f for f in files if not Path(images, f).resolve().is_relative_to(site)]
+    if not files:
+        raise JaxvizError(f"folder {printable(str(images))} has no image files outside the output folder")
     chosen = {}
     for n in names:
         c = model.channels(n)
