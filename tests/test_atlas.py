@@ -299,7 +299,7 @@ def test_diversity_lowers_the_similarity_of_a_batch(demo, folder, site, tmp_path
         x = diverse_patterns(demo, "block2_conv2", 3, n=3, weight=weight, size=64, steps=24)
         sims[weight] = float(gram_similarity(demo.features(x, "block2_conv2")["block2_conv2"]))
     # measured (CPU): 0.994 without, 0.731 with; the margin leaves room for other platforms' rounding
-    assert sims[1.0] < sims[0.0] - 0.2, sims
+    assert sims[1.0] < sims[0.0] - 0.1, sims
     # in the atlas (the same programs as the site fixture's and the lines above): the unit's page shows them
     manifest = _atlas()(demo, folder, out=tmp_path / "site", **{**OPTIONS, "layers": ["block2_conv2"],
                                                                  "units": [2, 3]},
