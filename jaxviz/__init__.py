@@ -6,13 +6,14 @@ The public API, by task:
 - images: :func:`load_image`, :func:`preprocess_input`, :func:`deprocess_image`, :func:`overlay`,
   :func:`decode_predictions`;
 - what the network learned: :func:`kernels`, :func:`filter_patterns`, :func:`class_patterns`,
-  :func:`gradcam`, :func:`make_figures`;
+  :func:`gradcam`, :func:`make_figures`, :func:`atlas` (a browsable site of every unit);
 - attribution (one signature ``method(model, x, target=None, **options) -> [N, H, W]``): :func:`explain`
   and :func:`saliency` … :func:`lime`; :mod:`jaxviz.metrics` scores the maps;
 - :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``).
 """
 
 from . import demo, metrics, weights
+from .atlas import atlas
 from .attribution.ablationcam import ablationcam
 from .attribution.deconvnet import deconvnet
 from .attribution.deeplift import deeplift
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 demo.register()
 
 __all__ = [
-    "ARCHS", "METHODS", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
+    "ARCHS", "METHODS", "atlas", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
     "class_patterns", "decode_predictions", "deconvnet", "demo", "deprocess_image", "explain",
     "filter_patterns", "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam",
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",

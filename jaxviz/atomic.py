@@ -72,20 +72,22 @@ class _Stems(dict):
         return safe_stem(name)
 
 
-def file_stems(names: Iterable[str]) -> dict[str, str]:
+def file_stems(names: Iterable[str], reserved: Iterable[str] = ()) -> dict[str, str]:
     """``{name: file stem}`` for distinct ``names``: :func:`safe_stem` of each, collisions resolved.
 
     A name that is already safe keeps its stem; a slug that collides (case-insensitively, as on macOS and
-    Windows file systems) with one taken before gets ``_2``, ``_3``, …, in the order of ``names``. Looking up
-    a name not among ``names`` gives its :func:`safe_stem`.
+    Windows file systems) with one taken before, or with one of the ``reserved`` names (files of the caller's
+    own), gets ``_2``, ``_3``, …, in the order of ``names``. Looking up a name not among ``names`` gives its
+    :func:`safe_stem`.
     """
     names = list(dict.fromkeys(names))
     stems = {n: safe_stem(n) for n in names}
-    taken = {s.lower() for n, s in stems.items() if s == n}
+    reserved = {r.lower() for r in reserved}
+    taken = {s.lower() for n, s in stems.items() if s == n and s.lower() not in reserved} | reserved
     out = _Stems()
     for n in names:
         stem = stems[n]
-        if stem != n:
+        if stem != n or stem.lower() in reserved:
             base, i = stem, 1
             while stem.lower() in taken:
                 i += 1

@@ -50,6 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -600,6 +601,9 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
         f"{e(str(manifest['versions'].get('jax')))}. Parameters, timings and versions: "
         f'<a href="{MANIFEST}">{MANIFEST}</a>.</p>',
     ]
+    for href, model in _atlases(out):
+        parts.append(f'<p>Every unit of {e(model)}, its patterns and the images that excite it most: '
+                     f'<a href="{e(href)}">the atlas</a>.</p>')
     section = None
     order = list(dict.fromkeys(t.section for t in tasks))  # one heading per section, in first-seen order
     for t in sorted(tasks, key=lambda t: order.index(t.section)):
@@ -627,6 +631,31 @@ def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
 
 def _how_many(count: int, total: int) -> str:
     return f"all {total}" if count >= total else f"the first {count} of {total}"
+
+
+#: Largest atlas.json the figures' index reads to link an atlas (a whole VGG16 atlas's is a few MB).
+_ATLAS_BYTES = 64 << 20
+
+
+def _atlases(out: Path) -> list[tuple[str, str]]:
+    """``(link, model name)`` of the atlases (:func:`jaxviz.atlas`) in the folders inside ``out`` and beside it,
+    found by their ``atlas.json``, in sorted order."""
+    found = []
+    for folder, prefix in ((out, ""), (out.parent, "../")):
+        try:
+            subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p != out)
+        except OSError:
+            continue
+        for sub in subs:
+            path = sub / "atlas.json"
+            try:
+                if not path.is_file() or path.stat().st_size > _ATLAS_BYTES or not (sub / "index.html").is_file():
+                    continue
+                model = json.loads(path.read_text("utf-8")).get("model")
+            except (OSError, ValueError, AttributeError):
+                continue
+            found.append((f"{prefix}{quote(sub.name)}/index.html", str(model)))
+    return found
 
 
 def _pattern_convs(table) -> list[str]:

@@ -137,6 +137,13 @@ ROWS = [
     (["gradcam", "{img}", *DEMO, "--top", "0", "-o", "{out}"], 2, "argument --top: must be at least 1"),
     (["gradcam", "{img}", *DEMO, "--layer", "fc1", "-o", "{out}"], 2, "Grad-CAM needs a conv layer"),
     (["gradcam", "{img}", *DEMO, "--class", "1", "--top", "2", "-o", "{out}"], 2, "not allowed with argument"),
+    # atlas
+    (["atlas", *DEMO, "--images", "{empty}", "-o", "{out}"], 2, "has no image files"),
+    (["atlas", *DEMO, "--images", "{file}", "-o", "{out}"], 2, "is not a folder; give a folder of image files"),
+    (["atlas", *DEMO, "--images", "{tmp}/in", "--units", "5:2", "-o", "{out}"], 2, "--units '5:2' selects no units"),
+    (["atlas", *DEMO, "--images", "{tmp}/in", "--layers", "block9_conv1", "-o", "{out}"], 2, "valid layers"),
+    (["atlas", *DEMO, "--images", "{tmp}/in", "--layers", "flatten", "-o", "{out}"], 2, "has no spatial map"),
+    (["atlas", *DEMO, "--images", "{tmp}/in", "--top", "0", "-o", "{out}"], 2, "argument --top: must be at least 1"),
     # the rest
     (["summary", "vgg17"], 2, "unknown architecture 'vgg17'"),
     (["summary", "vgg16", "--input-size", "-3"], 2, "argument --input-size: must be at least 1"),

@@ -18,7 +18,7 @@ import warnings
 from ..errors import JaxvizError, printable
 
 #: Modules under ``jaxviz.cli`` whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = ("foundation", "visualize", "attribution")
+COMMAND_MODULES = ("foundation", "visualize", "attribution", "atlas_cmd")
 
 
 class Parser(argparse.ArgumentParser):

@@ -329,17 +329,12 @@ def _to_model_space(rgb, mode: str = "caffe", channels: int = 3):
     return preprocessing.preprocess(rgb * 255.0, mode)
 
 
-def _regularised_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns,
-                         dtype, opts):
+def _fourier_ascent(module, plan, prep, keys, step_size, steps, *, size, dtype, opts, penalty=None):
+    """lucid's regularised ascent (Fourier parametrisation, transformations, Adam) of one image per start key
+    ``keys[b]`` on channel ``prep["onehot"][b]``; ``penalty(x)`` of the batch in model space, if given, is
+    added to the loss. Returns the images in model space."""
     import optax
 
-    runtime.trace_counts["patterns_regularised"] += 1
-    opts = dict(opts)
-    dtype = jnp.dtype(dtype)
-    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
     shape = (2, 3, size, size // 2 + 1)
     param0 = jax.vmap(lambda k: opts["init_std"] * jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
     step_base = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
@@ -349,7 +344,8 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
         rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
         rgb = jax.vmap(lambda im, k: _transform(im, k, opts))(rgb, step_keys)
         x = _to_model_space(rgb, plan.preprocess, plan.in_channels).astype(dtype)
-        return -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
+        value = -_objective(module, plan, prep, x, pre_relu=pre_relu).sum()
+        return value if penalty is None else value + penalty(x)
 
     opt = optax.adam(step_size)
 
@@ -363,6 +359,73 @@ def _regularised_program(module, plan, params, filters, seed, init, step_size, s
     param, _ = lax.fori_loop(0, steps, step, (param0, opt.init(param0)))
     rgb = jax.vmap(lambda p: _param_to_rgb(p, size, opts))(param)
     return _to_model_space(rgb, plan.preprocess, plan.in_channels)
+
+
+def _regularised_program(module, plan, params, filters, seed, init, step_size, steps, *, size, columns,
+                         dtype, opts):
+    runtime.trace_counts["patterns_regularised"] += 1
+    dtype = jnp.dtype(dtype)
+    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
+    prep = _prepare(module, plan, params, onehot, columns=columns, dtype=dtype)  # once, outside the loop
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
+    return _fourier_ascent(module, plan, prep, keys, step_size, steps, size=size, dtype=dtype, opts=dict(opts))
+
+
+def gram_similarity(a) -> jax.Array:
+    """Mean cosine similarity of the Gram matrices of a batch's activations ``[N, H, W, C]`` (or ``[N, C]``),
+    over the ``N (N - 1)`` ordered pairs of different images: the term the diversity objective penalises."""
+    a = a.reshape(a.shape[0], -1, a.shape[-1]).astype(jnp.float32)
+    g = jnp.einsum("npc,npd->ncd", a, a).reshape(a.shape[0], -1) / a.shape[1]
+    g = g / (jnp.linalg.norm(g, axis=-1, keepdims=True) + 1e-8)
+    sim = g @ g.T
+    n = a.shape[0]
+    return (sim.sum() - jnp.trace(sim)) / (n * (n - 1))
+
+
+def _diverse_program(module, plan, params, unit, seed, step_size, steps, weight, *, size, n, opts):
+    """``n`` regularised patterns of one unit, penalised by ``weight`` × n × :func:`gram_similarity` of the
+    target layer's activations (Olah et al. 2017, "Feature Visualization", section "Diversity")."""
+    runtime.trace_counts["patterns_diverse"] += 1
+    onehot = jax.nn.one_hot(jnp.full((n,), unit), plan.channels, dtype=jnp.float32)
+    prep = _prepare(module, plan, params, onehot, columns=False, dtype=jnp.float32)
+    base = jax.random.fold_in(jax.random.key(seed), unit)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
+
+    def penalty(x):
+        return weight * n * gram_similarity(_forward(module, prep, x, plan.layer))
+
+    return _fourier_ascent(module, plan, prep, keys, step_size, steps, size=size, dtype=jnp.float32,
+                           opts=dict(opts), penalty=penalty)
+
+
+def diverse_patterns(model, layer: str, unit: int, n: int = 4, weight: float = 1.0, size: int = 64,
+                     steps: int | None = None, step_size: float | None = None, seed: int = 0,
+                     **regularised_options) -> np.ndarray:
+    """``n`` different images that excite ``unit`` of ``layer``: the regularised ascent of a batch whose loss
+    adds ``weight`` × n × the mean cosine similarity of the images' Gram matrices at ``layer``
+    (:func:`gram_similarity`; Olah et al. 2017, "Feature Visualization", Distill, section "Diversity").
+    ``weight=0`` gives ``n`` independent regularised patterns from the same starts.
+
+    Returns:
+      float32 ``[n, S, S, C]`` in the model's input space; show them with :func:`display_images` (method
+      "regularised").
+    """
+    (layer,) = model.check_layers(layer)
+    size = _check_size(model, layer, size)
+    plan = _plan(model, layer, size)
+    (unit,) = _check_filters([unit], plan, model)
+    n = runtime.check_positive(n, "n")
+    if n < 2:
+        raise JaxvizError(f"diversity needs at least 2 images per unit, got {n}")
+    options = _check_options("regularised", regularised_options)
+    steps = DEFAULT_STEPS["regularised"] if steps is None else int(steps)
+    step_size = DEFAULT_STEP_SIZE["regularised"] if step_size is None else float(step_size)
+    key = ("patterns_diverse", model.module, layer, size, n, options, plan.preprocess)
+    program = runtime.shared_program(key, lambda: jax.jit(functools.partial(
+        _diverse_program, model.module, plan, size=size, n=n, opts=dict(options))))
+    return np.asarray(program(model.params, np.int32(unit), np.uint32(seed), np.float32(step_size),
+                              np.int32(steps), np.float32(weight)))
 
 
 # ---------------------------------------------------------------------------------------------------------
