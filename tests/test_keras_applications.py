@@ -28,7 +28,7 @@ FAMILIES = {
     "NASNetMobile": ("guided_backprop", "SeparableConv2D, Cropping2D"),
     "InceptionResNetV2": ("integrated_gradients", "CustomScaleLayer"),
 }
-HEAVY = {"DenseNet121", "NASNetMobile", "InceptionResNetV2"}  # 400–800 layers: builds and compiles of ~20 s
+HEAVY = {"DenseNet121", "NASNetMobile", "InceptionResNetV2"}  # 400–800 layers: the longest builds and compiles
 
 
 @pytest.fixture(scope="module")
