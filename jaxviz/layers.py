@@ -224,19 +224,20 @@ def clip(p, inputs, cfg, ops):
     x = inputs[0]
     lo, hi = cfg.get("min"), cfg.get("max")
     lo, hi = (None if v is None else jnp.asarray(v, x.dtype) for v in (lo, hi))
-    return jnp.clip(x, lo, hi)
+    return ops.nonlinear(lambda v: jnp.clip(v, lo, hi), x)
 
 
 @kind("HardSigmoid")
 def hard_sigmoid(p, inputs, cfg, ops):
     """``clip(alpha·x + beta, 0, 1)`` (ONNX's ``HardSigmoid``; PyTorch's ``Hardsigmoid`` is alpha = 1/6)."""
     x = inputs[0]
-    return jnp.clip(jnp.asarray(cfg.get("alpha", 0.2), x.dtype) * x + jnp.asarray(cfg.get("beta", 0.5), x.dtype), 0, 1)
+    alpha, beta = jnp.asarray(cfg.get("alpha", 0.2), x.dtype), jnp.asarray(cfg.get("beta", 0.5), x.dtype)
+    return ops.nonlinear(lambda v: jnp.clip(alpha * v + beta, 0, 1), x)
 
 
 @kind("Erf")
 def erf(p, inputs, cfg, ops):
-    return jax.lax.erf(inputs[0])
+    return ops.nonlinear(jax.lax.erf, inputs[0])
 
 
 @kind("LeakyReLU")

@@ -441,6 +441,52 @@ def test_average_pool_padding_and_ceil_mode(tmp_path, ceil, include):
     _close(out, _nhwc(ref), 1e-6)
 
 
+_C = numpy_helper.from_array(np.linspace(-1, 1, 3, dtype=np.float32).reshape(1, 3, 1, 1), "c")
+_CLIP_BOUNDS = [numpy_helper.from_array(np.float32(-0.5), "lo"), numpy_helper.from_array(np.float32(0.7), "hi")]
+_PADS = numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads")
+F = torch.nn.functional
+
+#: ONNX-only layer kinds: (kind, nodes, initialisers, the same function in PyTorch on NCHW tensors).
+ONNX_KINDS = [
+    ("Clip", [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], _CLIP_BOUNDS, lambda t: t.clamp(-0.5, 0.7)),
+    ("HardSigmoid", [helper.make_node("HardSigmoid", ["x"], ["y"], alpha=0.3, beta=0.4)], [],
+     lambda t: (0.3 * t + 0.4).clamp(0, 1)),
+    ("Erf", [helper.make_node("Erf", ["x"], ["y"])], [], torch.erf),
+    ("LRN", [helper.make_node("LRN", ["x"], ["y"], size=3, alpha=0.5, beta=0.75, bias=1.0)], [],
+     lambda t: F.local_response_norm(t, 3, alpha=0.5, beta=0.75, k=1.0)),
+    ("ElementwiseConstant", [helper.make_node("Mul", ["x", "c"], ["y"])], [_C],
+     lambda t: t * torch.from_numpy(numpy_helper.to_array(_C))),
+    ("AveragePool", [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                      pads=[1, 1, 1, 1], count_include_pad=0)], [],
+     lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
+    ("Pad", [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], [_PADS],
+     lambda t: F.pad(t, (2, 1, 1, 2), mode="reflect")),
+]
+
+
+@pytest.mark.parametrize("kind, nodes, inits, torch_fn", ONNX_KINDS, ids=[k[0] for k in ONNX_KINDS])
+def test_onnx_kinds_input_gradient_equals_torch(tmp_path, kind, nodes, inits, torch_fn):
+    """The input gradient (a vjp with a random cotangent) of each layer kind only ONNX files make, against
+    PyTorch's autograd of the same function."""
+    rng = np.random.default_rng(3)
+    model = _tiny_graph(nodes, inits, inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])])
+    onnx.save(model, tmp_path / "m.onnx")
+    graph, params, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    assert kind in {layer.kind for layer in graph.layers}
+    xin = (rng.normal(size=(2, 3, 8, 8)) * 1.5).astype(np.float32)
+    t = torch.from_numpy(xin).requires_grad_(True)
+    ref = torch_fn(t)
+    cot = rng.normal(size=tuple(ref.shape)).astype(np.float32)
+    (g_ref,) = torch.autograd.grad(ref, t, torch.from_numpy(cot))
+    with jax.default_matmul_precision("highest"):
+        out, vjp = jax.vjp(lambda v: jaxviz.graph.forward(graph, params, v, ops=jaxviz.ops.EXACT)[0],
+                           jnp.asarray(_nhwc(xin)))
+        (g,) = vjp(jnp.asarray(_nhwc(cot)))
+    _close(out, _nhwc(ref.detach().numpy()), 1e-5)
+    assert np.abs(g_ref.numpy()).max() > 0
+    _close(g, _nhwc(g_ref.numpy()), 1e-5)
+
+
 def test_figures_on_an_onnx_file(files, tmp_path):
     """The figure set (``jaxviz figures --arch model.onnx --quick`` draws the same tasks, larger)."""
     from jaxviz.figures import make_figures
