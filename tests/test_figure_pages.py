@@ -3,8 +3,10 @@ feature-map captions that say how many maps are shown, and nothing written when 
 
 import numpy as np
 
+import jaxviz
 import jaxviz.figures as F
 from jaxviz.cli import main
+from jaxviz.cli.attribution import _class_label
 
 TINY = dict(pattern_layers=("block1_conv1",), pattern_methods=("keras", "regularised"), pattern_filters=2,
             pattern_size=32, pattern_steps=1, single_layer="block1_conv1", single_method="keras", single_size=32,
@@ -67,3 +69,11 @@ def test_readme_gallery_shows_files_of_the_demo_figure_set(tmp_path, monkeypatch
     shown = set(re.findall(r"\(scripts/gallery/([\w.]+\.png)\)", (root / "README.md").read_text()))
     assert shown == {dst for _, dst in gallery.PICKS}
     assert all((root / "scripts" / "gallery" / name).is_file() for name in shown)
+
+
+def test_unnamed_classes_are_labelled_by_their_number_alone():
+    """Panel titles say "class 0", not "class 0 class_0", for a model without class names."""
+    tiny = jaxviz.load("vgg_tiny", weights="random:0")
+    assert tiny.class_names[0] == "class_0" and _class_label(tiny, 0) == "0"
+    demo = jaxviz.load("vgg_demo")
+    assert _class_label(demo, 1) == f"1 {demo.class_names[1]}" and not demo.class_names[1].startswith("class_")

@@ -112,7 +112,8 @@ def check_class(model, c: int, option: str) -> int:
 
 
 def _class_label(model, c: int) -> str:
-    return f"{c} {model.class_names[c]}"
+    name = model.class_names[c]
+    return str(c) if name == f"class_{c}" else f"{c} {name}"  # an unnamed class is its number alone
 
 
 def constant_map_note(m) -> str | None:
