@@ -149,7 +149,7 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | No
         softmax has no gradient: the logit there (:func:`jaxviz.attribution.scores.default_score`).
       top: ``K`` gives the maps of each image's K most probable classes instead of one target.
       relu: the network's activation (e.g. a guided-backprop ReLU for Guided Grad-CAM variants).
-      class_index: alias of ``target`` (the book's and the issue's name).
+      class_index: alias of ``target`` (the book's name).
       params: weights to use instead of ``model.params`` (same tree; e.g. the sanity check's randomised ones).
 
     Returns:

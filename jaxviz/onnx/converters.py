@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
+from .context import NHWC, Context, ConversionError, Value
 from .fold import _axes, _ints, reshape_target
-from .reader import NHWC, Context, ConversionError, Value
 from .registry import converter
 
 # ---------------------------------------------------------------------------------------------------------
