@@ -55,6 +55,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .atomic import confine, file_digest, file_stems, remove_tree, write_bytes
+from .profile import DEMO_PATTERN_STEP_SIZE, IMAGENET_DEEPVIS_CLASSES
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -63,16 +64,6 @@ FORMAT = 1
 
 #: Parameters of ``--quick``: the same figures, small enough for a few minutes on a laptop CPU.
 QUICK = dict(pattern_filters=16, single_size=64, deepvis_steps=100)
-
-#: DeepVis classes when none are given: 130 flamingo, 736 pool table, 779 school bus (ImageNet).
-IMAGENET_DEEPVIS_CLASSES = (130, 736, 779)
-
-#: ``method="keras"`` step size for the demo networks. The book's step of 1 (RMS-normalised gradient, 40
-#: steps) moves pixels by at most 40 gray levels over a start of uniform noise of width 20; the demo net was
-#: trained on full-contrast scenes under pixel noise up to σ = 12 and hardly responds to such small changes,
-#: so every pattern stays noise. Steps of 10 give its edge, stripe and blob detectors in the same 40 steps.
-DEMO_PATTERN_STEP_SIZE = {"keras": 10.0}
-
 
 def arch_defaults(arch) -> dict:
     """Defaults that depend on the architecture: ``image`` (the photo), ``deepvis_classes``, per pattern

@@ -23,6 +23,8 @@ from . import graph as graph_lib
 from . import layers as layers_lib
 from . import ops as ops_lib
 from . import preprocessing, runtime, vgg
+from . import profile as profile_lib
+from .demo import DEMO_ARCHS, demo_image_path
 from .errors import JaxvizError, LayerError, WeightsError, printable
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
@@ -58,6 +60,13 @@ class ModelInfo:
         return self.input_hw is not None
 
 
+def _default_profile(arch) -> profile_lib.Profile:
+    """The profile of a VGG table (``imagenet``), a demo network (``demo``) or a graph from a file (``file``)."""
+    if isinstance(arch, ModelInfo):
+        return profile_lib.file()
+    return profile_lib.demo(demo_image_path()) if arch.name in DEMO_ARCHS else profile_lib.imagenet()
+
+
 class Model:
     """A network with its weights, in Keras's terms (layer names, ``summary``, ``predict``).
 
@@ -71,10 +80,13 @@ class Model:
       module: ``graph`` and ``ops`` bound (:class:`jaxviz.graph.Network`), Flax-style ``apply``.
       source: where the weights came from (a path, "imagenet:<path>", "random:SEED").
       preprocess: the input preprocessing the model expects ("caffe", "tf", "torch", "rescale", "none").
+      profile: the architecture's defaults (:class:`jaxviz.profile.Profile`: default image, score, DeepVis
+        and pattern step sizes).
     """
 
     def __init__(self, arch, params: dict, include_top: bool = True, source: str = "",
-                 ops: str | ops_lib.Ops | None = None, preprocess: str = "caffe"):
+                 ops: str | ops_lib.Ops | None = None, preprocess: str = "caffe",
+                 profile: profile_lib.Profile | None = None):
         if isinstance(arch, graph_lib.Graph):
             self.graph = arch
             self.include_top = include_top
@@ -89,6 +101,7 @@ class Model:
         self.module = graph_lib.Network(self.graph, self.ops)
         self.source = source
         self.preprocess = preprocessing.check_channels(preprocess, getattr(self.arch, "channels", 3))
+        self.profile = _default_profile(self.arch) if profile is None else profile
         self._prepared_cache: tuple | None = None
         self._tables: dict = {}
 

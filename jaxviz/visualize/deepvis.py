@@ -54,24 +54,12 @@ from jax import lax
 
 from .. import runtime
 from ..errors import JaxvizError
+from ..profile import DEEPVIS_DEMO, DEEPVIS_PAPER
 
-#: The paper's defaults (Table 1, row 3; see the module docstring).
-DEFAULTS = dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0, jitter=0, init_std=10.0)
+#: The paper's defaults (Table 1, row 3; see the module docstring) and the demo networks' (see
+#: :data:`jaxviz.profile.DEEPVIS_DEMO`).
+DEFAULTS, DEMO_DEFAULTS = dict(DEEPVIS_PAPER), dict(DEEPVIS_DEMO)
 
-#: Defaults for the demo networks (64 px, 10 classes), chosen by a sweep over all 10 classes (seed 0):
-#:
-#: - ``init_std=50``: at the paper's near-gray start (σ = 10) the class gradients are ~5× smaller still,
-#:   and for 4–6 of the 10 classes the decay and blur win: those images stay flat gray whatever the step
-#:   size up to 3000. A start with scene-like contrast gives every class a usable gradient.
-#: - ``step_size=3000``: the demo's input gradients are tiny (mean |∂logit/∂x| ≈ 5e-4 to 1.6e-3 per pixel
-#:   at the σ = 50 start), so the paper's 100 moves pixels by ~0.1 gray level per step. 3000 (~1.5–5 levels)
-#:   brings every class to ``p > 0.99`` within 300 steps; 10 000 over-saturates into colour noise.
-#: - ``l2_decay=1e-3``, ``blur_sigma=0.5``: a σ = 1 blur every 4 steps at 64 px erases the stripes and
-#:   dots the texture classes are made of (two classes then fail); 3e-3 decay flattens the weakest class.
-#: - ``jitter=2``: small random shifts keep the images from locking onto one pixel grid.
-#: - ``steps=300``: the logits have levelled off; 10 classes take ~10 s on 2 CPU cores.
-DEMO_DEFAULTS = dict(steps=300, step_size=3000.0, l2_decay=1e-3, blur_every=4, blur_sigma=0.5, jitter=2,
-                     init_std=50.0)
 
 def gaussian_kernel1d(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian taps, truncated at 4σ (as ``scipy.ndimage.gaussian_filter``)."""
