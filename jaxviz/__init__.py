@@ -42,12 +42,11 @@ from .graph import Graph, Layer
 from .imagenet import decode_predictions
 from .images import deprocess_image, load_image, overlay, preprocess_input, undo_preprocess
 from .model import Model, load
+from .version import __version__ as __version__
 from .vgg import ARCHS, layer_table
 from .visualize.deepvis import class_patterns
 from .visualize.kernels import kernels
 from .visualize.patterns import filter_patterns, pattern_objective
-
-__version__ = "0.1.0"
 
 # The demo networks join the architecture table here, in one explicit call (jaxviz's own table only; no
 # process-wide state changes at import).

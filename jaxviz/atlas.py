@@ -43,6 +43,7 @@ from . import graph as graph_lib
 from . import runtime
 from .atomic import confine, file_stems, remove_tree, write_bytes
 from .errors import JaxvizError, printable
+from .version import __version__
 
 #: Image file suffixes the dataset pass reads from the folder (searched recursively, in sorted order).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -467,7 +468,6 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     Returns:
       The manifest written to ``out/atlas.json``.
     """
-    from . import __version__
     from .visualize import patterns
 
     model.require_spatial("the atlas")

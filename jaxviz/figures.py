@@ -56,6 +56,7 @@ import numpy as np
 
 from .atomic import confine, file_digest, file_stems, remove_tree, write_bytes
 from .profile import DEMO_PATTERN_STEP_SIZE, IMAGENET_DEEPVIS_CLASSES
+from .version import __version__
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -179,7 +180,6 @@ def _versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     if out["jaxviz"] is None:
-        from . import __version__
 
         out["jaxviz"] = __version__
     return out

@@ -42,6 +42,7 @@ import numpy as np
 from . import untrusted, vgg
 from .atomic import atomic_open, file_digest
 from .errors import WeightsError
+from .version import __version__
 
 # ---------------------------------------------------------------------------------------------------------
 # The published files
@@ -633,7 +634,6 @@ def save_converted(params: dict, dst: str | os.PathLike, arch: str | vgg.Arch, i
     Returns:
       The path written.
     """
-    from . import __version__
 
     a = vgg.get_arch(arch)
     expected = vgg.weighted_layers(a, include_top)

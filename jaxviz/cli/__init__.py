@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from ..errors import JaxvizError, printable
+from ..version import __version__
 
 #: Modules under ``jaxviz.cli`` whose ``register(subparsers)`` adds subcommands, in help order.
 COMMAND_MODULES = ("foundation", "visualize", "attribution", "atlas_cmd")
@@ -53,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
 
     return f"jaxviz {__version__}"
 

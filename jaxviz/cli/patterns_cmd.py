@@ -19,6 +19,7 @@ import json
 
 from ..atomic import confine, file_stems
 from ..errors import JaxvizError, printable
+from ..version import __version__
 from . import common
 
 
@@ -87,7 +88,6 @@ def _span(filters: list[int]) -> str:
 
 
 def _settings(args, model, layer: str, filters: list[int], options: dict) -> dict:
-    from .. import __version__
 
     return {"jaxviz": __version__, "arch": model.arch.name, "weights": model.source, "layer": layer,
             "filters": filters, "size": args.size, "steps": args.steps, "step_size": args.step_size,
