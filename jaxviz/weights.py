@@ -1,26 +1,18 @@
-"""Weights: resolve, download, verify, read every Keras HDF5 layout, and the converted pickle-free format.
+"""Weights by name: ``"imagenet"`` (Keras's published VGG files: cache, download, checksum), a path, or
+``"random:SEED"``.
 
 ``jaxviz.load(arch, weights)`` calls :func:`load_params`, which accepts:
 
 * ``"imagenet"`` — Keras's published VGG files (:data:`KNOWN_FILES`), found by :func:`resolve` in the
   jaxviz cache (:func:`cache_dir`; a converted ``.npz`` there is preferred), then in Keras's cache
   (``$KERAS_HOME/models`` or ``~/.keras/models``), then downloaded from the URL Keras uses and checked
-  against Keras's md5.
-* a path: a Keras HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``, ``.keras``), read by
-  :func:`read_keras_h5`, or a converted ``.npz`` (:func:`save_converted` / :func:`load_converted`).
+  against Keras's md5 (:func:`download`: through a temporary file, renamed into place only when it matches).
+* a path: a Keras HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``, ``.keras``) or a converted ``.npz``, read
+  and checked against the architecture by :mod:`jaxviz.weight_files`.
 * ``None`` or ``"random:SEED"`` — deterministic He-initialised weights (nothing is read).
 
-Params are ``{layer: {"kernel": HWIO or [in, out], "bias": [out]}}`` of float32 numpy arrays, keyed by
-Keras's layer names, so every layout is a key-for-key copy; every file is checked against
-:func:`jaxviz.vgg.weighted_layers` and errors name the layer, the file and the fix.
-
-Top / no-top: a file *with* the classifier may be loaded with ``include_top=False`` (``fc1``, ``fc2`` and
-``predictions`` are dropped, as Keras's by-name loading would); a no-top file asked for with the top is an
-error naming the file to use instead. For ``"imagenet"`` without the top, a with-top file already in a
-cache is used before the smaller no-top file is downloaded.
-
-No I/O happens at import; ``h5py`` is imported only to read HDF5 files (the converted format needs numpy
-alone), and ``urllib`` only to download.
+For ``"imagenet"`` without the top, a with-top file already in a cache is used before the smaller no-top
+file is downloaded (its head is dropped when loaded). No I/O happens at import.
 """
 
 from __future__ import annotations
@@ -28,21 +20,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
-import json
+import http.client
 import os
-import re
 import sys
 import tempfile
-import zipfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from . import untrusted, vgg
+from . import vgg, weight_files
 from .atomic import atomic_open, file_digest
+from .converted import LEGACY_FORMAT as FORMAT_NAME  # noqa: F401  (the earlier format's names, kept public)
+from .converted import LEGACY_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401
+from .converted import LEGACY_META_KEY as META_KEY  # noqa: F401
 from .errors import WeightsError
-from .version import __version__
+from .weight_files import (  # noqa: F401  (public here since jaxviz.weights first read files)
+    converted_metadata,
+    load_converted,
+    load_file,
+    read_keras_h5,
+    save_converted,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # The published files
@@ -294,12 +294,6 @@ class _DownloadError(Exception):
 
 def _fetch(url: str, dst: Path, kf: KnownFile) -> Path:
     """Downloads ``url`` to ``dst`` through a temporary file there, checking the md5 before the rename."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    from tqdm.auto import tqdm
-
     try:
         resp = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT)
     except urllib.error.HTTPError as e:
@@ -341,474 +335,26 @@ def _fetch(url: str, dst: Path, kf: KnownFile) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading Keras HDF5 files
-
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value[()])
-    return str(value)
-
-
-def _attr_list(group, name: str) -> list[str]:
-    """A string-list attribute, joining the chunks (``name0``, ``name1``, …) Keras splits big ones into."""
-    if name in group.attrs:
-        values = list(np.atleast_1d(group.attrs[name]))
-    else:
-        values, i = [], 0
-        while f"{name}{i}" in group.attrs:
-            values += list(np.atleast_1d(group.attrs[f"{name}{i}"]))
-            i += 1
-    return [_text(v) for v in values]
-
-
-def _has_attr(group, name: str) -> bool:
-    return name in group.attrs or f"{name}0" in group.attrs
-
-
-def _read_legacy(group, source) -> dict[str, list]:
-    """Layouts (a) and (b): root ``layer_names``; per layer, ``weight_names`` lists its datasets in order.
-
-    Returns ``{layer: [h5py datasets]}``: nothing is read until the shapes have been checked.
-    """
-    found: dict[str, list] = {}
-    for layer in _attr_list(group, "layer_names"):
-        if not untrusted.has(group, layer):
-            raise KeyError(f"layer group {layer!r} listed in layer_names is missing")
-        g = untrusted.child(group, layer, source)
-        names = _attr_list(g, "weight_names")
-        if names:
-            found[layer] = [untrusted.get(g, n, source) for n in names]
-    return found
-
-
-_AUTO_NAME = re.compile(r"^(conv2d|dense)(?:_(\d+))?$")
-
-
-def _read_keras3(layers_group, arch: vgg.Arch, source) -> tuple[dict[str, list], bool]:
-    """Layout (c): ``layers/<auto name>/vars/0, 1, …`` with the layer's name in the ``vars`` ``name`` attr.
-
-    Keras ≥ 3.? writes that ``name`` attr; files without it are mapped by the functional layer order: the
-    auto names (``conv2d``, ``conv2d_1``, …, ``dense``, ``dense_1``, …) number each class of layer in the
-    order of ``model.layers``, which for VGG is the order of :func:`jaxviz.vgg.weighted_layers`.
-    Returns ``(found, named)``.
-    """
-    entries: list[tuple[str, str | None, list]] = []
-
-    def walk(group, prefix):
-        for key in group:
-            g = untrusted.child(group, key, source)
-            if not hasattr(g, "keys"):
-                continue
-            if untrusted.has(g, "vars"):
-                v = untrusted.child(g, "vars", source)
-                n = len(v)
-                if set(v.keys()) != {str(i) for i in range(n)}:
-                    raise KeyError(f"{prefix}{key}/vars holds {sorted(v.keys())}, expected 0..{n - 1}")
-                if n:
-                    name = _text(v.attrs["name"]) if "name" in v.attrs else None
-                    entries.append((prefix + key, name, [untrusted.child(v, str(i), source) for i in range(n)]))
-            if untrusted.has(g, "layers"):
-                walk(untrusted.child(g, "layers", source), f"{prefix}{key}/layers/")
-
-    walk(layers_group, "layers/")
-    if all(name is not None for _, name, _ in entries):
-        found = {}
-        for path, name, arrays in entries:
-            if name in found:
-                raise KeyError(f"two layers named {name!r} ({path})")
-            found[name] = arrays
-        return found, True
-    # No names stored: order the auto-named groups like model.layers (convs, then the dense layers).
-    keyed = []
-    for path, _, arrays in entries:
-        m = _AUTO_NAME.match(path.split("/")[-1]) if path.count("/") == 1 else None
-        if m is None:
-            raise WeightsError(
-                f"layer group {path} has no name attribute and is not a flat conv2d/dense group, so it cannot be "
-                "matched to a VGG layer; load the file in Keras and save it again with a current Keras"
-            )
-        keyed.append(((m.group(1) != "conv2d", int(m.group(2) or 0)), arrays))
-    keyed.sort(key=lambda t: t[0])
-    n_dense = sum(1 for k, _ in keyed if k[0])
-    names = list(vgg.weighted_layers(arch, include_top=n_dense > 0))
-    if len(names) != len(keyed):
-        raise WeightsError(
-            f"the file has {len(keyed)} weighted layers without stored names, {arch.name} has {len(names)}; "
-            "it is not a VGG of this architecture (try another --arch)"
-        )
-    return {name: arrays for name, (_, arrays) in zip(names, keyed)}, False
-
-
-@contextlib.contextmanager
-def _open_h5(path: Path):
-    import h5py
-
-    if zipfile.is_zipfile(path):  # a whole-model .keras archive: the weights are model.weights.h5 inside
-        with zipfile.ZipFile(path) as z:
-            if "model.weights.h5" not in z.namelist():
-                raise KeyError("no model.weights.h5 inside the zip archive")
-            data = untrusted.zip_member(z, "model.weights.h5", 1 << 62, path)
-        with h5py.File(io.BytesIO(data), "r") as f:
-            yield f, len(data)
-    else:
-        with h5py.File(path, "r") as f:
-            yield f, path.stat().st_size
-
-
-@contextlib.contextmanager
-def keras_layers(path: str | os.PathLike, arch: str | vgg.Arch = "vgg16"):
-    """Opens a Keras HDF5 file: yields ``({layer: [h5py datasets in stored order]}, layout description)``.
-
-    Unchecked and lazy (datasets are read when indexed, e.g. ``ds[()]``); valid inside the ``with`` only.
-    ``arch`` is only used to name the layers of a Keras 3 file that does not store them. Unreadable files
-    raise WeightsError naming the file, also for errors met while reading datasets inside the block.
-    """
-    a = vgg.get_arch(arch)
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{path} is a directory; give the weight file inside it")
-    if not path.is_file():
-        raise WeightsError(f"weight file {path} not found; check the path")
-    if path.name.endswith(".weights.json"):
-        raise WeightsError(
-            f"{path} is the index of sharded Keras weights, which jaxviz does not read; load the model in Keras "
-            "and save it with model.save_weights('model.weights.h5') (no max_shard_size)"
-        )
-    try:
-        with _open_h5(path) as (f, size):
-            if _has_attr(f, "layer_names"):
-                keras_version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "1"
-                found, layout = _read_legacy(f, path), f"legacy HDF5, Keras {keras_version}"
-            elif untrusted.has(f, "model_weights") and _has_attr(untrusted.child(f, "model_weights", path),
-                                                                 "layer_names"):
-                found = _read_legacy(untrusted.child(f, "model_weights", path), path)
-                layout = "legacy HDF5 full model"
-            elif untrusted.has(f, "layers"):
-                found, named = _read_keras3(untrusted.child(f, "layers", path), a, path)
-                layout = "Keras 3 .weights.h5" + ("" if named else ", no layer names: mapped by order")
-            else:
-                raise WeightsError(
-                    f"{path} is HDF5 but not a Keras weight file (no layer_names attribute, model_weights or "
-                    "layers group); save the weights with Keras's model.save_weights"
-                )
-            budget = untrusted.Budget(path, size)
-            for layer, arrays in found.items():  # nothing read yet: shapes are checked against the architecture
-                for i, ds in enumerate(arrays):
-                    untrusted.check_dataset(ds, path, f"layer {layer!r} weight {i}", budget=budget)
-            yield found, layout
-    except WeightsError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(
-            f"cannot read {path} ({reason}): it is not a Keras HDF5 weight file, or it is truncated or corrupt; "
-            "check the path or download the file again"
-        ) from None
-
-
-def read_keras_h5(path: str | os.PathLike, arch: str | vgg.Arch, include_top: bool = True) -> dict:
-    """Reads Keras weights for ``arch`` from any of the HDF5 layouts Keras has written.
-
-    Layouts:
-      (a) the 2016 keras-applications files (Keras 1): root attr ``layer_names`` (with ``input_1``, pools and
-          ``flatten`` having no weights); each layer group's ``weight_names`` lists datasets such as
-          ``block1_conv1_W_1:0`` and ``block1_conv1_b_1:0`` stored in the group;
-      (b) legacy ``save_weights`` files of Keras 2 (``block1_conv1/block1_conv1/kernel:0``) and Keras 3's
-          legacy writer (``…/kernel``), also under a ``model_weights`` group (whole-model ``.h5``);
-      (c) Keras 3 ``.weights.h5`` (``layers/conv2d_3/vars/0..1``, the layer name in ``vars``'s ``name``
-          attribute; mapped by functional order when absent), also inside a ``.keras`` archive.
-    Weights are taken in the order ``weight_names`` (or ``vars``) lists them: kernel, then bias. Names and
-    shapes are checked before any data is read, so a wrong file fails fast and a with-top file read
-    without its top never reads the classifier.
-
-    Args:
-      path: the file.
-      arch: architecture name or :class:`jaxviz.vgg.Arch`.
-      include_top: whether to return the classifier; a with-top file read with ``False`` loses its head.
-
-    Returns:
-      ``{layer: {"kernel", "bias"}}`` float32 numpy arrays; WeightsError naming the layer and the fix if the
-      file does not match ``arch``.
-    """
-    a = vgg.get_arch(arch)
-    with keras_layers(path, a) as (found, layout):
-        return _check_layers(found, a, include_top, Path(path), layout)
-
-
-def _arch_hint(found: dict[str, tuple], asked: vgg.Arch) -> str:
-    """'; this is a vgg19 file …' when the layers and kernel shapes match another architecture exactly."""
-    for name in vgg.ARCHS:
-        if name == asked.name:
-            continue
-        for top in (True, False):
-            want = vgg.weighted_layers(name, top)
-            if set(want) == set(found) and all(found[n] == want[n][0] for n in want):
-                return (f"; it is a {name}{'' if top else ' no-top'} file: load it with arch {name} "
-                        f"(--arch {name})")
-    for n, shape in found.items():
-        want = vgg.weighted_layers(asked, True).get(n)
-        if want and len(shape) == 4 and shape == (want[0][3], want[0][2], 3, 3) != want[0]:
-            return ("; its kernels are channels-first (a Theano-ordered th_kernels file): use Keras's "
-                    "tf_dim_ordering_tf_kernels file")
-    return ""
-
-
-def _check_layers(found: dict[str, list], a: vgg.Arch, include_top: bool, source: Path, what: str) -> dict:
-    """``{layer: [kernel, bias]}`` (arrays or h5py datasets) → params, checked against ``a`` before any data
-    is read; the head is dropped if not wanted."""
-    expected = vgg.weighted_layers(a, include_top)
-    head = [n for n in vgg.weighted_layers(a, True) if n not in vgg.weighted_layers(a, False)]
-    kernel_shapes = {n: tuple(v[0].shape) if v else () for n, v in found.items()}
-    has = set(found)
-    if not include_top and has >= set(head):
-        has -= set(head)  # a with-top file used without its classifier
-    missing = [n for n in expected if n not in has]
-    extra = [n for n in found if n in has and n not in expected]
-    label = f"{a.name}{'' if include_top else ' without top'}"
-    if missing or extra:
-        hint = _arch_hint(kernel_shapes, a)
-        if include_top and not extra and missing == head:
-            kf = KNOWN_FILES.get((a.name, True))
-            alt = f" or use {kf.filename}" if kf else ""
-            raise WeightsError(
-                f"{source} has no classifier ({', '.join(head)}): it is a no-top file; load it with "
-                f"include_top=False (--no-top){alt}"
-            )
-        parts = []
-        if missing:
-            parts.append(f"missing layers {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected layers {', '.join(extra)}")
-        raise WeightsError(f"{source} ({what}) does not match {label}: {'; '.join(parts)}{hint}")
-    params = {}
-    for name, (kshape, bshape) in expected.items():
-        arrays = found[name]
-        if len(arrays) != 2:
-            raise WeightsError(
-                f"layer {name} in {source} has {len(arrays)} weights, expected 2 (kernel, bias); "
-                f"it is not a Keras {a.name} file"
-            )
-        for leaf, arr, want in (("kernel", arrays[0], kshape), ("bias", arrays[1], bshape)):
-            if tuple(arr.shape) != tuple(want):
-                raise WeightsError(
-                    f"{name} {leaf} has shape {tuple(arr.shape)} in {source}, expected {tuple(want)} for "
-                    f"{label}{_arch_hint(kernel_shapes, a) or '; is it a file for another architecture?'}"
-                )
-        # [()] reads an h5py dataset (and is a no-op view of a numpy array).
-        params[name] = {"kernel": np.asarray(arrays[0][()], np.float32),
-                        "bias": np.asarray(arrays[1][()], np.float32)}
-    return params
-
-
-def file_has_top(path: str | os.PathLike) -> bool:
-    """Whether a Keras HDF5 or converted file holds the classifier (``predictions``)."""
-    path = Path(path)
-    if _is_converted(path):
-        return bool(converted_metadata(path)["include_top"])
-    with keras_layers(path) as (found, _):
-        return "predictions" in found
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The converted format: .npz with "/"-joined keys and a JSON metadata entry
-
-META_KEY = "__jaxviz_meta__"
-FORMAT_NAME = "jaxviz-weights"
-FORMAT_VERSION = 1
-
-
-def save_converted(params: dict, dst: str | os.PathLike, arch: str | vgg.Arch, include_top: bool = True,
-                   *, source: str | None = None, source_md5: str | None = None) -> Path:
-    """Writes params as an uncompressed ``.npz`` (``block1_conv1/kernel``, …) plus a metadata entry.
-
-    ``dst`` gets the format's own suffix (``x.h5`` → ``x.npz``). The file is written to a temporary file in
-    the same folder and renamed, so a reader never sees a partial file. The metadata (JSON stored as a
-    uint8 array, readable with ``allow_pickle=False``) records the format, arch, include_top, the jaxviz
-    version and, if given, the source file's name and md5.
-
-    Returns:
-      The path written.
-    """
-
-    a = vgg.get_arch(arch)
-    expected = vgg.weighted_layers(a, include_top)
-    extra = [n for n in params if n not in expected]
-    if extra:
-        raise WeightsError(
-            f"params have layers {', '.join(extra)} that {a.name}{'' if include_top else ' without top'} does "
-            "not; pass the matching include_top"
-        )
-    tree = {n: [p["kernel"], p["bias"]] for n, p in params.items()}
-    checked = _check_layers(tree, a, include_top, Path("<params>"), "params")
-    dst = Path(dst)
-    if dst.suffix != ".npz":
-        dst = dst.with_suffix(".npz")
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": a.name,
-            "include_top": bool(include_top), "jaxviz_version": __version__, "source": source,
-            "source_md5": source_md5}
-    arrays = {f"{n}/{leaf}": np.ascontiguousarray(p[leaf], np.float32)
-              for n, p in checked.items() for leaf in ("kernel", "bias")}
-    arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf8"), np.uint8)
-    with atomic_open(dst) as f:
-        np.savez(f, **arrays)
-    return dst
-
-
-def _is_converted(path: Path) -> bool:
-    if path.suffix == ".npz":
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return False
-    if head != b"PK\x03\x04":
-        return False
-    with contextlib.suppress(zipfile.BadZipFile, OSError):
-        with zipfile.ZipFile(path) as z:
-            return META_KEY + ".npy" in z.namelist()
-    return False
-
-
-def _read_meta(z, path: Path) -> dict:
-    if META_KEY not in z.files:
-        raise WeightsError(
-            f"{path} has no jaxviz metadata: it is not a converted weight file; convert Keras files with "
-            "`jaxviz convert`"
-        )
-    try:
-        meta = json.loads(bytes(z[META_KEY]).decode("utf8"))
-    except (ValueError, UnicodeDecodeError):
-        raise WeightsError(f"{path} has unreadable metadata; convert the Keras file again") from None
-    if meta.get("format") != FORMAT_NAME or meta.get("format_version", 0) > FORMAT_VERSION:
-        raise WeightsError(
-            f"{path} is format {meta.get('format')} v{meta.get('format_version')}; this jaxviz reads "
-            f"{FORMAT_NAME} v{FORMAT_VERSION}: upgrade jaxviz or convert the Keras file again"
-        )
-    return meta
-
-
-@contextlib.contextmanager
-def _open_npz(path: Path):
-    if not path.is_file():
-        raise WeightsError(f"weight file {path} not found; check the path")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            untrusted.check_npz(archive, path)
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(
-            f"cannot read {path} ({reason}): it is not a converted .npz file, or it is truncated; convert the "
-            "Keras file again"
-        ) from None
-    with z:
-        yield z
-
-
-def converted_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of a converted file (format, arch, include_top, jaxviz_version, source, source_md5)."""
-    path = Path(path)
-    with _open_npz(path) as z:
-        return _read_meta(z, path)
-
-
-def load_converted(path: str | os.PathLike, arch: str | vgg.Arch | None = None,
-                   include_top: bool | None = None) -> dict:
-    """Reads a file written by :func:`save_converted` (numpy only, ``allow_pickle=False``).
-
-    Args:
-      path: the ``.npz``.
-      arch: the architecture expected; WeightsError if the file is for another. ``None``: the file's.
-      include_top: ``None``: the file's. ``False`` on a with-top file drops the head; ``True`` on a no-top
-        file is an error.
-
-    Returns:
-      ``{layer: {"kernel", "bias"}}`` float32 numpy arrays, bit-identical to what was saved; the tree is
-      checked against the architecture (missing/unexpected keys, shapes).
-    """
-    path = Path(path)
-    with _open_npz(path) as z:
-        meta = _read_meta(z, path)
-        file_arch, file_top = meta.get("arch"), bool(meta.get("include_top"))
-        if arch is not None and vgg.get_arch(arch).name != file_arch:
-            asked = vgg.get_arch(arch).name
-            raise WeightsError(
-                f"{path} holds {file_arch} weights, not {asked}; load it with arch {file_arch} (--arch {file_arch})"
-            )
-        a = vgg.get_arch(file_arch)
-        top = file_top if include_top is None else bool(include_top)
-        tree: dict[str, dict[str, np.ndarray]] = {}
-        odd = []
-        try:
-            for key in z.files:
-                if key == META_KEY:
-                    continue
-                layer, _, leaf = key.partition("/")
-                if leaf not in ("kernel", "bias"):
-                    odd.append(key)
-                    continue
-                tree.setdefault(layer, {})[leaf] = np.asarray(z[key])
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise WeightsError(f"cannot read {path} ({e}): it is truncated or corrupt; convert the file again") \
-                from None
-    if odd:
-        raise WeightsError(f"{path} has unexpected keys {', '.join(odd)}; convert the Keras file again")
-    if top and not file_top:
-        raise WeightsError(
-            f"{path} has no classifier (it was converted without the top); load it with include_top=False "
-            "(--no-top) or convert the with-top Keras file"
-        )
-    found = {}
-    for layer, leaves in tree.items():
-        missing = [leaf for leaf in ("kernel", "bias") if leaf not in leaves]
-        if missing:
-            raise WeightsError(f"{path} lacks {layer}/{missing[0]}; convert the Keras file again")
-        found[layer] = [leaves["kernel"], leaves["bias"]]
-    return _check_layers(found, a, top, path, "converted")
+# Converting into the cache
 
 
 def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike | None = None,
             include_top: bool | None = None) -> Path:
-    """Converts a Keras HDF5 file to the ``.npz`` format (for ``jaxviz convert``).
+    """Converts a VGG weight file to jaxviz's converted format (:func:`jaxviz.weight_files.convert`).
 
-    Args:
-      src: any file :func:`read_keras_h5` reads.
-      arch: its architecture.
-      dst: where to write (the suffix becomes ``.npz``). Default: for a published file, the jaxviz cache
-        (where :func:`resolve` finds it first); otherwise next to ``src``.
-      include_top: keep the classifier; ``None``: whatever the file has.
-
-    Returns:
-      The path written.
+    ``dst`` defaults, for a published file, to the jaxviz cache (where :func:`resolve` finds it first), else to
+    ``src``'s folder, named as ``src`` with the ``.npz`` suffix. Returns the path written.
     """
-    a = vgg.get_arch(arch)
     src = Path(src)
-    with keras_layers(src, a) as (found, layout):
-        top = "predictions" in found if include_top is None else bool(include_top)
-        params = _check_layers(found, a, top, src, layout)
     if dst is None:
         known = any(k.filename == src.name for k in KNOWN_FILES.values())
         name = src.name[: -len(".weights.h5")] if src.name.endswith(".weights.h5") else src.stem
         dst = (cache_dir() if known else src.parent) / (name + ".npz")
-    return save_converted(params, dst, a, top, source=src.name, source_md5=file_md5(src))
+    return weight_files.convert(src, arch, dst, include_top)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry point for jaxviz.load
-
-
-def load_file(path: str | os.PathLike, arch: str | vgg.Arch, include_top: bool = True) -> dict:
-    """Params from a Keras HDF5 file or a converted ``.npz``, chosen by suffix (or content)."""
-    path = Path(path)
-    if _is_converted(path):
-        return load_converted(path, arch, include_top)
-    return read_keras_h5(path, arch, include_top)
 
 
 def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict, str]:
@@ -836,7 +382,7 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
         return vgg.random_params(arch, include_top, seed), weights
     if isinstance(weights, str) and weights.lower() == "imagenet":
         path = resolve(arch, include_top)
-        return load_file(path, arch, include_top), f"imagenet:{path}"
+        return weight_files.load_file(path, arch, include_top), f"imagenet:{path}"
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.exists():
@@ -844,7 +390,7 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
                 f"weight file {path} not found; give \"imagenet\", a Keras .h5/.weights.h5 or converted .npz "
                 "path, or random:SEED"
             )
-        return load_file(path, arch, include_top), str(path)
+        return weight_files.load_file(path, arch, include_top), str(path)
     raise WeightsError(
         f"weights must be \"imagenet\", a file path, None or \"random:SEED\", not {type(weights).__name__}"
     )

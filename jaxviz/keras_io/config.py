@@ -1,49 +1,22 @@
-"""Whole Keras models read without Keras: ``.keras`` archives and legacy ``.h5`` files → a layer graph + params.
+"""Keras model configs → flat layers: nested models flattened, each layer after its inputs, and where each
+layer's weights are in the file (:class:`Slot`).
 
-:func:`read_model` reads
-
-- Keras 3's ``model.save("m.keras")``: a zip with ``config.json`` (the model's config), ``metadata.json``
-  (the Keras version) and ``model.weights.h5``, whose variables sit at ``layers/<name>/vars/0, 1, …`` where
-  ``<name>`` is the snake-case class name made unique within its model (``conv2d``, ``conv2d_1``, …, in the
-  order of ``model.layers``; a nested model's layers under ``layers/<functional>/layers/…``); recent Keras 3
-  also stores the layer's name in the ``vars`` group's ``name`` attribute, checked when present;
-- the legacy whole-model HDF5 of ``model.save("m.h5")`` (Keras 2 / tf.keras, and Keras 3's legacy writer):
-  root attribute ``model_config`` (JSON), ``keras_version``, ``backend``, and a ``model_weights`` group
-  with one group per top-level layer whose ``weight_names`` attribute lists its datasets
-  (``conv2d/kernel:0`` in Keras 2, ``conv2d/kernel`` in Keras 3; a nested model's group lists all its
-  layers' weights, ``vgg16/block1_conv1/kernel`` — matched to the inner layers by name).
-
-``Sequential`` and functional models (merges, branches, several outputs) are read, and **nested models**
-(a model used as a layer) are flattened into one :class:`jaxviz.graph.Graph`: an inner layer is named
-``outer/inner`` (``vgg16/block5_conv3``); :func:`resolve_name` also accepts the bare inner name where it
-is unique. Each layer's weights are named as Keras names them (``kernel``, ``bias``, ``gamma``, ``beta``,
-``moving_mean``, ``moving_variance``, ``depthwise_kernel``, ``pointwise_kernel``, ``alpha``, ``mean``,
-``variance``, ``count``), except ``DepthwiseConv2D``'s kernel, which is ``kernel`` (Keras 3's name; Keras 2
-called it ``depthwise_kernel``). See :func:`jaxviz.layers.weight_names` for each kind's weights.
-
-jaxviz's own pickle-free format for a read model is :mod:`jaxviz.converted`.
+A nested model's layers are named ``outer/inner``. A layer's Keras 3 weights group is the snake-case name of
+its class made unique within its model (``conv2d``, ``conv2d_1``, … in the order of ``model.layers``; a nested
+model's under ``layers/<model>/layers/…``); its legacy HDF5 group is its top-level layer's name.
 """
 
 from __future__ import annotations
 
 import heapq
-import io
-import json
-import os
 import re
-import zipfile
 from collections.abc import Mapping
-from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
+from .. import layers as layers_lib
+from ..errors import JaxvizError, WeightsError, printable
+from ..graph import name_problem
 
-from . import layers as layers_lib
-from . import untrusted
-from .errors import JaxvizError, WeightsError, printable
-from .graph import Graph, make_layer, name_problem
-from .weights import _attr_list, _text  # Keras's HDF5 string attributes, read alike
-
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 # Limits on what a model file may declare, far above any real model (keras.applications' largest, NASNetLarge,
@@ -57,12 +30,24 @@ MAX_MEMBERS = 1_000
 #: Bytes of ``config.json`` and of ``metadata.json``.
 MAX_CONFIG_BYTES = 64 << 20
 MAX_METADATA_BYTES = 1 << 20
+
+
+class Slot(NamedTuple):
+    """Where one flat layer's weights are in a Keras file, and what they must be."""
+
+    path: str  # its Keras 3 group ("/layers/conv2d_3", a nested model's "/layers/vgg16/layers/conv2d_3")
+    top: str  # its top-level layer: the legacy HDF5 group that lists its weights
+    kind: str
+    cfg: dict
+
+
 def _check_name(name, what: str) -> str:
     problem = name_problem(name)
     if problem:
         raise WeightsError(f"{what} '{printable(str(name)[:80])}' {problem}: the file was not written by Keras's "
                            "model.save (altered or crafted), so jaxviz refuses it")
     return name
+
 
 #: keras.applications model names (lower case, as ``model.name``) → the preprocessing they expect.
 #: EfficientNet(V2), MobileNetV3 and ConvNeXt rescale and normalise inside the model: "none".
@@ -90,6 +75,20 @@ def to_snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def graph_slots(graph) -> dict[str, Slot]:
+    """Where Keras saves the weights of a flat :class:`jaxviz.graph.Graph` (no nested models, such as
+    :func:`jaxviz.vgg.build_graph`'s), layer for layer as :class:`_Flattener` finds them for a model config."""
+    used: dict[str, int] = {}
+    slots = {}
+    for layer in graph.layers:
+        snake = to_snake_case(layer.kind)
+        key = snake if snake not in used else f"{snake}_{used[snake] + 1}"
+        used[snake] = used.get(snake, -1) + 1
+        if layers_lib.weight_names(layer.kind, layer.cfg):
+            slots[layer.name] = Slot(f"/layers/{key}", layer.name, layer.kind, layer.cfg)
+    return slots
+
+
 def application_preprocess(name: str | None) -> str | None:
     """The preprocessing of a ``keras.applications`` model by its name (``vgg16`` → ``"caffe"``), else None."""
     if not name:
@@ -113,8 +112,7 @@ class _Flattener:
         self.keras2 = keras2
         self.layers: list[tuple[str, str, dict, list[str]]] = []
         self.names: set[str] = set()
-        # flat layer name → (Keras 3 weights path, legacy top-level group, kind, cfg)
-        self.weighted: dict[str, tuple[str, str, str, dict]] = {}
+        self.weighted: dict[str, Slot] = {}  # flat layer name → where its weights are
         self.frozen: set[str] = set()  # layers whose weights are all non-trainable (trainable=False here or above)
         self.models: list[str] = []  # model names, outermost first
         self._frozen_models = 0
@@ -134,7 +132,7 @@ class _Flattener:
             cfg["trainable"] = False  # a frozen model's layers are frozen (its summary counts them non-trainable)
         self.layers.append((name, kind, cfg, list(inputs)))
         if layers_lib.weight_names(kind, cfg):
-            self.weighted[name] = (h5path, top, kind, cfg)
+            self.weighted[name] = Slot(h5path, top, kind, cfg)
             if cfg.get("trainable") is False:
                 self.frozen.add(name)
 
@@ -417,281 +415,3 @@ def _collect_tensors(value, out):
         for v in value:
             _collect_tensors(v, out)
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Weights
-
-
-def _weights_keras3(f, flat: _Flattener, source, budget) -> dict:
-    """``model.weights.h5``: each weighted layer's ``vars`` group at the path its class names, or by name."""
-    by_name: dict[str, object] = {}
-
-    def walk(group):
-        for key in group:
-            g = untrusted.child(group, key, source)
-            if not hasattr(g, "keys"):
-                continue
-            if untrusted.has(g, "vars"):
-                v = untrusted.child(g, "vars", source)
-                if "name" in v.attrs:
-                    by_name.setdefault(_text(v.attrs["name"]), v)
-            if untrusted.has(g, "layers"):
-                walk(untrusted.child(g, "layers", source))
-
-    found = {}
-    for name, (path, _, kind, cfg) in flat.weighted.items():
-        path = path.lstrip("/")
-        try:
-            group = untrusted.get(f, path + "/vars", source)
-        except KeyError:
-            group = None
-        local = name.rsplit("/", 1)[-1]
-        if group is not None and "name" in group.attrs and _text(group.attrs["name"]) != local:
-            group = None
-        if group is None:
-            if not by_name:
-                walk(untrusted.child(f, "layers", source) if untrusted.has(f, "layers") else f)
-            group = by_name.get(local)
-        if group is None:
-            raise KeyError(f"no weights for layer {name!r} ({path}/vars)")
-        arrays = [untrusted.child(group, str(i), source) for i in range(len(group))]
-        found[name] = _named(name, kind, cfg, arrays, source, budget)
-    return _read_all(found)
-
-
-def _weights_legacy(group, flat: _Flattener, source, budget) -> dict:
-    """``model_weights``: per top-level layer group, ``weight_names`` lists its (and its inner layers') weights."""
-    found = {}
-    tops: dict[str, list[str]] = {}
-    for name, (_, top, _, _) in flat.weighted.items():
-        tops.setdefault(top, []).append(name)
-    for top, names in tops.items():
-        if not untrusted.has(group, top):
-            raise KeyError(f"no weight group for layer {top!r}")
-        g = untrusted.child(group, top, source)
-        wnames = _attr_list(g, "weight_names")
-        datasets = [(w, untrusted.get(g, w, source)) for w in wnames]
-        if len(names) == 1 and names[0] == top:
-            _, _, kind, cfg = flat.weighted[top]
-            found[top] = _named(top, kind, cfg, [d for _, d in datasets], source, budget)
-            continue
-        # A nested model: its weights' names end in "<inner layer>/<weight>" …
-        by_layer = {}
-        for name in names:
-            _, _, kind, cfg = flat.weighted[name]
-            local = name.rsplit("/", 1)[-1]
-            by_layer[name] = [d for w, d in datasets if w.split(":")[0].split("/")[-2:-1] == [local]]
-        if all(len(by_layer[n]) == len(layers_lib.weight_names(*flat.weighted[n][2:])) for n in names) and \
-                sum(map(len, by_layer.values())) == len(datasets):
-            for name in names:
-                found[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3], by_layer[name], source,
-                                     budget)
-            continue
-        # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones
-        # (all of a frozen layer's weights are non-trainable).
-        slots = [(name, i) for trainable in (True, False) for name in names
-                 for i, (_, t) in enumerate(layers_lib.weight_names(*flat.weighted[name][2:]))
-                 if (t and name not in flat.frozen) == trainable]
-        if len(slots) != len(datasets):
-            raise KeyError(f"the weights of nested model {top!r} ({len(datasets)}) do not match its layers' "
-                           f"({len(slots)})")
-        arrays: dict[str, dict[int, object]] = {}
-        for (name, i), (_, d) in zip(slots, datasets):
-            arrays.setdefault(name, {})[i] = d
-        for name in names:
-            found[name] = _named(name, flat.weighted[name][2], flat.weighted[name][3],
-                                 [arrays[name][i] for i in sorted(arrays[name])], source, budget)
-    return _read_all(found)
-
-
-def _pair(value) -> tuple:
-    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value), int(value))
-
-
-def implied_shapes(kind: str, cfg: Mapping) -> dict[str, tuple]:
-    """The shapes of a layer's weights as far as its config fixes them (``None``: set by the input, e.g. the
-    input channels); kinds not listed here have only their sizes checked."""
-    k = lambda: _pair(cfg.get("kernel_size", 1))  # noqa: E731
-    if kind in ("Conv2D", "Convolution2D"):
-        f = int(cfg["filters"])
-        return {"kernel": (*k(), None, f), "bias": (f,)}
-    if kind == "Conv1D":
-        f = int(cfg["filters"])
-        return {"kernel": (k()[0], None, f), "bias": (f,)}
-    if kind == "Conv2DTranspose":
-        f = int(cfg["filters"])
-        return {"kernel": (*k(), f, None), "bias": (f,)}
-    if kind == "Dense":
-        u = int(cfg["units"])
-        return {"kernel": (None, u), "bias": (u,)}
-    if kind == "DepthwiseConv2D":
-        return {"kernel": (*k(), None, int(cfg.get("depth_multiplier", 1))), "bias": (None,)}
-    if kind in ("SeparableConv2D", "SeparableConvolution2D"):
-        f = int(cfg["filters"])
-        return {"depthwise_kernel": (*k(), None, int(cfg.get("depth_multiplier", 1))),
-                "pointwise_kernel": (1, 1, None, f), "bias": (f,)}
-    if kind == "BatchNormalization" and isinstance(cfg.get("axis", -1), int):
-        return dict.fromkeys(("gamma", "beta", "moving_mean", "moving_variance"), (None,))
-    return {}
-
-
-def _named(name: str, kind: str, cfg: dict, arrays: list, source, budget) -> dict:
-    """A layer's stored weights (in Keras's order) under their names, each dataset checked, none read yet."""
-    spec = layers_lib.weight_names(kind, cfg)
-    if len(arrays) != len(spec):
-        raise KeyError(f"layer {name!r} ({kind}) has {len(arrays)} weights in the file, expected {len(spec)} "
-                       f"({', '.join(w for w, _ in spec)})")
-    shapes = implied_shapes(kind, cfg)
-    return {w: untrusted.check_dataset(a, source, f"layer {name!r} weight {w!r}", shapes.get(w), budget)
-            for (w, _), a in zip(spec, arrays)}
-
-
-def _read_all(found: dict) -> dict:
-    """The checked datasets of every layer, read as float32 numpy (only after all of them were checked)."""
-    return {name: {w: np.asarray(d[()], np.float32) for w, d in weights.items()} for name, weights in found.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The reader
-
-
-def read_model(path: str | os.PathLike) -> tuple[Graph, dict, dict]:
-    """Reads a whole Keras model (``.keras`` or legacy ``.h5``) without Keras.
-
-    Returns:
-      ``(graph, params, info)``: the :class:`jaxviz.graph.Graph` (nested models flattened, inner layers named
-      ``outer/inner``), ``{layer: {weight name: float32 numpy array}}``, and ``info`` = ``{"format": "keras" |
-      "h5", "keras_version", "backend", "name": the model's name, "application": the recognised
-      ``keras.applications`` model's name or None, "preprocess": "caffe" | "tf" | "torch" | "none"}``.
-
-    Raises:
-      JaxvizError (one line): a missing, unreadable or non-Keras file, a weights-only file, or a layer kind
-      jaxviz does not support (naming the layer, its class and the supported kinds).
-    """
-    path = Path(path)
-    if path.is_dir():
-        if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
-            return _guarded(path, lambda: _read_keras_dir(path))  # model.save(folder, zipped=False)
-        raise WeightsError(f"{path} is a directory (a TensorFlow SavedModel?); jaxviz reads .keras and .h5 model "
-                           "files: in Keras, save the model with model.save('model.keras')")
-    if not path.is_file():
-        raise WeightsError(f"model file {path} not found; check the path")
-    return _guarded(path, lambda: _read_file(path))
-
-
-def _read_file(path: Path):
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if zipfile.is_zipfile(path):
-        return _read_keras_zip(path)
-    if head == _HDF5_MAGIC:
-        return _read_h5(path)
-    raise WeightsError(f"{path} is neither a .keras archive nor an HDF5 file; give a model saved by Keras's "
-                       "model.save('model.keras') or model.save('model.h5')")
-
-
-def _guarded(path: Path, read):
-    """``read()``, with every error of a malformed file turned into one WeightsError line naming ``path``."""
-    try:
-        return read()
-    except JaxvizError as e:
-        if str(path) in str(e):
-            raise
-        raise type(e)(f"{path}: {e}") from None
-    except MemoryError:
-        raise WeightsError(f"{path}: out of memory while reading this model file; it declares more than this "
-                           "machine can hold (a crafted or corrupt file?)") from None
-    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
-            zipfile.BadZipFile, json.JSONDecodeError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(f"cannot read {path} as a Keras model ({reason}): it is truncated, corrupt or not "
-                           "saved by Keras's model.save; save the model again") from None
-
-
-def _read_keras_zip(path: Path):
-    with zipfile.ZipFile(path) as z:
-        infos = z.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise WeightsError(f"{path}: the archive has {len(infos):,} members, more than the {MAX_MEMBERS:,} "
-                               "jaxviz reads (a .keras file has a few); refusing it")
-        names = {i.filename for i in infos}
-        if "config.json" not in names or "model.weights.h5" not in names:
-            raise WeightsError(f"{path} is a zip archive without config.json and model.weights.h5: not a .keras "
-                               "model file; save the model with model.save('model.keras')")
-        config = json.loads(untrusted.zip_member(z, "config.json", MAX_CONFIG_BYTES, path))
-        meta = {}
-        if "metadata.json" in names:
-            meta = json.loads(untrusted.zip_member(z, "metadata.json", MAX_METADATA_BYTES, path))
-        flat, outputs, version = _flatten_keras3(config, meta)
-        weights = untrusted.zip_member(z, "model.weights.h5", 1 << 62, path)
-    return _read_keras3(flat, outputs, version, io.BytesIO(weights), len(weights), path)
-
-
-def _read_keras_dir(path: Path):
-    links = [n for n in ("config.json", "metadata.json", "model.weights.h5") if (path / n).is_symlink()]
-    if links:  # a folder from elsewhere must not make jaxviz read some other local file
-        raise WeightsError(f"{path}: {links[0]} is a symbolic link; jaxviz reads only files stored in the model "
-                           "folder itself")
-
-    def text(name, limit):
-        if (path / name).stat().st_size > limit:
-            raise WeightsError(f"{path / name} is larger than the {limit:,} bytes jaxviz reads; refusing it")
-        return (path / name).read_text("utf8")
-
-    config = json.loads(text("config.json", MAX_CONFIG_BYTES))
-    meta = json.loads(text("metadata.json", MAX_METADATA_BYTES)) if (path / "metadata.json").is_file() else {}
-    flat, outputs, version = _flatten_keras3(config, meta)
-    weights = path / "model.weights.h5"
-    return _read_keras3(flat, outputs, version, weights, weights.stat().st_size, weights)
-
-
-def _flatten_keras3(config, meta):
-    if not isinstance(config, Mapping) or not isinstance(meta, Mapping):
-        raise KeyError("config.json or metadata.json is not a JSON object")
-    version = str(meta.get("keras_version", "3"))
-    flat = _Flattener(keras2=version.startswith("2"))
-    outputs = flat.model(config, "", None, "", None)
-    return flat, outputs, version
-
-
-def _read_keras3(flat, outputs, version, data, size: int, source):
-    import h5py
-
-    with h5py.File(data, "r") as f:
-        params = _weights_keras3(f, flat, source, untrusted.Budget(source, size))
-    return _result(flat, outputs, params, {"format": "keras", "keras_version": version, "backend": None})
-
-
-def _read_h5(path: Path):
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if "model_config" not in f.attrs:
-            what = "weights only" if ("layers" in f or "layer_names" in f.attrs or "model_weights" in f) else \
-                "not a Keras model"
-            raise WeightsError(f"{path} is an HDF5 file without a model config ({what}); jaxviz needs the whole "
-                               "model: save it with model.save('model.keras') (or .h5), not save_weights")
-        config = json.loads(_text(f.attrs["model_config"]))
-        if not isinstance(config, Mapping):
-            raise KeyError("model_config is not a JSON object")
-        version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else "2"
-        backend = _text(f.attrs["backend"]) if "backend" in f.attrs else None
-        flat = _Flattener(keras2=not version.startswith("3"))
-        outputs = flat.model(config, "", None, "", None)
-        params = _weights_legacy(untrusted.child(f, "model_weights", path), flat, path,
-                                 untrusted.Budget(path, path.stat().st_size))
-    return _result(flat, outputs, params, {"format": "h5", "keras_version": version, "backend": backend})
-
-
-def _result(flat: _Flattener, outputs, params, info):
-    layers = tuple(make_layer(n, k, c, i) for n, k, c, i in flat.layers)
-    name = flat.models[0] if flat.models else "model"
-    graph = Graph(name, layers, tuple(dict.fromkeys(outputs)))
-    app = next((m for m in flat.models if application_preprocess(m)), None)
-    info = {**info, "name": name, "application": app, "preprocess": application_preprocess(app) or "none"}
-    return graph, params, info
-
-
-def resolve_name(graph: Graph, name: str) -> str:
-    """:meth:`jaxviz.graph.Graph.resolve`: a full name, ``"logits"``, or a unique bare inner name."""
-    return graph.resolve(name)
