@@ -1,4 +1,5 @@
-"""jaxviz.weights: every Keras HDF5 layout, the converted format, resolve/download/verify, and bad inputs.
+"""jaxviz.weights and jaxviz.weight_files: every Keras HDF5 layout read by the one Keras reader, the converted
+format (and the earlier VGG-only .npz), resolve/download/verify, and bad inputs.
 
 Fast: the tiny VGG ("vgg_tiny", a few channels) written in each layout with h5py (tests/keras_files.py),
 and downloads from a local HTTP server on 127.0.0.1.
@@ -21,7 +22,7 @@ import pytest
 from keras_files import layer_names, seeded_params, write_keras1, write_keras3, write_legacy
 
 import jaxviz
-from jaxviz import vgg, weights
+from jaxviz import converted, demo, keras_io, untrusted, vgg, weights
 from jaxviz.errors import WeightsError
 
 ARCH = "vgg_tiny"
@@ -216,9 +217,50 @@ def test_converted_round_trip(tmp_path, params):
     assert b.source == str(dst)
     # A with-top converted file serves include_top=False too.
     assert_same(jaxviz.load(ARCH, dst, include_top=False).params, head_dropped(params))
-    # Keys are "/"-joined and nothing needs pickles.
+    # The one converted format: the graph and "/"-joined keys, nothing needs pickles.
     with np.load(dst, allow_pickle=False) as z:
-        assert "block1_conv1/kernel" in z.files and weights.META_KEY in z.files
+        assert "block1_conv1/kernel" in z.files and converted.GRAPH_KEY in z.files and weights.META_KEY not in z.files
+
+
+def test_converted_vgg_loads_as_the_same_model(tmp_path, params):
+    """A converted VGG table is a whole model: jaxviz.load(path) gives the model jaxviz.load(arch, h5) gives,
+    with bit-identical params and outputs."""
+    src = write_layout("keras3_weights_h5", tmp_path, params)
+    dst = weights.convert(src, ARCH, tmp_path / "tiny")
+    original = jaxviz.load(ARCH, src, ops="exact")
+    back = jaxviz.load(str(dst), ops="exact")
+    assert back.graph == original.graph == vgg.build_graph(ARCH, True)
+    assert back.preprocess == original.preprocess == "caffe"
+    assert_same(back.params, original.params)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(back.predict(x)), np.asarray(original.predict(x)))
+    # The no-top conversion is the no-top model.
+    notop = weights.convert(src, ARCH, tmp_path / "tiny_notop", include_top=False)
+    assert jaxviz.load(str(notop)).graph == vgg.build_graph(ARCH, False)
+    assert_same(jaxviz.load(ARCH, notop, include_top=False).params, head_dropped(params))
+
+
+def test_whole_model_file_is_not_vgg_weights(tmp_path, params):
+    g = vgg.build_graph(ARCH, True)
+    path = converted.write_model(tmp_path / "mine", g, params, {"preprocess": "none"})  # no arch in its info
+    with pytest.raises(WeightsError, match=r"is a whole model \(vgg_tiny\).*jaxviz.load\("):
+        jaxviz.load(ARCH, path)
+
+
+def test_one_reader_for_models_and_weight_files(tmp_path, params):
+    """A VGG weights file is read by the code that reads whole models' weights: the slots of the graph are
+    where a whole model's config puts them, and both ways give the same arrays."""
+    graph = vgg.build_graph(ARCH, True)
+    slots = keras_io.graph_slots(graph)
+    assert slots["block1_conv1"].path == "/layers/conv2d" and slots["predictions"].path == "/layers/dense_2"
+    assert slots["block5_conv3"] == keras_io.Slot("/layers/conv2d_12", "block5_conv3", "Conv2D",
+                                                  graph.by_name["block5_conv3"].cfg)
+    for layout in ("keras3_weights_h5", "keras2_full_model"):
+        path = write_layout(layout, tmp_path, params)
+        with keras_io.open_weights(path) as (f, size):
+            got = keras_io.read_weights(f, slots, path, untrusted.Budget(path, size))
+        assert_same(got, params)
+        assert_same(weights.read_keras_h5(path, ARCH), got)
 
 
 def test_convert_infers_include_top(tmp_path, params):
@@ -230,15 +272,17 @@ def test_convert_infers_include_top(tmp_path, params):
         weights.load_converted(dst, ARCH, include_top=True)
 
 
-def test_load_converted_needs_no_h5py(tmp_path, params, monkeypatch):
-    dst = weights.save_converted(params, tmp_path / "p.npz", ARCH, True)
+@pytest.mark.parametrize("fmt", ["one", "legacy"])
+def test_load_converted_needs_no_h5py(fmt, tmp_path, params, monkeypatch):
+    dst = _write(fmt, params, tmp_path / "p.npz")
     monkeypatch.setitem(sys.modules, "h5py", None)  # any `import h5py` now fails
     assert_same(jaxviz.load(ARCH, dst).params, params)
 
 
-def test_converted_arch_mismatch(tmp_path, params, monkeypatch):
+@pytest.mark.parametrize("fmt", ["one", "legacy"])
+def test_converted_arch_mismatch(fmt, tmp_path, params, monkeypatch):
     monkeypatch.setitem(vgg.ARCHS, TINY19.name, TINY19)
-    dst = weights.save_converted(params, tmp_path / "p.npz", ARCH, True)
+    dst = _write(fmt, params, tmp_path / "p.npz")
     with pytest.raises(WeightsError, match=r"holds vgg_tiny weights, not vgg19_tiny; .*--arch vgg_tiny"):
         jaxviz.load(TINY19.name, dst)
 
@@ -250,6 +294,44 @@ def _rewrite_npz(path, edit):
     np.savez(path, **arrays)
 
 
+def write_legacy_npz(path: Path, params: dict, arch: str, include_top: bool = True, **meta) -> Path:
+    """The earlier VGG-only format, by its rules: an uncompressed .npz of ``<layer>/kernel`` and ``<layer>/bias``
+    float32 arrays plus ``__jaxviz_meta__``, JSON (format jaxviz-weights v1, arch, include_top, …) as uint8."""
+    info = {"format": "jaxviz-weights", "format_version": 1, "arch": arch, "include_top": include_top,
+            "jaxviz_version": "0.1.0", "source": None, "source_md5": None, **meta}
+    arrays = {f"{n}/{leaf}": np.ascontiguousarray(p[leaf], np.float32) for n, p in params.items()
+              for leaf in ("kernel", "bias")}
+    arrays["__jaxviz_meta__"] = np.frombuffer(json.dumps(info, sort_keys=True).encode("utf8"), np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_legacy_npz_still_loads(tmp_path, params):
+    old = write_legacy_npz(tmp_path / "old.npz", params, ARCH, True, source="x.h5")
+    assert weights.converted_metadata(old)["source"] == "x.h5"
+    assert_same(weights.load_converted(old), params)
+    assert_same(jaxviz.load(ARCH, old).params, params)
+    assert_same(jaxviz.load(ARCH, old, include_top=False).params, head_dropped(params))
+    # The shipped demo weights are files of this format.
+    assert weights.converted_metadata(demo.demo_weights_path("vgg_demo"))["format"] == "jaxviz-weights"
+    # convert upgrades it to the one format, bit for bit.
+    new = weights.convert(old, ARCH, tmp_path / "new")
+    assert converted.is_model_file(new) and weights.converted_metadata(new)["source"] == "old.npz"
+    assert_same(jaxviz.load(str(new)).params, params)
+    notop = write_legacy_npz(tmp_path / "notop.npz", head_dropped(params), ARCH, False)
+    with pytest.raises(WeightsError, match="no classifier.*--no-top"):
+        jaxviz.load(ARCH, notop)
+    with pytest.raises(WeightsError, match=r"is format jaxviz-weights v2; this jaxviz reads"):
+        jaxviz.load(ARCH, write_legacy_npz(tmp_path / "v2.npz", params, ARCH, format_version=2))
+
+
+def _write(fmt: str, params: dict, path: Path) -> Path:
+    if fmt == "legacy":
+        return write_legacy_npz(path, params, ARCH)
+    return weights.save_converted(params, path, ARCH, True)
+
+
+@pytest.mark.parametrize("fmt", ["one", "legacy"])
 @pytest.mark.parametrize("edit, pattern", [
     (lambda a: a.pop("fc2/bias"), "lacks fc2/bias"),
     (lambda a: [a.pop("fc2/kernel"), a.pop("fc2/bias")], "missing layers fc2"),
@@ -258,10 +340,10 @@ def _rewrite_npz(path, edit):
     (lambda a: a.update({"stray": np.zeros(1)}), "unexpected keys stray"),
     (lambda a: a.update({"block1_conv1/kernel": np.zeros((3, 3, 3, 5), np.float32)}),
      r"block1_conv1 kernel has shape \(3, 3, 3, 5\)"),
-    (lambda a: a.pop(weights.META_KEY), "no jaxviz metadata"),
+    (lambda a: [a.pop(k) for k in (weights.META_KEY, converted.GRAPH_KEY) if k in a], "no jaxviz metadata"),
 ])
-def test_converted_tree_is_checked(edit, pattern, tmp_path, params):
-    dst = weights.save_converted(params, tmp_path / "p.npz", ARCH, True)
+def test_converted_tree_is_checked(edit, pattern, fmt, tmp_path, params):
+    dst = _write(fmt, params, tmp_path / "p.npz")
     _rewrite_npz(dst, edit)
     with pytest.raises(WeightsError, match=pattern):
         jaxviz.load(ARCH, dst)
@@ -273,8 +355,9 @@ def test_save_converted_checks_params(tmp_path, params):
     assert not list(tmp_path.iterdir())
 
 
-def test_corrupt_npz(tmp_path, params):
-    dst = weights.save_converted(params, tmp_path / "p.npz", ARCH, True)
+@pytest.mark.parametrize("fmt", ["one", "legacy"])
+def test_corrupt_npz(fmt, tmp_path, params):
+    dst = _write(fmt, params, tmp_path / "p.npz")
     dst.write_bytes(dst.read_bytes()[:1000])
     with pytest.raises(WeightsError, match=r"cannot read .*p\.npz"):
         jaxviz.load(ARCH, dst)
