@@ -111,7 +111,7 @@ def _read_keras_dir(path: Path):
     def text(name, limit):
         if (path / name).stat().st_size > limit:
             raise WeightsError(f"{path / name} is larger than the {limit:,} bytes jaxviz reads; refusing it")
-        return (path / name).readtext("utf8")
+        return (path / name).read_text("utf8")
 
     config = json.loads(text("config.json", MAX_CONFIG_BYTES))
     meta = json.loads(text("metadata.json", MAX_METADATA_BYTES)) if (path / "metadata.json").is_file() else {}
