@@ -228,8 +228,8 @@ def weights_legacy(group, slots: Mapping[str, Slot], frozen, source, budget) -> 
     """``model_weights``: per top-level layer group, ``weight_names`` lists its (and its inner layers') weights."""
     found = {}
     tops: dict[str, list[str]] = {}
-    for name, (_, top, _, _) in slots.items():
-        tops.setdefault(top, []).append(name)
+    for name, slot in slots.items():
+        tops.setdefault(slot.top, []).append(name)
     for top, names in tops.items():
         if not untrusted.has(group, top):
             raise KeyError(f"no weight group for layer {top!r}")
@@ -237,34 +237,31 @@ def weights_legacy(group, slots: Mapping[str, Slot], frozen, source, budget) -> 
         wnames = attr_list(g, "weight_names")
         datasets = [(w, untrusted.get(g, w, source)) for w in wnames]
         if len(names) == 1 and names[0] == top:
-            _, _, kind, cfg = slots[top]
-            found[top] = _named(top, kind, cfg, [d for _, d in datasets], source, budget)
+            found[top] = _named(top, slots[top].kind, slots[top].cfg, [d for _, d in datasets], source, budget)
             continue
         # A nested model: its weights' names end in "<inner layer>/<weight>" …
         by_layer = {}
         for name in names:
-            _, _, kind, cfg = slots[name]
             local = name.rsplit("/", 1)[-1]
             by_layer[name] = [d for w, d in datasets if w.split(":")[0].split("/")[-2:-1] == [local]]
-        if all(len(by_layer[n]) == len(layers_lib.weight_names(*slots[n][2:])) for n in names) and \
+        if all(len(by_layer[n]) == len(layers_lib.weight_names(slots[n].kind, slots[n].cfg)) for n in names) and \
                 sum(map(len, by_layer.values())) == len(datasets):
             for name in names:
-                found[name] = _named(name, slots[name][2], slots[name][3], by_layer[name], source,
-                                     budget)
+                found[name] = _named(name, slots[name].kind, slots[name].cfg, by_layer[name], source, budget)
             continue
         # … else by order, as Keras lists a model's weights: every trainable one, then the non-trainable ones
         # (all of a frozen layer's weights are non-trainable).
-        slots = [(name, i) for trainable in (True, False) for name in names
-                 for i, (_, t) in enumerate(layers_lib.weight_names(*slots[name][2:]))
+        order = [(name, i) for trainable in (True, False) for name in names
+                 for i, (_, t) in enumerate(layers_lib.weight_names(slots[name].kind, slots[name].cfg))
                  if (t and name not in frozen) == trainable]
-        if len(slots) != len(datasets):
+        if len(order) != len(datasets):
             raise KeyError(f"the weights of nested model {top!r} ({len(datasets)}) do not match its layers' "
-                           f"({len(slots)})")
+                           f"({len(order)})")
         arrays: dict[str, dict[int, object]] = {}
-        for (name, i), (_, d) in zip(slots, datasets):
+        for (name, i), (_, d) in zip(order, datasets):
             arrays.setdefault(name, {})[i] = d
         for name in names:
-            found[name] = _named(name, slots[name][2], slots[name][3],
+            found[name] = _named(name, slots[name].kind, slots[name].cfg,
                                  [arrays[name][i] for i in sorted(arrays[name])], source, budget)
     return _read_all(found)
 
