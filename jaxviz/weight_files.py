@@ -32,8 +32,9 @@ from .atomic import file_digest
 from .errors import WeightsError
 from .version import __version__
 
-#: The classifier's layers, which a no-top file lacks.
-HEAD = ("fc1", "fc2", "predictions")
+
+class NoClassifierError(WeightsError):
+    """A no-top file asked for with its classifier (:mod:`jaxviz.weights` adds the published file to use)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -72,8 +73,8 @@ def check_shapes(found: dict[str, list[tuple]], a: vgg.Arch, include_top: bool, 
     label = f"{a.name}{'' if include_top else ' without top'}"
     if missing or extra:
         if include_top and not extra and missing == head:
-            raise WeightsError(f"{source} has no classifier ({', '.join(head)}): it is a no-top file; load it with "
-                               "include_top=False (--no-top), or give the file with the top")
+            raise NoClassifierError(f"{source} has no classifier ({', '.join(head)}): it is a no-top file; load it "
+                                    "with include_top=False (--no-top) or use the file with the top")
         parts = [f"missing layers {', '.join(missing)}"] if missing else []
         parts += [f"unexpected layers {', '.join(extra)}"] if extra else []
         raise WeightsError(f"{source} ({what}) does not match {label}: {'; '.join(parts)}"

@@ -357,6 +357,15 @@ def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike
 # Entry point for jaxviz.load
 
 
+def _load_file(path: Path, arch: vgg.Arch, include_top: bool) -> dict:
+    """:func:`jaxviz.weight_files.load_file`; a no-top file asked for with the top names the published file."""
+    try:
+        return weight_files.load_file(path, arch, include_top)
+    except weight_files.NoClassifierError as e:
+        kf = KNOWN_FILES.get((arch.name, True))
+        raise WeightsError(f"{e}{f', {kf.filename}' if kf else ''}") from None
+
+
 def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict, str]:
     """Returns ``(params, source)`` for ``jaxviz.load``.
 
@@ -382,7 +391,7 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
         return vgg.random_params(arch, include_top, seed), weights
     if isinstance(weights, str) and weights.lower() == "imagenet":
         path = resolve(arch, include_top)
-        return weight_files.load_file(path, arch, include_top), f"imagenet:{path}"
+        return _load_file(path, arch, include_top), f"imagenet:{path}"
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.exists():
@@ -390,7 +399,7 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
                 f"weight file {path} not found; give \"imagenet\", a Keras .h5/.weights.h5 or converted .npz "
                 "path, or random:SEED"
             )
-        return weight_files.load_file(path, arch, include_top), str(path)
+        return _load_file(path, arch, include_top), str(path)
     raise WeightsError(
         f"weights must be \"imagenet\", a file path, None or \"random:SEED\", not {type(weights).__name__}"
     )

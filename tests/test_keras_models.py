@@ -21,7 +21,8 @@ keras = pytest.importorskip("keras", reason="Keras 3 is the parity reference for
 import jax  # noqa: E402
 from keras_helpers import REL_TOL, check, forward_exact, max_rel_error, numpy_initializers, randomize  # noqa: E402
 
-from jaxviz import keras_io  # noqa: E402
+from jaxviz import converted, keras_io  # noqa: E402
+from jaxviz.cli import main  # noqa: E402
 from jaxviz.errors import JaxvizError, LayerError  # noqa: E402
 from jaxviz.graph import min_input_side  # noqa: E402
 from jaxviz.model import Model  # noqa: E402
@@ -96,6 +97,23 @@ def test_listing_5_20_nested_vgg16(nested, suffix):
     out, taps = forward_exact(graph, params, x, ("vgg16/block3_conv2", "vgg16/block5_conv3"))
     for name, got in [*taps.items(), ("output", out)]:
         assert max_rel_error(got, refs[name]) <= REL_TOL, name
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_convert_round_trip(nested, suffix, tmp_path):
+    """`jaxviz convert` writes the one converted format; it reads back as the same graph and params, bit for
+    bit, and the same outputs."""
+    d, x, refs = nested
+    graph, params, info = keras_io.read_model(d / f"m{suffix}")
+    assert main(["convert", str(d / f"m{suffix}"), "-o", str(tmp_path / "m")]) == 0
+    graph2, params2, info2 = converted.read_model(tmp_path / "m.npz")
+    assert graph2 == graph and info2["preprocess"] == info["preprocess"] == "caffe"
+    assert params2.keys() == params.keys()
+    for name in params:
+        assert params2[name].keys() == params[name].keys()
+        for w in params[name]:
+            assert params2[name][w].dtype == np.float32 and np.array_equal(params2[name][w], params[name][w])
+    np.testing.assert_array_equal(forward_exact(graph2, params2, x)[0], forward_exact(graph, params, x)[0])
 
 
 def test_keras3_file_without_stored_layer_names(nested, tmp_path):

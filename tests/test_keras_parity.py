@@ -34,7 +34,7 @@ if keras.backend.backend() != "jax":
 from keras_files import layer_names, seeded_params, write_keras1  # noqa: E402
 
 import jaxviz  # noqa: E402
-from jaxviz import weights  # noqa: E402
+from jaxviz import keras_io, weights  # noqa: E402
 from jaxviz.errors import WeightsError  # noqa: E402
 from jaxviz.keras_compare import compare_with  # noqa: E402
 
@@ -155,6 +155,24 @@ def test_converted_loads_bit_exact(built):
     model = jaxviz.load(built.arch, npz, include_top=built.include_top, ops="exact")
     _assert_same(model.params, built.ref, "converted")
     built.model = model  # reused by the forward test
+
+
+def test_one_reader_for_models_and_weight_files(built):
+    """Keras's own files of a VGG, read as a whole model (keras_io.read_model: slots from the config) and as
+    the architecture's weights (slots from vgg.build_graph), give Keras's weights bit for bit both ways; the
+    converted ``model.weights.h5`` loads as a whole model with the same graph and params."""
+    if built.config != "vgg16_notop64":
+        pytest.skip("whole-model files are written for vgg16_notop64 only (a full-size VGG file is 0.5 GB)")
+    for layout in ("legacy_full_model", "keras_archive"):
+        graph, params, info = keras_io.read_model(built.files[layout])
+        assert info["application"] == "vgg16" and info["preprocess"] == "caffe"
+        assert [x.name for x in graph.layers][1:] == [x.name for x in jaxviz.vgg.build_graph("vgg16", False).layers][1:]
+        _assert_same(params, built.ref, f"{layout} read as a model")
+    src = built.files["keras3"]
+    npz = weights.convert(src, built.arch, src.parent / "keras3_converted")
+    model = jaxviz.load(str(npz), ops="exact")
+    assert model.graph == jaxviz.vgg.build_graph(built.arch, built.include_top)
+    _assert_same(model.params, built.ref, "converted .weights.h5 loaded as a model")
 
 
 def _photo(size: int) -> tuple[np.ndarray, str]:
