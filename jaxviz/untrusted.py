@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import h5py
 import numpy as np
 
 from .errors import WeightsError, printable
@@ -32,8 +33,6 @@ _KINDS = "fiub"
 def child(group, key: str, source):
     """``group[key]`` when ``key`` names an object stored in this file (a hard link); a missing key raises
     KeyError, an external or soft link WeightsError (nothing is opened through it)."""
-    import h5py
-
     link = group.get(key, getlink=True)
     if link is None:
         raise KeyError(f"{group.name.rstrip('/')}/{key} is missing")
@@ -75,8 +74,6 @@ def check_dataset(ds, source, what: str, expected: tuple | None = None, budget: 
     of the ``expected`` shape (``None`` entries: any size; ``expected=None``: any shape), and storing at least
     1/:data:`MAX_EXPANSION` of the bytes it declares. Raises WeightsError naming ``what`` (the layer's
     weight) and ``source`` (the file)."""
-    import h5py
-
     if not isinstance(ds, h5py.Dataset):
         raise WeightsError(f"{source}: {what} is an HDF5 group, not a dataset; the file is corrupt or crafted")
     if ds.is_virtual:

@@ -34,12 +34,13 @@ def register(sub) -> None:
     p.add_argument("--input-size", type=positive_int, default=None, help="input side in pixels (no-top models)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("convert", help="convert a Keras model or weight file to jaxviz's pickle-free .npz")
+    p = sub.add_parser("convert", help="convert a model or a VGG weight file to jaxviz's pickle-free .npz (graph + "
+                                       "weights)")
     p.add_argument("src", help="a whole Keras model (.keras, or .h5 from model.save), or a VGG weight file "
                                "(.h5 / .weights.h5, with --arch)")
     p.add_argument("--arch", default=None,
-                   help="for a weight file: its architecture, vgg16 | vgg19 | vgg_demo | vgg_demo_gap; "
-                        "without it SRC must be a whole model (graph + weights are written)")
+                   help="for a weight file: its architecture, vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the "
+                        "architecture's graph is written with the weights); without it SRC must be a whole model")
     p.add_argument("-o", "--output", required=True, help="destination (the .npz suffix is added)")
     p.set_defaults(func=cmd_convert)
 
@@ -96,18 +97,19 @@ def cmd_summary(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    """Writes jaxviz's one converted format (graph JSON + params): of a whole model, or of a VGG weight file."""
     from .. import weights
 
+    out = args.output if args.output.endswith(".npz") else args.output + ".npz"
+    check_output_file(out, "-o")
     if args.arch is None:
         from ..converted import write_model
         from ..model import read_model_file
 
-        check_output_file(args.output if args.output.endswith(".npz") else args.output + ".npz", "-o")
         graph, params, info = read_model_file(args.src)
-        print(write_model(args.output, graph, params, info))
-        return 0
-    dst = weights.convert(args.src, args.arch, args.output)
-    print(dst)
+        print(write_model(out, graph, params, info))
+    else:
+        print(weights.convert(args.src, args.arch, out))
     return 0
 
 
