@@ -29,7 +29,7 @@ import numpy as np
 
 from . import converted, keras_io, untrusted, vgg
 from .atomic import file_digest
-from .errors import WeightsError
+from .errors import WeightsError, printable
 from .version import __version__
 
 
@@ -99,12 +99,11 @@ def _tree(params: dict, source) -> dict[str, list[tuple]]:
     for layer, leaves in params.items():
         odd = [k for k in leaves if k not in ("kernel", "bias")]
         if odd or not layer:
-            keys = ', '.join(f'{layer}/{k}' if layer else k for k in odd or leaves)
-            raise WeightsError(f"{source} has unexpected keys {keys}; "
-                               "convert the Keras file again")
+            keys = printable(", ".join(f"{layer}/{k}" if layer else k for k in odd or leaves))[:300]
+            raise WeightsError(f"{source} has unexpected keys {keys}; convert the Keras file again")
         missing = [leaf for leaf in ("kernel", "bias") if leaf not in leaves]
         if missing:
-            raise WeightsError(f"{source} lacks {layer}/{missing[0]}; convert the Keras file again")
+            raise WeightsError(f"{source} lacks {printable(layer)[:200]}/{missing[0]}; convert the Keras file again")
         found[layer] = [np.shape(leaves["kernel"]), np.shape(leaves["bias"])]
     return found
 
