@@ -76,7 +76,7 @@ def check_shapes(found: dict[str, list[tuple]], a: vgg.Arch, include_top: bool, 
             raise NoClassifierError(f"{source} has no classifier ({', '.join(head)}): it is a no-top file; load it "
                                     "with include_top=False (--no-top) or use the file with the top")
         parts = [f"missing layers {', '.join(missing)}"] if missing else []
-        parts += [f"unexpected layers {', '.join(extra)}"] if extra else []
+        parts += [f"unexpected layers {printable(', '.join(extra))[:300]}"] if extra else []  # names from the file
         raise WeightsError(f"{source} ({what}) does not match {label}: {'; '.join(parts)}"
                            f"{_arch_hint(kernel_shapes, a)}")
     for name, (kshape, bshape) in expected.items():
