@@ -187,6 +187,27 @@ def test_unreadable_files(kind, tmp_path, params):
     assert str(path) in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("layout", ["keras1_2016", "keras3_weights_h5"])
+@pytest.mark.parametrize("trick", ["external_link", "external_storage"])
+def test_weights_from_elsewhere_are_refused(layout, trick, tmp_path, params):
+    """A weight file whose dataset lives in another file is refused in one line naming the file."""
+    path = write_layout(layout, tmp_path, params)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.asarray(params["block1_conv1"]["bias"]).tobytes())
+    inner = "block1_conv1/block1_conv1_b_1:0" if layout == "keras1_2016" else "layers/conv2d/vars/1"
+    with h5py.File(path, "r+") as f:
+        group, name = inner.rsplit("/", 1)
+        del f[inner]
+        if trick == "external_link":
+            f[group][name] = h5py.ExternalLink(str(secret), "/x")
+        else:
+            f[group].create_dataset(name, shape=(4,), dtype=np.float32, external=[(str(secret), 0, 16)])
+    with pytest.raises(WeightsError) as e:
+        jaxviz.load(ARCH, path)
+    msg = str(e.value)
+    assert str(path) in msg and ("external link" in msg or "external file" in msg) and "\n" not in msg
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(WeightsError, match=r"weight file .*nope\.h5 not found"):
         jaxviz.load(ARCH, tmp_path / "nope.h5")
