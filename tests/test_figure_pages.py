@@ -7,6 +7,7 @@ import jaxviz
 import jaxviz.figures as F
 from jaxviz.cli import main
 from jaxviz.cli.attribution import _class_label
+from jaxviz.figures import runners
 
 TINY = dict(pattern_layers=("block1_conv1",), pattern_methods=("keras", "regularised"), pattern_filters=2,
             pattern_size=32, pattern_steps=1, single_layer="block1_conv1", single_method="keras", single_size=32,
@@ -62,7 +63,7 @@ def test_readme_gallery_shows_files_of_the_demo_figure_set(tmp_path, monkeypatch
             (ctx.out / f).write_bytes(b"")
 
     for name in ("summary", "kernels", "feature_maps", "patterns", "deepvis", "gradcam", "single_pattern"):
-        monkeypatch.setattr(F, f"_run_{name}", write_files)
+        monkeypatch.setattr(runners, f"run_{name}", write_files)
     manifest = F.make_figures("vgg_demo", out_dir=tmp_path, progress=False)
     written = {f for t in manifest["tasks"].values() for f in t["files"]}
     assert {src for src, _ in gallery.PICKS} <= written

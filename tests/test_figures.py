@@ -12,6 +12,7 @@ import jaxviz
 from jaxviz import figures as F
 from jaxviz import vgg
 from jaxviz.cli import main
+from jaxviz.figures import runners
 from jaxviz.images import sample_image_path
 
 TINY = ["--arch", "vgg_tiny", "--weights", "random:0"]
@@ -150,8 +151,8 @@ def test_interrupt_leaves_nothing_half_written_and_resumes(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "replace", real_replace)
     calls = []
-    real_deepvis = F._run_deepvis
-    monkeypatch.setattr(F, "_run_deepvis", lambda ctx, task: calls.append(1) or real_deepvis(ctx, task))
+    real_deepvis = runners.run_deepvis
+    monkeypatch.setattr(runners, "run_deepvis", lambda ctx, task: calls.append(1) or real_deepvis(ctx, task))
     manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **FEW)
     assert manifest["last_run"]["ran"] == ["gradcam"] and calls == []
     Image.open(tmp_path / "gradcam_overlay.png").verify()
@@ -288,20 +289,28 @@ def test_cli_deepvis_bad_class(tmp_path, capsys):
 
 @pytest.fixture
 def panel_titles(monkeypatch):
-    """Every title drawn by :func:`jaxviz.plotting.titled_panel`, panel by panel."""
-    from jaxviz import plotting
+    """Every title drawn by :func:`jaxviz.render.titled_panel`, panel by panel."""
+    from jaxviz.render import panels
 
-    seen, real = [], plotting.titled_panel
-    monkeypatch.setattr(plotting, "titled_panel",
+    seen, real = [], panels.titled_panel
+    monkeypatch.setattr(panels, "titled_panel",
                         lambda images, titles, *a, **k: seen.append(list(titles)) or real(images, titles, *a, **k))
     return seen
 
 
-def test_arch_defaults_keep_imagenet_behaviour():
-    d = F.arch_defaults(vgg.get_arch("vgg16"))
-    assert d["image"] == sample_image_path("chelsea") and d["deepvis_classes"] == (130, 736, 779)
-    assert d["pattern_step_size"] == {} and d["gradcam_score"] == "prob"
-    assert F.arch_defaults(vgg.get_arch("vgg_tiny"))["deepvis_classes"] == (130, 736, 779)  # → 0, 6, 9
+def test_imagenet_profile_keeps_the_books_figure_set(tmp_path, monkeypatch):
+    """A VGG table's figure set takes the model's ``imagenet`` profile: the cat, the book's Grad-CAM of the
+    probability and single pattern, 130/736/779 (→ 0, 6, 9 on vgg_tiny), each method's own pattern step."""
+    for name in ("summary", "kernels", "feature_maps", "patterns", "deepvis", "gradcam", "single_pattern"):
+        monkeypatch.setattr(runners, f"run_{name}", lambda ctx, task: [(ctx.out / f).write_bytes(b"")
+                                                                        for f in task.files])
+    manifest = F.make_figures("vgg_tiny", "random:0", out_dir=tmp_path, pattern_methods=("keras",),
+                              progress=False)
+    assert Path(manifest["image"]) == sample_image_path("chelsea") and manifest["profile"] == "imagenet"
+    params = manifest["parameters"]
+    assert params["gradcam_score"] == "prob" and params["single_method"] == "keras"
+    assert manifest["tasks"]["deepvis"]["params"]["classes"] == [0, 6, 9]
+    assert manifest["tasks"]["patterns_keras_block1_conv1"]["params"]["step_size"] == 1.0
 
 
 def test_demo_figure_set_uses_the_demo_scene_classes_and_names(tmp_path, panel_titles):
