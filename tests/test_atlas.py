@@ -17,7 +17,9 @@ from test_hostile_files import _conv, _functional, _input, _keras_zip, _layer
 
 import jaxviz
 from jaxviz import graph as G
-from jaxviz.atlas import Field, _load, _site_stems, field_box, receptive_fields
+from jaxviz.atlas import Field, field_box, receptive_fields
+from jaxviz.atlas.dataset import _load
+from jaxviz.atlas.site import _site_stems
 from jaxviz.demo.scenes import make_scenes
 from jaxviz.images import save_png
 
