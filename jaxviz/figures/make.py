@@ -94,11 +94,11 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       pattern_filters, pattern_size, pattern_steps, pattern_step_size: first N filters per layer, pixels,
         gradient steps and step size (the book: 64, 64 px, 40 steps of 1); steps and step size default to
         each method's own (see :mod:`jaxviz.visualize.patterns`; for the demo networks the "keras" step is
-        :data:`DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB (:func:`jaxviz.visualize.patterns.
+        :data:`jaxviz.profile.DEMO_PATTERN_STEP_SIZE`). Patterns are shown in RGB (:func:`jaxviz.visualize.patterns.
         display_images`): "keras" ones with the book's contrast stretch (:func:`jaxviz.images.deprocess_image`),
         "regularised" ones as their sigmoid image, as lucid/Lucent show them.
       pattern_order: ``"columns"`` (default, the book's listing 5.39: filter ``i + 8·j`` at row ``i``,
-        column ``j``) or ``"rows"`` (row-major); see :func:`jaxviz.plotting.image_grid`.
+        column ``j``) or ``"rows"`` (row-major); see :func:`jaxviz.render.image_grid`.
       single_layer, single_filter, single_size: the book's single pattern (block3_conv1, filter 0, 150 px).
       single_method: its method; default "keras" (the book), "regularised" for the demo networks.
       kernel_filters: first-layer filters shown.
