@@ -21,19 +21,23 @@ FORMAT = 1
 
 
 @dataclasses.dataclass
-class _Task:
+class Task:
+    """One task of the figure set: the files it writes, the parameters they depend on (a change redoes it), the
+    runner that writes them, and how the gallery shows them (section, captions)."""
+
     name: str
     files: list[str]
     params: dict
-    run: Callable[[_Context, _Task], None]
+    run: Callable[[Context, Task], None]
     caption: str = ""
     section: str = ""
     #: a caption per file where they differ (e.g. one per DeepVis class); ``caption`` for the others
     captions: dict = dataclasses.field(default_factory=dict)
 
 
-class _Context:
-    """Lazily loaded model, conv base and photo: nothing is loaded unless a task needs it."""
+class Context:
+    """What the runners draw from, loaded lazily: the model, its conv base and the preprocessed photos (nothing
+    is loaded unless a task needs it)."""
 
     def __init__(self, arch, weights, images, out: Path, progress: bool, file_model=None, preprocess=None):
         images = list(images) if isinstance(images, (list, tuple)) else [images]

@@ -22,7 +22,7 @@ from ..version import __version__
 from ..vgg import get_arch, layer_table
 from ..visualize.activations import block_end_layers
 from ..visualize.kernels import channel_order
-from .context import FORMAT, MANIFEST, PARTIAL, _Context, _Task, unique_stems
+from .context import FORMAT, MANIFEST, PARTIAL, Context, Task, unique_stems
 from .page import _weights_description, _write_index
 from .tasks import DEFAULT_PATTERN_LAYERS, DEFAULT_SINGLE_LAYER, _pattern_convs, _tasks
 
@@ -59,7 +59,7 @@ def _load_manifest(path: Path) -> dict:
     return m if isinstance(m, dict) and m.get("format") == FORMAT else {}
 
 
-def _is_done(task: _Task, record: dict | None, out: Path) -> bool:
+def _is_done(task: Task, record: dict | None, out: Path) -> bool:
     return (bool(record) and record.get("params") == _jsonable(task.params)
             and record.get("files") == task.files and all((out / f).is_file() for f in task.files))
 
@@ -201,7 +201,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                   if t.name in old.get("tasks", {}) and _is_done(t, old["tasks"][t.name], out)},
     }
     todo = [t for t in tasks if t.name not in manifest["tasks"]]
-    ctx = _Context(arch, weights, images, out, progress, file_model, preprocess)
+    ctx = Context(arch, weights, images, out, progress, file_model, preprocess)
     if todo:
         _ = ctx.model  # the weights first: a missing file stops the run before anything is written
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..atomic import confine, write_bytes
 from ..demo import CLASS_NAMES
-from .context import INDEX, MANIFEST, _Task
+from .context import INDEX, MANIFEST, Task
 
 
 def _demo_intro(manifest: dict) -> list[str]:
@@ -55,7 +55,7 @@ def _png_width(path: Path) -> int:
         return 0
 
 
-def _write_index(out: Path, manifest: dict, tasks: list[_Task]) -> None:
+def _write_index(out: Path, manifest: dict, tasks: list[Task]) -> None:
     done = manifest.get("tasks", {})
     e = html.escape
     parts = [

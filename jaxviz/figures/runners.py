@@ -25,7 +25,7 @@ from ..render import (
 from ..visualize.deepvis import class_patterns, flat_warning
 from ..visualize.kernels import channel_order, kernels
 from ..visualize.patterns import display_images, filter_patterns
-from .context import PARTIAL, _Context, _Task
+from .context import PARTIAL, Context, Task
 
 #: DeepVis options recorded with the task (resolved per architecture by
 #: :func:`jaxviz.visualize.deepvis.defaults_for`; ``deepvis_steps`` overrides the steps).
@@ -42,7 +42,7 @@ def _as_uint8_images(images, method: str = "keras", preprocess: str = "caffe") -
     return display_images(a, method, preprocess, bgr_to_rgb=preprocess == "caffe")
 
 
-def run_summary(ctx: _Context, task: _Task) -> None:
+def run_summary(ctx: Context, task: Task) -> None:
     if ctx.file_model is not None:
         write_bytes(confine(ctx.out, task.files[0]), ctx.file_model.summary(print_fn=lambda text: None) + "\n")
         return
@@ -50,7 +50,7 @@ def run_summary(ctx: _Context, task: _Task) -> None:
     write_bytes(confine(ctx.out, task.files[1]), model_lib.format_summary(ctx.arch, include_top=False) + "\n")
 
 
-def run_kernels(ctx: _Context, task: _Task) -> None:
+def run_kernels(ctx: Context, task: Task) -> None:
     for fig, name in zip(kernel_figures(ctx.conv_base, task.params["layer"], task.params["filters"]), task.files):
         save_figure(fig, confine(ctx.out, name))
 
@@ -65,7 +65,7 @@ def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> l
                                getattr(model.arch, "channels", 3), filters, channels)
 
 
-def run_feature_maps(ctx: _Context, task: _Task) -> None:
+def run_feature_maps(ctx: Context, task: Task) -> None:
     """Feature maps as labelled figures: channel index and maximum over each map, each map drawn from 0
     (the ReLU's floor) to its own maximum, with the colour bar saying so."""
     p = task.params
@@ -80,7 +80,7 @@ def run_feature_maps(ctx: _Context, task: _Task) -> None:
         save_figure(feature_map_figure(a, title, count=n), confine(ctx.out, name))
 
 
-def _partial_store(ctx: _Context, task: _Task):
+def _partial_store(ctx: Context, task: Task):
     """Per-filter resume state of a pattern task: ``.partial/<task>/`` (removed when the task is done)."""
     folder = confine(ctx.out, PARTIAL, task.name)
     try:
@@ -90,7 +90,7 @@ def _partial_store(ctx: _Context, task: _Task):
         return ItemStore(folder, settings=task.params, prefix="filter_")
 
 
-def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
+def _patterns(ctx: Context, task: Task, filters: list[int]) -> np.ndarray:
     p = task.params
     store = _partial_store(ctx, task)
     imgs = filter_patterns(ctx.conv_base, p["layer"], filters=filters, size=p["size"], steps=p["steps"],
@@ -99,7 +99,7 @@ def _patterns(ctx: _Context, task: _Task, filters: list[int]) -> np.ndarray:
     return _as_uint8_images(imgs, p["method"], getattr(ctx.model, "preprocess", "caffe"))
 
 
-def run_patterns(ctx: _Context, task: _Task) -> None:
+def run_patterns(ctx: Context, task: Task) -> None:
     p = task.params
     imgs = _patterns(ctx, task, list(range(p["filters"])))
     if len(imgs) == 1:
@@ -115,12 +115,12 @@ def run_patterns(ctx: _Context, task: _Task) -> None:
     save_figure(fig, confine(ctx.out, task.files[0]))
 
 
-def run_single_pattern(ctx: _Context, task: _Task) -> None:
+def run_single_pattern(ctx: Context, task: Task) -> None:
     imgs = _patterns(ctx, task, [task.params["filter"]])
     save_png(confine(ctx.out, task.files[0]), imgs[0])
 
 
-def run_deepvis(ctx: _Context, task: _Task) -> None:
+def run_deepvis(ctx: Context, task: Task) -> None:
     p = task.params
     opts = {k: p[k] for k in DEEPVIS_OPTIONS}
     imgs = class_patterns(ctx.model, p["classes"], size=p["size"], seed=p["seed"], progress=ctx.progress, **opts)
@@ -132,7 +132,7 @@ def run_deepvis(ctx: _Context, task: _Task) -> None:
     save_figure(deepvis_panel(ctx.model, imgs, p["classes"]), confine(ctx.out, task.files[0]))
 
 
-def run_gradcam(ctx: _Context, task: _Task) -> None:
+def run_gradcam(ctx: Context, task: Task) -> None:
     p = task.params
     image = ctx.images[p.get("image_index", 0)]
     report = gradcam_report(ctx.model, ctx.x_of(image), top=p["top"], layer=p["layer"], score=p["score"])

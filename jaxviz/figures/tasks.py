@@ -10,7 +10,7 @@ from ..vgg import layer_table
 from ..visualize import patterns
 from ..visualize.deepvis import defaults_for
 from . import runners
-from .context import _Task
+from .context import Task
 from .runners import DEEPVIS_OPTIONS
 
 DEFAULT_PATTERN_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
@@ -42,7 +42,7 @@ def _step_size(s: dict, method: str):
 
 
 def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "sha256": None, "stem": ""},),
-           table=None) -> list[_Task]:
+           table=None) -> list[Task]:
     if table is None:
         table = layer_table(arch, include_top=False)
     convs = [r for r in table if r.kind == "Conv2D"]
@@ -58,7 +58,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
     order = s.get("_channel_order", "B, G, R")
 
     def task(name, files, params, run, caption, section, captions=None):
-        return _Task(name, files, {**common, **params}, run, caption, section, captions or {})
+        return Task(name, files, {**common, **params}, run, caption, section, captions or {})
 
     summaries = ["summary.txt"] if s.get("_file") else ["summary.txt", "summary_conv_base.txt"]
     tasks = [
