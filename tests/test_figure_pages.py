@@ -78,3 +78,17 @@ def test_unnamed_classes_are_labelled_by_their_number_alone():
     assert tiny.class_names[0] == "class_0" and _class_label(tiny, 0) == "0"
     demo = jaxviz.load("vgg_demo")
     assert _class_label(demo, 1) == f"1 {demo.class_names[1]}" and not demo.class_names[1].startswith("class_")
+
+
+def test_each_method_declares_how_its_maps_are_shown():
+    """Display policy lives with the method (its module's ``SIGNED``): signed maps show their positive part,
+    the others their magnitude; the command line only looks it up."""
+    from jaxviz.attribution.methods import METHODS, SIGNED
+    from jaxviz.render import display_map
+
+    assert set(SIGNED) == set(METHODS) and all(isinstance(v, bool) for v in SIGNED.values())
+    assert SIGNED["integrated_gradients"] and SIGNED["occlusion"] and not SIGNED["saliency"]
+    assert not SIGNED["gradcam"]
+    m = np.array([[-4.0, 0.0], [1.0, 2.0]])
+    np.testing.assert_allclose(display_map(m, signed=True)[0, 0], 0.0)  # evidence against: not drawn
+    assert display_map(m, signed=False)[0, 0] > 0.9  # the magnitude: drawn strongest

@@ -250,6 +250,30 @@ def test_cli_gradcam(tmp_path, capsys):
     assert code == 0 and "class 4" in out
 
 
+def test_gradcam_report_is_one_program_with_the_numbers_of_separate_calls():
+    """The figures' and the CLI's Grad-CAM (:func:`gradcam_report`): heatmap, top-K maps, probabilities and
+    logits from one compiled program, equal to what separate calls give; a target adds a column, no pass."""
+    from jaxviz import runtime
+    from jaxviz.attribution.gradcam import gradcam_report, gradcam_result
+
+    model = jaxviz.load("vgg_tiny", "random:0")
+    x = np.random.default_rng(0).uniform(-100, 100, (2, *model.input_hw, 3)).astype(np.float32)
+    before = runtime.trace_counts["gradcam_book"]
+    report = gradcam_report(model, x, top=3, target=4)
+    assert runtime.trace_counts["gradcam_book"] - before <= 1  # one program (none if an earlier test traced it)
+    top = gradcam_result(model, x, top=3)
+    np.testing.assert_array_equal(np.asarray(report.maps), np.asarray(top.maps))
+    np.testing.assert_array_equal(np.asarray(report.classes), np.asarray(top.classes))
+    np.testing.assert_array_equal(np.asarray(report.probs), np.asarray(top.probs))
+    np.testing.assert_array_equal(np.asarray(report.heatmaps),
+                                  np.asarray(gradcam_result(model, x, target=4).maps)[:, 0])
+    assert np.asarray(report.heat_classes).tolist() == [4, 4]
+    np.testing.assert_allclose(np.asarray(report.logits), np.asarray(model.features(x, "logits")["logits"]),
+                               rtol=1e-6, atol=1e-6)
+    every = gradcam_report(model, x, top=10, target=4)  # K + 1 columns on a 10-class model
+    assert np.asarray(every.maps).shape == (2, 10, 2, 2) and np.asarray(every.heat_classes).tolist() == [4, 4]
+
+
 def test_cli_figures_quick_flags(tmp_path, capsys, monkeypatch):
     seen = {}
 
