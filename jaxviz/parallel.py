@@ -34,7 +34,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from . import xla_cpu
 from .atomic import confine, remove_tree, write_bytes
 from .errors import JaxvizError
 
@@ -244,8 +246,6 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
     results are merged with :func:`allgather_items`. Like :func:`jaxviz.load`, it first applies jaxviz's
     XLA:CPU setting (:func:`jaxviz.xla_cpu.configure`), since JAX's backend starts here.
     """
-    from . import xla_cpu
-
     xla_cpu.configure()
     try:
         if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
@@ -266,8 +266,6 @@ def process_share(n_chunks: int, index: int | None = None, count: int | None = N
 def barrier(name: str) -> None:
     """Waits until every process reaches this point (nothing to do in a single process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -276,8 +274,6 @@ def allgather_array(x) -> np.ndarray:
     x = np.asarray(x)
     if jax.process_count() == 1:
         return x[None]
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x)).reshape((jax.process_count(), *x.shape))
 
 
@@ -292,8 +288,6 @@ def allgather_items(ids: Sequence[int], values: np.ndarray, item_shape: tuple,
     values = np.asarray(values, dtype).reshape((len(ids), *item_shape))
     if jax.process_count() == 1:
         return dict(zip(ids, values))
-    from jax.experimental import multihost_utils
-
     counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(ids)], np.int32))).reshape(-1)
     width = int(counts.max())
     pad_ids = np.full((width,), -1, np.int64)

@@ -17,7 +17,9 @@ from test_hostile_files import _conv, _functional, _input, _keras_zip, _layer
 
 import jaxviz
 from jaxviz import graph as G
-from jaxviz.atlas import Field, _load, _site_stems, field_box, receptive_fields
+from jaxviz.atlas import Field, field_box, receptive_fields
+from jaxviz.atlas.dataset import _load
+from jaxviz.atlas.site import _site_stems
 from jaxviz.demo.scenes import make_scenes
 from jaxviz.images import save_png
 
@@ -274,7 +276,7 @@ def test_a_layer_folder_never_takes_the_name_of_a_site_file():
 
 
 def test_the_figures_index_links_the_atlases_inside_and_beside_it(tmp_path):
-    from jaxviz import figures
+    from jaxviz.figures import page
 
     out = tmp_path / "figs"
     for folder, model in ((out / "atlas", "vgg_demo"), (tmp_path / "my atlas", "<m>"), (tmp_path / "empty", None)):
@@ -283,7 +285,7 @@ def test_the_figures_index_links_the_atlases_inside_and_beside_it(tmp_path):
             (folder / "atlas.json").write_text(json.dumps({"model": model, "layers": []}))
             (folder / "index.html").write_text("<!doctype html>")
     manifest = {"arch": "vgg_demo", "weights": "demo", "versions": {}, "image": "x.png"}
-    figures._write_index(out, manifest, [])
+    page._write_index(out, manifest, [])
     text = (out / "index.html").read_text()
     assert '<a href="atlas/index.html">' in text and '<a href="../my%20atlas/index.html">' in text
     assert "empty" not in text and "&lt;m&gt;" in text

@@ -7,6 +7,7 @@ import jaxviz
 import jaxviz.figures as F
 from jaxviz.cli import main
 from jaxviz.cli.attribution import _class_label
+from jaxviz.figures import runners
 
 TINY = dict(pattern_layers=("block1_conv1",), pattern_methods=("keras", "regularised"), pattern_filters=2,
             pattern_size=32, pattern_steps=1, single_layer="block1_conv1", single_method="keras", single_size=32,
@@ -62,7 +63,7 @@ def test_readme_gallery_shows_files_of_the_demo_figure_set(tmp_path, monkeypatch
             (ctx.out / f).write_bytes(b"")
 
     for name in ("summary", "kernels", "feature_maps", "patterns", "deepvis", "gradcam", "single_pattern"):
-        monkeypatch.setattr(F, f"_run_{name}", write_files)
+        monkeypatch.setattr(runners, f"run_{name}", write_files)
     manifest = F.make_figures("vgg_demo", out_dir=tmp_path, progress=False)
     written = {f for t in manifest["tasks"].values() for f in t["files"]}
     assert {src for src, _ in gallery.PICKS} <= written
@@ -77,3 +78,17 @@ def test_unnamed_classes_are_labelled_by_their_number_alone():
     assert tiny.class_names[0] == "class_0" and _class_label(tiny, 0) == "0"
     demo = jaxviz.load("vgg_demo")
     assert _class_label(demo, 1) == f"1 {demo.class_names[1]}" and not demo.class_names[1].startswith("class_")
+
+
+def test_each_method_declares_how_its_maps_are_shown():
+    """Display policy lives with the method (its module's ``SIGNED``): signed maps show their positive part,
+    the others their magnitude; the command line only looks it up."""
+    from jaxviz.attribution.methods import METHODS, SIGNED
+    from jaxviz.render import display_map
+
+    assert set(SIGNED) == set(METHODS) and all(isinstance(v, bool) for v in SIGNED.values())
+    assert SIGNED["integrated_gradients"] and SIGNED["occlusion"] and not SIGNED["saliency"]
+    assert not SIGNED["gradcam"]
+    m = np.array([[-4.0, 0.0], [1.0, 2.0]])
+    np.testing.assert_allclose(display_map(m, signed=True)[0, 0], 0.0)  # evidence against: not drawn
+    assert display_map(m, signed=False)[0, 0] > 0.9  # the magnitude: drawn strongest

@@ -12,6 +12,7 @@ import jaxviz
 from jaxviz import figures as F
 from jaxviz import vgg
 from jaxviz.cli import main
+from jaxviz.figures import runners
 from jaxviz.images import sample_image_path
 
 TINY = ["--arch", "vgg_tiny", "--weights", "random:0"]
@@ -150,8 +151,8 @@ def test_interrupt_leaves_nothing_half_written_and_resumes(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "replace", real_replace)
     calls = []
-    real_deepvis = F._run_deepvis
-    monkeypatch.setattr(F, "_run_deepvis", lambda ctx, task: calls.append(1) or real_deepvis(ctx, task))
+    real_deepvis = runners.run_deepvis
+    monkeypatch.setattr(runners, "run_deepvis", lambda ctx, task: calls.append(1) or real_deepvis(ctx, task))
     manifest = F.make_figures("vgg_tiny", "random:0", None, tmp_path, **FEW)
     assert manifest["last_run"]["ran"] == ["gradcam"] and calls == []
     Image.open(tmp_path / "gradcam_overlay.png").verify()
@@ -249,6 +250,30 @@ def test_cli_gradcam(tmp_path, capsys):
     assert code == 0 and "class 4" in out
 
 
+def test_gradcam_report_is_one_program_with_the_numbers_of_separate_calls():
+    """The figures' and the CLI's Grad-CAM (:func:`gradcam_report`): heatmap, top-K maps, probabilities and
+    logits from one compiled program, equal to what separate calls give; a target adds a column, no pass."""
+    from jaxviz import runtime
+    from jaxviz.attribution.gradcam import gradcam_report, gradcam_result
+
+    model = jaxviz.load("vgg_tiny", "random:0")
+    x = np.random.default_rng(0).uniform(-100, 100, (2, *model.input_hw, 3)).astype(np.float32)
+    before = runtime.trace_counts["gradcam_book"]
+    report = gradcam_report(model, x, top=3, target=4)
+    assert runtime.trace_counts["gradcam_book"] - before <= 1  # one program (none if an earlier test traced it)
+    top = gradcam_result(model, x, top=3)
+    np.testing.assert_array_equal(np.asarray(report.maps), np.asarray(top.maps))
+    np.testing.assert_array_equal(np.asarray(report.classes), np.asarray(top.classes))
+    np.testing.assert_array_equal(np.asarray(report.probs), np.asarray(top.probs))
+    np.testing.assert_array_equal(np.asarray(report.heatmaps),
+                                  np.asarray(gradcam_result(model, x, target=4).maps)[:, 0])
+    assert np.asarray(report.heat_classes).tolist() == [4, 4]
+    np.testing.assert_allclose(np.asarray(report.logits), np.asarray(model.features(x, "logits")["logits"]),
+                               rtol=1e-6, atol=1e-6)
+    every = gradcam_report(model, x, top=10, target=4)  # K + 1 columns on a 10-class model
+    assert np.asarray(every.maps).shape == (2, 10, 2, 2) and np.asarray(every.heat_classes).tolist() == [4, 4]
+
+
 def test_cli_figures_quick_flags(tmp_path, capsys, monkeypatch):
     seen = {}
 
@@ -288,20 +313,28 @@ def test_cli_deepvis_bad_class(tmp_path, capsys):
 
 @pytest.fixture
 def panel_titles(monkeypatch):
-    """Every title drawn by :func:`jaxviz.plotting.titled_panel`, panel by panel."""
-    from jaxviz import plotting
+    """Every title drawn by :func:`jaxviz.render.titled_panel`, panel by panel."""
+    from jaxviz.render import panels
 
-    seen, real = [], plotting.titled_panel
-    monkeypatch.setattr(plotting, "titled_panel",
+    seen, real = [], panels.titled_panel
+    monkeypatch.setattr(panels, "titled_panel",
                         lambda images, titles, *a, **k: seen.append(list(titles)) or real(images, titles, *a, **k))
     return seen
 
 
-def test_arch_defaults_keep_imagenet_behaviour():
-    d = F.arch_defaults(vgg.get_arch("vgg16"))
-    assert d["image"] == sample_image_path("chelsea") and d["deepvis_classes"] == (130, 736, 779)
-    assert d["pattern_step_size"] == {} and d["gradcam_score"] == "prob"
-    assert F.arch_defaults(vgg.get_arch("vgg_tiny"))["deepvis_classes"] == (130, 736, 779)  # → 0, 6, 9
+def test_imagenet_profile_keeps_the_books_figure_set(tmp_path, monkeypatch):
+    """A VGG table's figure set takes the model's ``imagenet`` profile: the cat, the book's Grad-CAM of the
+    probability and single pattern, 130/736/779 (→ 0, 6, 9 on vgg_tiny), each method's own pattern step."""
+    for name in ("summary", "kernels", "feature_maps", "patterns", "deepvis", "gradcam", "single_pattern"):
+        monkeypatch.setattr(runners, f"run_{name}", lambda ctx, task: [(ctx.out / f).write_bytes(b"")
+                                                                        for f in task.files])
+    manifest = F.make_figures("vgg_tiny", "random:0", out_dir=tmp_path, pattern_methods=("keras",),
+                              progress=False)
+    assert Path(manifest["image"]) == sample_image_path("chelsea") and manifest["profile"] == "imagenet"
+    params = manifest["parameters"]
+    assert params["gradcam_score"] == "prob" and params["single_method"] == "keras"
+    assert manifest["tasks"]["deepvis"]["params"]["classes"] == [0, 6, 9]
+    assert manifest["tasks"]["patterns_keras_block1_conv1"]["params"]["step_size"] == 1.0
 
 
 def test_demo_figure_set_uses_the_demo_scene_classes_and_names(tmp_path, panel_titles):

@@ -22,6 +22,9 @@ import jax.numpy as jnp
 from .. import runtime
 from . import _cam
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
                 score: str = "logit", upsample: bool = True, interpolation: str = "bilinear",

@@ -17,6 +17,9 @@ import jax.numpy as jnp
 
 from ._modified import modified_gradient
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 @jax.custom_vjp
 def deconv_relu(z: jax.Array) -> jax.Array:

@@ -48,6 +48,10 @@ from .. import runtime
 from ..errors import JaxvizError
 from ..ops import ElementwiseRule
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 EPS = 1e-10
 
 

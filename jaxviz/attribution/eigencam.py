@@ -23,6 +23,9 @@ import jax.numpy as jnp
 
 from . import _cam
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def eigencam_map(a: jax.Array, g=None) -> jax.Array:
     """The sign-corrected projection ``Ā v₁`` ``[N, h, w]`` (before the final ReLU) from ``A`` ``[N, h, w, K]``."""

@@ -40,8 +40,12 @@ import jax.numpy as jnp
 from .. import runtime
 from ..errors import JaxvizError
 from . import _cam
+from .scores import default_score
 
 SCORES = ("prob", "logit")
+
+#: Display policy: a Grad-CAM map is a ReLU of evidence for the class, never negative (shown as its magnitude).
+SIGNED = False
 
 class GradCAMResult(NamedTuple):
     """Everything one Grad-CAM call computes.
@@ -54,6 +58,24 @@ class GradCAMResult(NamedTuple):
     maps: jax.Array
     classes: jax.Array
     probs: jax.Array
+
+
+class GradCAMReport(NamedTuple):
+    """What a Grad-CAM figure shows, from one compiled program (one forward, one batched backward pass).
+
+    heatmaps: ``[N, h, w]``, the map of each image's explained class (its top class, or the target given).
+    heat_classes: ``[N]`` int32, that class.
+    maps: ``[N, K, h, w]``, the maps of each image's K most probable classes, in descending probability.
+    classes: ``[N, K]`` int32, those classes.
+    probs: ``[N, num_classes]`` probabilities; logits: the logits of the same forward pass.
+    """
+
+    heatmaps: jax.Array
+    heat_classes: jax.Array
+    maps: jax.Array
+    classes: jax.Array
+    probs: jax.Array
+    logits: jax.Array
 
 
 def _build(fwd, layer: str, score: str, relu: Callable):
@@ -70,10 +92,13 @@ def _build(fwd, layer: str, score: str, relu: Callable):
             logits, taps = fwd(params, x, upto="logits", taps=(layer,), relu=relu, perturb={layer: delta})
             probs = runtime.probabilities(logits, score)
             y = logits if score.endswith("logit") else probs
-            return y, (taps[layer], probs)
+            return y, (taps[layer], probs, logits)
 
-        y, vjp_fn, (a, probs) = jax.vjp(forward, delta0, has_aux=True)
-        ranked = jax.lax.top_k(probs, classes.shape[1])[1]  # ranking: same for logits and probabilities
+        y, vjp_fn, (a, probs, logits) = jax.vjp(forward, delta0, has_aux=True)
+        k = min(classes.shape[1], probs.shape[-1])  # top-K and a target: K + 1 columns, K ranked
+        ranked = jax.lax.top_k(probs, k)[1]  # ranking: same for logits and probabilities
+        if k < classes.shape[1]:
+            ranked = jnp.pad(ranked, ((0, 0), (0, classes.shape[1] - k)))  # under given classes only
         classes = jnp.where(classes < 0, ranked, classes).astype(jnp.int32)
         cot = jax.nn.one_hot(classes.T, y.shape[-1], dtype=y.dtype)  # [K, N, num_classes]
         (grads,) = jax.vmap(vjp_fn)(cot)  # [K, N, h, w, C]: one batched backward pass
@@ -82,7 +107,7 @@ def _build(fwd, layer: str, score: str, relu: Callable):
         cam = jnp.maximum(cam, 0)
         peak = cam.max(axis=(2, 3), keepdims=True)
         cam = cam / jnp.where(peak > 0, peak, 1)  # all-zero maps stay zero, never 0/0
-        return cam, classes, probs
+        return cam, classes, probs, logits
 
     return run
 
@@ -109,28 +134,61 @@ def gradcam_result(model, x, target: int | Sequence[int] | None = None, layer: s
         if target is not None:
             raise JaxvizError("give the class as target= or class_index=, not both")
         target = class_index
-    if not model.include_top:
-        raise JaxvizError("Grad-CAM needs the classifier: load the model with include_top=True")
-    from .scores import default_score
-
-    score = default_score(model, score)
-    if score not in SCORES:
-        raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
-    score = runtime.check_score(model, score)
-    layer = _check_layer(model, layer)
-    x = model.check_input(x)  # also refuses NaN/inf images, which would give NaN maps
+    score, layer, x = _checked(model, x, layer, score)
     n, num_classes = x.shape[0], model.arch.num_classes
     if top is not None:
         if target is not None:
             raise JaxvizError("give either a target class or top=K, not both")
-        if not 1 <= operator.index(top) <= num_classes:
-            raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
+        _check_top(top, num_classes)
     if target is not None:
         classes = runtime.check_targets(model, target, n)[:, None]
     else:
         classes = jnp.full((n, int(top or 1)), -1, jnp.int32)  # -1: the j-th most probable class
     fn = _compiled(model, layer, score, relu)
-    return GradCAMResult(*fn(model.params if params is None else params, x, classes))
+    maps, classes, probs, _ = fn(model.params if params is None else params, x, classes)
+    return GradCAMResult(maps, classes, probs)
+
+
+def gradcam_report(model, x, top: int = 5, target: int | Sequence[int] | None = None, layer: str | None = None,
+                   score: str | None = None) -> GradCAMReport:
+    """Everything a Grad-CAM figure draws, in one pass: the map of each image's top class (or of ``target``),
+    the maps of its ``top`` most probable classes, the probabilities and the logits.
+
+    One compiled program (:func:`gradcam`'s): the ``top`` ranked classes and, with a target, that class in
+    one more column, all from one forward and one batched backward pass. Arguments as :func:`gradcam`;
+    ``top`` is capped at the number of classes.
+
+    Returns:
+      :class:`GradCAMReport`.
+    """
+    score, layer, x = _checked(model, x, layer, score)
+    n, num_classes = x.shape[0], model.arch.num_classes
+    k = min(operator.index(top), num_classes)
+    _check_top(k, num_classes)
+    classes = jnp.full((n, k), -1, jnp.int32)  # -1: the j-th most probable class
+    if target is not None:
+        classes = jnp.concatenate([classes, runtime.check_targets(model, target, n)[:, None]], axis=1)
+    maps, classes, probs, logits = _compiled(model, layer, score, jax.nn.relu)(model.params, x, classes)
+    if target is not None:
+        return GradCAMReport(maps[:, k], classes[:, k], maps[:, :k], classes[:, :k], probs, logits)
+    return GradCAMReport(maps[:, 0], classes[:, 0], maps, classes, probs, logits)
+
+
+def _check_top(top, num_classes: int) -> None:
+    if not 1 <= operator.index(top) <= num_classes:
+        raise JaxvizError(f"top must be in 1..{num_classes}, got {top}")
+
+
+def _checked(model, x, layer, score):
+    """The score, layer and images checked (one error line each), as the program takes them."""
+    if not model.include_top:
+        raise JaxvizError("Grad-CAM needs the classifier: load the model with include_top=True")
+    score = default_score(model, score)
+    if score not in SCORES:
+        raise JaxvizError(f"unknown score {score!r}; use one of: {', '.join(SCORES)}")
+    score = runtime.check_score(model, score)
+    layer = _check_layer(model, layer)
+    return score, layer, model.check_input(x)  # also refuses NaN/inf images, which would give NaN maps
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, layer: str | None = None,

@@ -30,6 +30,10 @@ import numpy as np
 from .. import runtime
 from ..errors import JaxvizError
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 
 def gradient_shap(model, x, target: int | Sequence[int] | None = None, *, baselines=None, n: int = 20,
                   stdevs: float = 0.0, seed: int = 0, batch_size: int | None = None, score: str = "logit",

@@ -23,6 +23,9 @@ from .. import runtime
 from . import _cam
 from .guided_backprop import guided_relu
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
                    score: str = "logit", interpolation: str = "bilinear", reduce: str | None = "abs_max",

@@ -16,6 +16,9 @@ import jax
 
 from . import _cam
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def hirescam_map(a: jax.Array, g: jax.Array) -> jax.Array:
     """``Σ_k g_ijk · A_ijk`` ``[N, h, w]`` (before the final ReLU) from ``A``, ``g`` ``[N, h, w, K]``."""

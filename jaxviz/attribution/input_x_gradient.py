@@ -19,6 +19,10 @@ import jax
 
 from .. import runtime
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 
 def input_x_gradient(model, x, target: int | Sequence[int] | None = None, *, score: str = "logit",
                      reduce: str | None = "sum", params=None) -> jax.Array:

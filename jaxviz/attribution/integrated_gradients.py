@@ -35,6 +35,10 @@ import numpy as np
 from .. import runtime
 from ..errors import JaxvizError
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 BASELINES = ("zeros", "black", "blur")
 

@@ -34,6 +34,10 @@ import numpy as np
 from .. import runtime
 from ..errors import JaxvizError
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 SEGMENTATIONS = ("slic", "grid", "quickshift")
 
 #: ``lime``'s default segmentation: ``SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200,

@@ -8,31 +8,35 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 
 import jax
+import numpy as np
 
 from .. import runtime
 from ..errors import JaxvizError
-from .ablationcam import ablationcam
-from .deconvnet import deconvnet
-from .deeplift import deeplift
-from .eigencam import eigencam
-from .gradcam import gradcam as book_gradcam
-from .gradcam_plus_plus import gradcam_plus_plus
-from .gradient_shap import gradient_shap
-from .guided_backprop import guided_backprop
-from .guided_gradcam import guided_gradcam
-from .hirescam import hirescam
-from .input_x_gradient import input_x_gradient
-from .integrated_gradients import integrated_gradients
-from .layercam import layercam
-from .lime import lime
-from .occlusion import occlusion
-from .rise import rise
-from .saliency import saliency
-from .score_cam import score_cam
-from .smoothgrad import smoothgrad
-from .xgradcam import xgradcam
+from . import (
+    ablationcam,
+    deconvnet,
+    deeplift,
+    eigencam,
+    gradcam_plus_plus,
+    gradient_shap,
+    guided_backprop,
+    guided_gradcam,
+    hirescam,
+    input_x_gradient,
+    integrated_gradients,
+    layercam,
+    lime,
+    occlusion,
+    rise,
+    saliency,
+    score_cam,
+    smoothgrad,
+    xgradcam,
+)
+from . import gradcam as book
 
 
 def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
@@ -49,7 +53,7 @@ def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str |
     """
     runtime.check_choice(interpolation, ("bilinear", "nearest"), "interpolation")
     reduce = runtime.check_reduce(reduce)
-    maps = book_gradcam(model, x, target, layer=layer, score=score, params=params)
+    maps = book.gradcam(model, x, target, layer=layer, score=score, params=params)
     x = runtime.check_input(model, x)
     return runtime.finish_spatial(_resize(maps, x.shape[1:3], interpolation), reduce, x.shape[-1])
 
@@ -61,27 +65,36 @@ def _resize(maps, size, method):
 
 #: name → method, in the order the ``all`` panel shows them.
 METHODS: dict[str, Callable] = {
-    "saliency": saliency,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    "input_x_gradient": input_x_gradient,
-    "gradient_shap": gradient_shap,
-    "deeplift": deeplift,
-    "deconvnet": deconvnet,
-    "guided_backprop": guided_backprop,
+    "saliency": saliency.saliency,
+    "smoothgrad": smoothgrad.smoothgrad,
+    "integrated_gradients": integrated_gradients.integrated_gradients,
+    "input_x_gradient": input_x_gradient.input_x_gradient,
+    "gradient_shap": gradient_shap.gradient_shap,
+    "deeplift": deeplift.deeplift,
+    "deconvnet": deconvnet.deconvnet,
+    "guided_backprop": guided_backprop.guided_backprop,
     "gradcam": gradcam,
-    "guided_gradcam": guided_gradcam,
-    "gradcam_plus_plus": gradcam_plus_plus,
-    "score_cam": score_cam,
-    "layercam": layercam,
-    "hirescam": hirescam,
-    "xgradcam": xgradcam,
-    "eigencam": eigencam,
-    "ablationcam": ablationcam,
-    "occlusion": occlusion,
-    "lime": lime,
-    "rise": rise,
+    "guided_gradcam": guided_gradcam.guided_gradcam,
+    "gradcam_plus_plus": gradcam_plus_plus.gradcam_plus_plus,
+    "score_cam": score_cam.score_cam,
+    "layercam": layercam.layercam,
+    "hirescam": hirescam.hirescam,
+    "xgradcam": xgradcam.xgradcam,
+    "eigencam": eigencam.eigencam,
+    "ablationcam": ablationcam.ablationcam,
+    "occlusion": occlusion.occlusion,
+    "lime": lime.lime,
+    "rise": rise.rise,
 }
+
+#: name → the module that defines the method (and declares how its maps are shown).
+_MODULES = dict(zip(METHODS, (
+    saliency, smoothgrad, integrated_gradients, input_x_gradient, gradient_shap, deeplift, deconvnet, guided_backprop,
+    book, guided_gradcam, gradcam_plus_plus, score_cam, layercam, hirescam, xgradcam, eigencam, ablationcam, occlusion,
+    lime, rise)))
+#: name → the method's display policy, as its module declares it (``SIGNED``): True = the sign matters
+#: (negative is evidence against the class), shown as the positive part; False = shown as the magnitude.
+SIGNED = MappingProxyType({name: module.SIGNED for name, module in _MODULES.items()})
 
 ALIASES = {"ig": "integrated_gradients", "gradcam++": "gradcam_plus_plus", "scorecam": "score_cam",
            "deconv": "deconvnet", "guided": "guided_backprop", "ixg": "input_x_gradient",
@@ -108,8 +121,6 @@ def explain(model, x, method: str = "saliency", target: int | Sequence[int] | No
 
     Images holding NaN or inf are refused (every method would return a NaN map without a word).
     """
-    import numpy as np
-
     if not np.all(np.isfinite(np.asarray(x))):
         raise JaxvizError("the images hold NaN/inf values, which give NaN maps; check the preprocessing "
                           "(np.isfinite(x).all() should be True)")

@@ -35,6 +35,10 @@ import jax.numpy as jnp
 from .. import runtime
 from ..errors import JaxvizError
 
+#: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
+#: as its positive part.
+SIGNED = True
+
 
 def _pair(v, what):
     t = (v, v) if isinstance(v, int) else tuple(v)

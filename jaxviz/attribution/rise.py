@@ -31,6 +31,9 @@ import numpy as np
 from .. import runtime
 from ..errors import JaxvizError
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def rise(model, x, target: int | Sequence[int] | None = None, *, n: int = 1000, grid: int = 7, p: float = 0.5,
          fill: float = 0.0, seed: int = 0, batch_size: int | None = None, score: str = "prob",

@@ -18,6 +18,9 @@ import jax.numpy as jnp
 
 from .. import runtime
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def saliency(model, x, target: int | Sequence[int] | None = None, *, score: str = "logit",
              abs: bool = True, reduce: str | None = "max", params=None) -> jax.Array:

@@ -45,6 +45,9 @@ import jax.numpy as jnp
 from .. import runtime
 from . import _cam
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
               score: str = "prob", batch_size: int | None = None, interpolation: str = "bilinear",

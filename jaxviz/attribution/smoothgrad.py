@@ -25,6 +25,9 @@ import jax.numpy as jnp
 
 from .. import runtime
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 50, noise: float = 0.15,
                seed: int = 0, batch_size: int | None = None, squared: bool = False, abs: bool = True,

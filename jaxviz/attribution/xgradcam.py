@@ -17,6 +17,9 @@ import jax.numpy as jnp
 
 from . import _cam
 
+#: Display policy: the map is shown as its magnitude (its sign carries no class evidence).
+SIGNED = False
+
 
 def xgradcam_map(a: jax.Array, g: jax.Array) -> jax.Array:
     """``Σ_k w_k A_k`` ``[N, h, w]`` (before the final ReLU) with XGrad-CAM's weights ``w_k``."""

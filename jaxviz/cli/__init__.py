@@ -16,10 +16,12 @@ import sys
 import warnings
 
 from ..errors import JaxvizError, printable
+from ..parallel import enable_compilation_cache
 from ..version import __version__
+from . import atlas_cmd, attribution, common, foundation, visualize
 
 #: Modules under ``jaxviz.cli`` whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = ("foundation", "visualize", "attribution", "atlas_cmd")
+COMMAND_MODULES = (foundation, visualize, attribution, atlas_cmd)
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,34 +36,23 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = Parser(
         prog="jaxviz", description="Visualise what convnets learn: VGG16/VGG19 in JAX with Keras's weights."
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue  # that group of commands is not part of this build
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
 
 def _version() -> str:
-
     return f"jaxviz {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns its exit status (0 ok, 1 a check failed, 2 bad input, 130 Ctrl-C)."""
-    from . import common
-
     common.created_folders.clear()
     try:
         parser = build_parser()
@@ -101,8 +92,6 @@ def _run(args) -> int:
     try:
         if (getattr(args, "command", None) not in ("weights", "summary", "convert")
                 and os.environ.get("JAXVIZ_COMPILE_CACHE", "1") != "0"):
-            from ..parallel import enable_compilation_cache
-
             enable_compilation_cache()  # a later run loads the compiled programs instead of compiling again
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

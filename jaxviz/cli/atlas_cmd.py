@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..atlas import atlas, image_files
+from ..errors import printable
 from . import common
 
 
@@ -33,9 +35,6 @@ def register(sub) -> None:
 
 
 def cmd_atlas(args) -> int:
-    from ..atlas import atlas, image_files
-    from ..errors import printable
-
     image_files(args.images)  # a missing or empty folder is refused before the model loads
     model = common.model_from_args(args)
     layers = model.conv_layer_names if args.layers is None else model.check_layers(args.layers)

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runtime
 from ..atomic import confine
+from ..attribution.methods import ALIASES, METHODS, SIGNED, get_method, method_name
 from ..errors import JaxvizError
+from ..images import overlay, save_png
+from ..metrics import deletion, insertion, model_randomisation, plot_sanity, pointing_game
+from ..metrics.pointing import parse_box
+from ..metrics.sanity import weighted_layers_top_down
+from ..render import display_map, save_figure, titled_panel
 from .common import (
     CompileNotice,
     add_images_arg,
@@ -30,13 +37,8 @@ from .common import (
     unique_stems,
 )
 
-#: Methods whose sign matters (negative = evidence against the class): shown as their positive part.
-_SIGNED = ("integrated_gradients", "input_x_gradient", "gradient_shap", "deeplift", "occlusion", "lime")
-
 
 def _method_help(what: str) -> str:
-    from ..attribution.methods import ALIASES, METHODS
-
     aliases = ", ".join(f"{k} = {v}" for k, v in ALIASES.items())
     return (f"{what} (repeatable, or a comma list): {', '.join(METHODS)}, or all (every method); case and "
             f"-/_ do not matter; aliases: {aliases}")
@@ -76,8 +78,6 @@ def register(sub) -> None:
 
 
 def _methods(specs: list[str]) -> list[str]:
-    from ..attribution.methods import METHODS, method_name
-
     if not specs:
         raise JaxvizError(f"name a method with --method; valid methods: {', '.join(METHODS)} (or all)")
     names: list[str] = []
@@ -126,31 +126,14 @@ def constant_map_note(m) -> str | None:
     return None
 
 
-def display_map(m, method: str) -> np.ndarray:
-    """A map ``[H, W]`` → [0, 1] for display: its positive part (signed methods) or magnitude, scaled by
-    the 99.5th percentile so that a few extreme pixels do not wash the rest out."""
-    m = np.asarray(m, np.float64)
-    m = np.maximum(m, 0) if method in _SIGNED else np.abs(m)
-    top = np.percentile(m, 99.5)
-    if top <= 0:
-        top = m.max()
-    return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
-
-
 def _targets(model, x, target) -> list[int]:
     if target is not None:
         return [int(target)] * len(x)
-    from ..runtime import logits
-
     # the logits, not predict's output: a single sigmoid unit's [N, 1] has one column (see jaxviz.graph)
-    return [int(c) for c in np.asarray(logits(model, x)).argmax(-1)]
+    return [int(c) for c in np.asarray(runtime.logits(model, x)).argmax(-1)]
 
 
 def cmd_explain(args) -> int:
-    from ..attribution.methods import get_method
-    from ..images import overlay, save_png, undo_preprocess
-    from ..plotting import save_figure, titled_panel
-
     names = _methods(args.method)
     model, paths = _load(args)
     out = output_dir(args.output)
@@ -171,12 +154,11 @@ def cmd_explain(args) -> int:
                 bar.update(len(chunk))
             for i, path in enumerate(chunk):
                 _explain_one(model, path, stems[path], x[i], targets[i], names, {k: v[i] for k, v in maps.items()},
-                             seconds, out, args.npy, overlay, save_png, undo_preprocess, save_figure, titled_panel)
+                             seconds, out, args.npy)
     return 0
 
 
-def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, overlay, save_png, undo_preprocess,
-                 save_figure, titled_panel) -> None:
+def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy) -> None:
     label = _class_label(model, target)
     rgb = np.clip(np.asarray(model.undo_preprocess(x)), 0, 255)
     rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb  # a grayscale model's input, shown gray
@@ -187,7 +169,7 @@ def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, o
     for name in names:
         m = maps[name]
         note = constant_map_note(m)
-        shown = overlay(rgb, display_map(np.nan_to_num(m), name), alpha=0.5)
+        shown = overlay(rgb, display_map(np.nan_to_num(m), SIGNED[name]), alpha=0.5)
         png = save_png(confine(out, f"{stem}_{name}.png"), shown)
         entry = {"png": png.name, "seconds": round(seconds[name], 3)}
         if note:
@@ -210,8 +192,6 @@ def _explain_one(model, path, stem, x, target, names, maps, seconds, out, npy, o
 
 
 def _checkpoints(model, mode: str) -> list[str] | None:
-    from ..metrics.sanity import weighted_layers_top_down
-
     layers = weighted_layers_top_down(model)
     if mode == "full":
         return None
@@ -221,10 +201,6 @@ def _checkpoints(model, mode: str) -> list[str] | None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..attribution.methods import get_method
-    from ..metrics import deletion, insertion, model_randomisation, plot_sanity, pointing_game
-    from ..metrics.pointing import parse_box
-
     names = _methods(args.method)
     box = parse_box(args.box) if args.box else None
     if args.json:

@@ -6,15 +6,20 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .. import model as model_lib
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
 from ..errors import JaxvizError, printable
 from ..figures import unique_stems  # noqa: F401  (for the commands)
+from ..images import load_image, preprocess_input
 from ..preprocessing import MODES
-from ..runtime import CompileNotice  # noqa: F401  (for the commands)
+from ..runtime import CompileNotice, chunk_progress  # noqa: F401  (CompileNotice: for the commands)
 
 
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
@@ -86,17 +91,13 @@ def weights_spec(text: str) -> str:
 
 
 def model_from_args(args, include_top: bool | None = None):
-    import sys
-
-    from ..model import _is_model_file, load
-
     if include_top is None:
         include_top = not getattr(args, "no_top", False)
-    model = load(args.arch, weights_arg(args), include_top=include_top,
+    model = model_lib.load(args.arch, weights_arg(args), include_top=include_top,
                  preprocess=getattr(args, "preprocess", None))
     if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
         model.require_spatial(f"jaxviz {getattr(args, 'command', None) or 'this command'}")
-    if _is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
+    if model_lib._is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
         print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
               file=sys.stderr)
     return model
@@ -105,12 +106,10 @@ def model_from_args(args, include_top: bool | None = None):
 def weights_arg(args) -> str:
     """``--weights`` as :func:`jaxviz.load` takes it: "imagenet" when not given; for a model file, given as
     anything but random:SEED, one line saying the file holds its own weights."""
-    from ..model import _is_model_file, file_weights_error
-
     if args.weights is None:
         return "imagenet"
-    if _is_model_file(args.arch) and not args.weights.startswith("random:"):
-        raise file_weights_error(args.arch, args.weights)
+    if model_lib._is_model_file(args.arch) and not args.weights.startswith("random:"):
+        raise model_lib.file_weights_error(args.arch, args.weights)
     return args.weights
 
 
@@ -132,8 +131,6 @@ def preprocess_note(model) -> str:
 def images_from_paths(paths, size, model=None) -> np.ndarray:
     """Loads image files as one batch ``[N, H, W, C]`` at ``size`` (H, W), preprocessed for ``model`` (default:
     VGG's "caffe" mode); grayscale (C = 1) for a model on one-channel images, else RGB."""
-    from ..images import load_image, preprocess_input
-
     channels = 3 if model is None else getattr(model.arch, "channels", 3)
     rgb = np.stack([load_image(p, target_size=size, channels=channels) for p in paths])
     return preprocess_input(rgb) if model is None else np.asarray(model.preprocess_input(rgb))
@@ -166,8 +163,6 @@ def output_dir(path: str | os.PathLike, option: str = "-o") -> Path:
 
 def _writable(folder: Path) -> bool:
     """Whether a file can be created in ``folder`` (tried for real: ``os.access`` says yes to root on /proc)."""
-    import secrets
-
     probe = folder / f".jaxviz-probe-{secrets.token_hex(4)}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -278,19 +273,13 @@ def default_images(images: list[str], model) -> list[str]:
     """``images``, or the model's bundled sample image (with a note on stderr) when none was given."""
     if images:
         return images
-    import sys
-
-    from ..figures import arch_defaults
-
-    path = str(arch_defaults(model.arch)["image"])
+    path = str(model.profile.image)
     print(f"jaxviz: no IMAGE given: using the bundled {path}", file=sys.stderr)
     return [path]
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "image"):
     """A tqdm bar on stderr when it is a terminal and there is more than one item; else a silent stand-in."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, disable=None if (enabled and total > 1) else True,
                 leave=False)
 
@@ -299,10 +288,6 @@ def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "image
 def chunk_bar(desc: str, enabled: bool = True):
     """A second bar (on a terminal) following the chunks of a slow method's loop while the block runs (see
     :class:`jaxviz.runtime.chunk_progress`); nothing appears for a method that reports no chunks."""
-    from tqdm.auto import tqdm
-
-    from ..runtime import chunk_progress
-
     bars: list = []
 
     def hook(done: int, total: int):

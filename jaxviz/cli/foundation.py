@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import model as model_lib
+from .. import weights
 from ..atomic import confine, file_stems
-from ..errors import JaxvizError, printable
+from ..errors import JaxvizError, WeightsError, printable
+from ..keras_compare import compare
+from ..render import feature_map_figure, save_figure
+from ..vgg import get_arch
+from ..visualize.activations import block_end_layers
 from .common import (
     CompileNotice,
     add_images_arg,
@@ -84,15 +90,13 @@ def register(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from ..model import _is_model_file, format_summary, load
-
-    if _is_model_file(args.arch):
-        model = load(args.arch)
+    if model_lib._is_model_file(args.arch):
+        model = model_lib.load(args.arch)
         shape = (args.input_size, args.input_size, model.arch.channels) if args.input_size and model.input_hw else None
         model.summary(input_shape=shape)
         return 0
     shape = (args.input_size, args.input_size, 3) if args.input_size else None
-    print(format_summary(args.arch, include_top=not args.no_top, input_shape=shape))
+    print(model_lib.format_summary(args.arch, include_top=not args.no_top, input_shape=shape))
     return 0
 
 
@@ -114,10 +118,6 @@ def cmd_convert(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from .. import weights
-    from ..errors import WeightsError
-    from ..vgg import get_arch
-
     arch = get_arch(args.arch)
     top = not args.no_top
     if args.action == "path":
@@ -197,9 +197,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_activations(args) -> int:
-    from ..plotting import feature_map_figure, save_figure
-    from ..visualize.activations import block_end_layers
-
     paths = collect_images(args.images)
     model = model_from_args(args, include_top=False)
     layers = list(args.layer) + (block_end_layers(model) if args.blocks else [])
@@ -238,13 +235,10 @@ def cmd_activations(args) -> int:
 
 
 def cmd_compare_keras(args) -> int:
-    from ..figures import arch_defaults
-    from ..keras_compare import compare
-
     if args.image is not None:
         collect_images([args.image])
     model = model_from_args(args, include_top=True)
-    image = args.image or str(arch_defaults(model.arch)["image"])
+    image = args.image or str(model.profile.image)
     rows = compare(model, images_from_paths([image], model.input_hw, model))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)

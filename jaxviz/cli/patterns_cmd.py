@@ -17,9 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 
+import jax
+
+from .. import parallel
 from ..atomic import confine, file_stems
 from ..errors import JaxvizError, printable
+from ..images import save_png
+from ..render import image_grid, labelled_grid, save_figure
 from ..version import __version__
+from ..visualize import patterns
 from . import common
 
 
@@ -88,24 +94,16 @@ def _span(filters: list[int]) -> str:
 
 
 def _settings(args, model, layer: str, filters: list[int], options: dict) -> dict:
-
     return {"jaxviz": __version__, "arch": model.arch.name, "weights": model.source, "layer": layer,
             "filters": filters, "size": args.size, "steps": args.steps, "step_size": args.step_size,
             "method": args.method, "seed": args.seed, "dtype": args.dtype, "options": options}
 
 
 def run_patterns(args) -> int:
-    from .. import parallel
-    from ..images import save_png
-    from ..plotting import image_grid
-    from ..visualize import patterns
-
     if args.coordinator:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     elif args.num_processes != 1:
         raise JaxvizError("--num-processes needs --coordinator HOST:PORT (the address of process 0)")
-    import jax
-
     lead = jax.process_index() == 0
     if args.process_id >= args.num_processes:
         raise JaxvizError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
@@ -166,8 +164,6 @@ def run_patterns(args) -> int:
             common.save_npy(confine(out, f"{name}.npy"), x)
         save_png(grid_path, grid)
         if len(images) > 1:  # the same grid with its layer, settings and filter indices, to read on its own
-            from ..plotting import labelled_grid, save_figure
-
             rows = -(-len(images) // min(args.cols, len(images)))
             title = (f"{layer} of {model.arch.name}: filter patterns {_span(filters)} ({args.method} ascent, "
                      f"{args.size} px, seed {args.seed})")

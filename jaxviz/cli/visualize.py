@@ -1,13 +1,23 @@
-"""Subcommands: kernels, deepvis, gradcam, figures (and patterns, when that module is present)."""
+"""Subcommands: patterns (:mod:`.patterns_cmd`), kernels, deepvis, gradcam, figures."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from .. import figures
 from ..atomic import confine, file_stems
+from ..attribution.gradcam import gradcam_report
 from ..errors import JaxvizError, printable
+from ..images import load_image, save_png
+from ..render import deepvis_panel, display_photo, gradcam_images, save_figure
+from ..visualize.deepvis import DEFAULTS as DV
+from ..visualize.deepvis import DEMO_DEFAULTS as DD
+from ..visualize.deepvis import class_patterns, class_title, flat_warning
+from ..visualize.kernels import save_kernel_figures
+from .attribution import check_class
 from .common import (
     CompileNotice,
     add_images_arg,
@@ -26,16 +36,11 @@ from .common import (
     unique_stems,
     weights_arg,
 )
+from .patterns_cmd import register_patterns
 
 
 def register(sub) -> None:
-    try:
-        from .patterns_cmd import register_patterns
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.patterns_cmd":
-            raise  # patterns_cmd exists but something it imports is missing: say so
-    else:
-        register_patterns(sub)
+    register_patterns(sub)
 
     p = sub.add_parser("kernels", help="a conv layer's kernels: a row per filter, a column per input channel; "
                                        "and the same labelled (kernels_<layer>_labelled.png)")
@@ -48,9 +53,6 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--npy", action="store_true", help="also save the normalised kernel as .npy")
     p.set_defaults(func=cmd_kernels)
-
-    from ..visualize.deepvis import DEFAULTS as DV
-    from ..visualize.deepvis import DEMO_DEFAULTS as DD
 
     def dflt(key: str) -> str:  # "default 100.0; vgg_demo: 3000.0"
         return f"default {DV[key]}; vgg_demo*: {DD[key]}"
@@ -113,30 +115,19 @@ def _progress(args) -> bool:
 
 
 def cmd_kernels(args) -> int:
-    from ..visualize.kernels import save_kernel_figures
-
     model = model_from_args(args, include_top=False)
     model.check_layers(args.layer)
     out = output_dir(args.output)
     for path in save_kernel_figures(model, args.layer, out, filters=args.filters, channels=args.channels,
                                     scale=args.scale, npy=args.npy):
         print(path)
-    from ..figures import kernel_figures
-    from ..plotting import save_figure
-
-    for fig, suffix in zip(kernel_figures(model, args.layer, args.filters, min(args.channels, 8)),
+    for fig, suffix in zip(figures.kernel_figures(model, args.layer, args.filters, min(args.channels, 8)),
                            ("_labelled", "_rgb_labelled")):
         print(save_figure(fig, confine(out, f"kernels_{file_stems(model.layer_names)[args.layer]}{suffix}.png")))
     return 0
 
 
 def cmd_deepvis(args) -> int:
-    from ..images import save_png
-    from ..plotting import save_figure
-    from ..render import deepvis_panel
-    from ..visualize.deepvis import class_patterns
-    from .attribution import check_class
-
     model = model_from_args(args, include_top=True)
     for c in args.classes:
         check_class(model, c, "--class")
@@ -166,37 +157,24 @@ def cmd_deepvis(args) -> int:
 
 def warn_flat(classes, imgs) -> None:
     """One warning line on stderr for DeepVis images that stayed flat."""
-    import sys
-
-    from ..visualize.deepvis import flat_warning
-
     note = flat_warning(classes, imgs)
     if note:
         print(f"jaxviz: warning: {note}", file=sys.stderr)
 
 
 def cmd_gradcam(args) -> int:
-    from ..attribution.gradcam import gradcam_result
-    from ..figures import arch_defaults, display_photo
-    from ..images import load_image, overlay, save_png
-    from ..plotting import save_figure
-    from ..render import gradcam_heatmap, gradcam_panel
-    from ..visualize.deepvis import class_title
-    from .attribution import check_class
-
     paths = collect_images(args.images)
     model = model_from_args(args, include_top=True)
     paths = default_images(paths, model)
     if args.class_index is not None:
         check_class(model, args.class_index, "--class")
-    score = args.score or arch_defaults(model.arch)["gradcam_score"]
+    score = args.score or model.profile.score
     layer = args.layer
     if layer is not None:
         (layer,) = model.check_layers(layer)
         if layer not in model.spatial_layer_names:
             raise JaxvizError(f"--layer {layer}: Grad-CAM needs a conv layer (a layer with a spatial map); valid: "
                               f"{', '.join(model.spatial_layer_names)}")
-    hw = model.input_hw
     k = min(args.top or 5, len(model.class_names))
     out = output_dir(args.output)
     stems = unique_stems(paths)
@@ -209,44 +187,34 @@ def cmd_gradcam(args) -> int:
         for start in range(0, len(paths), batch):
             chunk = paths[start: start + batch]
             photos = [display_photo(load_image(p, target_size=None)) for p in chunk]
-            x = images_from_paths(chunk, hw, model)
+            x = images_from_paths(chunk, model.input_hw, model)
             with notice:
-                top = gradcam_result(model, x, layer=layer, score=score, top=k)
-            top_maps, top_classes, probs = (np.asarray(a) for a in top)
-            logits = np.asarray(model.features(x, "logits")["logits"])
-            if args.class_index is not None:
-                res = gradcam_result(model, x, target=args.class_index, layer=layer, score=score)
-                maps, classes = np.asarray(res.maps)[:, 0], np.asarray(res.classes)[:, 0]
-            else:
-                maps, classes = top_maps[:, 0], top_classes[:, 0]
+                report = gradcam_report(model, x, top=k, target=args.class_index, layer=layer, score=score)
             for i, (path, stem, photo) in enumerate(zip(chunk, stems[start:], photos)):
-                c = int(classes[i])
-                heat = maps[i]
-                print(save_png(confine(out, f"{stem}_gradcam.png"), gradcam_heatmap(heat, hw)))
-                print(save_png(confine(out, f"{stem}_overlay.png"), overlay(photo, heat)))
-                fig = gradcam_panel(model, photo, top_maps[i], top_classes[i], probs[i], logits[i],
-                                    f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
-                                    f"{model.arch.name}")
-                print(save_figure(fig, confine(out, f"{stem}_top{k}.png")))
+                title = (f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
+                         f"{model.arch.name}")
+                heatmap, overlay, panel = gradcam_images(model, photo, report, i, title)
+                print(save_png(confine(out, f"{stem}_gradcam.png"), heatmap))
+                print(save_png(confine(out, f"{stem}_overlay.png"), overlay))
+                print(save_figure(panel, confine(out, f"{stem}_top{k}.png")))
                 if args.npy:
-                    print(save_npy(confine(out, f"{stem}_gradcam.npy"), heat))
-                    print(save_npy(confine(out, f"{stem}_top{k}.npy"), top_maps[i]))
-                print(f"  {stem}: class {c} ({class_title(model, c)}), p = {probs[i, c]:.4f}, "
-                      f"logit {logits[i, c]:.2f}")
+                    print(save_npy(confine(out, f"{stem}_gradcam.npy"), np.asarray(report.heatmaps[i])))
+                    print(save_npy(confine(out, f"{stem}_top{k}.npy"), np.asarray(report.maps[i])))
+                c = int(report.heat_classes[i])
+                print(f"  {stem}: class {c} ({class_title(model, c)}), p = {float(report.probs[i, c]):.4f}, "
+                      f"logit {float(report.logits[i, c]):.2f}")
             bar.update(len(chunk))
     return 0
 
 
 def cmd_figures(args) -> int:
-    from ..figures import QUICK, make_figures
-
     images = collect_images(args.image) if args.image else None
     weights = weights_arg(args)
     out = output_dir(args.output)
-    kwargs = dict(QUICK) if args.quick else {}
+    kwargs = dict(figures.QUICK) if args.quick else {}
     kwargs["pattern_order"] = args.pattern_order
-    manifest = make_figures(args.arch, weights, images, out, progress=_progress(args), preprocess=args.preprocess,
-                            **kwargs)
+    manifest = figures.make_figures(args.arch, weights, images, out, progress=_progress(args),
+                                    preprocess=args.preprocess, **kwargs)
     run = manifest["last_run"]
     print(f"{printable(out / 'index.html')}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")
