@@ -82,7 +82,7 @@ Usage:
   python scripts/compare_captum.py                        # vgg16, random:0 weights, 224×224, short
   python scripts/compare_captum.py --arch vgg_tiny --batch 4 --json out.json
   python scripts/compare_captum.py --weights imagenet --image chelsea --methods saliency,ig
-  python scripts/compare_captum.py --methods all --repeats 5 --json compare_captum.json   # the issue's table
+  python scripts/compare_captum.py --methods all --repeats 5 --json compare_captum.json   # the full table
 """
 
 from __future__ import annotations

@@ -6,12 +6,19 @@ The suite runs with jaxviz's XLA:CPU setting applied before JAX starts (as the C
 Nothing the suite runs writes into the user's home: jaxviz's folder (weights, compilation cache), Keras's and
 the other per-user caches point into one temporary folder for the session, which the environment passes on
 to every worker and subprocess, and which is removed at the end.
+
+Fixtures shared by the test modules are defined here (each built once per module that uses it); helpers that
+tests import live beside it: ``attribution_models.py`` (hand-set models), ``keras_helpers.py`` and
+``keras_files.py`` (Keras-built models and files), ``onnx_models.py`` (PyTorch-exported files) and
+``module_files.py`` (a script of ``scripts/`` loaded as a module).
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+
+import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before any test module imports keras
 # The CLI's persistent compilation cache is process-wide: in-process CLI tests leave it off (tests that need it
@@ -31,8 +38,21 @@ from jaxviz import xla_cpu  # noqa: E402
 
 xla_cpu.configure()
 
+import jaxviz  # noqa: E402
 from jaxviz import runtime  # noqa: E402
 
 # A compile of a few seconds on a busy machine would add the "compiling…" line to stderr that tests compare
 # line by line; the tests of the notice set their own threshold.
 runtime.CompileNotice.after_s = 600.0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """``vgg_tiny`` (32 px, 10 classes) with its classifier and seeded random weights."""
+    return jaxviz.load("vgg_tiny", "random:0")
+
+
+@pytest.fixture(scope="module")
+def tiny_no_top():
+    """``vgg_tiny``'s convolutional base (``include_top=False``) with the same seeded random weights."""
+    return jaxviz.load("vgg_tiny", "random:0", include_top=False)

@@ -37,11 +37,6 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0")
-
-
-@pytest.fixture(scope="module")
 def biased():
     return tiny_with_biases(0)
 

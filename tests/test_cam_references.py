@@ -14,12 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from module_files import load_module, load_script
 
-import jaxviz
 from jaxviz.attribution.gradcam_plus_plus import gradcam_plus_plus, plus_plus_map
 from jaxviz.attribution.score_cam import score_cam
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_captum.py"
 
 
 def _pytorch_grad_cam_module(name):
@@ -42,15 +40,8 @@ def _pytorch_grad_cam_module(name):
         base.BaseCAM = object
         mp.setitem(sys.modules, "pytorch_grad_cam", pkg)
         mp.setitem(sys.modules, "pytorch_grad_cam.base_cam", base)
-        mod_spec = importlib.util.spec_from_file_location(f"_pgc_{name}", path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        module = load_module(f"_pgc_{name}", path)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0")
 
 
 @pytest.fixture(scope="module")
@@ -209,9 +200,7 @@ def test_score_cam_softmax_matches_pytorch_grad_cams_code(tiny, batch):
     pgc = _pytorch_grad_cam_module("score_cam")
     import torch
 
-    spec = importlib.util.spec_from_file_location("compare_captum", SCRIPT)
-    cc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cc)
+    cc = load_script("compare_captum")
     net, _ = cc.torch_vgg(tiny)
     layer, t = "block1_conv2", [2, 7]
     a = np.asarray(tiny.features(batch, layer)[layer])

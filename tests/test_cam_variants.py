@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from attribution_models import HandModel, X
+from module_files import load_module, load_script
 
 import jaxviz
 from jaxviz.attribution.eigencam import eigencam
@@ -20,7 +21,6 @@ from jaxviz.attribution.layercam import layercam
 from jaxviz.attribution.methods import METHODS, explain
 from jaxviz.attribution.xgradcam import xgradcam
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_captum.py"
 VARIANTS = {"layercam": layercam, "hirescam": hirescam, "xgradcam": xgradcam, "eigencam": eigencam}
 
 
@@ -87,12 +87,6 @@ def _pgc_modules(extra=()):
         pytest.skip("pytorch-grad-cam is not installed (pip install --no-deps grad-cam==1.5.7)")
     root = Path(spec.submodule_search_locations[0])
 
-    def load(name, path):
-        s = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(s)
-        s.loader.exec_module(mod)
-        return mod
-
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         for name in ("pytorch_grad_cam", "pytorch_grad_cam.utils"):
@@ -107,13 +101,13 @@ def _pgc_modules(extra=()):
             sk.KernelPCA = None
             mp.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
             mp.setitem(sys.modules, "sklearn.decomposition", sk)
-        svd = load("pytorch_grad_cam.utils.svd_on_activations", root / "utils" / "svd_on_activations.py")
+        svd = load_module("pytorch_grad_cam.utils.svd_on_activations", root / "utils" / "svd_on_activations.py")
         mp.setitem(sys.modules, "pytorch_grad_cam.utils.svd_on_activations", svd)
         out["svd"] = svd
         for name in ("layer_cam", "hirescam", "xgrad_cam", "eigen_cam"):
-            out[name] = load(f"_pgc_{name}", root / f"{name}.py")
+            out[name] = load_module(f"_pgc_{name}", root / f"{name}.py")
         for name in extra:  # dependencies first, registered under their package names
-            out[name] = load(f"pytorch_grad_cam.{name}", root / f"{name.replace('.', '/')}.py")
+            out[name] = load_module(f"pytorch_grad_cam.{name}", root / f"{name.replace('.', '/')}.py")
             mp.setitem(sys.modules, f"pytorch_grad_cam.{name}", out[name])
     return out
 
@@ -121,9 +115,7 @@ def _pgc_modules(extra=()):
 @pytest.fixture(scope="module")
 def torch_side():
     torch = pytest.importorskip("torch", reason="parity with pytorch-grad-cam needs torch")
-    spec = importlib.util.spec_from_file_location("compare_captum", SCRIPT)
-    cc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cc)
+    cc = load_script("compare_captum")
     from attribution_models import tiny_with_biases
 
     model = tiny_with_biases(3)

@@ -4,26 +4,19 @@ Runs scripts/compare_captum.py's comparison at small size; skipped when torch or
 (CI installs the CPU wheel of torch and captum; see the README).
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from module_files import load_script
 
 torch = pytest.importorskip("torch", reason="parity with Captum needs torch (pip install torch captum)")
 pytest.importorskip("captum", reason="parity with Captum needs captum (pip install captum)")
 
 import jaxviz  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_captum.py"
-
 
 @pytest.fixture(scope="module")
 def compare_captum():
-    spec = importlib.util.spec_from_file_location("compare_captum", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_captum")
 
 
 @pytest.fixture(scope="module")

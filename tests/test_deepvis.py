@@ -11,11 +11,6 @@ from jaxviz.visualize.deepvis import class_patterns, gaussian_blur, gaussian_ker
 CLASSES = [0, 3, 7]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0")
-
-
 def _scores(model, x, classes):
     logits = np.asarray(model.features(x, "logits")["logits"])
     return logits[np.arange(len(classes)), classes]

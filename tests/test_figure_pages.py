@@ -2,6 +2,7 @@
 feature-map captions that say how many maps are shown, and nothing written when the weights are missing."""
 
 import numpy as np
+from module_files import load_script
 
 import jaxviz
 import jaxviz.figures as F
@@ -49,14 +50,11 @@ def test_index_has_one_heading_per_section_and_says_how_many_maps(tmp_path):
 
 def test_readme_gallery_shows_files_of_the_demo_figure_set(tmp_path, monkeypatch):
     """scripts/make_gallery.py copies files ``figures --arch vgg_demo`` writes, and the README shows exactly those."""
-    import importlib.util
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("make_gallery", root / "scripts" / "make_gallery.py")
-    gallery = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gallery)
+    gallery = load_script("make_gallery")
 
     def write_files(ctx, task):  # the plan of the figure set without computing it
         for f in task.files:

@@ -2,21 +2,18 @@
 and parity with Captum (``InputXGradient``, ``NoiseTunnel``) on the same VGG rebuilt in PyTorch.
 """
 
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from attribution_models import HandModel, X, tiny_with_biases
+from module_files import load_script
 
 import jaxviz
 from jaxviz.attribution.input_x_gradient import input_x_gradient
 from jaxviz.attribution.methods import METHODS, explain
 from jaxviz.attribution.noise_tunnel import noise_tunnel, noise_tunnel_from_samples
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_captum.py"
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +25,7 @@ def hand():
 def torch_side():
     torch = pytest.importorskip("torch", reason="parity with Captum needs torch")
     pytest.importorskip("captum", reason="parity with Captum needs captum")
-    spec = importlib.util.spec_from_file_location("compare_captum", SCRIPT)
-    cc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cc)
+    cc = load_script("compare_captum")
     model = tiny_with_biases(3)
     net, _ = cc.torch_vgg(model)
     x = np.random.default_rng(4).normal(0, 40, (2, 32, 32, 3)).astype(np.float32)

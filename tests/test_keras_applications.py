@@ -12,16 +12,14 @@ of the logit (``jax.grad`` through ``stateless_call``, exact ops at "highest" an
 ``python scripts/check_applications.py`` runs every family under every method (docs/APPLICATIONS.md).
 """
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
+from module_files import load_script
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 keras = pytest.importorskip("keras", reason="Keras 3 builds the applications and is the gradient reference")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_applications.py"
 
 # family → (a modified-gradient method, the layer kinds it brings that no lighter family has)
 FAMILIES = {
@@ -38,10 +36,7 @@ RUN_HEAVY = os.environ.get("JAXVIZ_HEAVY_APPLICATIONS") == "1"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("check_applications", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("check_applications")
 
 
 @pytest.fixture(scope="module")

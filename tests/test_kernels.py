@@ -9,14 +9,9 @@ from jaxviz.visualize import activations as A
 from jaxviz.visualize.kernels import kernel_colour_patches, kernel_grid, kernels, save_kernel_figures
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0", include_top=False)
-
-
-def test_kernels_min_max_over_the_whole_layer(tiny):
-    raw = np.asarray(tiny.params["block2_conv1"]["kernel"], np.float64)
-    k = kernels(tiny, "block2_conv1")
+def test_kernels_min_max_over_the_whole_layer(tiny_no_top):
+    raw = np.asarray(tiny_no_top.params["block2_conv1"]["kernel"], np.float64)
+    k = kernels(tiny_no_top, "block2_conv1")
     assert k.shape == (3, 3, 4, 6) and k.dtype == np.float32
     assert k.min() == 0 and k.max() == 1  # the layer's extremes, exactly
     np.testing.assert_allclose(k, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-7)
@@ -32,8 +27,8 @@ def test_constant_kernel_is_flat_gray():
     assert not np.isnan(k).any() and np.all(k == 0.5)
 
 
-def test_kernel_grid_layout(tiny):
-    k = kernels(tiny, "block2_conv1")  # [3, 3, C_in=4, C_out=6]
+def test_kernel_grid_layout(tiny_no_top):
+    k = kernels(tiny_no_top, "block2_conv1")  # [3, 3, C_in=4, C_out=6]
     g = kernel_grid(k, scale=2, margin=1)
     # a row per filter (6), a column per input channel (4); cells 3·2 px with 1 px margins
     assert g.shape == (6 * 6 + 5, 4 * 6 + 3) and g.dtype == np.uint8
@@ -44,29 +39,29 @@ def test_kernel_grid_layout(tiny):
     assert kernel_grid(k, filters=100, channels=100, scale=1, margin=0).shape == (18, 12)  # capped
 
 
-def test_colour_patches_flip_bgr_to_rgb(tiny):
-    k = kernels(tiny, "block1_conv1")  # [3, 3, 3, 4]
+def test_colour_patches_flip_bgr_to_rgb(tiny_no_top):
+    k = kernels(tiny_no_top, "block1_conv1")  # [3, 3, 3, 4]
     p = kernel_colour_patches(k, cols=2, scale=1, margin=0)
     assert p.shape == (6, 6, 3)
     np.testing.assert_array_equal(p[:3, 3:6], np.rint(k[:, :, ::-1, 1] * 255).astype(np.uint8))
     with pytest.raises(ValueError, match="first-layer"):
-        kernel_colour_patches(kernels(tiny, "block2_conv1"))
+        kernel_colour_patches(kernels(tiny_no_top, "block2_conv1"))
 
 
-def test_save_kernel_figures_and_bad_layers(tiny, tmp_path):
-    paths = save_kernel_figures(tiny, "block1_conv1", tmp_path, npy=True)
+def test_save_kernel_figures_and_bad_layers(tiny_no_top, tmp_path):
+    paths = save_kernel_figures(tiny_no_top, "block1_conv1", tmp_path, npy=True)
     assert sorted(p.name for p in paths) == ["kernels_block1_conv1.npy", "kernels_block1_conv1.png",
                                              "kernels_block1_conv1_rgb.png"]
-    assert [p.name for p in save_kernel_figures(tiny, "block3_conv2", tmp_path)] == ["kernels_block3_conv2.png"]
+    assert [p.name for p in save_kernel_figures(tiny_no_top, "block3_conv2", tmp_path)] == ["kernels_block3_conv2.png"]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     with pytest.raises(jaxviz.LayerError, match="choose a conv layer: block1_conv1"):
-        kernels(tiny, "block1_pool")
+        kernels(tiny_no_top, "block1_pool")
     with pytest.raises(jaxviz.LayerError, match="valid layers"):
-        kernels(tiny, "block9_conv1")
+        kernels(tiny_no_top, "block9_conv1")
 
 
-def test_block_end_layers(tiny):
-    assert A.block_end_layers(tiny) == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
+def test_block_end_layers(tiny_no_top):
+    assert A.block_end_layers(tiny_no_top) == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
                                         "block5_conv3"]
     table = jaxviz.layer_table("vgg19", include_top=False)
 
@@ -77,13 +72,13 @@ def test_block_end_layers(tiny):
     assert A.block_ends is A.block_end_layers
 
 
-def test_save_activation_grids_one_pass(tiny, tmp_path, monkeypatch):
+def test_save_activation_grids_one_pass(tiny_no_top, tmp_path, monkeypatch):
     calls = []
-    real = tiny.features
-    monkeypatch.setattr(tiny, "features", lambda x, layers: calls.append(layers) or real(x, layers))
+    real = tiny_no_top.features
+    monkeypatch.setattr(tiny_no_top, "features", lambda x, layers: calls.append(layers) or real(x, layers))
     x = np.random.default_rng(0).normal(0, 30, (1, 48, 48, 3)).astype(np.float32)
-    layers = ["block1_conv1", *A.block_end_layers(tiny)]
-    paths = A.save_activation_grids(tiny, x, layers, tmp_path, count=5, npy=True)
+    layers = ["block1_conv1", *A.block_end_layers(tiny_no_top)]
+    paths = A.save_activation_grids(tiny_no_top, x, layers, tmp_path, count=5, npy=True)
     assert len(calls) == 1  # ONE forward pass for all the layers
     names = sorted(p.name for p in paths)
     assert names == sorted([f"{n}.png" for n in layers] + [f"{n}.npy" for n in layers])
@@ -98,9 +93,9 @@ def test_save_activation_grids_one_pass(tiny, tmp_path, monkeypatch):
     assert g5.shape[0] >= 32  # 3×3 maps are upscaled to stay visible
 
 
-def test_activation_grids_batch_and_bad_layer(tiny, tmp_path):
+def test_activation_grids_batch_and_bad_layer(tiny_no_top, tmp_path):
     x = np.random.default_rng(0).normal(0, 30, (2, 32, 32, 3)).astype(np.float32)
-    paths = A.save_activation_grids(tiny, x, "block2_pool", tmp_path, count=64)
+    paths = A.save_activation_grids(tiny_no_top, x, "block2_pool", tmp_path, count=64)
     assert sorted(p.name for p in paths) == ["block2_pool_0.png", "block2_pool_1.png"]
     with pytest.raises(jaxviz.LayerError, match="valid layers"):
-        A.save_activation_grids(tiny, x, ["block2_conv9"], tmp_path)
+        A.save_activation_grids(tiny_no_top, x, ["block2_conv9"], tmp_path)

@@ -10,12 +10,12 @@ installed. The live comparison runs too where Lucent is installed (``pip install
 kornia==0.4.1``), at a smaller size.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from module_files import load_script
 
 import jaxviz
 from jaxviz import figures, preprocessing
@@ -30,10 +30,7 @@ TOLERANCE = 0.10  # the issue's: within 10 % of Lucent's, per statistic, over th
 @pytest.fixture(scope="module")
 def compare_lucent():
     """scripts/compare_lucent.py as a module (its statistics; it imports torch and Lucent only when run)."""
-    spec = importlib.util.spec_from_file_location("compare_lucent", ROOT / "scripts" / "compare_lucent.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_lucent")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,6 @@ from jaxviz.metrics.sanity import randomise, rankdata, weighted_layers_top_down
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0")
-
-
-@pytest.fixture(scope="module")
 def batch():
     return np.random.default_rng(1).normal(0, 30, size=(2, 32, 32, 3)).astype(np.float32)
 

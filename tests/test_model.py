@@ -24,11 +24,6 @@ KERAS_VGG16_LAYERS = [
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0")
-
-
-@pytest.fixture(scope="module")
 def batch():
     return np.random.default_rng(1).normal(0, 30, size=(3, 32, 32, 3)).astype(np.float32)
 

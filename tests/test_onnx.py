@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from module_files import load_module
 
 import jaxviz
 import jaxviz.onnx
@@ -153,9 +154,7 @@ def _pgc_gradcam():
         pkg.__path__, base.BaseCAM = [], object
         mp.setitem(sys.modules, "pytorch_grad_cam", pkg)
         mp.setitem(sys.modules, "pytorch_grad_cam.base_cam", base)
-        mod_spec = importlib.util.spec_from_file_location("_pgc_grad_cam", path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        module = load_module("_pgc_grad_cam", path)
     return module.GradCAM
 
 

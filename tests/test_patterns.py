@@ -15,11 +15,6 @@ SIZE = 32
 LAYER = "block3_conv1"  # 8 channels in vgg_tiny
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return jaxviz.load("vgg_tiny", "random:0", include_top=False)
-
-
 def _rel(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
@@ -86,16 +81,16 @@ def _keras_listing_5_38(keras, kmodel):
     return generate
 
 
-def test_keras_parity_listing_5_38(tiny):
+def test_keras_parity_listing_5_38(tiny_no_top):
     import jax
 
-    keras, kmodel = _keras_tiny(tiny, SIZE, LAYER)
+    keras, kmodel = _keras_tiny(tiny_no_top, SIZE, LAYER)
     generate = _keras_listing_5_38(keras, kmodel)
     filters = [1, 6]
     x0 = _book_start(len(filters), SIZE)
     with jax.default_matmul_precision("highest"):
-        ours1 = patterns.filter_patterns(tiny, LAYER, filters, size=SIZE, steps=1, init=x0, progress=False)
-        ours40 = patterns.filter_patterns(tiny, LAYER, filters, size=SIZE, steps=40, init=x0, progress=False)
+        ours1 = patterns.filter_patterns(tiny_no_top, LAYER, filters, size=SIZE, steps=1, init=x0, progress=False)
+        ours40 = patterns.filter_patterns(tiny_no_top, LAYER, filters, size=SIZE, steps=40, init=x0, progress=False)
         for i, f in enumerate(filters):
             ref1, _ = generate(f, x0[i: i + 1], 1)
             # One step: the update itself agrees to within 2 % of its size (float32 vs the book's float64
@@ -104,8 +99,8 @@ def test_keras_parity_listing_5_38(tiny):
             ref40, _ = generate(f, x0[i: i + 1], 40)
             # 40 steps: pixels may drift apart (ReLU flips amplify rounding under RMS-normalised ascent,
             # docs/PERFORMANCE.md), so compare the objective reached: within 1 %.
-            ours_loss = patterns.pattern_objective(tiny, LAYER, [f], ours40[i: i + 1])[0]
-            ref_loss = patterns.pattern_objective(tiny, LAYER, [f], ref40.astype(np.float32))[0]
+            ours_loss = patterns.pattern_objective(tiny_no_top, LAYER, [f], ours40[i: i + 1])[0]
+            ref_loss = patterns.pattern_objective(tiny_no_top, LAYER, [f], ref40.astype(np.float32))[0]
             assert abs(ours_loss - ref_loss) <= 0.01 * abs(ref_loss)
 
 
@@ -133,11 +128,11 @@ def test_keras_parity_full_vgg16_one_step():
 # --- batching, independence, caching --------------------------------------------------------------------------
 
 
-def test_batched_equals_one_at_a_time(tiny):
+def test_batched_equals_one_at_a_time(tiny_no_top):
     filters = [0, 3, 5, 7]
-    batched = patterns.filter_patterns(tiny, LAYER, filters, size=SIZE, steps=1, chunk_size=4, progress=False)
-    single = patterns.filter_patterns(tiny, LAYER, filters, size=SIZE, steps=1, chunk_size=1, progress=False)
-    full = patterns.filter_patterns(tiny, LAYER, filters, size=SIZE, steps=1, chunk_size=4, columns=False,
+    batched = patterns.filter_patterns(tiny_no_top, LAYER, filters, size=SIZE, steps=1, chunk_size=4, progress=False)
+    single = patterns.filter_patterns(tiny_no_top, LAYER, filters, size=SIZE, steps=1, chunk_size=1, progress=False)
+    full = patterns.filter_patterns(tiny_no_top, LAYER, filters, size=SIZE, steps=1, chunk_size=4, columns=False,
                                     progress=False)
     # One step, same math in a different batch layout: rounding only.
     for i in range(len(filters)):
@@ -145,32 +140,32 @@ def test_batched_equals_one_at_a_time(tiny):
         assert _rel(full[i] - 128, single[i] - 128) < 1e-5
 
 
-def test_filter_result_independent_of_the_others(tiny):
-    alone = patterns.filter_patterns(tiny, LAYER, [5], size=SIZE, steps=3, chunk_size=1, progress=False)
-    among = patterns.filter_patterns(tiny, LAYER, [2, 5, 7], size=SIZE, steps=3, chunk_size=1, progress=False)
+def test_filter_result_independent_of_the_others(tiny_no_top):
+    alone = patterns.filter_patterns(tiny_no_top, LAYER, [5], size=SIZE, steps=3, chunk_size=1, progress=False)
+    among = patterns.filter_patterns(tiny_no_top, LAYER, [2, 5, 7], size=SIZE, steps=3, chunk_size=1, progress=False)
     np.testing.assert_array_equal(alone[0], among[1])  # same key, same program: bit for bit
-    start = patterns.filter_patterns(tiny, LAYER, [7, 5], size=SIZE, steps=0, chunk_size=2, progress=False)
-    np.testing.assert_array_equal(start[1], patterns.filter_patterns(tiny, LAYER, [5], size=SIZE, steps=0,
+    start = patterns.filter_patterns(tiny_no_top, LAYER, [7, 5], size=SIZE, steps=0, chunk_size=2, progress=False)
+    np.testing.assert_array_equal(start[1], patterns.filter_patterns(tiny_no_top, LAYER, [5], size=SIZE, steps=0,
                                                                      progress=False)[0])
     assert 128 <= start.min() and start.max() < 148  # U[0, 1) · 20 + 128
     assert not np.array_equal(start[0], start[1])
 
 
-def test_no_retrace_on_second_call(tiny):
+def test_no_retrace_on_second_call(tiny_no_top):
     kw = dict(size=SIZE, steps=2, chunk_size=2, progress=False)
-    patterns.filter_patterns(tiny, LAYER, [0, 1], **kw)
+    patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], **kw)
     before = runtime.trace_counts["patterns_keras"]
-    patterns.filter_patterns(tiny, LAYER, [0, 1], **kw)
-    patterns.filter_patterns(tiny, LAYER, [4, 2, 3], **kw)  # other filters, same chunk: same program
+    patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], **kw)
+    patterns.filter_patterns(tiny_no_top, LAYER, [4, 2, 3], **kw)  # other filters, same chunk: same program
     other = jaxviz.load("vgg_tiny", "random:1", include_top=False)  # other weights, same shapes
     patterns.filter_patterns(other, LAYER, [0, 1], **kw)
     assert runtime.trace_counts["patterns_keras"] == before
 
 
 @pytest.mark.parametrize("method", ["keras", "regularised"])
-def test_compiled_program_has_no_scatter_and_plain_convs(tiny, method):
+def test_compiled_program_has_no_scatter_and_plain_convs(tiny_no_top, method):
     # The same programs the other tests run (chunk 2 keras, chunk 3 regularised): taken from the cache.
-    compiled = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2 if method == "keras" else 3,
+    compiled = patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=2 if method == "keras" else 3,
                                          method=method)
     report = patterns.check_compiled_program(compiled.as_text())
     assert report["scatter"] == 0 and report["select_and_scatter"] == 0, report
@@ -200,79 +195,79 @@ def test_check_compiled_program_flags_slow_patterns():
 # --- the regularised method -----------------------------------------------------------------------------------
 
 
-def test_regularised_raises_its_objective(tiny):
+def test_regularised_raises_its_objective(tiny_no_top):
     filters = [0, 3, 6]
     kw = dict(size=SIZE, method="regularised", chunk_size=3, progress=False)
-    start = patterns.filter_patterns(tiny, LAYER, filters, steps=0, **kw)
-    end = patterns.filter_patterns(tiny, LAYER, filters, steps=25, **kw)
+    start = patterns.filter_patterns(tiny_no_top, LAYER, filters, steps=0, **kw)
+    end = patterns.filter_patterns(tiny_no_top, LAYER, filters, steps=25, **kw)
     assert runtime.trace_counts["patterns_regularised"] >= 1
     assert start.shape == end.shape == (3, SIZE, SIZE, 3)
     # Model space: BGR 0..255 minus the ImageNet means.
     assert end.min() >= -124 and end.max() <= 256 - 103
-    before = patterns.pattern_objective(tiny, LAYER, filters, start, pre_relu=True)
-    after = patterns.pattern_objective(tiny, LAYER, filters, end, pre_relu=True)
+    before = patterns.pattern_objective(tiny_no_top, LAYER, filters, start, pre_relu=True)
+    after = patterns.pattern_objective(tiny_no_top, LAYER, filters, end, pre_relu=True)
     assert np.all(after > before + 1.0), (before, after)
 
 
-def test_bfloat16_runs_and_improves_objective(tiny):
-    x = patterns.filter_patterns(tiny, LAYER, [1, 2], size=SIZE, steps=5, dtype="bfloat16", progress=False)
-    x0 = patterns.filter_patterns(tiny, LAYER, [1, 2], size=SIZE, steps=0, progress=False)
+def test_bfloat16_runs_and_improves_objective(tiny_no_top):
+    x = patterns.filter_patterns(tiny_no_top, LAYER, [1, 2], size=SIZE, steps=5, dtype="bfloat16", progress=False)
+    x0 = patterns.filter_patterns(tiny_no_top, LAYER, [1, 2], size=SIZE, steps=0, progress=False)
     assert x.dtype == np.float32
-    assert np.all(patterns.pattern_objective(tiny, LAYER, [1, 2], x) >
-                  patterns.pattern_objective(tiny, LAYER, [1, 2], x0))
+    assert np.all(patterns.pattern_objective(tiny_no_top, LAYER, [1, 2], x) >
+                  patterns.pattern_objective(tiny_no_top, LAYER, [1, 2], x0))
 
 
 # --- arguments, progress, resuming ----------------------------------------------------------------------------
 
 
-def test_progress_bar_can_be_disabled(tiny, capsys):
-    patterns.filter_patterns(tiny, LAYER, [0, 1], size=SIZE, steps=1, chunk_size=1, progress=False)
+def test_progress_bar_can_be_disabled(tiny_no_top, capsys):
+    patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], size=SIZE, steps=1, chunk_size=1, progress=False)
     assert capsys.readouterr().err == ""
-    patterns.filter_patterns(tiny, LAYER, [0, 1], size=SIZE, steps=1, chunk_size=1, progress=True)
+    patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], size=SIZE, steps=1, chunk_size=1, progress=True)
     assert "patterns" in capsys.readouterr().err
 
 
-def test_errors(tiny):
+def test_errors(tiny_no_top):
     with pytest.raises(LayerError):
-        patterns.filter_patterns(tiny, "block9_conv1", [0], size=SIZE)
+        patterns.filter_patterns(tiny_no_top, "block9_conv1", [0], size=SIZE)
     with pytest.raises(JaxvizError, match="out of range.*8 filters"):
-        patterns.filter_patterns(tiny, LAYER, [8], size=SIZE)
+        patterns.filter_patterns(tiny_no_top, LAYER, [8], size=SIZE)
     with pytest.raises(JaxvizError, match="unknown method"):
-        patterns.filter_patterns(tiny, LAYER, [0], size=SIZE, method="lucid")
+        patterns.filter_patterns(tiny_no_top, LAYER, [0], size=SIZE, method="lucid")
     with pytest.raises(JaxvizError, match="init must have shape"):
-        patterns.filter_patterns(tiny, LAYER, [0, 1], size=SIZE, init=np.zeros((1, SIZE, SIZE, 3)))
+        patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], size=SIZE, init=np.zeros((1, SIZE, SIZE, 3)))
     with pytest.raises(JaxvizError, match="unknown option"):
-        patterns.filter_patterns(tiny, LAYER, [0], size=SIZE, jitter=3)  # keras method takes no options
+        patterns.filter_patterns(tiny_no_top, LAYER, [0], size=SIZE, jitter=3)  # keras method takes no options
     with pytest.raises(JaxvizError, match="too small"):
-        patterns.filter_patterns(tiny, "block5_pool", [0], size=16)
+        patterns.filter_patterns(tiny_no_top, "block5_pool", [0], size=16)
 
 
-def test_store_resumes(tiny, tmp_path):
+def test_store_resumes(tiny_no_top, tmp_path):
     from jaxviz.parallel import ItemStore
 
     kw = dict(size=SIZE, steps=2, chunk_size=1, progress=False)
     store = ItemStore(tmp_path / "s", {"layer": LAYER}, prefix="filter_")
-    first = patterns.filter_patterns(tiny, LAYER, [0, 1], store=store, **kw)
+    first = patterns.filter_patterns(tiny_no_top, LAYER, [0, 1], store=store, **kw)
     assert store.done([0, 1, 2]) == [0, 1]
     store.save(1, np.full((SIZE, SIZE, 3), 7.0, np.float32))  # marks what a resumed run loads
-    again = patterns.filter_patterns(tiny, LAYER, [0, 1, 2], store=store, **kw)
+    again = patterns.filter_patterns(tiny_no_top, LAYER, [0, 1, 2], store=store, **kw)
     np.testing.assert_array_equal(again[0], first[0])
     assert np.all(again[1] == 7.0)
     assert store.done([2]) == [2]
 
 
-def test_cost_model_matches_xla_memory_analysis(tiny):
-    fixed, per = patterns.measured_bytes_per_filter(tiny, LAYER, SIZE)
-    estimate = patterns.bytes_per_filter(tiny, LAYER, SIZE)
+def test_cost_model_matches_xla_memory_analysis(tiny_no_top):
+    fixed, per = patterns.measured_bytes_per_filter(tiny_no_top, LAYER, SIZE)
+    estimate = patterns.bytes_per_filter(tiny_no_top, LAYER, SIZE)
     assert 0.25 <= estimate / per <= 4, (estimate, per)
 
 
-def test_flop_count_matches_xla(tiny):
-    compiled = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=1, columns=False)
+def test_flop_count_matches_xla(tiny_no_top):
+    compiled = patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=1, columns=False)
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     # One step = forward + input gradient ≈ 2 × forward (XLA also counts the elementwise work).
-    assert 0.8 <= ca["flops"] / (2 * patterns.forward_flops(tiny, LAYER, SIZE)) <= 1.25
+    assert 0.8 <= ca["flops"] / (2 * patterns.forward_flops(tiny_no_top, LAYER, SIZE)) <= 1.25
 
 
 # --- the CLI --------------------------------------------------------------------------------------------------
@@ -347,13 +342,13 @@ def test_cli_grid_is_the_books_order_by_default(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
 
 
-def test_exact_mode_gets_its_own_program(tiny):
+def test_exact_mode_gets_its_own_program(tiny_no_top):
     # Same signature, other matmul precision: the exact mode's program (every input gradient a conv) is
     # compiled separately, not taken from the fast default's cache entry (where the first three layers'
     # input gradients are matmuls, ops._input_grad_few_channels), and vice versa.
-    fast = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)
+    fast = patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=2)
     with jax.default_matmul_precision("highest"):
-        exact = patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2)
-    assert patterns.compiled_program(tiny, LAYER, size=SIZE, chunk=2) is fast
+        exact = patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=2)
+    assert patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=2) is fast
     n_fast = patterns.check_compiled_program(fast.as_text())["convolutions"]
     assert patterns.check_compiled_program(exact.as_text())["convolutions"] == n_fast + 3

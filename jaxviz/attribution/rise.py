@@ -44,7 +44,7 @@ def rise(model, x, target: int | Sequence[int] | None = None, *, n: int = 1000, 
       model: a :class:`jaxviz.Model` with its classifier.
       x: ``[N, H, W, 3]`` preprocessed images.
       target: ``None`` (each image's top class, on the clean image), a class index, or one per image.
-      n: number of masks; default 1000 (as LIME's samples: one forward pass each, minutes on a CPU for VGG16);
+      n: number of masks; default 1000 (as LIME's samples: one forward pass each);
         the paper uses 4000 for ResNet50 and 8000 for VGG16 on ImageNet.
       grid: mask grid size ``s`` (the paper: 7).
       p: probability that a grid cell is kept (the paper: 0.5).
