@@ -159,6 +159,15 @@ def _pgc_gradcam():
     return module.GradCAM
 
 
+def pgc_cam(GradCAM, acts, grads):
+    """pytorch-grad-cam's map from a layer's activations and gradients ``[N, C, h, w]``: its channel weights, the
+    ReLU of the weighted sum, divided by its maximum as the book and jaxviz do (pytorch-grad-cam's
+    ``scale_cam_image`` also subtracts the minimum first)."""
+    weights = GradCAM.get_cam_weights(None, None, None, None, acts, grads)
+    cam = np.maximum((weights[:, :, None, None] * acts).sum(1), 0)
+    return cam / np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-30)
+
+
 def test_gradcam_equals_pytorch_grad_cam(files, x):
     """pytorch-grad-cam's GradCAM on ``model.layer2[-1]`` (its README's ``model.layer4[-1]``), class scores
     = the model's outputs: weights = spatial mean of the gradient, ReLU of the weighted sum, scaled to [0, 1]."""
@@ -171,9 +180,7 @@ def test_gradcam_equals_pytorch_grad_cam(files, x):
     out[torch.arange(2), torch.tensor(target)].sum().backward()
     hook.remove()
     acts, grads = store["a"].detach().numpy(), store["a"].grad.numpy()
-    weights = GradCAM.get_cam_weights(None, None, None, None, acts, grads)
-    cam = np.maximum((weights[:, :, None, None] * acts).sum(1), 0)
-    cam = (cam - cam.min(axis=(1, 2), keepdims=True)) / (1e-7 + cam.max(axis=(1, 2), keepdims=True))
+    cam = pgc_cam(GradCAM, acts, grads)
     model = jaxviz.load(path, ops="exact")
     with jax.default_matmul_precision("highest"):
         maps = jaxviz.gradcam(model, _nhwc(x), target, layer="layer2", score="logit")
