@@ -524,3 +524,21 @@ def test_cli_commands_take_an_onnx_file(files, tmp_path, capsys):
                  "-o", str(tmp_path / "ex")]) == 0
     assert main(["convert", path, "-o", str(tmp_path / "converted")]) == 0
     assert jaxviz.load(str(tmp_path / "converted.npz")).graph.resolve("layer2") == "layer2.0.relu_1"
+
+
+def test_tf2onnx_file_from_keras_matches_tensorflow():
+    """A Keras CNN exported by tf2onnx (scripts/make_tf2onnx_fixture.py: NHWC input, Transposes around each
+    convolution, BatchNorm folded): outputs and a layer's map equal TensorFlow's, layers carry Keras's names."""
+    folder = Path(__file__).parent / "fixtures" / "tf2onnx"
+    ref = np.load(folder / "keras_cnn_io.npz")
+    model = jaxviz.load(folder / "keras_cnn.onnx", ops="exact")
+    assert model.input_hw == (32, 32) and model.preprocess == "none"
+    assert {"conv1", "relu1", "pool1", "dw2", "relu6", "conv3", "predictions"} <= set(model.layer_names)
+    assert model.cam_layer == "conv3" and model.graph.resolve("keras_cnn/conv3/Relu") == "conv3"
+    with jax.default_matmul_precision("highest"):
+        out = model.apply(model.params, jnp.asarray(ref["x"]))[0]
+        maps = model.features(ref["x"], ["conv3"])["conv3"]
+    _close(out, ref["probs"])
+    _close(maps, ref["conv3"])
+    g = jaxviz.gradcam(model, ref["x"], [0, 1])
+    assert g.shape == (2, 8, 8) and np.isfinite(g).all()
