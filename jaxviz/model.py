@@ -208,9 +208,18 @@ class Model:
         pooling layer (``block5_conv3`` on VGG16, ``conv5_block3_out`` on ResNet50, ``out_relu`` on
         MobileNetV2), among the layers the output depends on."""
         feeds = self.graph.ancestors(self.graph.outputs)
-        heads = [x.name for x in self.graph.layers if x.kind in HEAD_KINDS]
-        after_head = set().union(*(self._descendants(h) for h in heads)) if heads else set()
-        names = [n for n in self.spatial_layer_names
+        spatial = self.spatial_layer_names
+        # The head: a pooling/flatten layer with no spatial map after it (a squeeze-and-excitation block's global
+        # pooling, as in EfficientNet and MobileNetV3, feeds a scale back into the spatial path).
+        maps = {r.name for r in self.layer_table() if len(r.output_shape) == 3
+                and (r.output_shape[0] or 2) * (r.output_shape[1] or 2) > 1}  # more than one pixel
+        after_head = set()
+        for layer in self.graph.layers:
+            if layer.kind in HEAD_KINDS:
+                below = self._descendants(layer.name) - {layer.name}
+                if not below & maps:
+                    after_head |= below | {layer.name}
+        names = [n for n in spatial
                  if n in feeds and n not in after_head and "Pool" not in self.graph.by_name[n].kind
                  and self.graph.by_name[n].kind not in PLUMBING_KINDS]
         if not names:

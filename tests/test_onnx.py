@@ -158,6 +158,15 @@ def _pgc_gradcam():
     return module.GradCAM
 
 
+def pgc_cam(GradCAM, acts, grads):
+    """pytorch-grad-cam's map from a layer's activations and gradients ``[N, C, h, w]``: its channel weights, the
+    ReLU of the weighted sum, divided by its maximum as the book and jaxviz do (pytorch-grad-cam's
+    ``scale_cam_image`` also subtracts the minimum first)."""
+    weights = GradCAM.get_cam_weights(None, None, None, None, acts, grads)
+    cam = np.maximum((weights[:, :, None, None] * acts).sum(1), 0)
+    return cam / np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-30)
+
+
 def test_gradcam_equals_pytorch_grad_cam(files, x):
     """pytorch-grad-cam's GradCAM on ``model.layer2[-1]`` (its README's ``model.layer4[-1]``), class scores
     = the model's outputs: weights = spatial mean of the gradient, ReLU of the weighted sum, scaled to [0, 1]."""
@@ -170,9 +179,7 @@ def test_gradcam_equals_pytorch_grad_cam(files, x):
     out[torch.arange(2), torch.tensor(target)].sum().backward()
     hook.remove()
     acts, grads = store["a"].detach().numpy(), store["a"].grad.numpy()
-    weights = GradCAM.get_cam_weights(None, None, None, None, acts, grads)
-    cam = np.maximum((weights[:, :, None, None] * acts).sum(1), 0)
-    cam = (cam - cam.min(axis=(1, 2), keepdims=True)) / (1e-7 + cam.max(axis=(1, 2), keepdims=True))
+    cam = pgc_cam(GradCAM, acts, grads)
     model = jaxviz.load(path, ops="exact")
     with jax.default_matmul_precision("highest"):
         maps = jaxviz.gradcam(model, _nhwc(x), target, layer="layer2", score="logit")
@@ -516,3 +523,21 @@ def test_cli_commands_take_an_onnx_file(files, tmp_path, capsys):
                  "-o", str(tmp_path / "ex")]) == 0
     assert main(["convert", path, "-o", str(tmp_path / "converted")]) == 0
     assert jaxviz.load(str(tmp_path / "converted.npz")).graph.resolve("layer2") == "layer2.0.relu_1"
+
+
+def test_tf2onnx_file_from_keras_matches_tensorflow():
+    """A Keras CNN exported by tf2onnx (scripts/make_tf2onnx_fixture.py: NHWC input, Transposes around each
+    convolution, BatchNorm folded): outputs and a layer's map equal TensorFlow's, layers carry Keras's names."""
+    folder = Path(__file__).parent / "fixtures" / "tf2onnx"
+    ref = np.load(folder / "keras_cnn_io.npz")
+    model = jaxviz.load(folder / "keras_cnn.onnx", ops="exact")
+    assert model.input_hw == (32, 32) and model.preprocess == "none"
+    assert {"conv1", "relu1", "pool1", "dw2", "relu6", "conv3", "predictions"} <= set(model.layer_names)
+    assert model.cam_layer == "conv3" and model.graph.resolve("keras_cnn/conv3/Relu") == "conv3"
+    with jax.default_matmul_precision("highest"):
+        out = model.apply(model.params, jnp.asarray(ref["x"]))[0]
+        maps = model.features(ref["x"], ["conv3"])["conv3"]
+    _close(out, ref["probs"])
+    _close(maps, ref["conv3"])
+    g = jaxviz.gradcam(model, ref["x"], [0, 1])
+    assert g.shape == (2, 8, 8) and np.isfinite(g).all()

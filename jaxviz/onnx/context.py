@@ -75,6 +75,7 @@ class Context:
         self.main: dict[str, int] = {}  # layer → the node whose output it is
         self.aux: dict[str, tuple[int, str]] = {}  # layer → (node, role) for the layers a converter adds
         self.node = -1
+        self.keras_scopes = False  # node names are TensorFlow's model/layer/op (a tf2onnx file)
         self._cache: dict[tuple[str, str], str] = {}
         self._total = 0
 

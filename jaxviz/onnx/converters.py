@@ -426,8 +426,11 @@ def elementwise(ctx: Context, node, attrs) -> None:
 def _reshape_to(ctx: Context, node, v: Value, target) -> None:
     """``v`` reshaped to ONNX shape ``target`` (batch axis first, kept)."""
     target = [int(t) for t in target]
-    if target and (target[0] in (0, ctx.batch) or (target[0] == -1 and -1 not in target[1:])):
+    if len(target) > 1 and (target[0] in (0, ctx.batch) or (target[0] == -1 and -1 not in target[1:])):
         target[0] = v.shape[0]
+    elif target == [-1]:  # PyTorch's as_strided (the dynamo exporter's AdaptiveAvgPool2d) flattens the batch too
+        raise ConversionError(f"a reshape of {list(v.shape[1:])} per image to [-1] that folds the batch axis into "
+                              "the others (export with torch.onnx.export(..., dynamo=False))")
     else:
         raise ConversionError(f"a reshape to {target} that moves the batch axis")
     shape = reshape_target(v.shape, target)

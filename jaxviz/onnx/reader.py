@@ -167,11 +167,15 @@ def _input(model, ctx: Context, path: Path):
     return x.name, "NCHW" if nchw else "NHWC"
 
 
-def _scope_chain(node) -> list[str]:
+def _scope_chain(node, keras_scopes: bool = False) -> list[str]:
     """The PyTorch module paths a node is inside, outermost first (``['layer4', 'layer4.2', 'layer4.2.conv3']``):
     from the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata (``['', 'layer4', 'layer4.2',
     'layer4.2.conv3', 'conv2d_52']``: module paths, then the FX node) or the TorchScript exporter's node
-    name (``/layer4/layer4.2/conv3/Conv``)."""
+    name (``/layer4/layer4.2/conv3/Conv``). With ``keras_scopes`` (a tf2onnx file), the Keras layer a node's
+    TensorFlow name puts it in (``model/conv3/Relu`` is in ``conv3``)."""
+    if keras_scopes:
+        parts = node.name.split("/")
+        return [parts[1]] if len(parts) == 3 and clean_name(parts[1]) is not None else []
     meta = {p.key: p.value for p in getattr(node, "metadata_props", ())}
     scopes = None
     if len(meta.get("pkg.torch.onnx.name_scopes", "")) < 4096:
@@ -223,6 +227,7 @@ def _convert(model, path: Path):
         where = "; ".join(f"{op}: {', '.join(sorted({n for o, n in unknown if o == op})[:3])}" for op in ops)
         raise JaxvizError(f"{path}: ONNX ops jaxviz does not read: {', '.join(ops)} (nodes {where})"[:600])
     ctx = Context(opset, 1)
+    ctx.keras_scopes = model.producer_name == "tf2onnx"
     _initializers(model, path, ctx)
     input_name, layout = _input(model, ctx, path)
     for i, node in enumerate(g.node):
@@ -308,7 +313,7 @@ def _module_outputs(g, ctx: Context) -> tuple[dict[int, list[str]], dict[int, li
     ``layer4.2``, ``layer4``), and the paths it lies in."""
     nodes = sorted(set(ctx.main.values()))
     last: dict[str, int] = {}
-    chains = {i: _scope_chain(g.node[i]) for i in nodes}
+    chains = {i: _scope_chain(g.node[i], ctx.keras_scopes) for i in nodes}
     for i in nodes:
         for s in chains[i]:
             last[s] = i
