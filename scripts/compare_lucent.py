@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jaxviz  # noqa: E402
 from jaxviz.images import deprocess_image  # noqa: E402
+from jaxviz.optvis import param  # noqa: E402
 from jaxviz.visualize import patterns  # noqa: E402
 
 #: ITU-R BT.601 luma weights (R, G, B).
@@ -190,7 +191,7 @@ def _model_space_fn(mode: str):
     import torch
 
     if mode == "caffe":
-        mean = torch.tensor(np.asarray(patterns._BGR_MEAN), dtype=torch.float32)[None, :, None, None]
+        mean = torch.tensor(np.asarray(param.BGR_MEAN), dtype=torch.float32)[None, :, None, None]
         return lambda t: t.flip(1) * 255.0 - mean
     if mode == "tf":
         return lambda t: t * 2.0 - 1.0

@@ -104,15 +104,19 @@ def prepare(p: Plan, params, prepared, onehot, *, columns: bool, dtype) -> dict:
 
 
 def _target_variables(p: Plan, prep: dict) -> dict:
-    """The forward pass's variables with the target conv's own: the chunk's columns where ``prep`` has them,
-    and its flipped input-gradient kernel alone (the target conv runs as a direct convolution)."""
-    params, prepared = dict(prep["params"]), {k: v for k, v in prep["prepared"].items() if k != p.conv}
-    own = prep["column"] if "column" in prep else {
-        "params": params[p.conv], "prepared": {"kernel": prep["prepared"][p.conv]["kernel"]}
-        if "kernel" in prep["prepared"].get(p.conv, {}) else None}
-    params[p.conv] = own["params"]
-    if own.get("prepared") is not None:
-        prepared[p.conv] = own["prepared"]
+    """The forward pass's variables with the target conv's own: the chunk's kernel columns where ``prep`` has
+    them, and of its prepared kernels only the flipped input-gradient one (so the target conv runs as a
+    direct convolution, the same whether it computes some channels or all)."""
+    params, prepared = dict(prep["params"]), dict(prep["prepared"])
+    if "column" in prep:
+        params[p.conv] = prep["column"]["params"]
+        own = prep["column"].get("prepared")
+    else:
+        flipped = prepared.get(p.conv, {}).get("kernel")
+        own = None if flipped is None else {"kernel": flipped}
+    prepared.pop(p.conv, None)
+    if own is not None:
+        prepared[p.conv] = own
     return {"params": params, "prepared": prepared}
 
 

@@ -48,7 +48,6 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Iterable, Sequence
 
@@ -60,7 +59,7 @@ from tqdm.auto import tqdm
 from .. import parallel, preprocessing, runtime
 from ..errors import JaxvizError
 from ..images import deprocess_image
-from ..optvis import ascent, objectives, param
+from ..optvis import objectives, render
 from ..optvis.cost import (
     bytes_per_filter,
     default_chunk_size,
@@ -105,161 +104,14 @@ REGULARISED_DEFAULTS = {
     "pre_relu": True,
 }
 
-#: Caffe's ImageNet means, BGR (the "caffe" model space; scripts/compare_lucent.py reads it).
-_BGR_MEAN = param.BGR_MEAN
-
 
 # ---------------------------------------------------------------------------------------------------------
-# The ascent programs (one per method)
-
-
-def _keras_program(module, plan, params, prepared, filters, seed, init, step_size, steps, *, size, columns, dtype):
-    """Listing 5.38 for a chunk of filters: the book's start (or ``init``) and its RMS-normalised steps."""
-    runtime.trace_counts["patterns_keras"] += 1
-    dtype = jnp.dtype(dtype)
-    x0 = param.book_start(seed, filters, size, plan.preprocess, plan.in_channels) if init is None else init
-    # A step of `step_size` gray levels: the book's for Caffe's input, scaled to other input ranges.
-    unit = 1.0 if plan.preprocess == "caffe" else jnp.asarray(preprocessing.gray_level(plan.preprocess,
-                                                                                       plan.in_channels))
-    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = objectives.prepare(plan, params, prepared, onehot, columns=columns, dtype=dtype)  # once, outside the loop
-
-    def total(x):
-        return objectives.channel_objective(module, plan, prep, x.astype(dtype)).sum()
-
-    return ascent.normalised_ascent(total, x0, step_size, steps, unit)
-
-
-def _pre_relu(plan, opts: dict) -> bool:
-    return bool(dict(opts).get("pre_relu", False)) and plan.conv is not None and not plan.pool
-
-
-def _regularised_program(module, plan, params, prepared, filters, seed, init, step_size, steps, *, size, columns,
-                         dtype, opts):
-    """Olah et al.'s regularised ascent for a chunk of filters (lucid's ``render_vis``)."""
-    runtime.trace_counts["patterns_regularised"] += 1
-    dtype = jnp.dtype(dtype)
-    onehot = jax.nn.one_hot(filters, plan.channels, dtype=jnp.float32)
-    prep = objectives.prepare(plan, params, prepared, onehot, columns=columns, dtype=dtype)  # once, outside the loop
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda f: jax.random.fold_in(base, f))(filters)
-    pre_relu = _pre_relu(plan, opts)
-    return ascent.render_regularised(
-        lambda x: objectives.channel_objective(module, plan, prep, x, pre_relu=pre_relu), keys, step_size, steps,
-        size=size, opts=dict(opts), preprocess=plan.preprocess, channels=plan.in_channels, dtype=dtype)
-
-
-def _diverse_program(module, plan, params, prepared, unit, seed, step_size, steps, weight, *, size, n, opts):
-    """``n`` regularised patterns of one unit, penalised by ``weight`` × n × :func:`gram_similarity` of the
-    target layer's activations (Olah et al. 2017, "Feature Visualization", section "Diversity")."""
-    runtime.trace_counts["patterns_diverse"] += 1
-    onehot = jax.nn.one_hot(jnp.full((n,), unit), plan.channels, dtype=jnp.float32)
-    prep = objectives.prepare(plan, params, prepared, onehot, columns=False, dtype=jnp.float32)
-    base = jax.random.fold_in(jax.random.key(seed), unit)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
-    variables = {"params": prep["params"], "prepared": prep["prepared"]}
-    pre_relu = _pre_relu(plan, opts)
-
-    def penalty(x):
-        return weight * n * gram_similarity(objectives.forward(module, variables, x, plan.layer))
-
-    return ascent.render_regularised(
-        lambda x: objectives.channel_objective(module, plan, prep, x, pre_relu=pre_relu), keys, step_size, steps,
-        size=size, opts=dict(opts), preprocess=plan.preprocess, channels=plan.in_channels, dtype=jnp.float32,
-        penalty=penalty)
-
-def diverse_patterns(model, layer: str, unit: int, n: int = 4, weight: float = 1.0, size: int = 64,
-                     steps: int | None = None, step_size: float | None = None, seed: int = 0,
-                     **regularised_options) -> np.ndarray:
-    """``n`` different images that excite ``unit`` of ``layer``: the regularised ascent of a batch whose loss
-    adds ``weight`` × n × the mean cosine similarity of the images' Gram matrices at ``layer``
-    (:func:`gram_similarity`; Olah et al. 2017, "Feature Visualization", Distill, section "Diversity").
-    ``weight=0`` gives ``n`` independent regularised patterns from the same starts.
-
-    Returns:
-      float32 ``[n, S, S, C]`` in the model's input space; show them with :func:`display_images` (method
-      "regularised").
-    """
-    (layer,) = model.check_layers(layer)
-    size = _check_size(model, layer, size)
-    plan = objectives.plan(model, layer, size)
-    (unit,) = _check_filters([unit], plan, model)
-    n = runtime.check_positive(n, "n")
-    if n < 2:
-        raise JaxvizError(f"diversity needs at least 2 images per unit, got {n}")
-    options = _check_options("regularised", regularised_options)
-    steps = DEFAULT_STEPS["regularised"] if steps is None else int(steps)
-    step_size = DEFAULT_STEP_SIZE["regularised"] if step_size is None else float(step_size)
-    key = ("patterns_diverse", model.module, layer, size, n, options, plan.preprocess)
-    program = runtime.shared_program(key, lambda: jax.jit(functools.partial(
-        _diverse_program, model.module, plan, size=size, n=n, opts=dict(options))))
-    return np.asarray(program(model.params, model.prepared(), np.int32(unit), np.uint32(seed), np.float32(step_size),
-                              np.int32(steps), np.float32(weight)))
-
-
-
 # Compiled programs, cached per static signature
 
 
-@dataclasses.dataclass(frozen=True)
-class _Signature:
-    module: object  # the model's graph and ops (model.module; hashable)
-    layer: str
-    size: int
-    chunk: int
-    method: str
-    dtype: str
-    columns: bool
-    has_init: bool
-    options: tuple
-    devices: tuple  # device ids of the mesh
-    preprocess: str = "caffe"  # the input space: where the ascent starts, its step, the image it returns
-    # jax.default_matmul_precision at the call: "highest"/"float32" build the exact-mode program (direct
-    # convolutions, see jaxviz.winograd), so it must not share a cache entry with the fast default's.
-    precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
-
-
-
-#: XLA:CPU options for the ascent programs: LLVM at -O2 instead of -O3 compiles block5_conv1 @ 64 px in
-#: 1.7 s instead of 2.5 s; the time goes to matmuls and convolutions, which LLVM does not generate, and the
-
-
-#: XLA:CPU options for the ascent programs: LLVM at -O2 instead of -O3 compiles faster, and the time goes to
-#: matmuls and convolutions, which LLVM does not generate (docs/PERFORMANCE.md).
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
-
-
-def _program(model, plan: objectives.Plan, sig: _Signature, devices):
+def _program(model, plan: objectives.Plan, sig: render.Signature, devices):
     """``(compiled, mesh)`` for ``sig``: lowered and compiled once (:func:`jaxviz.runtime.shared_program`)."""
-    return runtime.shared_program(("patterns", sig), lambda: _make_program(model, plan, sig, devices))
-
-
-def _make_program(model, plan: objectives.Plan, sig: _Signature, devices):
-    mesh = parallel.local_mesh(devices)
-    rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    kw = dict(size=sig.size, columns=sig.columns, dtype=sig.dtype)
-    if sig.method == "keras":
-        fn = functools.partial(_keras_program, sig.module, plan, **kw)
-    else:
-        fn = functools.partial(_regularised_program, sig.module, plan, opts=dict(sig.options), **kw)
-    in_shardings = (rep, rep, batch, rep, batch if sig.has_init else None, rep, rep)
-    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=batch)
-
-    def abstract(tree):
-        return jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.float32, sharding=rep), tree)
-
-    filters = jax.ShapeDtypeStruct((sig.chunk,), jnp.int32, sharding=batch)
-    seed = jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep)
-    init = None
-    if sig.has_init:
-        init = jax.ShapeDtypeStruct((sig.chunk, sig.size, sig.size, plan.in_channels), jnp.float32, sharding=batch)
-    step = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)
-    steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-    options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
-    lowered = jitted.lower(abstract(model.params), abstract(model.prepared()), filters, seed, init, step, steps)
-    return lowered.compile(compiler_options=options), mesh
-
-
+    return runtime.shared_program(("patterns", sig), lambda: render.make_program(model, plan, sig, devices))
 
 
 def clear_cache() -> None:
@@ -438,8 +290,8 @@ def filter_patterns(
     pieces = parallel.chunks(todo, chunk)
     mine = parallel.process_share(len(pieces))
 
-    sig = _Signature(model.module, layer, size, chunk, method, dtype, use_columns, init is not None, options,
-                     tuple(d.id for d in devices), preprocess=plan.preprocess)
+    sig = render.Signature(model.module, layer, size, chunk, method, dtype, use_columns, init is not None, options,
+                           tuple(d.id for d in devices), preprocess=plan.preprocess)
     me = jax.process_index()
     computed_ids = [f for f in done if first_holder.get(f) == me] if jax.process_count() > 1 else []
     computed = [np.stack([done[f] for f in computed_ids])] if computed_ids else []
@@ -547,7 +399,36 @@ def compiled_program(model, layer: str, size: int = 150, chunk: int = 1, method:
     plan = objectives.plan(model, layer, size)
     options = _check_options(method, regularised_options)
     devices = parallel.local_devices(devices)
-    sig = _Signature(model.module, layer, size, chunk, method, str(dtype),
-                     columns and objectives.use_columns(plan, chunk), has_init, options, tuple(d.id for d in devices),
-                     preprocess=plan.preprocess)
+    sig = render.Signature(model.module, layer, size, chunk, method, str(dtype),
+                           columns and objectives.use_columns(plan, chunk), has_init, options,
+                           tuple(d.id for d in devices), preprocess=plan.preprocess)
     return _program(model, plan, sig, devices)[0]
+
+
+def diverse_patterns(model, layer: str, unit: int, n: int = 4, weight: float = 1.0, size: int = 64,
+                     steps: int | None = None, step_size: float | None = None, seed: int = 0,
+                     **regularised_options) -> np.ndarray:
+    """``n`` different images that excite ``unit`` of ``layer``: the regularised ascent of a batch whose loss
+    adds ``weight`` × n × the mean cosine similarity of the images' Gram matrices at ``layer``
+    (:func:`gram_similarity`; Olah et al. 2017, "Feature Visualization", Distill, section "Diversity").
+    ``weight=0`` gives ``n`` independent regularised patterns from the same starts.
+
+    Returns:
+      float32 ``[n, S, S, C]`` in the model's input space; show them with :func:`display_images` (method
+      "regularised").
+    """
+    (layer,) = model.check_layers(layer)
+    size = _check_size(model, layer, size)
+    plan = objectives.plan(model, layer, size)
+    (unit,) = _check_filters([unit], plan, model)
+    n = runtime.check_positive(n, "n")
+    if n < 2:
+        raise JaxvizError(f"diversity needs at least 2 images per unit, got {n}")
+    options = _check_options("regularised", regularised_options)
+    steps = DEFAULT_STEPS["regularised"] if steps is None else int(steps)
+    step_size = DEFAULT_STEP_SIZE["regularised"] if step_size is None else float(step_size)
+    key = ("patterns_diverse", model.module, layer, size, n, options, plan.preprocess)
+    program = runtime.shared_program(key, lambda: jax.jit(functools.partial(
+        render.diverse_program, model.module, plan, size=size, n=n, opts=dict(options))))
+    return np.asarray(program(model.params, model.prepared(), np.int32(unit), np.uint32(seed), np.float32(step_size),
+                              np.int32(steps), np.float32(weight)))
