@@ -62,8 +62,12 @@ from ..errors import JaxvizError
 from ..model import ModelInfo
 from ..optvis import objectives, transforms
 from ..optvis.param import pixel_range, pixel_space
-from ..optvis.transforms import gaussian_blur
+from ..optvis.transforms import gaussian_blur, gaussian_kernel1d
 from ..profile import DEEPVIS_DEMO, DEEPVIS_PAPER
+
+__all__ = ["AUTO_STEP_GRAY_LEVELS", "DEFAULTS", "DEMO_DEFAULTS", "FLAT_STD", "class_patterns", "class_title",
+           "defaults_for", "flat_warning", "gaussian_blur", "gaussian_kernel1d", "is_demo", "pixel_range",
+           "pixel_space"]
 
 #: The paper's defaults (Table 1, row 3; see the module docstring) and the demo networks' (see
 #: :data:`jaxviz.profile.DEEPVIS_DEMO`).
