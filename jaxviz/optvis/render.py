@@ -97,9 +97,6 @@ class Signature:
     precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
 
 
-
-
-
 #: XLA:CPU options for the ascent programs: LLVM at -O2 instead of -O3 compiles faster, and the time goes to
 #: matmuls and convolutions, which LLVM does not generate (docs/PERFORMANCE.md).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
@@ -118,8 +115,8 @@ def make_program(model, plan: objectives.Plan, sig: Signature, devices):
     in_shardings = (rep, rep, batch, rep, batch if sig.has_init else None, rep, rep)
     jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=batch)
 
-    def abstract(tree):
-        return jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.float32, sharding=rep), tree)
+    def abstract(tree, dtype=None):
+        return jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, dtype or p.dtype, sharding=rep), tree)
 
     filters = jax.ShapeDtypeStruct((sig.chunk,), jnp.int32, sharding=batch)
     seed = jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep)
@@ -129,5 +126,6 @@ def make_program(model, plan: objectives.Plan, sig: Signature, devices):
     step = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)
     steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
     options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
-    lowered = jitted.lower(abstract(model.params), abstract(model.prepared()), filters, seed, init, step, steps)
+    lowered = jitted.lower(abstract(model.params, jnp.float32), abstract(model.prepared()), filters, seed, init, step,
+                           steps)
     return lowered.compile(compiler_options=options), mesh
