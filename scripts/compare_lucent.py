@@ -24,11 +24,12 @@ Matched on both sides:
   ``objectives.channel`` on the hooked ``Conv2d``; jaxviz's ``pre_relu=True``), image ``i`` for filter ``i``.
 - Optimiser: Adam, learning rate ``--lr`` (both default 0.05), ``--steps`` steps.
 - Model input: RGB [0, 1] → the model's preprocessing (Keras "caffe" for VGG: BGR · 255 minus the ImageNet
-  means), jaxviz's ``_to_model_space`` on both sides, in place of Lucent's torchvision normalisation
-  (``render_vis(preprocess=False)`` and the same map appended to its transforms).
+  means), jaxviz's ``jaxviz.optvis.param.to_model_space`` on both sides, in place of Lucent's torchvision
+  normalisation (``render_vis(preprocess=False)`` and the same map appended to its transforms).
 - Transforms: Lucent's ``standard_transforms`` (pad 12 with 0.5, jitter 8, scale 0.9–1.1, rotate ±10°,
-  jitter 4) followed by a centre crop to the image size, which jaxviz's ``_transform`` does (its program
-  has fixed shapes); ``fixed_image_size=size`` stops Lucent from upsampling small images to 224 px (a
+  jitter 4) followed by a centre crop to the image size, which jaxviz's
+  ``jaxviz.optvis.transforms.random_transform`` does (its program has fixed shapes);
+  ``fixed_image_size=size`` stops Lucent from upsampling small images to 224 px (a
   resize from ``size`` to ``size``: the identity). jaxviz's defaults (pad 12 with 0.5, shift ±6 px,
   scale ±0.1, rotate ±10°) draw uniformly where Lucent picks from lists (whole-pixel shifts of 0–7 then 0–3
   px, down and right; scales 0.90, 0.92, …, 1.10; angles −10…10° with 0 six times as likely), and rotate
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jaxviz  # noqa: E402
 from jaxviz.images import deprocess_image  # noqa: E402
+from jaxviz.optvis import param  # noqa: E402
 from jaxviz.visualize import patterns  # noqa: E402
 
 #: ITU-R BT.601 luma weights (R, G, B).
@@ -190,7 +192,7 @@ def _model_space_fn(mode: str):
     import torch
 
     if mode == "caffe":
-        mean = torch.tensor(np.asarray(patterns._BGR_MEAN), dtype=torch.float32)[None, :, None, None]
+        mean = torch.tensor(np.asarray(param.BGR_MEAN), dtype=torch.float32)[None, :, None, None]
         return lambda t: t.flip(1) * 255.0 - mean
     if mode == "tf":
         return lambda t: t * 2.0 - 1.0

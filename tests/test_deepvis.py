@@ -134,6 +134,19 @@ def test_class_title(tiny):
 # --- the demo network: its own defaults ------------------------------------------------------------------------
 
 
+def test_defaults_come_from_the_model_profile():
+    import dataclasses
+
+    from jaxviz.optvis import transforms
+
+    assert D.gaussian_blur is transforms.gaussian_blur  # DeepVis's blur is the shared one
+    model = jaxviz.load("vgg_tiny", "random:0")
+    assert dict(model.profile.deepvis) == D.DEFAULTS
+    # No steps and no start noise in the profile: the class image is the mean image (0 in Caffe's space).
+    model.profile = dataclasses.replace(model.profile, deepvis={**model.profile.deepvis, "steps": 0, "init_std": 0.0})
+    np.testing.assert_array_equal(class_patterns(model, [1, 2], raw=True, progress=False), 0.0)
+
+
 def test_defaults_per_architecture():
     assert D.defaults_for("vgg16") == D.DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_tiny"))
     assert D.defaults_for("vgg_demo") == D.DEMO_DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_demo_gap"))

@@ -352,3 +352,37 @@ def test_exact_mode_gets_its_own_program(tiny_no_top):
     assert patterns.compiled_program(tiny_no_top, LAYER, size=SIZE, chunk=2) is fast
     n_fast = patterns.check_compiled_program(fast.as_text())["convolutions"]
     assert patterns.check_compiled_program(exact.as_text())["convolutions"] == n_fast + 3
+
+
+# --- one model interface ----------------------------------------------------------------------------------------
+
+
+def test_plan_comes_from_the_graph_so_any_model_gets_it(tiny):
+    from jaxviz.model import Model
+    from jaxviz.optvis import objectives
+
+    plan = objectives.plan(tiny, "block3_conv1", SIZE)
+    assert (plan.conv, plan.before, plan.pool) == ("block3_conv1", "block2_pool", False)
+    pool = objectives.plan(tiny, "block2_pool", SIZE)
+    assert (pool.conv, pool.pool) == ("block2_conv2", True)
+    # The same graph and weights as a model of no VGG table (a model file's kind): the same plan, programs
+    # and numbers, through the model's forward pass and prepared kernels.
+    graph_model = Model(tiny.graph, tiny.params, include_top=False)
+    assert not isinstance(graph_model.arch, jaxviz.vgg.Arch)
+    assert objectives.plan(graph_model, "block3_conv1", SIZE) == plan
+    kw = dict(size=SIZE, steps=2, chunk_size=2, progress=False)
+    ours = patterns.filter_patterns(graph_model, LAYER, [1, 6], **kw)
+    np.testing.assert_array_equal(ours, patterns.filter_patterns(tiny, LAYER, [1, 6], **kw))
+    np.testing.assert_array_equal(patterns.pattern_objective(graph_model, LAYER, [1, 6], ours, pre_relu=True),
+                                  patterns.pattern_objective(tiny, LAYER, [1, 6], ours, pre_relu=True))
+
+
+def test_column_objective_is_the_full_layers_channel(tiny):
+    # Only the chunk's kernel columns (and their flipped input-gradient kernels, taken from model.prepared())
+    # against the whole layer: the same channel means, before and after the ReLU.
+    x = patterns.filter_patterns(tiny, LAYER, [0, 2, 5], size=SIZE, steps=2, chunk_size=3, progress=False)
+    full = np.stack([patterns.pattern_objective(tiny, LAYER, range(8), np.repeat(x[i: i + 1], 8, 0))[f]
+                     for i, f in enumerate([0, 2, 5])])
+    np.testing.assert_allclose(patterns.pattern_objective(tiny, LAYER, [0, 2, 5], x), full, rtol=1e-5)
+    pre = patterns.pattern_objective(tiny, LAYER, [0, 2, 5], x, pre_relu=True)
+    assert np.all(pre <= patterns.pattern_objective(tiny, LAYER, [0, 2, 5], x) + 1e-4)

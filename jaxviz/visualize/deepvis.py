@@ -31,15 +31,18 @@ pixels with small norm (``small_norm_percentile``, the paper's θ_n_pct) or with
 clipping small values (``small_val_percentile``); and the "progress" learning-rate policies (only the
 constant rate of row 3 is offered).
 
-The demo networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes) have their own defaults,
-:data:`DEMO_DEFAULTS`, chosen by experiment (see there); :func:`defaults_for` picks the set for a model.
+Each model carries its defaults (:attr:`jaxviz.Model.profile`'s ``deepvis``): the paper's for the ImageNet
+VGGs, :data:`DEMO_DEFAULTS` (chosen by experiment, see :data:`jaxviz.profile.DEEPVIS_DEMO`) for the demo
+networks (``vgg_demo``, ``vgg_demo_gap``: 64 px, 10 classes), and for a model file the paper's with a step
+chosen from its gradient.
 
 All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
-contraction), the whole ascent is one jit-compiled ``lax.fori_loop`` on the model's forward pass (whose
-conv and pool have the loop-friendly custom VJPs, see docs/PERFORMANCE.md, with the model's precomputed flipped,
-Winograd and transposed dense kernels: VGG16 at 224 px, 4 classes, 1.93 → 0.88 s per step on 2 cores),
-and every class gets its own PRNG stream derived from (seed, class), so an image does not depend on which
-other classes share its batch.
+contraction: :func:`jaxviz.optvis.objectives.class_logit`), the whole ascent is one jit-compiled
+``lax.fori_loop`` on the model's forward pass (:meth:`jaxviz.Model.apply`, whose conv and pool have the
+loop-friendly custom VJPs, see docs/PERFORMANCE.md) with the model's prepared kernels
+(:meth:`jaxviz.Model.prepared`: flipped, Winograd and transposed dense kernels); the jitter and the blur are
+:mod:`jaxviz.optvis.transforms`'. Every class gets its own PRNG stream derived from (seed, class), so an
+image does not depend on which other classes share its batch.
 """
 
 from __future__ import annotations
@@ -51,73 +54,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from tqdm.auto import tqdm
 
-from .. import runtime
+from .. import profile, runtime
+from ..demo import DEMO_ARCHS
 from ..errors import JaxvizError
+from ..model import ModelInfo
+from ..optvis import objectives, transforms
+from ..optvis.param import pixel_range, pixel_space
+from ..optvis.transforms import gaussian_blur, gaussian_kernel1d
 from ..profile import DEEPVIS_DEMO, DEEPVIS_PAPER
+
+__all__ = ["AUTO_STEP_GRAY_LEVELS", "DEFAULTS", "DEMO_DEFAULTS", "FLAT_STD", "class_patterns", "class_title",
+           "defaults_for", "flat_warning", "gaussian_blur", "gaussian_kernel1d", "is_demo", "pixel_range",
+           "pixel_space"]
 
 #: The paper's defaults (Table 1, row 3; see the module docstring) and the demo networks' (see
 #: :data:`jaxviz.profile.DEEPVIS_DEMO`).
 DEFAULTS, DEMO_DEFAULTS = dict(DEEPVIS_PAPER), dict(DEEPVIS_DEMO)
-
-
-def gaussian_kernel1d(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian taps, truncated at 4σ (as ``scipy.ndimage.gaussian_filter``)."""
-    radius = max(1, int(4.0 * sigma + 0.5))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
-def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of ``[N, H, W, C]`` images, each channel on its own.
-
-    Equals ``scipy.ndimage.gaussian_filter(…, sigma)`` per channel (the toolbox's blur): taps truncated at
-    4σ, and SciPy's default border "reflect" (``c b a | a b c``, the edge pixel repeated), which is
-    ``jnp.pad``'s "symmetric" mode (``jnp.pad``'s "reflect" is SciPy's "mirror").
-    """
-    k = jnp.asarray(gaussian_kernel1d(sigma))
-    r = (k.shape[0] - 1) // 2
-    c = x.shape[-1]
-    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="symmetric")
-    dn = ("NHWC", "HWIO", "NHWC")
-    kh = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c))
-    kw = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c))
-    y = lax.conv_general_dilated(xp, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
-    return lax.conv_general_dilated(y, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
-
-
-def _roll2d(x: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
-    """Circular shift of one ``[H, W, C]`` image by traced offsets (forward-only: no scatter in any grad)."""
-    return jnp.roll(jnp.roll(x, dy, axis=0), dx, axis=1)
-
-
-def pixel_range(mode: str, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The model-space values of RGB 0 and 255 per channel (the valid pixel range) for a preprocessing mode."""
-    from .. import preprocessing
-
-    return preprocessing.value_range(mode, channels)
-
-
-#: The ImageNet mean pixel, RGB 0..255: the "mean image" DeepVis starts from and decays towards.
-_MEAN_RGB = np.asarray((123.68, 116.779, 103.939), np.float32)
-
-
-def pixel_space(mode: str, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """``(centre, scale)`` per channel: the model-space value of the mean pixel and of one gray level.
-
-    The ascent's settings are in gray levels of 0..255 pixels, as the paper's for Caffe's VGG (whose model
-    space is 0..255 minus the mean: centre 0, scale 1). For a model fed [0, 1] (scale 1/255), [-1, 1] or
-    0..255 as is (centre ≈ 115), the start noise is ``centre + init_std · scale · N(0, 1)``, the step
-    ``step_size · scale²`` (the gradient w.r.t. model space is ``1 / scale`` times that w.r.t. pixels, and
-    a step of the same pixels is ``scale`` times smaller in model space), and the L2 decay pulls towards the
-    centre: every mode then takes the same steps in pixels.
-    """
-    from .. import preprocessing
-
-    mean = _MEAN_RGB if channels == 3 else np.full(channels, _MEAN_RGB.mean(), np.float32)
-    centre = np.asarray(preprocessing.preprocess(mean, mode), np.float32)
-    return centre, preprocessing.gray_level(mode, channels)
 
 
 def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, channels: int):
@@ -127,7 +81,7 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, chan
 
     def run(params, x, best, best_score, onehot, keys, start, stop, step_size, l2_decay):
         def scores(v):  # [N]: each image's own class logit (one-hot contraction)
-            return jnp.sum(fwd(params, v, upto="logits")[0] * onehot, axis=-1)
+            return objectives.class_logit(fwd, params, v, onehot)
 
         def score_and_grad(v):
             s, vjp = jax.vjp(scores, v)
@@ -137,11 +91,9 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, chan
             x, best, best_score = carry
             x = jnp.clip(x, lo, hi)
             if jitter:
-                shifts = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, i + 1), (2,), -jitter,
-                                                               jitter + 1))(keys)
-                xs = jax.vmap(_roll2d)(x, shifts[:, 0], shifts[:, 1])
-                s, g = score_and_grad(xs)
-                g = jax.vmap(_roll2d)(g, -shifts[:, 0], -shifts[:, 1])
+                shifts = transforms.random_shifts(keys, i + 1, jitter)
+                s, g = score_and_grad(transforms.shift(x, shifts))
+                g = transforms.unshift(g, shifts)
             else:
                 s, g = score_and_grad(x)
             better = s > best_score  # the toolbox's "best-ever objective" snapshot, per image
@@ -163,28 +115,9 @@ def _compiled(model, blur_every: int, blur_sigma: float, jitter: int):
     return runtime.compiled(model, "deepvis", key, lambda fwd: _build(fwd, *key))
 
 
-def is_demo(arch) -> bool:
-    """Whether ``arch`` (an :class:`jaxviz.vgg.Arch` or its name) is one of the shipped demo networks."""
-    from ..demo import DEMO_ARCHS
-
-    return getattr(arch, "name", arch) in DEMO_ARCHS
-
-
 #: A model file's default step: the first step moves pixels by this many gray levels on average (the demo
 #: networks' tuned step moves them by ~1.5–5, see :data:`DEMO_DEFAULTS`).
 AUTO_STEP_GRAY_LEVELS = 2.0
-
-
-def defaults_for(arch) -> dict:
-    """The DeepVis defaults for an architecture: :data:`DEMO_DEFAULTS` for the demo networks, :data:`DEFAULTS`
-    (the paper's, tuned for ImageNet VGGs) for the VGG tables, and for a model file the paper's with
-    ``step_size=None``: chosen from the model's gradient at the start (:data:`AUTO_STEP_GRAY_LEVELS`), since
-    the paper's 100 is calibrated to VGG's gradients (on a small convnet it moves no pixel)."""
-    from ..model import ModelInfo
-
-    if is_demo(arch):
-        return dict(DEMO_DEFAULTS)
-    return {**DEFAULTS, "step_size": None} if isinstance(arch, ModelInfo) else dict(DEFAULTS)
 
 
 def _auto_step_size(model, x, onehot, scale) -> float:
@@ -206,7 +139,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
                    progress_every: int = 25) -> np.ndarray:
     """Images that maximise the pre-softmax score of each class, with Yosinski et al.'s regularisers.
 
-    Every optimisation parameter left at ``None`` takes the model's default (:func:`defaults_for`: the
+    Every optimisation parameter left at ``None`` takes the model's default (``model.profile.deepvis``: the
     paper's values below, or :data:`DEMO_DEFAULTS` for the demo networks).
 
     Args:
@@ -218,7 +151,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
       step_size: constant learning rate on the raw gradient (paper: 100), in gray levels of 0..255 pixels:
         scaled to the model's input range (:func:`pixel_space`), so that the same settings take the same
         steps on models fed Caffe's BGR, [0, 1], [-1, 1] or 0..255. A model file's default is chosen from its
-        gradient (see :func:`defaults_for`).
+        gradient (:data:`AUTO_STEP_GRAY_LEVELS`: the paper's 100 is calibrated to VGG's gradients).
       l2_decay: ``x *= 1 - l2_decay`` after each step (paper: 1e-4).
       blur_every: blur every this many steps; 0 disables (paper: 4).
       blur_sigma: Gaussian σ in pixels (paper: 1.0); 0 disables.
@@ -242,7 +175,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
         raise JaxvizError("class visualisation needs the classifier: load the model with include_top=True")
     given = dict(steps=steps, step_size=step_size, l2_decay=l2_decay, blur_every=blur_every, blur_sigma=blur_sigma,
                  jitter=jitter, init_std=init_std)
-    opts = {k: (v if given[k] is None else given[k]) for k, v in defaults_for(model.arch).items()}
+    opts = {k: (v if given[k] is None else given[k]) for k, v in model.profile.deepvis.items()}
     steps, step_size, l2_decay, blur_every, blur_sigma, jitter, init_std = (
         opts[k] for k in ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma", "jitter", "init_std"))
     n_cls = model.arch.num_classes
@@ -273,8 +206,6 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
     seg = max(1, min(steps, progress_every)) if progress else max(1, steps)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, desc=f"deepvis ({len(cls)} class{'es' if len(cls) > 1 else ''})", leave=False)
     # The program gets the model's prepared kernels (input-gradient, and on CPUs Winograd and transposed
     # dense kernels, computed once per weights): XLA:CPU would otherwise flip every kernel at each step and
@@ -325,16 +256,29 @@ def flat_warning(classes: Sequence[int], images) -> str | None:
 
 
 def class_title(model, c: int) -> str:
-    """A class's name: the architecture's own class names where it has them (the demo networks' scene
-    classes: ``"star"``), ``"tabby"``-style for 1000-class (ImageNet) models, ``"class N"`` otherwise."""
+    """A class's name: the model's own class names where its architecture names them (the demo networks'
+    scene classes: ``"star"``) or it has ImageNet's 1000 classes (``"tabby"``), ``"class N"`` otherwise."""
     c = int(c)
-    names = getattr(model.arch, "class_names", None)  # an architecture that names its classes
-    if names is None and is_demo(model.arch):
-        from ..demo import CLASS_NAMES as names
-    if names is not None and 0 <= c < len(names):
-        return str(names[c])
-    if model.arch.num_classes == 1000:
-        from ..imagenet import class_name
-
-        return class_name(c)
+    arch = model.arch
+    if (arch.class_names is not None or arch.num_classes == 1000) and 0 <= c < arch.num_classes:
+        return str(model.class_names[c])
     return f"class {c}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kept for callers that have an architecture but no model (the figure set, the CLI, the default score)
+
+
+def is_demo(arch) -> bool:
+    """Whether ``arch`` (an :class:`jaxviz.vgg.Arch` or its name) is one of the shipped demo networks (a model's
+    ``model.profile.name == "demo"``)."""
+    return getattr(arch, "name", arch) in DEMO_ARCHS
+
+
+def defaults_for(arch) -> dict:
+    """The DeepVis defaults of an architecture, as its models' ``model.profile.deepvis``: :data:`DEMO_DEFAULTS`
+    for the demo networks, :data:`DEFAULTS` for the VGG tables, the paper's with ``step_size=None`` (chosen
+    from the gradient) for a model file (:class:`jaxviz.model.ModelInfo`)."""
+    if is_demo(arch):
+        return dict(DEMO_DEFAULTS)
+    return dict(profile.file().deepvis) if isinstance(arch, ModelInfo) else dict(DEFAULTS)
