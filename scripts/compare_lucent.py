@@ -254,7 +254,7 @@ def format_report(result: dict) -> str:
 def save_png(result: dict, path: Path) -> None:
     """Rows: Lucent, jaxviz (``display_images``), jaxviz through the book's ``deprocess_image``; a column per filter."""
     from jaxviz.images import save_png as write
-    from jaxviz.plotting import image_grid
+    from jaxviz.render import image_grid
 
     rows = [result["images"][k] for k in ("lucent", "jaxviz", "jaxviz_book_stretch") if k in result["images"]]
     imgs = np.concatenate(rows)

@@ -17,7 +17,7 @@ TINY = dict(pattern_layers=("block1_conv1",), pattern_methods=("keras", "regular
 
 def test_panel_suptitle_clears_the_first_row():
     """``explain --method all``'s panel: 26 maps in rows of 4 under one title."""
-    from jaxviz.plotting import titled_panel
+    from jaxviz.render import titled_panel
 
     titles = [f"method {i}\n(constant map: nothing to show)" for i in range(26)]
     fig = titled_panel([np.zeros((64, 64, 3), np.uint8)] * 26, titles, cols=4,

@@ -24,7 +24,7 @@ from jaxviz.visualize import patterns
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "lucent" / "vgg_demo_block3_conv1.json"
-TOLERANCE = 0.10  # the issue's: within 10 % of Lucent's, per statistic, over the layer's filters
+TOLERANCE = 0.10  # within 10 % of Lucent's, per statistic, over the layer's filters
 
 
 @pytest.fixture(scope="module")

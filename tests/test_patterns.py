@@ -309,7 +309,7 @@ def _book_grid(images, margin=5):
 
 
 def test_image_grid_orders():
-    from jaxviz.plotting import image_grid
+    from jaxviz.render import image_grid
 
     imgs = np.random.default_rng(0).integers(0, 256, size=(64, 3, 3, 3)).astype(np.uint8)
     np.testing.assert_array_equal(image_grid(imgs, cols=8, margin=5, order="columns"), _book_grid(imgs))

@@ -108,7 +108,7 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
       deepvis_classes: classes to visualise; default 130 flamingo, 736 pool table, 779 school bus
         (ImageNet), or every class of a demo network. Mapped to ``c % num_classes`` on smaller models.
       deepvis_size, deepvis_steps: DeepVis image side (default the model's input size) and steps; the
-        steps and the other DeepVis options default to :func:`jaxviz.visualize.deepvis.defaults_for`.
+        steps and the other DeepVis options default to the model's profile (:attr:`jaxviz.Model.profile`).
       gradcam_top, gradcam_layer, gradcam_score: Grad-CAM panel size, layer (default the last conv) and score
         ("prob", the book; "logit", the paper and the default for the demo networks).
       seed: seed of every random start.
@@ -186,7 +186,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         extra = {"_file": True, "_cam_layer": file_model.cam_layer, "_blocks": block_end_layers(file_model),
                  "_channel_order": channel_order(file_model)}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": dict(profile.pattern_step_size),
-                                  "_fmap_min_side": profile.fmap_min_side, **extra}, image_info, table)
+                                  "_fmap_min_side": profile.fmap_min_side,
+                                  "_deepvis": dict(profile.deepvis), **extra}, image_info, table)
 
     path = confine(out, MANIFEST)
     old = _load_manifest(path)

@@ -28,7 +28,7 @@ from ..visualize.patterns import display_images, filter_patterns
 from .context import PARTIAL, Context, Task
 
 #: DeepVis options recorded with the task (resolved per architecture by
-#: :func:`jaxviz.visualize.deepvis.defaults_for`; ``deepvis_steps`` overrides the steps).
+#: the model's profile (:attr:`jaxviz.Model.profile`); ``deepvis_steps`` overrides the steps).
 DEEPVIS_OPTIONS = ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma", "jitter", "init_std")
 
 

@@ -8,7 +8,6 @@ from .. import imagenet
 from ..atomic import file_stems
 from ..vgg import layer_table
 from ..visualize import patterns
-from ..visualize.deepvis import defaults_for
 from . import runners
 from .context import Task
 from .runners import DEEPVIS_OPTIONS
@@ -101,7 +100,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           f"Filter patterns ({m})"))
     classes = deepvis_classes(s["deepvis_classes"], arch.num_classes)
     if classes:
-        dv = {k: v for k, v in defaults_for(arch).items() if k in DEEPVIS_OPTIONS}
+        dv = {k: v for k, v in s["_deepvis"].items() if k in DEEPVIS_OPTIONS}
         if s["deepvis_steps"] is not None:
             dv["steps"] = s["deepvis_steps"]
         names = _class_names(arch)

@@ -224,6 +224,6 @@ def plot_sanity(result: SanityResult, path=None, image: int = 0):
     fig.tight_layout()
     if path is None:
         return fig
-    from ..plotting import save_figure
+    from ..render import save_figure
 
     return save_figure(fig, path)

@@ -1,7 +1,7 @@
 """Feature maps (DLwP 1st ed., listings 5.25–5.30): the outputs of chosen layers for an image, as grids.
 
 All layers come from ONE forward pass (:meth:`jaxviz.Model.features`), which stops at the deepest layer
-asked for. Each layer's first ``count`` channels are drawn by :func:`jaxviz.plotting.feature_map_grid`
+asked for. Each layer's first ``count`` channels are drawn by :func:`jaxviz.render.feature_map_grid`
 (each channel standardised, viridis, 8 per row); the raw arrays can be saved next to them as ``.npy``.
 
 Examples:
@@ -84,7 +84,7 @@ def activation_grids(model, x, layers: str | Iterable[str], count: int = 64, col
     Returns:
       ``(features, grids)``: ``{layer: np.ndarray [N, h, w, C]}`` and ``{layer: [uint8 grid per image]}``.
     """
-    from ..plotting import feature_map_grid
+    from ..render import feature_map_grid
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")

@@ -99,7 +99,7 @@ def kernel_grid(k, filters: int | None = None, channels: int | None = None, scal
     Returns:
       uint8 ``[F·kh·s + (F-1)·m, C·kw·s + (C-1)·m]``.
     """
-    from ..plotting import image_grid
+    from ..render import image_grid
 
     k = np.asarray(k)
     kh, kw, c_in, c_out = k.shape
@@ -126,7 +126,7 @@ def kernel_colour_patches(k, filters: int | None = None, cols: int = 8, scale: i
     Returns:
       uint8 ``[R·kh·s + (R-1)·m, cols·kw·s + (cols-1)·m, 3]``.
     """
-    from ..plotting import image_grid
+    from ..render import image_grid
 
     k = np.asarray(k)
     if k.ndim != 4 or k.shape[2] != 3:
