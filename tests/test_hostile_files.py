@@ -16,6 +16,7 @@ New front ends add rows: a builder and the fragment of the line that refuses the
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -447,6 +448,68 @@ def odd_but_valid_name(d: Path) -> Path:
     return _keras_zip(d / "odd.keras", _tiny("conv: 1 (a)"))
 
 
+# --- ONNX files (built with onnx.helper: the rows need the onnx package, a test extra) ----------------------
+
+
+def _onnx_model(conv_name: str = "conv", graph_name: str = "hostile", weight=None):
+    """8×8×3 → Conv (4 filters) → Relu → GlobalAveragePool → Flatten → Gemm (2 classes)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [weight if weight is not None else numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype("f4"), "w"),
+             numpy_helper.from_array(rng.normal(size=(2, 4)).astype("f4"), "fc")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name=conv_name, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    graph = helper.make_graph(nodes, graph_name, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def onnx_node_name_escape(d: Path) -> Path:
+    # ONNX allows any node name: a path-like one names a layer, never a file
+    import onnx
+
+    onnx.save(_onnx_model("a/../../../../victim\x1b[2J", "../../evil"), d / "escape.onnx")
+    return d / "escape.onnx"
+
+
+def onnx_external_data_escape(d: Path) -> Path:
+    # a weight whose bytes are "in" a file outside the model's folder
+    import onnx
+    from onnx import TensorProto
+
+    _secret(d)
+    (d / "models").mkdir()
+    model = _onnx_model()
+    t = model.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = "location", "../secret.bin"
+    onnx.save(model, d / "models" / "m.onnx")
+    return d / "models" / "m.onnx"
+
+
+def onnx_huge_weight(d: Path) -> Path:
+    # a weight declaring 2^30 × 27 floats, with no data behind it
+    import onnx
+    from onnx import TensorProto
+
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**30, 3, 3, 3])
+    onnx.save(_onnx_model(weight=w), d / "huge.onnx")
+    return d / "huge.onnx"
+
+
+def onnx_garbage(d: Path) -> Path:
+    (d / "garbage.onnx").write_bytes(b"\x08\x07\x12\xff\xff\xff\xff\x0f" + b"\xff" * 64)
+    return d / "garbage.onnx"
+
+
 REFUSED = "so jaxviz refuses it"
 CASES = [
     Case("path_escape", path_escape, "layer name 'a/../../../../victim' contains '/'"),
@@ -481,6 +544,14 @@ CASES = [
     Case("odd_but_valid_name", odd_but_valid_name, "_conv_1_a_.png",
          ("activations", "{img}", "--arch", "{model}", "--layer", "conv: 1 (a)", "-o", OUT), 0),
 ]
+if importlib.util.find_spec("onnx") is not None:
+    CASES += [
+        Case("onnx_node_name_escape", onnx_node_name_escape, "demo_star_Conv_0.png", ("activations", "{img}", "--arch",
+                                                                         "{model}", "--blocks", "-o", OUT), 0),
+        Case("onnx_external_data_escape", onnx_external_data_escape, "outside the model's folder"),
+        Case("onnx_huge_weight", onnx_huge_weight, "elements"),
+        Case("onnx_garbage", onnx_garbage, "cannot read"),
+    ]
 
 
 # --- running them ---------------------------------------------------------------------------------------
