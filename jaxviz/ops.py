@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import winograd
+from . import winograd, xla_cpu
 
 # ---------------------------------------------------------------------------------------------------------
 # Primitives with hand-written backward passes.
@@ -81,7 +81,8 @@ def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
 
 
 def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
-            transformed: tuple[jax.Array, jax.Array] | None = None, few_channels: bool | None = None) -> jax.Array:
+            transformed: tuple[jax.Array, jax.Array] | None = None, few_channels: bool | None = None,
+            approximate: bool | None = None, ynn_fusion: bool | None = None) -> jax.Array:
     """Stride-1 "same" convolution of NHWC ``x`` with an HWIO ``kernel`` of odd size (3×3 in VGG).
 
     ``kernel_t`` is :func:`flip_kernel` of ``kernel`` if the caller has it precomputed (it is derived from
@@ -90,13 +91,20 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
     forward pass and the input gradient run as Winograd convolutions (not under
     ``jax.default_matmul_precision("highest")``). ``few_channels`` (default: on the CPU backend) computes a
     3×3 kernel's input gradient with ≤ :data:`FEW_CHANNELS` input channels as a matmul and shifted sums.
+    ``approximate`` and ``ynn_fusion`` are :class:`Ops`' facts (:attr:`Ops.approximate`, :attr:`Ops.ynn_fusion`);
+    :meth:`Ops.conv2d` passes them, and only a direct call leaves them to be read here (default: the
+    current matmul precision and ``XLA_FLAGS``).
     """
     kernel_t = flip_kernel(kernel) if kernel_t is None else kernel_t
-    if transformed is not None and winograd.applies(x.shape, min(kernel.shape[2:])):
-        return _conv3x3_winograd(x, kernel, *transformed)
+    if approximate is None:
+        approximate = winograd.precision_allows()
+    if transformed is not None and winograd.applies(x.shape, min(kernel.shape[2:]), approximate):
+        if ynn_fusion is None:
+            ynn_fusion = not xla_cpu.ynn_disabled()
+        return _conv3x3_winograd(ynn_fusion, x, kernel, *transformed)
     if few_channels is None:
         few_channels = winograd.platform_uses_winograd()
-    few = few_channels and kernel.shape[:2] == (3, 3) and kernel.shape[2] <= FEW_CHANNELS
+    few = few_channels and approximate and kernel.shape[:2] == (3, 3) and kernel.shape[2] <= FEW_CHANNELS
     return _conv3x3(few, x, kernel, kernel_t)
 
 
@@ -106,20 +114,21 @@ def _kernel_grad(x, kernel, g):
     return kernel_vjp(g)[0]
 
 
-@jax.custom_vjp
-def _conv3x3_winograd(x, kernel, u, u_t):
-    return winograd.conv(x, u)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _conv3x3_winograd(ynn_fusion, x, kernel, u, u_t):
+    return winograd.conv(x, u, ynn_fusion=ynn_fusion)
 
 
-def _conv3x3_winograd_fwd(x, kernel, u, u_t):
-    return winograd.conv(x, u), (x, kernel, u, u_t)
+def _conv3x3_winograd_fwd(ynn_fusion, x, kernel, u, u_t):
+    return winograd.conv(x, u, ynn_fusion=ynn_fusion), (x, kernel, u, u_t)
 
 
-def _conv3x3_winograd_bwd(res, g):
+def _conv3x3_winograd_bwd(ynn_fusion, res, g):
     x, kernel, u, u_t = res
     # The input gradient is the conv with the flipped kernel, so also a Winograd conv (with its transform).
     # The transforms are functions of kernel: its whole gradient is the direct one.
-    return winograd.conv(g, u_t), _kernel_grad(x, kernel, g), jnp.zeros_like(u), jnp.zeros_like(u_t)
+    return (winograd.conv(g, u_t, ynn_fusion=ynn_fusion), _kernel_grad(x, kernel, g), jnp.zeros_like(u),
+            jnp.zeros_like(u_t))
 
 
 _conv3x3_winograd.defvjp(_conv3x3_winograd_fwd, _conv3x3_winograd_bwd)
@@ -220,7 +229,7 @@ def _conv3x3_fwd(few, x, kernel, kernel_t):
 
 def _conv3x3_bwd(few, res, g):
     x, kernel, kernel_t = res
-    if few and winograd.precision_allows():
+    if few:  # decided by conv3x3: few input channels, on a CPU, not in the exact mode
         dx = _input_grad_few_channels(g, kernel)
     else:
         # d/dx of a stride-1 "same" 3×3 conv = the same conv with the flipped kernel: a forward-style conv,
@@ -278,14 +287,18 @@ max_pool2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 
-def dense(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None) -> jax.Array:
+def dense(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
+          approximate: bool | None = None) -> jax.Array:
     """``x @ kernel``; with ``kernel_t`` (its transpose, :func:`flipped_kernels`) the input gradient is
     ``g @ kernel_t``. XLA:CPU computes ``g @ kernelᵀ`` for 2–16 rows without it at 164–450 ms for fc1
     (25088 × 4096; one row: 13 ms) — every gradient method on a batch paid that; with it, ~25 ms. For one
     row both directions are matrix–vector products over contiguous rows (``kernel_t @ x``, ``kernel @ g``):
     fc1 13.7 ms instead of 19 ms, at this CPU's memory bandwidth. Not in the exact mode
-    (``jax.default_matmul_precision("highest")``), whose products and gradients stay autodiff's."""
-    if kernel_t is not None and winograd.precision_allows():
+    (``approximate`` False, :attr:`Ops.approximate`; default: the current matmul precision allows it), whose
+    products and gradients stay autodiff's."""
+    if approximate is None:
+        approximate = winograd.precision_allows()
+    if kernel_t is not None and approximate:
         return _dense(x, kernel, kernel_t)
     return x @ kernel
 
@@ -486,18 +499,65 @@ class ElementwiseRule:
 class Ops:
     """How the layers compute (see the module docstring). Hashable: part of every compiled program's key.
 
+    Ops decides alone: the facts the arithmetic depends on — the backend, XLA:CPU's flags, the matmul
+    precision — are its fields, as ``flax.linen.Dense`` takes its ``precision`` and ``dot_general`` as fields,
+    and the layers read nothing global while they are traced. :func:`default_ops` fixes the backend and the
+    flags when a model is built. The precision is fixed per call, where a program is looked up
+    (:meth:`at_precision`, :func:`jaxviz.runtime.compiled`), not when the model is built: a model built
+    before a ``with jax.default_matmul_precision("highest"):`` block (the comparisons' exact mode) must
+    compute exactly inside it, and the precision is then part of the program's key, so the exact and the
+    fast programs never share a cache entry. A field left ``None`` is read once where the forward pass
+    starts (:meth:`resolved`): only for ops used directly, outside a model's programs.
+
     Attributes:
       fast: use the fast CPU arithmetic where it applies (prepared kernels, Winograd, transposed dense).
       relu: the function every ReLU-family activation of the graph applies where it is a plain ReLU
         (guided backprop and deconvnet swap it for a custom-VJP one; :meth:`with_relu`); an
         :class:`ElementwiseRule` applies to every elementwise nonlinearity (:meth:`nonlinear`).
+      platform: the JAX backend the programs run on ("cpu", "gpu", "tpu"): the CPU-only fast paths (Winograd,
+        few-channel and strided-1×1 convolutions) apply on "cpu" only.
+      ynn_fusion: whether XLA:CPU hands fusions to YNNPACK (JAX's default; off with jaxviz's ``XLA_FLAGS``,
+        :mod:`jaxviz.xla_cpu`): Winograd's tile transforms take the form that stays fast under it.
+      precision: the matmul precision the programs are traced under (``jax.default_matmul_precision``'s
+        value, ``"default"`` for none): "highest"/"float32" is the exact mode, where the fast ops compute as
+        the exact ones (:attr:`approximate`).
     """
 
     fast: bool = False
     relu: Callable = jax.nn.relu
+    platform: str | None = None
+    ynn_fusion: bool | None = None
+    precision: str | None = None
 
     def with_relu(self, fn: Callable | None) -> Ops:
         return self if fn is None or fn is self.relu else dataclasses.replace(self, relu=fn)
+
+    def at_precision(self, precision: str | None) -> Ops:
+        """These ops under the matmul ``precision`` (a ``jax.default_matmul_precision`` value; ``None``: JAX's
+        default)."""
+        return dataclasses.replace(self, precision=_precision_name(precision))
+
+    def resolved(self) -> Ops:
+        """These ops with every field left ``None`` read from JAX's current state (backend, ``XLA_FLAGS``,
+        matmul precision)."""
+        if None not in (self.platform, self.ynn_fusion, self.precision):
+            return self
+        return dataclasses.replace(
+            self, platform=jax.default_backend() if self.platform is None else self.platform,
+            ynn_fusion=not xla_cpu.ynn_disabled() if self.ynn_fusion is None else self.ynn_fusion,
+            precision=(_precision_name(jax.config.jax_default_matmul_precision) if self.precision is None
+                       else self.precision))
+
+    @property
+    def approximate(self) -> bool:
+        """Whether approximations are allowed: False under the "highest"/"float32" matmul precision (the exact
+        mode; then the fast ops compute as the exact ones)."""
+        return self.precision not in winograd.EXACT_PRECISIONS
+
+    @property
+    def cpu(self) -> bool:
+        """Whether the programs run on XLA:CPU (where Winograd and the other CPU fast paths apply)."""
+        return self.platform == "cpu"
 
     def nonlinear(self, f: Callable, x: jax.Array, via_relu: Callable | None = None) -> jax.Array:
         """The elementwise nonlinearity ``f`` on ``x``: ``relu.apply(f, x)`` under an :class:`ElementwiseRule`;
@@ -535,7 +595,7 @@ class Ops:
     def conv2d(self, x: jax.Array, kernel: jax.Array, prepared: Mapping | None = None, *, strides=(1, 1),
                padding: str = "same", dilation=(1, 1), groups: int = 1) -> jax.Array:
         """Keras ``Conv2D``'s convolution (no bias): NHWC ``x``, HWIO ``kernel`` (``[kh, kw, Cin/groups, Cout]``)."""
-        fast_cpu = self.fast and winograd.platform_uses_winograd() and winograd.precision_allows()
+        fast_cpu = self.fast and self.cpu and self.approximate
         if fast_cpu and _strided_1x1(kernel.shape, strides, groups):
             x, strides = x[:, :: strides[0], :: strides[1]], (1, 1)
         if _same_odd_stride1(kernel.shape, strides, padding, dilation, groups):
@@ -545,8 +605,8 @@ class Ops:
                 transformed = (pre["winograd"].astype(x.dtype), pre["winograd_t"].astype(x.dtype))
             kernel_t = pre.get("kernel")
             kernel_t = None if kernel_t is None else kernel_t.astype(x.dtype)
-            few = self.fast and winograd.platform_uses_winograd()
-            return conv3x3(x, kernel, kernel_t, transformed, few_channels=few)
+            return conv3x3(x, kernel, kernel_t, transformed, few_channels=self.fast and self.cpu,
+                           approximate=self.approximate, ynn_fusion=self.ynn_fusion)
         if fast_cpu and groups == 1 and kernel.shape[2] <= FEW_CHANNELS:
             return conv_few_channels(x, kernel, tuple(strides), padding, tuple(dilation))
         return _conv_strided(x, kernel, strides, padding, dilation, groups)
@@ -555,7 +615,7 @@ class Ops:
                          dilation=(1, 1)) -> jax.Array:
         """Keras ``DepthwiseConv2D``'s convolution (no bias): ``kernel`` ``[kh, kw, C, multiplier]``, output
         channel ``c·multiplier + m``. Fast: :func:`depthwise_conv`; exact: the grouped ``lax`` convolution."""
-        if self.fast and winograd.precision_allows():
+        if self.fast and self.approximate:
             return depthwise_conv(x, kernel, tuple(strides), padding, tuple(dilation))
         kh, kw, c, m = kernel.shape
         return self.conv2d(x, kernel.reshape(kh, kw, 1, c * m), None, strides=strides, padding=padding,
@@ -565,7 +625,7 @@ class Ops:
         """``x @ kernel`` over the last axis (Keras ``Dense`` without bias)."""
         kernel_t = (prepared or {}).get("kernel") if self.fast else None
         if kernel_t is not None and x.ndim == 2:
-            return dense(x, kernel, kernel_t.astype(x.dtype))
+            return dense(x, kernel, kernel_t.astype(x.dtype), approximate=self.approximate)
         return x @ kernel
 
     def max_pool(self, x: jax.Array, pool=(2, 2), strides=None, padding: str = "valid") -> jax.Array:
@@ -573,7 +633,7 @@ class Ops:
         strides = tuple(pool) if strides is None else tuple(strides)
         if tuple(pool) == (2, 2) and strides == (2, 2) and padding == "valid":
             return max_pool2x2(x)
-        if self.fast and winograd.precision_allows():
+        if self.fast and self.approximate:
             return max_pool_taps(x, tuple(pool), strides, padding)
         return _reduce_max(x, tuple(pool), strides, padding)
 
@@ -582,19 +642,29 @@ class Ops:
         return avg_pool(x, tuple(pool), tuple(pool) if strides is None else tuple(strides), padding)
 
 
+#: The exact and the fast ops with nothing fixed yet (:func:`default_ops` fixes the backend and the flags).
 EXACT = Ops(fast=False)
 FAST = Ops(fast=True)
 
 
+def _precision_name(precision) -> str:
+    """A ``jax.default_matmul_precision`` value as a hashable name (``"default"`` for JAX's default)."""
+    return "default" if precision is None else str(precision)
+
+
 def default_ops(ops: str | Ops | None = None) -> Ops:
     """``"fast"``/``"exact"``/an :class:`Ops`; ``None`` = fast on the CPU backend, exact on accelerators (whose
-    own convolution libraries already are the fast path)."""
+    own convolution libraries already are the fast path). The backend and the CPU flags are fixed here, when
+    the model is built (fields an :class:`Ops` given leaves ``None``); the precision stays per call (see
+    :class:`Ops`)."""
+    platform = jax.default_backend()
+    facts = dict(platform=platform, ynn_fusion=not xla_cpu.ynn_disabled())
     if isinstance(ops, Ops):
-        return ops
+        return dataclasses.replace(ops, **{k: v for k, v in facts.items() if getattr(ops, k) is None})
     if ops is None:
-        return FAST if winograd.platform_uses_winograd() else EXACT
+        ops = "fast" if platform == "cpu" else "exact"
     if ops in ("fast", "exact"):
-        return FAST if ops == "fast" else EXACT
+        return dataclasses.replace(FAST if ops == "fast" else EXACT, **facts)
     from .errors import JaxvizError
 
     raise JaxvizError(f"unknown ops {ops!r}; use 'fast' (the CPU default) or 'exact' (Keras parity)")
