@@ -551,12 +551,18 @@ class Ops:
     @property
     def approximate(self) -> bool:
         """Whether approximations are allowed: False under the "highest"/"float32" matmul precision (the exact
-        mode; then the fast ops compute as the exact ones)."""
+        mode; then the fast ops compute as the exact ones). Read from JAX's current state when :attr:`precision`
+        is not fixed (ops used directly, outside the forward pass)."""
+        if self.precision is None:
+            return winograd.precision_allows()
         return self.precision not in winograd.EXACT_PRECISIONS
 
     @property
     def cpu(self) -> bool:
-        """Whether the programs run on XLA:CPU (where Winograd and the other CPU fast paths apply)."""
+        """Whether the programs run on XLA:CPU (where Winograd and the other CPU fast paths apply); read from
+        JAX's default backend when :attr:`platform` is not fixed (ops used directly)."""
+        if self.platform is None:
+            return winograd.platform_uses_winograd()
         return self.platform == "cpu"
 
     def nonlinear(self, f: Callable, x: jax.Array, via_relu: Callable | None = None) -> jax.Array:
