@@ -19,7 +19,7 @@ def gradient_method(model, name: str, x, target, score: str, reduce: str | None,
     """The driver of the methods that are one input gradient: checks, ``post(x, ∂S_t/∂x)`` (default: the
     gradient itself) with ``relu`` in place of the network's ReLUs, then the channel reduction.
 
-    One program per (model, ``name``, score, ``key``); ``key`` holds whatever ``post`` depends on.
+    One program per (graph, ops, ``name``, score, ``key``); ``key`` holds whatever ``post`` depends on.
     """
     check_model(model, name)
     score = check_score(model, score)

@@ -140,5 +140,5 @@ def logits_program(model) -> Callable:
 
 
 def logits(model, x, params=None) -> jax.Array:
-    """``[N, num_classes]`` pre-softmax scores (one compiled forward pass per model and shape)."""
+    """``[N, num_classes]`` pre-softmax scores (one compiled forward pass per graph, ops and input shape)."""
     return logits_program(model)(params_of(model, params), check_input(model, x))
