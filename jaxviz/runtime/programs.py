@@ -76,7 +76,7 @@ class _ObjectForward:
         model = self._ref()
         if model is None:  # pragma: no cover - only if a program outlives its model
             raise RuntimeError("the model of this compiled program was deleted")
-        extra = {} if replace is None else {"replace": replace}
+        extra = {} if replace is None else {"replace": replace}  # models whose apply takes no replacements
         return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb, **extra)
 
 
