@@ -33,7 +33,8 @@ import numpy as np
 
 from .errors import JaxvizError, LayerError, printable
 from .layers import apply_activation, apply_layer, pads_2d
-from .ops import Ops, window_pads
+from .ops import Ops
+from .window_ops import window_pads
 
 #: Final activations whose input is the model's "logits".
 LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
