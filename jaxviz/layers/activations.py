@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from ..errors import JaxvizError
 from ..ops import Ops
-from .registry import _w, kind
+from .registry import kind, weight
 
 
 def _relu_family(x, ops: Ops):
@@ -172,5 +172,5 @@ def elu(p, inputs, cfg, ops):
 @kind("PReLU")
 def prelu(p, inputs, cfg, ops):
     x = inputs[0]
-    alpha = _w(p, "alpha", x)
+    alpha = weight(p, "alpha", x)
     return ops.nonlinear(lambda v: jax.nn.relu(v) - alpha * jax.nn.relu(-v), x)

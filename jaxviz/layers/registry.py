@@ -39,38 +39,41 @@ def unsupported(name: str, kind_name: str) -> JaxvizError:
                        f"{', '.join(kinds)}")
 
 
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
+    """A Keras size or stride (one int, or one per spatial axis) as ``(rows, columns)``."""
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
 
 
-def _check_channels_last(cfg: dict, what: str) -> None:
+def check_channels_last(cfg: dict, what: str) -> None:
     if cfg.get("data_format", "channels_last") not in (None, "channels_last"):
         raise JaxvizError(f"{what} uses data_format={cfg['data_format']!r}; jaxviz runs channels_last models only")
 
 
-def _w(p: dict, name: str, x: jax.Array) -> jax.Array:
+def weight(p: dict, name: str, x: jax.Array) -> jax.Array:
+    """The layer's weight ``name`` in the input's dtype."""
     return p[name].astype(x.dtype)
 
 
-def _const(value, x: jax.Array) -> jax.Array:
+def constant(value, x: jax.Array) -> jax.Array:
     """A config number or list (Keras 3 may serialise arrays as ``{"class_name": "__numpy__", ...}``) in x's dtype."""
     if isinstance(value, dict):
         value = value.get("config", {}).get("value", value.get("value"))
     return jnp.asarray(value, dtype=x.dtype)
 
 
-def _zero(x):  # noqa: N802
+def concrete_zero(x):
     """A concrete 0 of ``x``'s dtype: ``reduce_window`` differentiates only a sum whose init is concrete (a traced
     ``jnp`` zero turns it into a generic reduction that reverse-mode autodiff refuses)."""
     return np.zeros((), x.dtype)
 
 
-def _axes(axis, ndim: int) -> tuple[int, ...]:
+def axes_of(axis, ndim: int) -> tuple[int, ...]:
+    """A Keras ``axis`` config (one axis or a list, negative ones counted from the end) as axis numbers."""
     axes = axis if isinstance(axis, (list, tuple)) else [axis]
     return tuple(int(a) % ndim for a in axes)
 
 
-def _along(v: jax.Array, axes: tuple[int, ...], ndim: int) -> jax.Array:
+def broadcast_along(v: jax.Array, axes: tuple[int, ...], ndim: int) -> jax.Array:
     """``v`` (shaped like the kept ``axes`` of an ``ndim``-array) reshaped to broadcast along them."""
     shape = [1] * ndim
     if v.ndim == 0:

@@ -5,24 +5,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .registry import _check_channels_last, _pair, _zero, kind
+from .registry import check_channels_last, concrete_zero, kind, pair
 
 
 @kind("MaxPooling2D", "MaxPool2D")
 def max_pooling2d(p, inputs, cfg, ops):
-    _check_channels_last(cfg, "MaxPooling2D")
-    pool = _pair(cfg.get("pool_size", 2))
+    check_channels_last(cfg, "MaxPooling2D")
+    pool = pair(cfg.get("pool_size", 2))
     strides = cfg.get("strides")
-    return ops.max_pool(inputs[0], pool, pool if strides is None else _pair(strides), cfg.get("padding", "valid"))
+    return ops.max_pool(inputs[0], pool, pool if strides is None else pair(strides), cfg.get("padding", "valid"))
 
 
 @kind("AveragePooling2D", "AvgPool2D")
 def average_pooling2d(p, inputs, cfg, ops):
     """Keras's ``AveragePooling2D``; with ``"same"`` padding the padded cells are not counted (as Keras)."""
-    _check_channels_last(cfg, "AveragePooling2D")
-    pool = _pair(cfg.get("pool_size", 2))
+    check_channels_last(cfg, "AveragePooling2D")
+    pool = pair(cfg.get("pool_size", 2))
     strides = cfg.get("strides")
-    return ops.avg_pool(inputs[0], pool, pool if strides is None else _pair(strides),
+    return ops.avg_pool(inputs[0], pool, pool if strides is None else pair(strides),
                         str(cfg.get("padding", "valid")).lower())
 
 
@@ -32,27 +32,27 @@ def average_pool(p, inputs, cfg, ops):
     inner part) count in the divisor: ONNX's ``AveragePool`` (``count_include_pad``; ``ceil_mode``'s extra
     cells are never counted)."""
     x = inputs[0]
-    pool, strides = _pair(cfg["pool_size"]), _pair(cfg["strides"])
+    pool, strides = pair(cfg["pool_size"]), pair(cfg["strides"])
     pads, counted = pads_2d(cfg["pads"]), pads_2d(cfg.get("counted", 0))
     window, step = (1, *pool, 1), (1, *strides, 1)
     padding = ((0, 0), *pads, (0, 0))
-    total = jax.lax.reduce_window(x, _zero(x), jax.lax.add, window, step, padding)
+    total = jax.lax.reduce_window(x, concrete_zero(x), jax.lax.add, window, step, padding)
     mask = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *counted, (0, 0)), constant_values=1)
     rest = tuple((a - c0, b - c1) for (a, b), (c0, c1) in zip(pads, counted))
     mask = jnp.pad(mask, ((0, 0), *rest, (0, 0)))
-    count = jax.lax.reduce_window(mask, _zero(x), jax.lax.add, window, step, "VALID")
+    count = jax.lax.reduce_window(mask, concrete_zero(x), jax.lax.add, window, step, "VALID")
     return total / count
 
 
 @kind("GlobalAveragePooling2D", "GlobalAvgPool2D")
 def global_average_pooling2d(p, inputs, cfg, ops):
-    _check_channels_last(cfg, "GlobalAveragePooling2D")
+    check_channels_last(cfg, "GlobalAveragePooling2D")
     return inputs[0].mean(axis=(1, 2), keepdims=bool(cfg.get("keepdims", False)))
 
 
 @kind("GlobalMaxPooling2D", "GlobalMaxPool2D")
 def global_max_pooling2d(p, inputs, cfg, ops):
-    _check_channels_last(cfg, "GlobalMaxPooling2D")
+    check_channels_last(cfg, "GlobalMaxPooling2D")
     return inputs[0].max(axis=(1, 2), keepdims=bool(cfg.get("keepdims", False)))
 
 
@@ -61,8 +61,8 @@ def up_sampling2d(p, inputs, cfg, ops):
     """Keras's ``UpSampling2D``: ``"nearest"`` repeats rows and columns; ``"bilinear"`` (and the other
     ``jax.image.resize`` methods) resizes with half-pixel centres, as Keras."""
     x = inputs[0]
-    _check_channels_last(cfg, "UpSampling2D")
-    sh, sw = _pair(cfg.get("size", 2))
+    check_channels_last(cfg, "UpSampling2D")
+    sh, sw = pair(cfg.get("size", 2))
     method = cfg.get("interpolation", "nearest")
     if method == "nearest":
         return jnp.repeat(jnp.repeat(x, sh, axis=1), sw, axis=2)
@@ -82,7 +82,7 @@ def pads_2d(v) -> tuple[tuple[int, int], tuple[int, int]]:
 
 @kind("ZeroPadding2D")
 def zero_padding2d(p, inputs, cfg, ops):
-    _check_channels_last(cfg, "ZeroPadding2D")
+    check_channels_last(cfg, "ZeroPadding2D")
     (t, b), (left, r) = pads_2d(cfg.get("padding", 1))
     return jnp.pad(inputs[0], ((0, 0), (t, b), (left, r), (0, 0)))
 
@@ -101,7 +101,7 @@ def pad(p, inputs, cfg, ops):
 
 @kind("Cropping2D")
 def cropping2d(p, inputs, cfg, ops):
-    _check_channels_last(cfg, "Cropping2D")
+    check_channels_last(cfg, "Cropping2D")
     x = inputs[0]
     (t, b), (left, r) = pads_2d(cfg.get("cropping", 0))
     return x[:, t: x.shape[1] - b, left: x.shape[2] - r, :]

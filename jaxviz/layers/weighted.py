@@ -8,25 +8,25 @@ import jax.numpy as jnp
 
 from ..errors import JaxvizError
 from .operations import OPERATIONS
-from .registry import _along, _axes, _check_channels_last, _const, _pair, _w, _zero, kind
+from .registry import axes_of, broadcast_along, check_channels_last, concrete_zero, constant, kind, pair, weight
 
 
 @kind("Conv2D", "Convolution2D")
 def conv2d(p, inputs, cfg, ops):
     x = inputs[0]
-    _check_channels_last(cfg, "Conv2D")
-    y = ops.conv2d(x, _w(p, "kernel", x), p.get("prepared"), strides=_pair(cfg.get("strides", 1)),
-                   padding=cfg.get("padding", "valid"), dilation=_pair(cfg.get("dilation_rate", 1)),
+    check_channels_last(cfg, "Conv2D")
+    y = ops.conv2d(x, weight(p, "kernel", x), p.get("prepared"), strides=pair(cfg.get("strides", 1)),
+                   padding=cfg.get("padding", "valid"), dilation=pair(cfg.get("dilation_rate", 1)),
                    groups=int(cfg.get("groups", 1)))
     if cfg.get("use_bias", True):
-        y = y + _w(p, "bias", x)
+        y = y + weight(p, "bias", x)
     return y, cfg.get("activation", "linear")
 
 
 def _depthwise(x, kernel, cfg, ops):
     """A depthwise convolution: ``kernel`` ``[kh, kw, C, multiplier]``; output channel ``c·multiplier + m``."""
-    return ops.depthwise_conv2d(x, kernel, strides=_pair(cfg.get("strides", 1)), padding=cfg.get("padding", "valid"),
-                                dilation=_pair(cfg.get("dilation_rate", 1)))
+    return ops.depthwise_conv2d(x, kernel, strides=pair(cfg.get("strides", 1)), padding=cfg.get("padding", "valid"),
+                                dilation=pair(cfg.get("dilation_rate", 1)))
 
 
 @kind("DepthwiseConv2D")
@@ -34,10 +34,10 @@ def depthwise_conv2d(p, inputs, cfg, ops):
     """Keras's ``DepthwiseConv2D``; its kernel ``[kh, kw, C, depth_multiplier]`` is ``p["kernel"]`` (Keras 3's
     name; Keras 2 called it ``depthwise_kernel``, :mod:`jaxviz.keras_io` stores it as ``kernel``)."""
     x = inputs[0]
-    _check_channels_last(cfg, "DepthwiseConv2D")
-    y = _depthwise(x, _w(p, "kernel", x), cfg, ops)
+    check_channels_last(cfg, "DepthwiseConv2D")
+    y = _depthwise(x, weight(p, "kernel", x), cfg, ops)
     if cfg.get("use_bias", True):
-        y = y + _w(p, "bias", x)
+        y = y + weight(p, "bias", x)
     return y, cfg.get("activation", "linear")
 
 
@@ -46,11 +46,11 @@ def separable_conv2d(p, inputs, cfg, ops):
     """Keras's ``SeparableConv2D``: a depthwise convolution (``depthwise_kernel``, with the strides, padding and
     dilation), then a 1×1 convolution (``pointwise_kernel``), then the bias."""
     x = inputs[0]
-    _check_channels_last(cfg, "SeparableConv2D")
-    y = _depthwise(x, _w(p, "depthwise_kernel", x), cfg, ops)
-    y = ops.conv2d(y, _w(p, "pointwise_kernel", x), None, strides=(1, 1), padding="valid")
+    check_channels_last(cfg, "SeparableConv2D")
+    y = _depthwise(x, weight(p, "depthwise_kernel", x), cfg, ops)
+    y = ops.conv2d(y, weight(p, "pointwise_kernel", x), None, strides=(1, 1), padding="valid")
     if cfg.get("use_bias", True):
-        y = y + _w(p, "bias", x)
+        y = y + weight(p, "bias", x)
     return y, cfg.get("activation", "linear")
 
 
@@ -69,26 +69,26 @@ def _transpose_pads(k: int, stride: int, dilation: int, padding: str, output_pad
 def conv2d_transpose(p, inputs, cfg, ops):
     """Keras's ``Conv2DTranspose``: kernel ``[kh, kw, out, in]``, the gradient of a strided convolution."""
     x = inputs[0]
-    _check_channels_last(cfg, "Conv2DTranspose")
-    kernel = _w(p, "kernel", x)
-    strides, dilation = _pair(cfg.get("strides", 1)), _pair(cfg.get("dilation_rate", 1))
+    check_channels_last(cfg, "Conv2DTranspose")
+    kernel = weight(p, "kernel", x)
+    strides, dilation = pair(cfg.get("strides", 1)), pair(cfg.get("dilation_rate", 1))
     out_pad = cfg.get("output_padding")
-    out_pad = [None, None] if out_pad is None else list(_pair(out_pad))
+    out_pad = [None, None] if out_pad is None else list(pair(out_pad))
     pads = [_transpose_pads(kernel.shape[i], strides[i], dilation[i], cfg.get("padding", "valid"), out_pad[i])
             for i in (0, 1)]
     y = jax.lax.conv_transpose(x, kernel, strides, pads, rhs_dilation=dilation,
                                dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
     if cfg.get("use_bias", True):
-        y = y + _w(p, "bias", x)
+        y = y + weight(p, "bias", x)
     return y, cfg.get("activation", "linear")
 
 
 @kind("Dense")
 def dense(p, inputs, cfg, ops):
     x = inputs[0]
-    y = ops.dense(x, _w(p, "kernel", x), p.get("prepared"))
+    y = ops.dense(x, weight(p, "kernel", x), p.get("prepared"))
     if cfg.get("use_bias", True):
-        y = y + _w(p, "bias", x)
+        y = y + weight(p, "bias", x)
     return y, cfg.get("activation", "linear")
 
 
@@ -97,14 +97,14 @@ def batch_normalization(p, inputs, cfg, ops):
     """Inference-mode batch normalisation (Ioffe & Szegedy, 2015) with the moving statistics, computed as
     Keras 3's JAX backend does: ``x · (γ / √(var + ε)) + (β − mean · γ / √(var + ε))``."""
     x = inputs[0]
-    axes = _axes(cfg.get("axis", -1), x.ndim)
-    b = lambda v: _along(v, axes, x.ndim)
-    inv = jax.lax.rsqrt(b(_w(p, "moving_variance", x)) + jnp.asarray(cfg.get("epsilon", 1e-3), x.dtype))
+    axes = axes_of(cfg.get("axis", -1), x.ndim)
+    b = lambda v: broadcast_along(v, axes, x.ndim)
+    inv = jax.lax.rsqrt(b(weight(p, "moving_variance", x)) + jnp.asarray(cfg.get("epsilon", 1e-3), x.dtype))
     if cfg.get("scale", True):
-        inv = inv * b(_w(p, "gamma", x))
-    res = -b(_w(p, "moving_mean", x)) * inv
+        inv = inv * b(weight(p, "gamma", x))
+    res = -b(weight(p, "moving_mean", x)) * inv
     if cfg.get("center", True):
-        res = res + b(_w(p, "beta", x))
+        res = res + b(weight(p, "beta", x))
     return x * inv + res
 
 
@@ -112,14 +112,14 @@ def batch_normalization(p, inputs, cfg, ops):
 def layer_normalization(p, inputs, cfg, ops):
     """Layer normalisation (Ba et al., 2016) over ``axis`` (default the last)."""
     x = inputs[0]
-    axes = _axes(cfg.get("axis", -1), x.ndim)
+    axes = axes_of(cfg.get("axis", -1), x.ndim)
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + jnp.asarray(cfg.get("epsilon", 1e-3), x.dtype))
     if cfg.get("scale", True):
-        y = y * _along(_w(p, "gamma", x), axes, x.ndim)
+        y = y * broadcast_along(weight(p, "gamma", x), axes, x.ndim)
     if cfg.get("center", True):
-        y = y + _along(_w(p, "beta", x), axes, x.ndim)
+        y = y + broadcast_along(weight(p, "beta", x), axes, x.ndim)
     return y
 
 
@@ -129,14 +129,14 @@ def normalization(p, inputs, cfg, ops):
     of an adapted layer, or in the config); ``invert=True`` undoes it."""
     x = inputs[0]
     axis = cfg.get("axis", -1)
-    axes = () if axis is None else _axes(axis, x.ndim)
+    axes = () if axis is None else axes_of(axis, x.ndim)
     if "mean" in p:
-        mean, var = _w(p, "mean", x), _w(p, "variance", x)
+        mean, var = weight(p, "mean", x), weight(p, "variance", x)
     else:
         if cfg.get("mean") is None or cfg.get("variance") is None:
             raise JaxvizError("a Normalization layer has neither adapted statistics nor mean/variance in its config")
-        mean, var = _const(cfg["mean"], x), _const(cfg["variance"], x)
-    mean, var = _along(mean, axes, x.ndim), _along(var, axes, x.ndim)
+        mean, var = constant(cfg["mean"], x), constant(cfg["variance"], x)
+    mean, var = broadcast_along(mean, axes, x.ndim), broadcast_along(var, axes, x.ndim)
     std = jnp.maximum(jnp.sqrt(var), jnp.asarray(1e-7, x.dtype))
     return mean + x * std if cfg.get("invert", False) else (x - mean) / std
 
@@ -149,7 +149,7 @@ def lrn(p, inputs, cfg, ops):
     size = int(cfg["size"])
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
     sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
-    total = jax.lax.reduce_window(sq, _zero(x), jax.lax.add, (1,) * (x.ndim - 1) + (size,),
+    total = jax.lax.reduce_window(sq, concrete_zero(x), jax.lax.add, (1,) * (x.ndim - 1) + (size,),
                                   (1,) * x.ndim, "VALID")
     scale = jnp.asarray(cfg.get("bias", 1.0), x.dtype) + jnp.asarray(cfg.get("alpha", 1e-4) / size, x.dtype) * total
     return x / scale ** jnp.asarray(cfg.get("beta", 0.75), x.dtype)
@@ -159,7 +159,7 @@ def lrn(p, inputs, cfg, ops):
 def elementwise_constant(p, inputs, cfg, ops):
     """``op(x, value)`` (or ``op(value, x)`` with ``first``) with a stored tensor ``value`` broadcast against
     ``x``: an ONNX ``Add``/``Mul``/… of an activation and a weight (a per-channel scale, a bias)."""
-    x, value = inputs[0], _w(p, "value", inputs[0])
+    x, value = inputs[0], weight(p, "value", inputs[0])
     fn = OPERATIONS[cfg["op"]]
     return fn(value, x) if cfg.get("first") else fn(x, value)
 
@@ -168,7 +168,7 @@ def elementwise_constant(p, inputs, cfg, ops):
 def layer_scale(p, inputs, cfg, ops):
     """ConvNeXt's ``LayerScale`` (keras.applications): ``x · γ`` per channel."""
     x = inputs[0]
-    return x * _w(p, "gamma", x)
+    return x * weight(p, "gamma", x)
 
 
 @kind("CustomScaleLayer")
@@ -180,7 +180,7 @@ def custom_scale_layer(p, inputs, cfg, ops):
 @kind("Rescaling")
 def rescaling(p, inputs, cfg, ops):
     x = inputs[0]
-    return x * _const(cfg.get("scale", 1.0), x) + _const(cfg.get("offset", 0.0), x)
+    return x * constant(cfg.get("scale", 1.0), x) + constant(cfg.get("offset", 0.0), x)
 
 
 def weight_names(kind_name: str, cfg: dict) -> list[tuple[str, bool]]:
