@@ -7,9 +7,11 @@ built from a table (:mod:`jaxviz.vgg`); a Keras ``.keras``/``.h5`` file is a gra
 
 :func:`forward` evaluates only the ancestors of what is asked for — a pass truncated at a layer computes
 nothing after it —, returns named intermediates (taps), adds ``perturb={layer: delta}`` to layers' outputs
-(Grad-CAM differentiates with respect to a zero delta) and replaces every plain ReLU of the graph with
-``relu`` (guided backprop, deconvnet). ``params`` is a plain pytree ``{layer: {"kernel": …, "bias": …}}``
-keyed by the layers' names: always a traced argument, never closed over.
+(Grad-CAM differentiates with respect to a zero delta), takes ``replace={layer: value}`` as layers' outputs
+(the layers after a CAM layer run from given activations: Ablation-CAM, Guided Grad-CAM's head, occlusion's
+split pass) and replaces every plain ReLU of the graph with ``relu`` (guided backprop, deconvnet). ``params``
+is a plain pytree ``{layer: {"kernel": …, "bias": …}}`` keyed by the layers' names:
+always a traced argument, never closed over.
 
 The tap ``"logits"`` is the model's class score before its final softmax/sigmoid (the pre-activation of an
 output layer with ``activation="softmax"``, or the input of a final ``Softmax``/``Activation`` layer; the
@@ -30,8 +32,9 @@ import jax
 import numpy as np
 
 from .errors import JaxvizError, LayerError, printable
-from .ops import Ops, window_pads
-from .winograd import precision_allows
+from .layers import apply_activation, apply_layer, pads_2d
+from .ops import Ops
+from .window_ops import window_pads
 
 #: Final activations whose input is the model's "logits".
 LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
@@ -204,14 +207,16 @@ class Graph:
         return {c: make_layer(c, self.by_name[c].kind, {**self.by_name[c].cfg, "use_bias": True},
                               self.by_name[c].inputs) for c in self.bn_folds}
 
-    def ancestors(self, names: Iterable[str]) -> set[str]:
-        """The layers ``names`` depend on, themselves included."""
-        todo, seen = [self.resolve(n) for n in names], set()
+    def ancestors(self, names: Iterable[str], given: Iterable[str] = ()) -> set[str]:
+        """The layers ``names`` depend on, themselves included; the inputs of the ``given`` layers (whose
+        values are given, not computed) are not followed."""
+        todo, seen, given = [self.resolve(n) for n in names], set(), set(given)
         while todo:
             name = todo.pop()
             if name not in seen:
                 seen.add(name)
-                todo.extend(self.by_name[name].inputs)
+                if name not in given:
+                    todo.extend(self.by_name[name].inputs)
         return seen
 
     def resolve(self, name: str) -> str:
@@ -257,37 +262,40 @@ class Graph:
 
 def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = None, taps: Sequence[str] = (),
             perturb: Mapping[str, jax.Array] | None = None, relu: Callable | None = None,
-            prepared: Mapping | None = None):
+            prepared: Mapping | None = None, replace: Mapping[str, jax.Array] | None = None):
     """``(output, {tap: array})``: the graph on ``x``, evaluating only what ``upto`` and ``taps`` need.
 
     Args:
       graph: the model's :class:`Graph`.
       params: ``{layer: {"kernel", "bias", …}}``.
       x: ``[N, H, W, C]`` preprocessed input.
-      ops: how convolutions, dense products and pools are computed (:class:`jaxviz.ops.Ops`).
+      ops: how convolutions, dense products and pools are computed (:class:`jaxviz.ops.Ops`); its facts
+        (backend, flags, precision) are all this pass reads, and fields left ``None`` are read once here
+        (:meth:`jaxviz.ops.Ops.resolved`).
       upto: the layer whose value is returned (``"logits"``: the class scores before the final softmax);
         default the model's output. Nothing that ``upto`` and ``taps`` do not depend on is computed.
       taps: layers whose values are also returned, by name.
       perturb: ``{layer: delta}`` added to those layers' outputs (``"logits"`` too) before anything reads them.
       relu: replaces every plain ReLU of the graph (fused ``activation="relu"`` and default ``ReLU`` layers).
+      replace: ``{layer: value}``: those layers' outputs (after their activation) are ``value``; what only they
+        read is not computed (with no other path from ``x``, ``x`` serves for its shape alone).
       prepared: the kernels :func:`prepare` derived from ``params`` (the fast ops' flipped/Winograd/transposed
         kernels); without them the fast ops derive what they need inside the program.
     """
-    from .layers import apply_activation, apply_layer
-
-    ops = ops.with_relu(relu)
+    ops = ops.resolved().with_relu(relu)
     perturb = dict(perturb or {})
+    replace = {graph.resolve(name): value for name, value in (replace or {}).items()}
     taps = tuple(taps)
     target = graph.outputs[0] if upto is None else (upto if upto == "logits" else graph.resolve(upto))
-    needed = graph.ancestors((target, *taps))
+    needed = graph.ancestors((target, *taps), given=replace)
     logits_layer, logits_pre = graph.logits
     # Stopping at the logits: the output layer's activation runs only if a tap needs its value.
     skip_activation = target == "logits" and logits_layer not in graph.ancestors(t for t in taps if t != "logits")
     # Conv + BatchNorm pairs computed as one conv with folded kernels (fast ops; not where the conv's own
     # output is asked for, and not under "highest" precision).
-    seen = {graph.resolve(t) for t in (*taps, *perturb) if t != "logits"} | {target}
+    seen = {graph.resolve(t) for t in (*taps, *perturb) if t != "logits"} | {target} | set(replace)
     folded = {c: bn for c, bn in graph.bn_folds.items()
-              if ops.fast and "folded_bias" in (prepared or {}).get(c, {}) and c not in seen and precision_allows()}
+              if ops.fast and "folded_bias" in (prepared or {}).get(c, {}) and c not in seen and ops.approximate}
     folded_bns = {bn: c for c, bn in folded.items()}
     values: dict[str, jax.Array] = {}
     tapped: dict[str, jax.Array] = {}
@@ -295,7 +303,9 @@ def forward(graph: Graph, params: Mapping, x, *, ops: Ops, upto: str | None = No
     for layer in graph.layers:
         if layer.name not in needed:
             continue
-        if layer.kind == "InputLayer":
+        if layer.name in replace:
+            out = replace[layer.name]
+        elif layer.kind == "InputLayer":
             out = x
         elif layer.name in folded_bns:  # already applied by its convolution
             out = values[folded_bns[layer.name]]
@@ -415,8 +425,6 @@ def _spatial_side(layer: Layer, sides: Sequence[tuple[int, int] | None]) -> tupl
         pad = str(cfg.get("padding", "valid")).lower()
         return window_pads(h, k[0], s[0], d[0], pad)[0], window_pads(w, k[1], s[1], d[1], pad)[0]
     if layer.kind in ("ZeroPadding2D", "Cropping2D"):
-        from .layers import pads_2d  # imported late, as forward() imports the layers
-
         sign = 1 if layer.kind == "ZeroPadding2D" else -1
         (t, b), (left, r) = pads_2d(cfg.get("padding", 1) if sign > 0 else cfg.get("cropping", 0))
         return h + sign * (t + b), w + sign * (left + r)
@@ -460,6 +468,6 @@ class Network:
     ops: Ops
 
     def apply(self, variables: Mapping, x, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable | None = None, perturb: Mapping | None = None):
+              relu: Callable | None = None, perturb: Mapping | None = None, replace: Mapping | None = None):
         return forward(self.graph, variables["params"], x, ops=self.ops, upto=upto, taps=taps, perturb=perturb,
-                       relu=relu, prepared=variables.get("prepared", variables.get("flipped")))
+                       relu=relu, prepared=variables.get("prepared", variables.get("flipped")), replace=replace)

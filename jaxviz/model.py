@@ -109,7 +109,8 @@ class Model:
 
     def apply(self, params: dict, x: jax.Array, upto: str | None = None, taps: Sequence[str] = (),
               relu: Callable | None = None, perturb: Mapping[str, jax.Array] | None = None,
-              prepared: Mapping | None = None, flipped: Mapping | None = None):
+              prepared: Mapping | None = None, flipped: Mapping | None = None,
+              replace: Mapping[str, jax.Array] | None = None):
         """``forward(params, x, upto, taps, relu, perturb) -> (output, {tap: array})``; pure, jit/vmap-able.
 
         Args:
@@ -123,10 +124,12 @@ class Model:
           prepared: :meth:`prepared` of ``params``, computed once outside a loop or a cache, so the fast
             ops do not derive their kernels inside every program (same values, less work). ``flipped`` is
             its former name.
+          replace: ``{layer: array}`` taken as those layers' outputs; what only they read is not computed
+            (run the layers after a CAM layer from given activations).
         """
         prepared = flipped if prepared is None else prepared
         out, tapped = graph_lib.forward(self.graph, params, x, ops=self.ops, upto=upto, taps=taps, relu=relu,
-                                        perturb=perturb, prepared=prepared)
+                                        perturb=perturb, prepared=prepared, replace=replace)
         return out, tapped
 
     def prepared(self, params: dict | None = None) -> dict:

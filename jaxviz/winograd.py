@@ -56,27 +56,38 @@ def kernel_eligible(kernel_shape) -> bool:
     return (kh, kw) == (3, 3) and min(cin, cout) >= MIN_CHANNELS and max(cin, cout) >= MIN_WIDER_CHANNELS
 
 
+#: Matmul precisions (``jax.default_matmul_precision``) that ask for full float32: the exact (parity) mode.
+EXACT_PRECISIONS = ("highest", "float32")
+
+
 def platform_uses_winograd() -> bool:
-    """Winograd kernels are prepared only for the CPU backend (accelerators have their own conv libraries)."""
+    """Winograd kernels are prepared only for the CPU backend (accelerators have their own conv libraries).
+    Read when a model's ops are made (:func:`jaxviz.ops.default_ops`), not while tracing."""
     return jax.default_backend() == "cpu"
 
 
-def precision_allows() -> bool:
-    """False under ``jax.default_matmul_precision("highest"/"float32")``: the exact (parity) mode."""
-    return jax.config.jax_default_matmul_precision not in ("highest", "float32")
+def precision_allows(precision: str | None = None) -> bool:
+    """False for a matmul ``precision`` of "highest"/"float32" (default: ``jax.default_matmul_precision`` now):
+    the exact (parity) mode."""
+    if precision is None:
+        precision = jax.config.jax_default_matmul_precision
+    return precision not in EXACT_PRECISIONS
 
 
-def applies(x_shape, channels: int | None = None) -> bool:
+def applies(x_shape, channels: int | None = None, approximate: bool | None = None) -> bool:
     """Whether a conv on an NHWC input of this shape should use Winograd (given transformed kernels);
     ``channels`` = the smaller of its input and output channel counts.
 
     Below :data:`MIN_TILES` 4×4 output tiles per call (images × tiles per image), only layers with
     ≥ :data:`WIDE_CHANNELS` channels take it: each of its 36 matrix products then has too few rows to
     amortise the transforms (ResNet50's 14² × 256 layers at batch 1: 16 tiles, 1.2–1.5× slower than direct;
-    VGG's 14² × 512 at batch 1: 1.2× faster).
+    VGG's 14² × 512 at batch 1: 1.2× faster). ``approximate`` (:attr:`jaxviz.ops.Ops.approximate`; default:
+    :func:`precision_allows` now) is False in the exact mode, where no layer takes it.
     """
     n, h, w = x_shape[:3]
-    if min(h, w) < MIN_SIDE or not precision_allows():
+    if approximate is None:
+        approximate = precision_allows()
+    if min(h, w) < MIN_SIDE or not approximate:
         return False
     tiles = n * -(-h // 4) * -(-w // 4)
     return tiles >= MIN_TILES or (channels is not None and channels >= WIDE_CHANNELS)
@@ -89,9 +100,9 @@ def transform_kernel(kernel: jax.Array) -> jax.Array:
     return u.reshape(36, *kernel.shape[2:])
 
 
-def _along(matrix: np.ndarray, x: jax.Array, axis: int) -> jax.Array:
+def _along(matrix: np.ndarray, x: jax.Array, axis: int, ynn_fusion: bool) -> jax.Array:
     """``matrix @ x`` along ``axis`` for a small constant matrix; the result's axis first."""
-    if xla_cpu.ynn_disabled():
+    if not ynn_fusion:
         # A broadcast product and a sum: XLA fuses it into one loop and compiles it 2–5× faster than the
         # sums unrolled (a pattern program with 10 Winograd convs: 4.1 s instead of 6.1 s to first result).
         m = jnp.asarray(matrix, x.dtype).reshape(matrix.shape + (1,) * (x.ndim - 1))
@@ -120,17 +131,17 @@ def _tiles(xp: jax.Array, rows: int, tw: int) -> jax.Array:
     return jnp.concatenate([r[:, :, :, :tw], r[:, :, :, 1:, :2]], axis=4)
 
 
-def _conv_strip(xp: jax.Array, u: jax.Array, rows: int, tw: int) -> jax.Array:
+def _conv_strip(xp: jax.Array, u: jax.Array, rows: int, tw: int, ynn_fusion: bool) -> jax.Array:
     """The ``[N, 4·rows, 4·tw, C']`` output of one padded strip (see :func:`_tiles`)."""
     n, cin, cout = xp.shape[0], xp.shape[-1], u.shape[-1]
     # Input transform Bᵀ d B of every tile: columns, then rows → [6, 6, N, rows, tw, C].
-    v = _along(BT, _along(BT, _tiles(xp, rows, tw), 4), 3)
+    v = _along(BT, _along(BT, _tiles(xp, rows, tw), 4, ynn_fusion), 3, ynn_fusion)
     # The barriers keep XLA from fusing the transforms into the products (which recomputes them per use).
     v = jax.lax.optimization_barrier(v.reshape(36, n * rows * tw, cin))
     m = jnp.einsum("ktc,kco->kto", v, u, precision=jax.lax.Precision.HIGHEST)
     m = jax.lax.optimization_barrier(m).reshape(6, 6, n, rows, tw, cout)
     # Output transform Aᵀ m A → [4 (column), 4 (row), N, rows, tw, C'], then back to pixels.
-    y = _along(AT, _along(AT, m, 0), 1).transpose(2, 3, 1, 4, 0, 5)
+    y = _along(AT, _along(AT, m, 0, ynn_fusion), 1, ynn_fusion).transpose(2, 3, 1, 4, 0, 5)
     return y.reshape(n, 4 * rows, 4 * tw, cout)
 
 
@@ -150,13 +161,18 @@ def strips(n: int, th: int, tw: int, cin: int, cout: int, budget: int = STRIP_BY
     return images, th
 
 
-def conv(x: jax.Array, u: jax.Array, budget: int = STRIP_BYTES) -> jax.Array:
+def conv(x: jax.Array, u: jax.Array, budget: int = STRIP_BYTES, ynn_fusion: bool | None = None) -> jax.Array:
     """3×3, stride 1, "same" convolution of NHWC ``x`` with transformed kernels ``u`` (:func:`transform_kernel`).
 
     Computed strip by strip (:func:`strips`) in a loop when the batch's transformed tiles take more than
     3 × ``budget`` bytes: each strip's intermediates then stay in the CPU's cache (without it, a 56 × 56
     × 128-channel batch of 8 was 1.5–2.5× slower than with it, and slower than the direct convolution).
+    ``ynn_fusion`` says whether XLA:CPU's YNNPACK fusions are on (:attr:`jaxviz.ops.Ops.ynn_fusion`; default:
+    this process's ``XLA_FLAGS``, :func:`jaxviz.xla_cpu.ynn_disabled`): the tile transforms take the form that
+    stays fast under them.
     """
+    if ynn_fusion is None:
+        ynn_fusion = not xla_cpu.ynn_disabled()
     n, h, w, cin = x.shape
     cout = u.shape[-1]
     th, tw = -(-h // 4), -(-w // 4)  # 4×4 output tiles per axis
@@ -165,12 +181,13 @@ def conv(x: jax.Array, u: jax.Array, budget: int = STRIP_BYTES) -> jax.Array:
     # Zero padding: 1 pixel before (the "same" border), enough after for whole tiles in every strip.
     xp = jnp.pad(x, ((0, 0), (1, 4 * bands * rows + 3 - h), (1, 4 * tw + 3 - w), (0, 0)))
     if bands * groups == 1:
-        return _conv_strip(xp, u, rows, tw)[:, :h, :w]
+        return _conv_strip(xp, u, rows, tw, ynn_fusion)[:, :h, :w]
 
     def strip(i, out):
         g, b = i // bands, i % bands
         xs = jax.lax.dynamic_slice(xp, (g * images, 4 * rows * b, 0, 0), (images, 4 * rows + 4, *xp.shape[2:]))
-        return jax.lax.dynamic_update_slice(out, _conv_strip(xs, u, rows, tw), (g * images, 4 * rows * b, 0, 0))
+        part = _conv_strip(xs, u, rows, tw, ynn_fusion)
+        return jax.lax.dynamic_update_slice(out, part, (g * images, 4 * rows * b, 0, 0))
 
     out = jnp.zeros((n, 4 * bands * rows, 4 * tw, cout), x.dtype)
     return jax.lax.fori_loop(0, bands * groups, strip, out)[:, :h, :w]

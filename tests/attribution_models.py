@@ -1,6 +1,7 @@
 """Tiny models with hand-set weights whose attribution maps can be derived by hand.
 
-``HandModel`` speaks the protocol the attribution methods use (``apply(params, x, upto, taps, relu)``,
+``HandModel`` speaks the protocol the attribution methods use (``apply(params, x, upto, taps, relu, perturb,
+replace)``,
 ``params``, ``check_input``, ``arch.num_classes``, ``layer_names``, ``conv_layer_names``):
 
     x [N, H, W, 1] ─ conv1: 1×1 conv, kernel (1, −1), bias (0, 0), ReLU ─ A [N, H, W, 2] = (relu(x), relu(−x))
@@ -44,9 +45,11 @@ class HandModel:
     def check_input(self, x):
         return jnp.asarray(x, jnp.float32)
 
-    def apply(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None):
+    def apply(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None, replace=None):
         out = {}
-        a = relu(jnp.einsum("nhwc,ck->nhwk", x, params["conv1"]["kernel"][0, 0]) + params["conv1"]["bias"])
+        a = (replace or {}).get("conv1")
+        if a is None:
+            a = relu(jnp.einsum("nhwc,ck->nhwk", x, params["conv1"]["kernel"][0, 0]) + params["conv1"]["bias"])
         a = a + (perturb or {}).get("conv1", 0.0)
         if "conv1" in taps:
             out["conv1"] = a

@@ -59,14 +59,14 @@ def head_gradient(fwd: Callable, params, x: jax.Array, a: jax.Array, layer: str,
                   score: str) -> jax.Array:
     """``∂S_t/∂A [N, h, w, K]`` through the layers after ``layer``, with the plain ReLU, given ``A = a``.
 
-    Only those layers run (for the last conv layer: pooling and the head); ``a`` comes from a forward pass
-    already done (e.g. Guided Grad-CAM's guided one, whose forward values are the same).
+    Only those layers run (for the last conv layer: pooling and the head): the forward pass takes ``a`` as the
+    layer's output by name (``replace=``), so what only the layer reads is not computed; ``x`` feeds any other
+    path to the head (a skip connection around the layer). ``a`` comes from a forward pass already done (e.g.
+    Guided Grad-CAM's guided one, whose forward values are the same).
     """
-    index = runtime.relu_calls(fwd, params, x, layer) - 1  # the layer's own ReLU call
-    dummy = jnp.zeros_like(x)  # everything before the layer is unused and removed by XLA
 
     def total(av):
-        logits = fwd(params, dummy, upto="logits", relu=runtime.injecting_relu(index, av))[0]
+        logits = fwd(params, x, upto="logits", replace={layer: av})[0]
         return runtime.class_score(logits, targets, score).sum()
 
     return jax.grad(total)(a)

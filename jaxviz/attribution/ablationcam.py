@@ -58,11 +58,10 @@ def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: s
 
     def build(fwd):
         def run(params, x, targets):
-            index = runtime.relu_calls(fwd, params, x, layer) - 1  # the layer's own ReLU call
-
-            def head(av):  # logits from the layer's output only (the layers before it are not run)
-                dummy = jnp.zeros((av.shape[0], *x.shape[1:]), x.dtype)
-                return fwd(params, dummy, upto="logits", relu=runtime.injecting_relu(index, av))[0]
+            def head(av):  # logits from the layer's output (what only the layer reads is not run)
+                copies = av.shape[0] // x.shape[0]  # x, for any path to the head around the layer
+                xs = jnp.broadcast_to(x[None], (copies, *x.shape)).reshape(-1, *x.shape[1:])
+                return fwd(params, xs, upto="logits", replace={layer: av})[0]
 
             a = fwd(params, x, upto=layer)[0]
             logits = head(a)

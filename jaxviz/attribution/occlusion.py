@@ -218,9 +218,6 @@ def split_plan(model, size: tuple[int, int], window: tuple[int, int], incrementa
     return best
 
 
-_injecting_relu = runtime.injecting_relu
-
-
 def _affected(start, window: int, n_out: int, plan: SplitPlan):
     """First and last output index of the split layer that a change at pixels [start, start+window) reaches."""
     s = plan.scale
@@ -267,11 +264,11 @@ def _incremental_logits(fwd, params, x, clean, windows, cols, stride, window, fi
         acts = jax.vmap(paste)(part, tops, lefts, j0, j1, k0, k1).reshape(c * n, hs, ws, -1)
         dummy = jnp.zeros((c * n, h, w, ch), x.dtype)  # never computed: everything before the split is unused
         upto = plan.dense_layer or "logits"
-        return fwd(params, dummy, upto=upto, relu=_injecting_relu(plan.index, acts))[0].reshape(c, n, -1)
+        return fwd(params, dummy, upto=upto, replace={plan.layer: acts})[0].reshape(c, n, -1)
 
     feats = runtime.chunked_map(features, windows, chunk)
     feats = feats.reshape(-1, feats.shape[-1])
     if plan.dense_layer is None:
         return feats
     dummy = jnp.zeros((feats.shape[0], h, w, ch), x.dtype)
-    return fwd(params, dummy, upto="logits", relu=_injecting_relu(plan.dense_index, feats))[0]
+    return fwd(params, dummy, upto="logits", replace={plan.dense_layer: feats})[0]
