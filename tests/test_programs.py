@@ -55,3 +55,17 @@ def test_the_exact_mode_is_the_calls_precision_not_the_models():
         fast_in_exact_mode = np.asarray(saliency(model, x, 1, reduce=None))
         exact = np.asarray(saliency(exact_model, x, 1, reduce=None))
     np.testing.assert_array_equal(fast_in_exact_mode, exact)
+
+
+def test_program_cache_drops_the_least_recently_used(monkeypatch):
+    from jaxviz.runtime import programs
+
+    programs.clear_programs()
+    monkeypatch.setattr(programs, "MAX_PROGRAMS", 2)
+    made = []
+    get = lambda k: programs.shared_program(k, lambda: made.append(k) or k)  # noqa: E731
+    get("a"), get("b"), get("a"), get("c")  # "b" is the least recently used when "c" arrives
+    assert list(programs._SHARED) == ["a", "c"]
+    get("a"), get("b")
+    assert made == ["a", "b", "c", "b"]
+    programs.clear_programs()

@@ -27,17 +27,24 @@ from .checks import check_input, params_of
 trace_counts: collections.Counter = collections.Counter()
 
 # {signature: program}: programs keyed by what shapes them (graph, ops, name, options; the filter-pattern
-# programs: graph, ops, layer, size, chunk, devices …), so every model of the same graph reuses them.
-_SHARED: dict = {}
+# programs: graph, ops, layer, size, chunk, devices …), so every model of the same graph reuses them. The
+# least recently used are dropped past MAX_PROGRAMS (a notebook that loads model after model).
+_SHARED: collections.OrderedDict = collections.OrderedDict()
+#: Programs kept at most; one dropped is rebuilt (or read from JAX's persistent cache) when asked for again.
+MAX_PROGRAMS = 256
 # {model: {key: program}} for models without a graph (their own apply); held weakly.
 _BY_OBJECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def shared_program(key: Hashable, make: Callable[[], object]):
     """The program for ``key``, made by ``make()`` the first time (see :data:`_SHARED`)."""
-    if key not in _SHARED:
-        _SHARED[key] = make()
-    return _SHARED[key]
+    if key in _SHARED:
+        _SHARED.move_to_end(key)
+        return _SHARED[key]
+    program = _SHARED[key] = make()
+    while len(_SHARED) > MAX_PROGRAMS:
+        _SHARED.popitem(last=False)
+    return program
 
 
 def clear_programs() -> None:
