@@ -28,7 +28,8 @@ def flip_kernel(kernel: jax.Array) -> jax.Array:
 
 
 def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
-    """``{conv layer: {"kernel": flip_kernel(kernel), ...}}``, the ``"flipped"`` collection of :class:`VGG`.
+    """``{conv layer: {"kernel": flip_kernel(kernel), ...}}`` for a params dict of plain convs and dense layers
+    (a graph's kernels are prepared by :func:`jaxviz.graph.prepare`, which calls its ops per layer).
 
     Compute it once, outside a loop of gradient steps, and pass it to the forward pass: XLA:CPU leaves the
     flips of the backward convs inside a ``fori_loop`` body, where they cost up to ~19 % of a step.

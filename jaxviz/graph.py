@@ -470,4 +470,4 @@ class Network:
     def apply(self, variables: Mapping, x, upto: str | None = None, taps: Sequence[str] = (),
               relu: Callable | None = None, perturb: Mapping | None = None, replace: Mapping | None = None):
         return forward(self.graph, variables["params"], x, ops=self.ops, upto=upto, taps=taps, perturb=perturb,
-                       relu=relu, prepared=variables.get("prepared", variables.get("flipped")), replace=replace)
+                       relu=relu, prepared=variables.get("prepared"), replace=replace)

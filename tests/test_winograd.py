@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import conv_ops, ops, runtime, vgg, winograd
+from jaxviz import conv_ops, ops, vgg, winograd
 
 
 def _direct(x, k):
@@ -95,7 +95,7 @@ def test_attribution_fast_default_close_to_parity_mode():
     with jax.default_matmul_precision("highest"):
         exact = jaxviz.saliency(model, x, target=[1, 2, 3, 4])
     assert _relative(fast, exact) < 1e-4
-    assert any("winograd" in e for e in runtime.flipped_kernels(model, model.params).values())
+    assert any("winograd" in e for e in model.prepared().values())
 
 
 @pytest.mark.parametrize("shape, budget", [

@@ -70,7 +70,6 @@ from .notices import CompileNotice, chunk_done, chunk_progress, compile_count
 from .programs import (
                        clear_programs,
                        compiled,
-                       flipped_kernels,
                        logits,
                        logits_program,
                        program_ops,
@@ -92,7 +91,7 @@ __all__ = [
     "CPU_BATCH", "REDUCTIONS", "SCORES", "CompileNotice", "activation_bytes", "batch_size_for", "check_choice",
     "check_input", "check_model", "check_positive", "check_reduce", "check_sampled_args", "check_score",
     "check_targets", "chunk_done", "chunk_progress", "chunked_map", "chunked_sum", "class_score",
-    "clear_programs", "compile_count", "compiled", "finish", "finish_spatial", "flipped_kernels", "fold_keys",
+    "clear_programs", "compile_count", "compiled", "finish", "finish_spatial", "fold_keys",
     "gradient_method", "input_gradient", "logits", "logits_fn", "logits_program", "num_classes", "params_of",
     "per_chunk", "probabilities", "program_ops", "reduce_channels", "resize_maps", "resolve",
     "resolve_on_clean_images", "scores_of", "shared_program", "trace_counts",

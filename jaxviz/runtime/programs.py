@@ -87,15 +87,6 @@ class _ObjectForward:
         return model.apply(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb, **extra)
 
 
-def _has_flipped_collection(model) -> bool:
-    return callable(getattr(model, "prepared", None))
-
-
-def flipped_kernels(model, params):
-    """The kernels ``model``'s ops derive from ``params`` (:meth:`jaxviz.Model.prepared`, cached per params)."""
-    return model.prepared(params)
-
-
 def program_ops(model):
     """``model.ops`` with the matmul precision of this call (``jax.default_matmul_precision``): read here, where
     a program is looked up, and fixed in the program's key, so nothing global is read while it is traced."""
@@ -107,7 +98,7 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
 
     ``fwd(params, x, upto=None, taps=(), relu=relu, perturb=None, replace=None)`` is the model's forward pass.
     The returned function ``fn(params, *args)`` counts its traces in :data:`trace_counts` under ``name``. On
-    models with a graph it gets the kernels prepared from the params (:func:`flipped_kernels`, cached per
+    models with a graph it gets the kernels prepared from the params (:meth:`jaxviz.Model.prepared`, cached per
     params) as an argument: gradient programs use their input-gradient kernels, and on CPUs all programs their
     Winograd kernels (XLA drops whatever a program does not use).
     """
@@ -124,7 +115,7 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
         return jax.jit(counted)
 
     program = shared_program(("program", graph, ops, name, key), make)
-    return lambda params, *args: program(params, flipped_kernels(model, params), *args)
+    return lambda params, *args: program(params, model.prepared(params), *args)
 
 
 def _object_program(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
