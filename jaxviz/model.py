@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
+from . import input_rules, preprocessing, runtime, vgg, xla_cpu
 from . import ops as ops_lib
-from . import preprocessing, runtime, vgg, xla_cpu
 from . import profile as profile_lib
 from .demo import demo_weights_path, load_demo_params
 from .describe import format_table, graph_layer_table, model_info
@@ -287,72 +287,18 @@ class Model:
 
     def check_input(self, x, layers: str | Iterable[str] | None = None) -> jax.Array:
         """Validates a batch of preprocessed images ``[N, H, W, C]`` (or, for a model on flat vectors,
-        ``[N, features]``) and returns it as float32.
+        ``[N, features]``) and returns it as float32 (:func:`jaxviz.input_rules.check_input`).
 
         ``layers``: what a truncated pass computes (those layers and what they depend on); the size must suit
         those layers only (VGG16 with its top takes 64×64 inputs up to ``block3_conv1``). Default: the whole
         model."""
-        shape = tuple(np.shape(x))
-        c = self.input_channels
-        hw = self.input_hw
-        if hw is None:
-            if len(shape) != 2 or shape[-1] != c:
-                hint = " (add a batch axis with x[None] for a single vector)" if shape == (c,) else ""
-                raise JaxvizError(f"{self.arch.name} expects a batch of vectors [N, {c}], got shape {shape}{hint}")
-            return self._finite(x)
-        if len(shape) != 4 or shape[-1] != c:
-            if len(shape) == 3 and shape[-1] == c:
-                hint = "; add a batch axis with x[None] for a single image"
-            elif len(shape) in (3, 4) and shape[-1] != c:
-                hint = (f": {shape[-1]} channel(s) given, the model takes {c}"
-                        + ("; load images as grayscale (load_image(path, channels=1))" if c == 1 else
-                           "; load images as RGB (load_image(path))" if c == 3 else ""))
-            else:
-                hint = ""
-            raise JaxvizError(f"{self.arch.name} expects a batch of images [N, H, W, {c}] "
-                              f"(e.g. [N, {hw[0]}, {hw[1]}, {c}]), got shape {shape}{hint}")
-        h, w = shape[1:3]
-        names = None if layers is None else self.check_layers(layers)
-        m = self.min_side(names)
-        # a dense layer computed after the map is flattened fixes the size
-        dense = names is None or any(self.graph.by_name[n].kind == "Dense" for n in self.graph.ancestors(names))
-        # where a dense head fixes the size, a truncated pass that computes it says so rather than the minimum
-        if (h < m or w < m) and not (names is not None and self._fixed_size(dense)):
-            upto = "" if names is None else f" up to {self.deepest(names)}"
-            raise JaxvizError(f"{self.arch.name}{upto} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
-        if self._fixed_size(dense) and (h, w) != tuple(hw):
-            raise JaxvizError(
-                f"{self.arch.name} with its top needs {hw[0]}×{hw[1]} {'' if hw[0] == hw[1] else '(height × width) '}"
-                f"inputs, got {h}×{w}; resize "
-                f"the image (load_image(path, target_size=({hw[0]}, {hw[1]}))) or load the model with "
-                "include_top=False"
-            )
-        x = self._finite(x)
-        if self._table is None:  # a table from the graph's shapes: a size some layer cannot take fails there
-            try:
-                for upto in (None,) if names is None else names:
-                    self.layer_table((h, w, c), upto)
-            except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
-                raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
-                                  f"{hw[0]}×{hw[1]}{'' if hw[0] == hw[1] else ' (height × width)'}") from None
-        return jnp.asarray(x, jnp.float32)
-
-    @staticmethod
-    def _finite(x):
-        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
-            raise JaxvizError("the input contains NaN/inf values; check how the images were loaded and "
-                              "preprocessed")
-        return jnp.asarray(x, jnp.float32)
+        return input_rules.check_input(self, x, layers, probe=self._table is None)
 
     def min_side(self, layers: str | Iterable[str] | None = None) -> int:
         """The smallest input side the pass up to ``layers`` takes (default: the whole model's, ``arch.min_size``)."""
         if layers is None:
             return self.arch.min_size
         return graph_lib.min_input_side(self.graph, names=self.graph.ancestors(self.check_layers(layers)))
-
-    def _fixed_size(self, dense: bool) -> bool:
-        """Whether the pass needs the model's own input size: a flatten head whose dense layers it computes."""
-        return self.include_top and self.head == "flatten" and dense
 
     def _features_program(self, layers: tuple[str, ...]):
         """The compiled pass that taps ``layers`` (the methods' one program cache, :func:`jaxviz.runtime.compiled`)."""
