@@ -6,6 +6,11 @@
 argument (never closed over, so compiled programs stay small and a second model with the same shapes
 reuses them). The model owns the kernels its ops derive from the params (:meth:`Model.prepared`, computed
 once per set of weights).
+
+A :class:`Model` implements :class:`jaxviz.interface.ModelInterface` for what a front end produces (a
+:class:`jaxviz.interface.FrontEnd`: the VGG tables' :func:`jaxviz.vgg.front_end`, a model file's graph).
+Its helpers live by job: :mod:`jaxviz.describe` (layer tables and summaries from shapes),
+:mod:`jaxviz.input_rules` (which batches it takes), :mod:`jaxviz.model_files` (reading whole-model files).
 """
 
 from __future__ import annotations
