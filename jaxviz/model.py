@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
-from . import input_rules, preprocessing, runtime, vgg, xla_cpu
+from . import input_rules, model_files, preprocessing, runtime, vgg, xla_cpu
 from . import ops as ops_lib
 from . import profile as profile_lib
 from .demo import demo_weights_path, load_demo_params
@@ -82,7 +82,7 @@ class Model:
         of its own: described from its shapes, ``file`` profile) or a VGG table row or its name (built by
         :func:`jaxviz.vgg.front_end`); ``profile`` replaces the front end's."""
         if isinstance(arch, graph_lib.Graph):
-            front = FrontEnd(arch, None, profile_lib.file())
+            front = model_files.front_end(arch)
         elif isinstance(arch, FrontEnd):
             front = arch
         else:

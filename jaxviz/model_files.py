@@ -17,8 +17,9 @@ import numpy as np
 from . import converted, keras_io, vgg
 from . import graph as graph_lib
 from . import onnx as onnx_io
+from . import profile as profile_lib
 from .errors import JaxvizError, WeightsError
-from .interface import LayerInfo
+from .interface import FrontEnd, LayerInfo
 
 #: Values one layer of a model file may output per image at its input size (1 GiB of float32; VGG16's
 #: largest, block1_conv1 at 224 px, has 3.2 M).
@@ -47,6 +48,13 @@ def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
     if path.lower().endswith(".onnx"):
         return onnx_io.read_model(path)
     return keras_io.read_model(path)
+
+
+def front_end(graph: graph_lib.Graph) -> FrontEnd:
+    """A file's graph (or any graph of one's own) as a front end's output: the model describes it from its
+    shapes (:func:`jaxviz.describe.model_info`, :func:`jaxviz.describe.graph_layer_table`); the ``file``
+    profile."""
+    return FrontEnd(graph, None, profile_lib.file())
 
 
 def file_weights_seed(path, weights) -> int | None:
