@@ -9,7 +9,10 @@ The public API, by task:
   :func:`gradcam`, :func:`make_figures`, :func:`atlas` (a browsable site of every unit);
 - attribution (one signature ``method(model, x, target=None, **options) -> [N, H, W]``): :func:`explain`
   and :func:`saliency` … :func:`lime`; :mod:`jaxviz.metrics` scores the maps;
-- :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``).
+- :mod:`jaxviz.demo`: a small trained model and scenes with known answers (``load("vgg_demo")``);
+- :mod:`jaxviz.interface`: what every method may ask of a model (docs/ARCHITECTURE.md).
+
+Importing jaxviz changes no table and no process-wide state.
 """
 
 from . import demo, metrics, weights
@@ -47,10 +50,6 @@ from .vgg import ARCHS, layer_table
 from .visualize.deepvis import class_patterns
 from .visualize.kernels import kernels
 from .visualize.patterns import filter_patterns, pattern_objective
-
-# The demo networks join the architecture table here, in one explicit call (jaxviz's own table only; no
-# process-wide state changes at import).
-demo.register()
 
 __all__ = [
     "ARCHS", "METHODS", "atlas", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",

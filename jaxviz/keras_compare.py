@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from .errors import JaxvizError
+from .interface import VGG_FAMILY
 from .model import Model
 
 #: Layers compared: every block's end, fc2 and the probabilities (those present in the model).
@@ -49,8 +50,8 @@ def keras_model(model: Model, input_shape=None):
     builders = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}
     if input_shape is None and not model.include_top:
         input_shape = (224, 224, 3)
-    if model.arch.name in builders:
-        kmodel = builders[model.arch.name](weights=None, include_top=model.include_top, input_shape=input_shape)
+    if model.name in builders:
+        kmodel = builders[model.name](weights=None, include_top=model.include_top, input_shape=input_shape)
     else:
         kmodel = _keras_vgg(keras, model, input_shape)
     for name, p in model.params.items():
@@ -59,29 +60,28 @@ def keras_model(model: Model, input_shape=None):
 
 
 def _keras_vgg(keras, model: Model, input_shape=None):
-    """A Keras functional model with ``model``'s layers and names, for architectures Keras does not ship."""
-    from . import vgg
-
-    if not hasattr(model, "arch") or not isinstance(model.arch, vgg.Arch):
+    """A Keras functional model with ``model``'s layers and names, for VGG-family models Keras does not ship
+    (the demo networks): built from the model's layer table with Keras's own layers."""
+    if getattr(model, "family", None) != VGG_FAMILY:
         raise JaxvizError("compare-keras works for VGG-family models (vgg16, vgg19, vgg_demo, vgg_demo_gap)")
-    a = model.arch
     L = keras.layers
-    shape = tuple(input_shape) if input_shape is not None else (a.default_size, a.default_size, 3)
+    shape = tuple(input_shape) if input_shape is not None else (*model.input_hw, model.input_channels)
     inp = keras.Input(shape=shape, name="input_layer")
     h = inp
-    for b, (n, f) in enumerate(zip(a.convs_per_block, a.block_features), 1):
-        for c in range(1, n + 1):
-            h = L.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{c}")(h)
-        h = L.MaxPooling2D(2, 2, name=f"block{b}_pool")(h)
-    if model.include_top:
-        if a.head == "gap":
-            h = L.GlobalAveragePooling2D(name="global_average_pooling")(h)
-        else:
-            h = L.Flatten(name="flatten")(h)
-        for i, f in enumerate(a.fc_features, 1):
-            h = L.Dense(f, activation="relu", name=f"fc{i}")(h)
-        h = L.Dense(a.num_classes, activation="softmax", name="predictions")(h)
-    return keras.Model(inp, h, name=a.name)
+    rows = model.layer_table()
+    for r in rows[1:]:
+        if r.kind == "Conv2D":
+            h = L.Conv2D(r.output_shape[-1], 3, padding="same", activation="relu", name=r.name)(h)
+        elif r.kind == "MaxPooling2D":
+            h = L.MaxPooling2D(2, 2, name=r.name)(h)
+        elif r.kind == "GlobalAveragePooling2D":
+            h = L.GlobalAveragePooling2D(name=r.name)(h)
+        elif r.kind == "Flatten":
+            h = L.Flatten(name=r.name)(h)
+        elif r.kind == "Dense":
+            last = r is rows[-1]
+            h = L.Dense(r.output_shape[-1], activation="softmax" if last else "relu", name=r.name)(h)
+    return keras.Model(inp, h, name=model.name)
 
 
 def compare(model: Model, x, layers=COMPARED) -> list[dict]:

@@ -6,13 +6,16 @@
 argument (never closed over, so compiled programs stay small and a second model with the same shapes
 reuses them). The model owns the kernels its ops derive from the params (:meth:`Model.prepared`, computed
 once per set of weights).
+
+A :class:`Model` implements :class:`jaxviz.interface.ModelInterface` for what a front end produces (a
+:class:`jaxviz.interface.FrontEnd`: the VGG tables' :func:`jaxviz.vgg.front_end`, a model file's graph).
+Its helpers live by job: :mod:`jaxviz.describe` (layer tables and summaries from shapes),
+:mod:`jaxviz.input_rules` (which batches it takes), :mod:`jaxviz.model_files` (reading whole-model files).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -20,12 +23,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
-from . import layers as layers_lib
+from . import input_rules, model_files, preprocessing, runtime, vgg, xla_cpu
 from . import ops as ops_lib
-from . import preprocessing, runtime, vgg
 from . import profile as profile_lib
-from .demo import DEMO_ARCHS, demo_image_path
+from .demo import demo_weights_path, load_demo_params
+from .describe import format_table, graph_layer_table, model_info
 from .errors import JaxvizError, LayerError, WeightsError, printable
+from .interface import FrontEnd, LayerInfo, ModelInfo
+from .model_files import (
+    MAX_ACTIVATION,
+    check_activation_sizes,
+    file_weights_error,
+    file_weights_seed,
+    is_model_file,
+    read_model_file,
+    seeded_params,
+)
+from .vgg import format_summary
+from .weights import load_params
+
+# Names other modules import from here: the model's helpers split into front-end and description modules.
+__all__ = ["CONV_KINDS", "HEAD_KINDS", "MAX_ACTIVATION", "PLUMBING_KINDS", "Model", "ModelInfo", "file_weights_error",
+           "format_summary", "format_table", "graph_layer_table", "load", "read_model_file", "seeded_params"]
+_is_model_file = is_model_file
+_file_weights_seed = file_weights_seed
 
 #: Layer kinds whose output has channels a filter pattern or a feature map can show.
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
@@ -36,44 +57,14 @@ HEAD_KINDS = ("GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPooling2D",
 PLUMBING_KINDS = ("Pad", "ZeroPadding2D", "Permute", "Reshape")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    """What jaxviz needs to know of a model that is not a VGG table (:class:`jaxviz.vgg.Arch` has the same
-    fields): its name, classes, input size and channels, and whether its head fixes the input size.
-
-    ``input_hw`` is the ``(height, width)`` images are resized to (the file's, or 224×224 for a free size);
-    ``None`` for a model whose input is not an image (a flat feature vector ``[N, channels]``).
-    ``default_size`` is the side of a square ``input_hw``, else ``None``."""
-
-    name: str
-    num_classes: int
-    default_size: int | None
-    head: str  # "flatten": the input size is fixed; "gap": free
-    class_names: tuple[str, ...] | None = None
-    min_size: int = 32
-    channels: int = 3
-    input_hw: tuple[int, int] | None = (224, 224)
-
-    @property
-    def spatial(self) -> bool:
-        """Whether the model takes images ``[N, H, W, C]`` (not flat vectors)."""
-        return self.input_hw is not None
-
-
-def _default_profile(arch) -> profile_lib.Profile:
-    """The profile of a VGG table (``imagenet``), a demo network (``demo``) or a graph from a file (``file``)."""
-    if isinstance(arch, ModelInfo):
-        return profile_lib.file()
-    return profile_lib.demo(demo_image_path()) if arch.name in DEMO_ARCHS else profile_lib.imagenet()
-
-
 class Model:
     """A network with its weights, in Keras's terms (layer names, ``summary``, ``predict``).
 
     Attributes:
       graph: the :class:`jaxviz.graph.Graph` (layers, kinds, configs, inputs).
-      arch: the :class:`jaxviz.vgg.Arch` of a VGG-table model, else a :class:`ModelInfo` with the same
-        fields (``name``, ``num_classes``, ``default_size``, ``class_names``, …).
+      arch: the front end's description: the :class:`jaxviz.vgg.Arch` of a VGG-table model, else a
+        :class:`jaxviz.interface.ModelInfo` with the same fields (methods ask the model's own members:
+        :attr:`name`, :attr:`num_classes`, :attr:`input_hw`, :attr:`head`, …).
       include_top: whether the classifier head is present.
       params: ``{layer: {"kernel": HWIO or [in, out], "bias": [out], …}}`` of ``jax.Array`` float32.
       ops: how layers compute (:class:`jaxviz.ops.Ops`: fast on CPUs by default, or exact).
@@ -87,21 +78,25 @@ class Model:
     def __init__(self, arch, params: dict, include_top: bool = True, source: str = "",
                  ops: str | ops_lib.Ops | None = None, preprocess: str = "caffe",
                  profile: profile_lib.Profile | None = None):
+        """A model from a front end's output (:class:`jaxviz.interface.FrontEnd`), a layer graph (a graph
+        of its own: described from its shapes, ``file`` profile) or a VGG table row or its name (built by
+        :func:`jaxviz.vgg.front_end`); ``profile`` replaces the front end's."""
         if isinstance(arch, graph_lib.Graph):
-            self.graph = arch
-            self.include_top = include_top
-            self.params = jax.tree_util.tree_map(jnp.asarray, params)
-            self.arch = _model_info(arch, self.params)
+            front = model_files.front_end(arch)
+        elif isinstance(arch, FrontEnd):
+            front = arch
         else:
-            self.arch = vgg.get_arch(arch)
-            self.include_top = include_top
-            self.graph = vgg.build_graph(self.arch, include_top)
-            self.params = jax.tree_util.tree_map(jnp.asarray, params)
+            front = vgg.front_end(arch, include_top)
+        self.graph = front.graph
+        self.include_top = include_top
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.arch = model_info(self.graph, self.params) if front.info is None else front.info
         self.ops = ops_lib.default_ops(ops)
         self.module = graph_lib.Network(self.graph, self.ops)
         self.source = source
-        self.preprocess = preprocessing.check_channels(preprocess, getattr(self.arch, "channels", 3))
-        self.profile = _default_profile(self.arch) if profile is None else profile
+        self.preprocess = preprocessing.check_channels(preprocess, self.input_channels)
+        self.profile = front.profile if profile is None else profile
+        self._table = front.table
         self._prepared_cache: tuple | None = None
         self._tables: dict = {}
 
@@ -169,6 +164,21 @@ class Model:
     @property
     def num_classes(self) -> int:
         return int(self.arch.num_classes)
+
+    @property
+    def family(self) -> str | None:
+        """A family of networks some method has a faster path for (``"vgg"``: a plain VGG stack), else ``None``."""
+        return getattr(self.arch, "family", None)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input (3 for RGB, 1 for grayscale; features of a flat vector)."""
+        return int(self.arch.channels)
+
+    @property
+    def head(self) -> str:
+        """``"flatten"``: with its top the model takes :attr:`input_hw` only; ``"gap"``: any size."""
+        return self.arch.head
 
     @property
     def input_size(self) -> int | None:
@@ -265,15 +275,15 @@ class Model:
         """The layer among ``layers`` that comes last in the network (where a truncated pass stops)."""
         return max(layers, key=lambda n: (self._order(n), n != "logits"))
 
-    def layer_table(self, input_shape=None, upto: str | None = None) -> list[vgg.LayerInfo]:
+    def layer_table(self, input_shape=None, upto: str | None = None) -> list[LayerInfo]:
         """Keras's layer list: names, kinds, output shapes (without the batch axis) and parameter counts.
 
         With ``upto``, only the layers that layer depends on (a conv layer's rows at an input size the head
         would not take)."""
         key = (None if input_shape is None else tuple(input_shape), upto)
         if key not in self._tables:
-            if isinstance(self.arch, vgg.Arch):
-                rows = vgg.layer_table(self.arch, self.include_top, input_shape)
+            if self._table is not None:  # the front end's own table
+                rows = self._table(input_shape)
                 if upto is not None:
                     last = self.graph.resolve(upto)
                     rows = rows[: next(i for i, r in enumerate(rows) if r.name == last) + 1]
@@ -294,72 +304,18 @@ class Model:
 
     def check_input(self, x, layers: str | Iterable[str] | None = None) -> jax.Array:
         """Validates a batch of preprocessed images ``[N, H, W, C]`` (or, for a model on flat vectors,
-        ``[N, features]``) and returns it as float32.
+        ``[N, features]``) and returns it as float32 (:func:`jaxviz.input_rules.check_input`).
 
         ``layers``: what a truncated pass computes (those layers and what they depend on); the size must suit
         those layers only (VGG16 with its top takes 64×64 inputs up to ``block3_conv1``). Default: the whole
         model."""
-        shape = tuple(np.shape(x))
-        c = getattr(self.arch, "channels", 3)
-        hw = self.input_hw
-        if hw is None:
-            if len(shape) != 2 or shape[-1] != c:
-                hint = " (add a batch axis with x[None] for a single vector)" if shape == (c,) else ""
-                raise JaxvizError(f"{self.arch.name} expects a batch of vectors [N, {c}], got shape {shape}{hint}")
-            return self._finite(x)
-        if len(shape) != 4 or shape[-1] != c:
-            if len(shape) == 3 and shape[-1] == c:
-                hint = "; add a batch axis with x[None] for a single image"
-            elif len(shape) in (3, 4) and shape[-1] != c:
-                hint = (f": {shape[-1]} channel(s) given, the model takes {c}"
-                        + ("; load images as grayscale (load_image(path, channels=1))" if c == 1 else
-                           "; load images as RGB (load_image(path))" if c == 3 else ""))
-            else:
-                hint = ""
-            raise JaxvizError(f"{self.arch.name} expects a batch of images [N, H, W, {c}] "
-                              f"(e.g. [N, {hw[0]}, {hw[1]}, {c}]), got shape {shape}{hint}")
-        h, w = shape[1:3]
-        names = None if layers is None else self.check_layers(layers)
-        m = self.min_side(names)
-        # a dense layer computed after the map is flattened fixes the size
-        dense = names is None or any(self.graph.by_name[n].kind == "Dense" for n in self.graph.ancestors(names))
-        # where a dense head fixes the size, a truncated pass that computes it says so rather than the minimum
-        if (h < m or w < m) and not (names is not None and self._fixed_size(dense)):
-            upto = "" if names is None else f" up to {self.deepest(names)}"
-            raise JaxvizError(f"{self.arch.name}{upto} needs inputs of at least {m}×{m} pixels, got {h}×{w}")
-        if self._fixed_size(dense) and (h, w) != tuple(hw):
-            raise JaxvizError(
-                f"{self.arch.name} with its top needs {hw[0]}×{hw[1]} {'' if hw[0] == hw[1] else '(height × width) '}"
-                f"inputs, got {h}×{w}; resize "
-                f"the image (load_image(path, target_size=({hw[0]}, {hw[1]}))) or load the model with "
-                "include_top=False"
-            )
-        x = self._finite(x)
-        if not isinstance(self.arch, vgg.Arch):
-            try:
-                for upto in (None,) if names is None else names:
-                    self.layer_table((h, w, c), upto)
-            except (TypeError, ValueError):  # a shape some layer cannot take (too small, a fixed-size head)
-                raise JaxvizError(f"{self.arch.name} cannot take {h}×{w} inputs; resize the images to "
-                                  f"{hw[0]}×{hw[1]}{'' if hw[0] == hw[1] else ' (height × width)'}") from None
-        return jnp.asarray(x, jnp.float32)
-
-    @staticmethod
-    def _finite(x):
-        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
-            raise JaxvizError("the input contains NaN/inf values; check how the images were loaded and "
-                              "preprocessed")
-        return jnp.asarray(x, jnp.float32)
+        return input_rules.check_input(self, x, layers, probe=self._table is None)
 
     def min_side(self, layers: str | Iterable[str] | None = None) -> int:
         """The smallest input side the pass up to ``layers`` takes (default: the whole model's, ``arch.min_size``)."""
         if layers is None:
             return self.arch.min_size
         return graph_lib.min_input_side(self.graph, names=self.graph.ancestors(self.check_layers(layers)))
-
-    def _fixed_size(self, dense: bool) -> bool:
-        """Whether the pass needs the model's own input size: a flatten head whose dense layers it computes."""
-        return self.include_top and self.arch.head == "flatten" and dense
 
     def _features_program(self, layers: tuple[str, ...]):
         """The compiled pass that taps ``layers`` (the methods' one program cache, :func:`jaxviz.runtime.compiled`)."""
@@ -394,8 +350,8 @@ class Model:
     @functools.cached_property
     def _binary(self) -> bool:
         """Whether the model's output is a single sigmoid unit (logits ``[-z, z]``, see :mod:`jaxviz.graph`)."""
-        return self.graph.head_activation == "sigmoid" and self.arch.num_classes == 2 and not isinstance(
-            self.arch, vgg.Arch) and self.output_shape(self.graph.outputs[0])[-1] == 1
+        return self.graph.head_activation == "sigmoid" and self.num_classes == 2 and \
+            self.output_shape(self.graph.outputs[0])[-1] == 1
 
     def _notice(self, key):
         """Says "compiling …" on stderr if a call for ``key`` (a program and input shape) runs an XLA compile
@@ -467,10 +423,7 @@ class Model:
 
     def summary(self, input_shape=None, print_fn: Callable[[str], None] = print) -> str:
         """Prints (and returns) Keras's model table: layer (type), output shape, params, and totals."""
-        if isinstance(self.arch, vgg.Arch):
-            text = format_summary(self.arch, self.include_top, input_shape)
-        else:
-            text = format_table(self.arch.name, self.layer_table(input_shape))
+        text = format_table(self.name, self.layer_table(input_shape))
         print_fn(text)
         return text
 
@@ -488,49 +441,6 @@ def _head(logits, activation, binary):
     if activation == "sigmoid":
         return jax.nn.sigmoid(logits[:, 1:] if binary else logits)
     return logits
-
-
-def format_summary(arch: str | vgg.Arch, include_top: bool = True, input_shape=None) -> str:
-    """Keras's ``model.summary()`` table for ``arch`` as text."""
-    a = vgg.get_arch(arch)
-    return format_table(a.name, vgg.layer_table(a, include_top, input_shape))
-
-
-def format_table(name: str, rows: Sequence[vgg.LayerInfo]) -> str:
-    """Keras's ``model.summary()`` table of ``rows`` as text, with Keras's "Connected to" column for a model
-    that is not a plain chain of layers (Keras leaves it out for Sequential-like models)."""
-    cells = [[f"{printable(r.name)} ({printable(r.kind)})", str((None, *r.output_shape)), f"{r.params:,}"]
-             for r in rows]
-    heads = ["Layer (type)", "Output Shape", "Param #"]
-    if not _is_chain(rows):
-        heads.append("Connected to")
-        for cell, r in zip(cells, rows):
-            cell.append(", ".join(f"{printable(name)}[0][0]" for name in r.inputs) or "-")
-    widths = [max(len(h), *(len(c[i]) for c in cells)) + 2 for i, h in enumerate(heads)]
-    total = sum(r.params for r in rows)
-    fixed = sum(r.non_trainable for r in rows)
-    line = "━" * sum(widths)
-    body = [f'Model: "{printable(name)}"', line, "".join(h.ljust(w) for h, w in zip(heads, widths)), line]
-    body += ["".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
-    body += [line, f" Total params: {total:,} ({_readable_bytes(4 * total)})",
-             f" Trainable params: {total - fixed:,} ({_readable_bytes(4 * (total - fixed))})",
-             f" Non-trainable params: {fixed:,} ({_readable_bytes(4 * fixed)})"]
-    return "\n".join(body)
-
-
-def _is_chain(rows: Sequence[vgg.LayerInfo]) -> bool:
-    """Whether each layer takes the one before it (and nothing else), as Keras's summary decides it."""
-    return all(not r.inputs or list(r.inputs) == [prev.name] for prev, r in zip(rows, rows[1:])) and \
-        sum(r.kind == "InputLayer" for r in rows) <= 1
-
-
-def _readable_bytes(n: float) -> str:
-    """Keras's memory size text: ``632.00 B``, ``527.79 MB`` (steps of 1024)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024:
-            return f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} PB"
 
 
 def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: bool = True,
@@ -560,208 +470,42 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
     Returns:
       A :class:`Model`.
     """
-    from . import xla_cpu
-
     xla_cpu.configure()
-    if _is_model_file(arch):
-        seed = _file_weights_seed(arch, weights)
-        graph, params, info = read_model_file(arch)
-        source = str(arch)
-        if seed is not None:
-            params, source = seeded_params(graph, params, seed), f"random:{seed} (on the graph of {arch})"
-        mode = preprocessing.check_mode(preprocess or info.get("preprocess") or "none")
-        try:  # shapes only (jax.eval_shape): weights that do not fit their layers fail here, nothing computed
-            model = Model(graph, params, source=source, ops=ops, preprocess=mode)
-            shape = None if model.input_hw is None else (*model.input_hw, model.arch.channels)
-            rows = model.layer_table(shape)
-        except (TypeError, ValueError) as e:
-            reason = printable(" ".join(str(e).split()))[:240]
-            raise WeightsError(f"{arch}: its weights do not fit its layers ({reason}); the file is corrupt or "
-                               "was not saved by Keras's model.save") from None
-        big = next((r for r in rows if math.prod(d or 1 for d in r.output_shape) > MAX_ACTIVATION), None)
-        if big is not None:
-            raise WeightsError(f"{arch}: layer {big.name!r} outputs {math.prod(big.output_shape):,} values per image "
-                               f"(shape {big.output_shape} at input {shape}), more than the {MAX_ACTIVATION:,} "
-                               "jaxviz computes; the file declares a model too large to run (a crafted file?)")
-        return model
-    from . import weights as weights_lib
-
+    if is_model_file(arch):
+        return _load_file(arch, weights, ops, preprocess)
     a = vgg.get_arch(arch)
-    if _is_demo(a) and isinstance(weights, str) and weights.lower() in ("imagenet", "demo"):
-        # The demo models' trained weights ship with jaxviz; "imagenet" (every command's default) means them.
-        from .demo import demo_weights_path, load_demo_params
-
-        params, source = load_demo_params(a, include_top), f"demo:{demo_weights_path(a)}"
+    front = vgg.front_end(a, include_top)
+    bundled = front.profile.bundled_weights
+    if bundled is not None and isinstance(weights, str) and weights.lower() in ("imagenet", bundled):
+        # Weights that ship with jaxviz; "imagenet" (every command's default) means them.
+        params, source = load_demo_params(a, include_top), f"{bundled}:{demo_weights_path(a)}"
     else:
-        params, source = weights_lib.load_params(a, weights, include_top)
-    return Model(a, params, include_top, source, ops=ops, preprocess=preprocessing.check_mode(preprocess or "caffe"))
+        params, source = load_params(a, weights, include_top)
+    mode = preprocessing.check_mode(preprocess or "caffe")
+    return Model(front, params, include_top, source, ops=ops, preprocess=mode)
 
 
-def _file_weights_seed(path, weights) -> int | None:
-    """For a model file: ``None`` to use its own weights (``weights="imagenet"``, every entry point's default),
-    else the seed of ``"random:SEED"`` (``None``: seed 0). Any other ``weights`` is refused in one line."""
-    if isinstance(weights, str) and weights.lower() == "imagenet":
-        return None
-    if weights is None:
-        return 0
-    if isinstance(weights, str) and weights.startswith("random:") and weights[7:].strip().isdigit():
-        return int(weights[7:])
-    raise file_weights_error(path, weights)
-
-
-def file_weights_error(path, weights) -> JaxvizError:
-    """The one-line refusal of ``weights`` other than random:SEED for a whole-model file."""
-    return JaxvizError(f"--weights {weights}: {path} is a whole model and holds its own weights; drop --weights to "
-                       "use them, or give random:SEED for seeded random weights on its graph")
-
-
-def seeded_params(graph: graph_lib.Graph, params: Mapping, seed: int = 0) -> dict:
-    """Seeded, untrained weights for ``graph`` in the layout of ``params`` (a fresh Keras model's state).
-
-    Kernels are He-normal (``N(0, 2 / fan_in)``; a depthwise kernel's fan-in is its window), biases, ``beta``
-    and PReLU's ``alpha`` zero, ``gamma`` one, BatchNormalization's moving statistics a fresh layer's (mean
-    0, variance 1); a Normalization layer's data statistics are kept (they are the input's preprocessing).
-    Layer ``i`` (in network order) draws from numpy's PCG64 seeded with ``(seed, i)``: the same seed gives
-    the same weights on every platform.
-    """
-    order = {name: i for i, name in enumerate(graph.layer_names)}
-    out = {}
-    for name, p in params.items():
-        if not isinstance(p, Mapping):
-            out[name] = p
-            continue
-        rng = np.random.default_rng([seed, order.get(name, len(order))])
-        new = {}
-        for key, v in p.items():
-            shape = np.shape(v)
-            if "kernel" in key and len(shape) >= 2:
-                fan_in = int(np.prod(shape[:-2] if key == "depthwise_kernel" else shape[:-1])) or 1
-                new[key] = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-            elif key in ("bias", "beta", "alpha", "moving_mean"):
-                new[key] = np.zeros(shape, np.float32)
-            elif key in ("gamma", "moving_variance"):
-                new[key] = np.ones(shape, np.float32)
-            else:
-                new[key] = np.asarray(v, np.float32)
-        out[name] = new
-    return out
-#: Values one layer of a model file may output per image at its input size (1 GiB of float32; VGG16's
-#: largest, block1_conv1 at 224 px, has 3.2 M).
-MAX_ACTIVATION = 1 << 28
-
-
-def _is_demo(arch: vgg.Arch) -> bool:
-    from .demo import DEMO_ARCHS
-
-    return arch.name in DEMO_ARCHS
-
-
-def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
-    """``(graph, params, info)`` of a whole-model file: jaxviz's converted ``.npz`` (:mod:`jaxviz.converted`),
-    an ONNX ``.onnx`` (:mod:`jaxviz.onnx`), or a Keras ``.keras`` / ``.h5`` (:mod:`jaxviz.keras_io`)."""
-    import os
-
-    from . import converted
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5, .onnx or converted .npz file, "
-                          f"or a built-in architecture ({', '.join(sorted(vgg.ARCHS))})")
-    if converted.is_model_file(path) or path.lower().endswith(".npz"):
-        return converted.read_model(path)
-    if path.lower().endswith(".onnx"):
-        from . import onnx as onnx_io
-
-        return onnx_io.read_model(path)
-    from . import keras_io
-
-    return keras_io.read_model(path)
-
-
-def _is_model_file(arch) -> bool:
-    import os
-
-    if isinstance(arch, os.PathLike):
-        return True
-    if not isinstance(arch, str) or arch.lower() in vgg.ARCHS:
-        return False
-    return arch.lower().endswith((".keras", ".h5", ".hdf5", ".npz", ".onnx")) or os.path.isfile(arch) or os.path.isfile(
-        os.path.join(arch, "config.json"))  # a .keras model saved unzipped (model.save(folder, zipped=False))
+def _load_file(path, weights, ops, preprocess) -> Model:
+    """A model from a whole-model file (:func:`jaxviz.model_files.read_model_file`), its weights checked
+    against its layers by shapes alone before anything is computed."""
+    seed = file_weights_seed(path, weights)
+    graph, params, info = read_model_file(path)
+    source = str(path)
+    if seed is not None:
+        params, source = seeded_params(graph, params, seed), f"random:{seed} (on the graph of {path})"
+    mode = preprocessing.check_mode(preprocess or info.get("preprocess") or "none")
+    try:  # shapes only (jax.eval_shape): weights that do not fit their layers fail here, nothing computed
+        model = Model(graph, params, source=source, ops=ops, preprocess=mode)
+        shape = None if model.input_hw is None else (*model.input_hw, model.input_channels)
+        rows = model.layer_table(shape)
+    except (TypeError, ValueError) as e:
+        reason = printable(" ".join(str(e).split()))[:240]
+        raise WeightsError(f"{path}: its weights do not fit its layers ({reason}); the file is corrupt or "
+                           "was not saved by Keras's model.save") from None
+    check_activation_sizes(path, rows, shape)
+    return model
 
 
 @functools.lru_cache(maxsize=64)
 def _prepare_jit(graph, ops):
     return jax.jit(functools.partial(graph_lib.prepare, graph, ops=ops))
-
-
-def _param_count(p) -> int:
-    return sum(int(np.prod(np.shape(v))) for v in jax.tree_util.tree_leaves(p))
-
-
-def graph_layer_table(graph: graph_lib.Graph, params: Mapping, input_shape=None,
-                      upto: str | None = None) -> list[vgg.LayerInfo]:
-    """The layer table of any graph, from its shapes (``jax.eval_shape``: nothing is computed).
-
-    A free spatial size (``None`` in ``input_shape``) is evaluated at 224 px (or the smallest size the
-    graph takes) and reported as ``None``, as Keras does.
-    """
-    shape = tuple(graph.input_shape if input_shape is None else input_shape)
-    free = any(d is None for d in shape[:2])
-    probe = tuple(224 if d is None else int(d) for d in shape)
-    needed = graph.ancestors([upto]) if upto is not None else None
-    names = tuple(x.name for x in graph.layers if needed is None or x.name in needed)
-    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
-    fwd = functools.partial(graph_lib.forward, graph, ops=ops_lib.EXACT, upto=upto, taps=names)
-    out = jax.eval_shape(lambda p, x: fwd(p, x)[1], specs,
-                         jax.ShapeDtypeStruct((1, *probe), jnp.float32))
-    rows = []
-    for layer in (x for x in graph.layers if x.name in names):
-        s = tuple(out[layer.name].shape[1:])
-        if free and len(s) == 3:
-            s = (None, None, s[-1])
-        p = params.get(layer.name, {})
-        kernel = p.get("kernel") if isinstance(p, Mapping) else None
-        rows.append(vgg.LayerInfo(layer.name, layer.kind, s, _param_count(p),
-                                  None if kernel is None else tuple(np.shape(kernel)), _non_trainable(layer, p),
-                                  layer.inputs))
-    return rows
-
-
-def _non_trainable(layer: graph_lib.Layer, params) -> int:
-    """How many of a layer's weights Keras counts as non-trainable: all of a frozen layer's (``trainable=False``,
-    its own or a frozen enclosing model's), else those Keras makes non-trainable (BatchNormalization's moving
-    mean and variance)."""
-    if not isinstance(params, Mapping):
-        return 0
-    if layer.cfg.get("trainable") is False:
-        return _param_count(params)
-    fixed = [name for name, trainable in layers_lib.weight_names(layer.kind, layer.cfg) if not trainable]
-    return sum(int(np.prod(np.shape(params[name]))) for name in fixed if name in params)
-
-
-def _model_info(graph: graph_lib.Graph, params: Mapping) -> ModelInfo:
-    shape = graph.input_shape
-    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
-
-    def output_shape(*dims):
-        return jax.eval_shape(lambda p, x: graph_lib.forward(graph, p, x, ops=ops_lib.EXACT)[0], specs,
-                              jax.ShapeDtypeStruct((1, *dims, shape[-1]), jnp.float32)).shape
-
-    if len(shape) != 3:  # not an image: a flat vector of features (a Dense-only model)
-        classes = int(output_shape(*shape[:-1])[-1])
-        if classes == 1 and graph.head_activation == "sigmoid":
-            classes = 2
-        return ModelInfo(graph.name, classes, None, "flatten", graph.class_names, 1, int(shape[-1]), None)
-    # A free input size: 224 px is what the CLI and the figures use by default (any size works).
-    h, w = (224 if d is None else int(d) for d in shape[:2])
-    out = output_shape(h, w)
-    try:  # a head that fixes the input size (a Flatten of a spatial map) cannot take another size
-        output_shape(h + 32, w + 32)
-        fixed = False
-    except (TypeError, ValueError):
-        fixed = True
-    classes = int(out[-1])
-    if classes == 1 and graph.head_activation == "sigmoid":
-        classes = 2  # class 1: the unit (Keras's P(y = 1)); class 0: its complement (see jaxviz.graph)
-    return ModelInfo(graph.name, classes, h if h == w else None, "flatten" if fixed else "gap",
-                     graph.class_names, graph_lib.min_input_side(graph), int(shape[-1]), (h, w))

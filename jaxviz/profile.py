@@ -20,6 +20,10 @@ from types import MappingProxyType
 
 from .images import sample_image_path
 
+#: The demo networks' default image: one 64×64 scene of :mod:`jaxviz.demo` (a star, which ``vgg_demo``
+#: classifies with p > 0.99), shipped in the package's data folder.
+DEMO_IMAGE_PATH = Path(__file__).resolve().parent / "data" / "demo_star.png"
+
 #: DeepVis's defaults: the paper's Table 1, row 3 (decay 1e-4, blur σ = 1.0 every 4 steps, constant learning
 #: rate 100, 1000 steps, start ``N(0, 10²)`` in mean-subtracted space); jitter off.
 DEEPVIS_PAPER = MappingProxyType(dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0,
@@ -82,14 +86,24 @@ def imagenet() -> Profile:
     return Profile("imagenet", sample_image_path("chelsea"), "prob", DEEPVIS_PAPER, IMAGENET_DEEPVIS_CLASSES)
 
 
-def demo(image: Path) -> Profile:
-    """The demo networks' profile: their scene ``image``, the logit, every class, tuned steps, 150 px single
-    pattern by the regularised method (the book's plain ascent stays noise on a 64 px network), 8–16 px deep
-    maps enlarged to 64 px."""
-    return Profile("demo", image, "logit", DEEPVIS_DEMO, None, DEMO_PATTERN_STEP_SIZE, "regularised", 64, "demo")
+def demo(image: Path | None = None) -> Profile:
+    """The demo networks' profile: their scene ``image`` (default: the bundled star, :data:`DEMO_IMAGE_PATH`),
+    the logit, every class, tuned steps, 150 px single pattern by the regularised method (the book's plain
+    ascent stays noise on a 64 px network), 8–16 px deep maps enlarged to 64 px, the bundled weights."""
+    return Profile("demo", DEMO_IMAGE_PATH if image is None else image, "logit", DEEPVIS_DEMO, None,
+                   DEMO_PATTERN_STEP_SIZE, "regularised", 64, "demo")
 
 
 def file() -> Profile:
     """A model file's profile: the imagenet choices, with DeepVis's step chosen from the model's gradient."""
     return dataclasses.replace(imagenet(), name="file",
                                deepvis=MappingProxyType({**DEEPVIS_PAPER, "step_size": None}))
+
+
+#: The profiles a front end may name (:attr:`jaxviz.vgg.Arch.profile`).
+PROFILES = MappingProxyType({"imagenet": imagenet, "demo": demo, "file": file})
+
+
+def named(name: str) -> Profile:
+    """The profile called ``name`` (``"imagenet"``, ``"demo"`` or ``"file"``)."""
+    return PROFILES[name]()

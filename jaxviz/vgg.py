@@ -7,6 +7,11 @@ the demo networks and a tiny test variant are rows of it, and :func:`build_graph
 :class:`jaxviz.graph.Graph` every method runs on. Layer names are Keras's (``block1_conv1`` …
 ``block5_pool``, ``flatten``, ``fc1``, ``fc2``, ``predictions``), so converting Keras weights is a
 key-for-key copy. Kernels are HWIO and dense kernels ``[in, out]``, as Keras stores them. No I/O here.
+
+This is the VGG front end: :func:`front_end` gives :class:`jaxviz.Model` a row's graph, its description
+(the :class:`Arch` itself), its profile (:mod:`jaxviz.profile`: ``imagenet``, or ``demo`` for the demo
+networks) and its exact layer table. The table lists every row it knows, the demo networks' included; nothing
+is added to it at import.
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import numpy as np
+
+from . import profile as profile_lib
+from .describe import format_table
+from .errors import JaxvizError
 from .graph import Graph, make_layer
+from .interface import VGG_FAMILY, FrontEnd, LayerInfo
+
+__all__ = ["ARCHS", "Arch", "DEMO_ARCHS", "LayerInfo", "VGG_DEMO", "VGG_DEMO_GAP", "build_graph", "format_summary",
+           "front_end", "get_arch", "layer_table", "random_params", "register_arch", "weighted_layers"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Architecture descriptions
@@ -34,6 +48,8 @@ class Arch:
     head: str = "flatten"
     #: Names of the output classes; None: ImageNet's for 1000 classes, else "class_<i>".
     class_names: tuple[str, ...] | None = None
+    #: The defaults the row's models carry: "imagenet" or "demo" (:func:`jaxviz.profile.named`).
+    profile: str = "imagenet"
 
     @property
     def min_size(self) -> int:
@@ -41,6 +57,7 @@ class Arch:
 
     channels = 3  # RGB images
     spatial = True
+    family = VGG_FAMILY  # a plain VGG stack (occlusion's incremental evaluation, compare-keras's builder)
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -54,9 +71,23 @@ ARCHS: dict[str, Arch] = {
     "vgg_tiny": Arch("vgg_tiny", (2, 2, 3, 3, 3), (4, 6, 8, 8, 8), (16, 12), 10, 32),
 }
 
+# The demo networks (:mod:`jaxviz.demo`): narrow 64×64 VGGs trained by ``scripts/train_demo.py`` on the demo
+# scenes, whose classes these are (``jaxviz.demo.CLASS_NAMES``, the same tuple: tests/test_demo.py checks it).
+# Their rows live here, not in jaxviz.demo, so the table is complete without anything registering them.
+_DEMO_TRUNK = dict(convs_per_block=(2, 2, 2, 2), block_features=(8, 16, 32, 64), num_classes=10, default_size=64,
+                   class_names=("disc", "square", "triangle", "star", "ring", "cross", "horizontal_stripes",
+                                "vertical_stripes", "checker", "dots"), profile="demo")
+#: Flatten head, as Keras VGG: 4×4×64 → fc1 (64) → fc2 (64) → predictions (10).
+VGG_DEMO = Arch("vgg_demo", fc_features=(64, 64), head="flatten", **_DEMO_TRUNK)
+#: CAM head (Zhou et al. 2016): global average pooling of block4_pool → predictions (10).
+VGG_DEMO_GAP = Arch("vgg_demo_gap", fc_features=(), head="gap", **_DEMO_TRUNK)
+#: The demo rows by name; their trained weights ship with jaxviz (``Profile.bundled_weights``).
+DEMO_ARCHS: dict[str, Arch] = {a.name: a for a in (VGG_DEMO, VGG_DEMO_GAP)}
+ARCHS.update(DEMO_ARCHS)
+
 
 def register_arch(arch: Arch) -> None:
-    """Adds an architecture (e.g. the demo network) to the table `jaxviz.load` knows."""
+    """Adds an architecture to the table `jaxviz.load` knows (a caller's own row; jaxviz registers none)."""
     ARCHS[arch.name] = arch
     build_graph.cache_clear()
 
@@ -67,24 +98,9 @@ def get_arch(arch: str | Arch) -> Arch:
     try:
         return ARCHS[arch.lower()]
     except KeyError:
-        from .errors import JaxvizError
-
         raise JaxvizError(
             f"unknown architecture {arch!r}; choose one of: {', '.join(sorted(ARCHS))}"
         ) from None
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerInfo:
-    """One row of Keras's model table."""
-
-    name: str
-    kind: str  # InputLayer, Conv2D, MaxPooling2D, Flatten, GlobalAveragePooling2D, Dense
-    output_shape: tuple  # without the batch axis; None for a free spatial size
-    params: int
-    kernel_shape: tuple | None = None  # Conv2D/Dense: kernel shape; bias is kernel_shape[-1]
-    non_trainable: int = 0  # of ``params``: BatchNormalization's moving statistics, a frozen layer's weights
-    inputs: tuple[str, ...] = ()  # the layers feeding it (Keras's "Connected to")
 
 
 def layer_table(arch: str | Arch, include_top: bool = True, input_shape=None) -> list[LayerInfo]:
@@ -125,6 +141,12 @@ def layer_table(arch: str | Arch, include_top: bool = True, input_shape=None) ->
                       (n_in, a.num_classes))
         )
     return rows
+
+
+def format_summary(arch: str | Arch, include_top: bool = True, input_shape=None) -> str:
+    """Keras's ``model.summary()`` table for ``arch`` as text."""
+    a = get_arch(arch)
+    return format_table(a.name, layer_table(a, include_top, input_shape))
 
 
 def weighted_layers(arch: str | Arch, include_top: bool = True) -> dict[str, tuple[tuple, tuple]]:
@@ -174,8 +196,6 @@ def random_params(arch: str | Arch, include_top: bool = True, seed: int = 0) -> 
     Drawn with numpy's PCG64 in network order, so the same seed gives the same weights on every platform
     and JAX version (for tests and benchmarks; these weights have learned nothing).
     """
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     params = {}
     for name, (kshape, bshape) in weighted_layers(arch, include_top).items():
@@ -183,3 +203,11 @@ def random_params(arch: str | Arch, include_top: bool = True, seed: int = 0) -> 
         kernel = rng.standard_normal(kshape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
         params[name] = {"kernel": kernel, "bias": np.zeros(bshape, np.float32)}
     return params
+
+
+def front_end(arch: str | Arch, include_top: bool = True) -> FrontEnd:
+    """What :class:`jaxviz.Model` is built from for a row of the table: its graph, the row as the model's
+    description, the row's profile, and its exact layer table (:func:`layer_table`)."""
+    a = get_arch(arch)
+    return FrontEnd(build_graph(a, include_top), a, profile_lib.named(a.profile),
+                    functools.partial(layer_table, a, include_top))

@@ -1,5 +1,6 @@
 """Attribution methods: hand-derived maps on a tiny hand-set model, properties on vgg_tiny, the CLI."""
 
+import functools
 import logging
 import types
 
@@ -224,7 +225,9 @@ def test_incremental_occlusion_equals_full_evaluation(biased, batch):
         inc = np.asarray(occlusion(biased, batch, 0, window=7, stride=5, incremental=layer, batch_size=10,
                                    return_grid=True))
         np.testing.assert_allclose(inc, full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
-    vgg16 = types.SimpleNamespace(arch=jaxviz.vgg.ARCHS["vgg16"])  # the plan needs the layer table only
+    # the plan needs the family and the layer table only (VGG16's weights are not loaded)
+    vgg16 = types.SimpleNamespace(family="vgg", input_channels=3,
+                                  layer_table=functools.partial(jaxviz.vgg.layer_table, "vgg16", True))
     plan = split_plan(vgg16, (224, 224), (16, 16), "auto")
     assert plan.layer == "block3_conv3" and plan.crop == (96, 96) and plan.cost < 0.55
     assert split_plan(biased, (32, 32), (32, 32), "auto") is None  # nothing to save

@@ -133,6 +133,14 @@ def test_shipped_weights_load_with_right_shapes_and_checksum(name):
     assert set(no_top) == set(vgg.weighted_layers(name, include_top=False))
 
 
+def test_the_vgg_table_rows_name_the_scenes_classes():
+    # The rows live in jaxviz/vgg.py (the table is complete without registration); their classes are the scenes'.
+    for arch in (demo.VGG_DEMO, demo.VGG_DEMO_GAP):
+        assert arch.class_names == CLASS_NAMES and arch.num_classes == NUM_CLASSES
+        assert vgg.ARCHS[arch.name] is arch and arch.profile == "demo"
+    assert demo.demo_image_path().is_file() and demo.demo_image_path() == vgg.front_end("vgg_demo").profile.image
+
+
 def test_demo_weights_path_rejects_other_archs():
     with pytest.raises(JaxvizError, match="not a demo architecture"):
         demo.demo_weights_path("vgg16")

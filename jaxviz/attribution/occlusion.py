@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from .. import runtime
 from ..errors import JaxvizError
+from ..interface import VGG_FAMILY
 
 #: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
 #: as its positive part.
@@ -175,13 +176,15 @@ def _span(window: int, scale: int, lo: int, hi: int) -> int:
 
 
 def split_plan(model, size: tuple[int, int], window: tuple[int, int], incremental) -> SplitPlan | None:
-    """The cheapest split layer for occlusion windows of ``window`` on ``size`` images, or None (full)."""
-    from ..vgg import Arch, layer_table
+    """The cheapest split layer for occlusion windows of ``window`` on ``size`` images, or None (full).
 
-    if incremental is False or not isinstance(getattr(model, "arch", None), Arch):
+    Only a plain VGG stack (``model.family == "vgg"``: 3×3 "same" convolutions with ReLUs, 2×2 max pools)
+    is split; its layer table gives the layers and their sizes."""
+    if incremental is False or getattr(model, "family", None) != VGG_FAMILY:
         return None
     h, w = size
-    rows = layer_table(model.arch, include_top=False, input_shape=(h, w, 3))[1:]
+    table = model.layer_table((h, w, model.input_channels))
+    rows = [r for r in table[1:] if r.kind in ("Conv2D", "MaxPooling2D")]
     convs = [r for r in rows if r.kind == "Conv2D"]
     flops = [r.output_shape[0] * r.output_shape[1] * r.kernel_shape[2] * r.kernel_shape[3] for r in convs]
     total = sum(flops)
@@ -212,7 +215,7 @@ def split_plan(model, size: tuple[int, int], window: tuple[int, int], incrementa
         raise JaxvizError(f"cannot split at {incremental}: the image size is not a multiple of its scale")
     if best is None or (incremental == "auto" and best.cost > 0.85):
         return None
-    dense = [r.name for r in layer_table(model.arch, include_top=True)[1:] if r.kind == "Dense"][:-1]
+    dense = [r.name for r in table if r.kind == "Dense"][:-1]
     if dense:  # the head's first ReLU comes right after the conv layers' ones
         best = dataclasses.replace(best, dense_layer=dense[0], dense_index=len(convs))
     return best

@@ -5,17 +5,17 @@ The book's Grad-CAM (Chollet, *Deep Learning with Python*, 2nd ed., listing 9.20
 networks give p = 1.000 on their scenes) the softmax is saturated: the probability's gradient and its
 response to occluding superpixels are ~0, so Grad-CAM of the probability highlights noise and LIME's map is
 all zero. For those networks the default is the pre-softmax *logit* (the choice of Selvaraju et al. 2017),
-in the Python API and the command line alike; ImageNet VGGs keep the book's probability.
+in the Python API and the command line alike; ImageNet VGGs keep the book's probability. Which one a model
+uses is its profile's choice (:attr:`jaxviz.profile.Profile.score`).
 """
 
 from __future__ import annotations
 
 
 def default_score(model, score: str | None = None) -> str:
-    """``score`` if given, else ``"logit"`` for the demo networks and ``"prob"`` for other models."""
+    """``score`` if given, else the model's profile's (``"logit"`` for the demo networks, ``"prob"`` for
+    others); ``"prob"`` for a hand-written model without a profile."""
     if score is not None:
         return score
-    from ..visualize.deepvis import is_demo
-
-    arch = getattr(model, "arch", None)
-    return "logit" if arch is not None and is_demo(arch) else "prob"
+    profile = getattr(model, "profile", None)
+    return "prob" if profile is None else profile.score

@@ -3,8 +3,8 @@
 - :func:`make_scenes` renders seeded procedural scenes (one labelled shape or texture over clutter) with
   each object's ground-truth mask.
 - ``vgg_demo`` (flatten head) and ``vgg_demo_gap`` (global-average-pooling head, for :func:`cam`) are
-  narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; ``jaxviz/__init__.py`` registers both
-  with :func:`jaxviz.vgg.register_arch` through :func:`register`, and their trained weights ship with jaxviz
+  narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; they are rows of the VGG table
+  (:data:`jaxviz.vgg.ARCHS`), their profile names the bundled weights, and those ship with jaxviz
   (:func:`demo_weights_path`), so ``jaxviz.load("vgg_demo")`` works offline.
 
 Attribution maps of these models can be checked against the masks (pointing game, deletion/insertion),
@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import weights
 from ..atomic import file_digest
-from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam, register
+from ..errors import WeightsError
+from ..profile import DEMO_IMAGE_PATH
+from .model import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP, cam
 from .scenes import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
 
 __all__ = [
     "CLASS_NAMES", "DEMO_ARCHS", "DEMO_IMAGE", "NUM_CLASSES", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "demo_image",
     "demo_image_path", "demo_weights_path", "file_sha256", "load_demo_params", "make_scenes", "object_regions",
-    "register", "shipped_sha256",
+    "shipped_sha256",
 ]
 
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"  # jaxviz/data: installed with the package
@@ -34,7 +37,7 @@ _REPO_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights" / "dem
 
 #: The shipped demo scene: ``make_scenes(n, seed=seed)`` image ``index`` (a star, lower right), saved as
 #: ``jaxviz/data/{file}``.
-DEMO_IMAGE = dict(file="demo_star.png", n=400, seed=2024, index=1, label="star")
+DEMO_IMAGE = dict(file=DEMO_IMAGE_PATH.name, n=400, seed=2024, index=1, label="star")
 
 
 def demo_image():
@@ -47,14 +50,12 @@ def demo_image():
 
 def demo_image_path() -> Path:
     """Path of the bundled 64×64 demo scene (a star): the default image for the demo networks' figures."""
-    return _PACKAGE_DATA / DEMO_IMAGE["file"]
+    return DEMO_IMAGE_PATH
 
 
 def _arch_name(arch) -> str:
     name = getattr(arch, "name", arch)
     if name not in DEMO_ARCHS:
-        from ..errors import WeightsError
-
         raise WeightsError(f"{name!r} is not a demo architecture; choose one of: {', '.join(DEMO_ARCHS)}")
     return name
 
@@ -73,8 +74,6 @@ def demo_weights_path(arch="vgg_demo") -> Path:
         path = folder / f"{name}.npz"
         if path.is_file():
             return path
-    from ..errors import WeightsError
-
     raise WeightsError(
         f"the trained {name} weights are missing from {_PACKAGE_DATA} and {_REPO_WEIGHTS}; reinstall jaxviz "
         "or run scripts/train_demo.py"
@@ -104,6 +103,4 @@ def load_demo_params(arch="vgg_demo", include_top: bool = True) -> dict:
     Read with :func:`jaxviz.weights.load_converted` (pickle-free ``.npz``; the tree is checked against the
     architecture); ``include_top=False`` drops the head.
     """
-    from .. import weights
-
     return weights.load_converted(demo_weights_path(arch), _arch_name(arch), include_top)

@@ -7,6 +7,7 @@ Two heads on one shared convolutional trunk (trained jointly by ``scripts/train_
   Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, for which the class
   activation map (:func:`cam`) is exact: the logit is the spatial mean of the CAM plus the bias.
 
+Their rows (:data:`VGG_DEMO`, :data:`VGG_DEMO_GAP`) are rows of the VGG table, :data:`jaxviz.vgg.ARCHS`.
 Layer names are Keras's (``block1_conv1`` … ``block4_pool``, ``fc1``, ``predictions``), inputs are
 ``preprocess_input`` of RGB 0..255 images (BGR, mean-subtracted), exactly as for VGG16. No I/O here: the
 shipped weights are found by :func:`jaxviz.demo.demo_weights_path`.
@@ -18,30 +19,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .. import vgg
-from .scenes import CLASS_NAMES, NUM_CLASSES
+from ..errors import JaxvizError
+from ..vgg import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP
 
-__all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam", "register"]
-
-_TRUNK = dict(convs_per_block=(2, 2, 2, 2), block_features=(8, 16, 32, 64), num_classes=NUM_CLASSES,
-              default_size=64, class_names=CLASS_NAMES)
-
-#: Flatten head, as Keras VGG: 4×4×64 → fc1 (64) → fc2 (64) → predictions (10).
-VGG_DEMO = vgg.Arch("vgg_demo", fc_features=(64, 64), head="flatten", **_TRUNK)
-#: CAM head: global average pooling of block4_pool → predictions (10).
-VGG_DEMO_GAP = vgg.Arch("vgg_demo_gap", fc_features=(), head="gap", **_TRUNK)
-
-DEMO_ARCHS: dict[str, vgg.Arch] = {a.name: a for a in (VGG_DEMO, VGG_DEMO_GAP)}
-
-
-
-def register() -> None:
-    """Adds the demo architectures to :data:`jaxviz.vgg.ARCHS` (so ``jaxviz.load("vgg_demo")`` knows them).
-
-    Called once, explicitly, by ``jaxviz/__init__.py``; importing this module changes no table.
-    """
-    for arch in DEMO_ARCHS.values():
-        vgg.register_arch(arch)
+__all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam"]
 
 
 def cam(model, x: ArrayLike, target: ArrayLike | None = None, params: dict | None = None) -> jax.Array:
@@ -60,15 +41,14 @@ def cam(model, x: ArrayLike, target: ArrayLike | None = None, params: dict | Non
       ``[N, h, w]`` maps at the last pool's resolution (4×4 for 64×64 inputs), signed and unnormalised;
       upsample with ``jax.image.resize`` to overlay.
     """
-    a = model.arch
-    if a.head != "gap" or a.fc_features or not model.include_top:
-        from ..errors import JaxvizError
-
+    rows = model.layer_table() if model.include_top else []
+    gap = [r for r in rows if r.kind == "GlobalAveragePooling2D"]
+    if model.head != "gap" or len(gap) != 1 or [r.name for r in rows if r.kind == "Dense"] != ["predictions"]:
         raise JaxvizError(f"cam needs a global-average-pooling model without hidden dense layers (e.g. "
-                          f"vgg_demo_gap), got {a.name}; use Grad-CAM for other models")
+                          f"vgg_demo_gap), got {model.name}; use Grad-CAM for other models")
     params = model.params if params is None else params
     x = jnp.asarray(x, jnp.float32)
-    last = f"block{len(a.convs_per_block)}_pool"
+    last = rows[rows.index(gap[0]) - 1].name  # the maps the GAP layer averages
     logits, taps = model.apply(params, x, upto="logits", taps=(last,))
     if target is None:
         target = jnp.argmax(logits, axis=-1)
