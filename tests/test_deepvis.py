@@ -148,8 +148,9 @@ def test_defaults_come_from_the_model_profile():
 
 
 def test_defaults_per_architecture():
-    assert D.defaults_for("vgg16") == D.DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_tiny"))
-    assert D.defaults_for("vgg_demo") == D.DEMO_DEFAULTS == D.defaults_for(jaxviz.vgg.get_arch("vgg_demo_gap"))
+    profile = lambda name: dict(jaxviz.load(name, weights="random:0").profile.deepvis)  # noqa: E731
+    assert profile("vgg_tiny") == D.DEFAULTS
+    assert profile("vgg_demo") == D.DEMO_DEFAULTS == profile("vgg_demo_gap")
     assert D.DEFAULTS == dict(steps=1000, step_size=100.0, l2_decay=1e-4, blur_every=4, blur_sigma=1.0, jitter=0,
                               init_std=10.0)  # the paper's (Table 1, row 3): VGG16 unchanged
 

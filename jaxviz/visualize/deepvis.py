@@ -56,17 +56,15 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from .. import profile, runtime
-from ..demo import DEMO_ARCHS
+from .. import runtime
 from ..errors import JaxvizError
-from ..model import ModelInfo
 from ..optvis import objectives, transforms
 from ..optvis.param import pixel_range, pixel_space
 from ..optvis.transforms import gaussian_blur, gaussian_kernel1d
 from ..profile import DEEPVIS_DEMO, DEEPVIS_PAPER
 
 __all__ = ["AUTO_STEP_GRAY_LEVELS", "DEFAULTS", "DEMO_DEFAULTS", "FLAT_STD", "class_patterns", "class_title",
-           "defaults_for", "flat_warning", "gaussian_blur", "gaussian_kernel1d", "is_demo", "pixel_range",
+           "flat_warning", "gaussian_blur", "gaussian_kernel1d", "pixel_range",
            "pixel_space"]
 
 #: The paper's defaults (Table 1, row 3; see the module docstring) and the demo networks' (see
@@ -263,22 +261,3 @@ def class_title(model, c: int) -> str:
     if (arch.class_names is not None or arch.num_classes == 1000) and 0 <= c < arch.num_classes:
         return str(model.class_names[c])
     return f"class {c}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Kept for callers that have an architecture but no model (the figure set, the CLI, the default score)
-
-
-def is_demo(arch) -> bool:
-    """Whether ``arch`` (an :class:`jaxviz.vgg.Arch` or its name) is one of the shipped demo networks (a model's
-    ``model.profile.name == "demo"``)."""
-    return getattr(arch, "name", arch) in DEMO_ARCHS
-
-
-def defaults_for(arch) -> dict:
-    """The DeepVis defaults of an architecture, as its models' ``model.profile.deepvis``: :data:`DEMO_DEFAULTS`
-    for the demo networks, :data:`DEFAULTS` for the VGG tables, the paper's with ``step_size=None`` (chosen
-    from the gradient) for a model file (:class:`jaxviz.model.ModelInfo`)."""
-    if is_demo(arch):
-        return dict(DEMO_DEFAULTS)
-    return dict(profile.file().deepvis) if isinstance(arch, ModelInfo) else dict(DEFAULTS)
