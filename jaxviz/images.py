@@ -29,6 +29,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -239,7 +240,6 @@ def preprocess_input(x):
       ``[..., 3]`` float32 BGR, mean-subtracted; a jax Array if `x` is one (works under jit), else numpy.
     """
     if _is_jax_array(x):
-        import jax.numpy as jnp
 
         x = jnp.asarray(x, jnp.float32)
         _check_channels(x.shape, "preprocess_input")
@@ -262,7 +262,6 @@ def undo_preprocess(x):
       ``[..., 3]`` float32 RGB, nominally 0..255; a jax Array if `x` is one, else numpy.
     """
     if _is_jax_array(x):
-        import jax.numpy as jnp
 
         x = jnp.asarray(x, jnp.float32)
         _check_channels(x.shape, "undo_preprocess")

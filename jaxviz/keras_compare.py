@@ -8,10 +8,13 @@ convolutions and matmuls, the setting parity is defined in.
 from __future__ import annotations
 
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from .attribution.gradcam import gradcam
 from .errors import JaxvizError
 from .interface import VGG_FAMILY
 from .model import Model
@@ -38,7 +41,6 @@ MIN_KERAS = (3, 11, 3)
 
 
 def _version_tuple(version: str) -> tuple:
-    import re
 
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
@@ -141,9 +143,7 @@ def _row(name: str, ours, ref) -> dict:
 def gradcam_row(model: Model, kmodel, x) -> dict | None:
     """Grad-CAM of each image's top class, jaxviz vs the book's recipe on Keras's layers; None where the
     default layer is inside a nested model or the layers after it do not form a chain."""
-    import jax.numpy as jnp
 
-    from .attribution.gradcam import gradcam
 
     keras = import_keras()
     layer = model.cam_layer

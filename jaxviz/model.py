@@ -29,6 +29,7 @@ from . import profile as profile_lib
 from .demo import demo_weights_path, load_demo_params
 from .describe import format_table, graph_layer_table, model_info
 from .errors import JaxvizError, LayerError, WeightsError, printable
+from .imagenet import class_index, decode_predictions
 from .interface import FrontEnd, LayerInfo, ModelInfo
 from .model_files import (
     MAX_ACTIVATION,
@@ -387,7 +388,6 @@ class Model:
         if a.class_names is not None:
             return list(a.class_names)
         if a.num_classes == 1000:
-            from .imagenet import class_index
 
             return [name for _, name in class_index()]
         return [f"class_{i}" for i in range(a.num_classes)]
@@ -399,7 +399,6 @@ class Model:
         single sigmoid unit's ``[N, 1]`` output ``p`` is read as the two classes ``[1 - p, p]`` (class 1 is the unit,
         as in Keras).
         """
-        from .imagenet import decode_predictions
 
         if self.arch.class_names is None and self.arch.num_classes == 1000:
             return decode_predictions(probs, top)

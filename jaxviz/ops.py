@@ -37,6 +37,7 @@ import jax
 
 from . import winograd, xla_cpu
 from .conv_ops import FEW_CHANNELS, conv3x3, conv_few_channels, conv_strided, dense, flip_kernel, flipped_kernels
+from .errors import JaxvizError
 from .window_ops import avg_pool, depthwise_conv, max_pool2x2, max_pool_taps, reduce_max, window_pads
 
 __all__ = ["EXACT", "FAST", "FEW_CHANNELS", "ElementwiseRule", "Ops", "avg_pool", "conv3x3", "conv_few_channels",
@@ -250,6 +251,5 @@ def default_ops(ops: str | Ops | None = None) -> Ops:
         ops = "fast" if platform == "cpu" else "exact"
     if ops in ("fast", "exact"):
         return dataclasses.replace(FAST if ops == "fast" else EXACT, **facts)
-    from .errors import JaxvizError
 
     raise JaxvizError(f"unknown ops {ops!r}; use 'fast' (the CPU default) or 'exact' (Keras parity)")

@@ -14,7 +14,10 @@ Inputs are RGB 0..255, channels last, any leading axes; numpy in, float32 numpy 
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
+
+from .errors import JaxvizError
 
 MODES = ("caffe", "tf", "torch", "rescale", "none")
 #: Modes that treat each channel alike (any channel count).
@@ -27,7 +30,6 @@ _TORCH_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        from .errors import JaxvizError
 
         raise JaxvizError(f"unknown preprocessing {mode!r}; use one of: {', '.join(MODES)}")
     return mode
@@ -37,7 +39,6 @@ def check_channels(mode: str, channels: int) -> str:
     """``mode``, checked against a model's input channels ("caffe" and "torch" are per-RGB-channel)."""
     mode = check_mode(mode)
     if channels != 3 and mode not in PER_VALUE_MODES:
-        from .errors import JaxvizError
 
         raise JaxvizError(f"preprocessing {mode!r} is for RGB images (3 channels); the model takes {channels}: "
                           f"use one of {', '.join(PER_VALUE_MODES)}")
@@ -46,7 +47,6 @@ def check_channels(mode: str, channels: int) -> str:
 
 def _xp(x):
     if type(x).__module__.startswith(("jax", "jaxlib")):
-        import jax.numpy as jnp
 
         return jnp, jnp.asarray(x, jnp.float32)
     return np, np.asarray(x, np.float32)

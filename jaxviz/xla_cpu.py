@@ -24,7 +24,7 @@ added = False
 
 def _backend_started() -> bool:
     try:
-        from jax._src import xla_bridge
+        from jax._src import xla_bridge  # private, may move: imported where its absence is handled
     except ImportError:  # pragma: no cover - jax is a dependency
         return False
     started = getattr(xla_bridge, "backends_are_initialized", None)

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import runtime
 from ..errors import JaxvizError
+from ..images import preprocess_input
 
 #: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
 #: as its positive part.
@@ -86,7 +87,6 @@ def make_baseline(baseline, x: jax.Array, blur_sigma: float = 10.0) -> jax.Array
         if baseline == "zeros":
             return jnp.zeros_like(x)
         if baseline == "black":
-            from ..images import preprocess_input
 
             return jnp.broadcast_to(jnp.asarray(preprocess_input(np.zeros((1, 1, 3), np.float32))), x.shape)
         if baseline == "blur":

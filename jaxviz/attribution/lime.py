@@ -33,6 +33,8 @@ import numpy as np
 
 from .. import runtime
 from ..errors import JaxvizError
+from ..images import undo_preprocess
+from .scores import default_score
 
 #: Display policy: the map's sign matters (negative = evidence against the class), so it is shown
 #: as its positive part.
@@ -106,7 +108,6 @@ def quickshift_segments(x) -> np.ndarray:
     except ImportError:
         raise JaxvizError("segments='quickshift' (lime's default) needs scikit-image: pip install scikit-image; "
                           "or use segments='slic' or 'grid'") from None
-    from ..images import undo_preprocess
 
     rgb = np.clip(np.rint(undo_preprocess(np.asarray(x, np.float32))), 0, 255).astype(np.uint8)
     return np.stack([quickshift(im, **QUICKSHIFT) for im in rgb]).astype(np.int32)
@@ -163,7 +164,6 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     Returns:
       ``[N, H, W]`` float32: each pixel holds its superpixel's surrogate coefficient.
     """
-    from .scores import default_score
 
     score = default_score(model, score)
     score = runtime.check_score(model, score)

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import runtime
 from ..errors import JaxvizError
+from .methods import get_method
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -59,7 +60,6 @@ def noise_tunnel(method: str | Callable, model, x, target: int | Sequence[int] |
     Returns:
       What ``method`` returns per image (``[N, H, W]``, or ``[N, H, W, 3]`` with ``reduce=None``), float32.
     """
-    from .methods import get_method
 
     fn = get_method(method) if isinstance(method, str) else method
     if not callable(fn):
@@ -101,7 +101,6 @@ def noise_tunnel_from_samples(method: str | Callable, model, xs, target, kind: s
     """The aggregation of :func:`noise_tunnel` over given noisy images ``xs`` ``[n, N, H, W, C]``
     (``target``: resolved classes, one per image or one for all). For tests against other implementations'
     noise, and for noise of another distribution."""
-    from .methods import get_method
 
     fn = get_method(method) if isinstance(method, str) else method
     runtime.check_choice(kind, KINDS, "kind")

@@ -11,8 +11,10 @@ import numpy as np
 from .. import model as model_lib
 from .. import weights
 from ..atomic import confine, file_stems
+from ..converted import write_model
 from ..errors import JaxvizError, WeightsError, printable
 from ..keras_compare import compare
+from ..model import read_model_file
 from ..render import feature_map_figure, save_figure
 from ..vgg import get_arch
 from ..visualize.activations import block_end_layers
@@ -102,13 +104,10 @@ def cmd_summary(args) -> int:
 
 def cmd_convert(args) -> int:
     """Writes jaxviz's one converted format (graph JSON + params): of a whole model, or of a VGG weight file."""
-    from .. import weights
 
     out = args.output if args.output.endswith(".npz") else args.output + ".npz"
     check_output_file(out, "-o")
     if args.arch is None:
-        from ..converted import write_model
-        from ..model import read_model_file
 
         graph, params, info = read_model_file(args.src)
         print(write_model(out, graph, params, info))

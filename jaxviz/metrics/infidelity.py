@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import runtime
+from ..attribution.methods import get_method
 from ..errors import JaxvizError
 
 
@@ -127,7 +128,6 @@ def sensitivity_max(method: str | Callable, model, x, target: int | Sequence[int
     Returns:
       ``[N]`` float64.
     """
-    from ..attribution.methods import get_method
 
     fn = get_method(method) if isinstance(method, str) else method
     runtime.check_model(model, "sensitivity_max")

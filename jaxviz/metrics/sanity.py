@@ -26,7 +26,10 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from .. import runtime
+from ..attribution.methods import get_method
 from ..errors import JaxvizError
+from ..render import save_figure
 
 
 @dataclasses.dataclass
@@ -127,7 +130,6 @@ def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
 def _method(method) -> tuple[str, Callable]:
     if callable(method):
         return getattr(method, "__name__", "method"), method
-    from ..attribution.methods import get_method
 
     return method, get_method(method)
 
@@ -164,7 +166,6 @@ def model_randomisation(model, x, method: str | Callable = "saliency", target=No
     if not report <= set(layers):
         raise JaxvizError(f"checkpoints {sorted(report - set(layers))} are not among the randomised layers")
     if target is None:
-        from .. import runtime
 
         target = np.asarray(runtime.logits(model, x)).argmax(-1)
     original = np.asarray(fn(model, x, target, **options))
@@ -193,7 +194,7 @@ def plot_sanity(result: SanityResult, path=None, image: int = 0):
 
     Returns the matplotlib figure, or saves it to ``path`` (atomically) and returns the path.
     """
-    import matplotlib
+    import matplotlib  # here, not at the top: pyplot below picks a process-wide backend on import
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -224,6 +225,5 @@ def plot_sanity(result: SanityResult, path=None, image: int = 0):
     fig.tight_layout()
     if path is None:
         return fig
-    from ..render import save_figure
 
     return save_figure(fig, path)

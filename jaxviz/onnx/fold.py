@@ -42,7 +42,7 @@ def _identity(ins, attrs):
 
 @fold("Cast")
 def _cast(ins, attrs):
-    from onnx.helper import tensor_dtype_to_np_dtype
+    from onnx.helper import tensor_dtype_to_np_dtype  # onnx: the optional extra, present when a file is read
 
     return [ins[0].astype(tensor_dtype_to_np_dtype(int(attrs["to"])))]
 

@@ -98,7 +98,7 @@ def _external_location(tensor, folder: Path, path: Path) -> Path:
 
 
 def _initializers(model, path: Path, ctx: Context) -> None:
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # onnx is an optional extra, imported when a file is read
 
     folder = path.parent
     total = 0
@@ -116,7 +116,7 @@ def _initializers(model, path: Path, ctx: Context) -> None:
 
 
 def _attrs(node) -> dict:
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # the optional extra (see above)
 
     out = {}
     for a in node.attribute:
@@ -139,7 +139,7 @@ def _opset(model) -> int:
 
 
 def _input(model, ctx: Context, path: Path):
-    from onnx.helper import tensor_dtype_to_np_dtype
+    from onnx.helper import tensor_dtype_to_np_dtype  # the optional extra
 
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]

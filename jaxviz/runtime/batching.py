@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..parallel import choose_chunk_size
 from .checks import check_input, check_model, check_positive, check_reduce, check_score, check_targets
 from .notices import chunk_done
 
@@ -109,7 +110,6 @@ def batch_size_for(model, x, batch_size: int | None, n_items: int, gradient: boo
     device = jax.local_devices()[0]
     if device.platform == "cpu":
         return CPU_BATCH[bool(gradient)]
-    from ..parallel import choose_chunk_size
 
     per_item = activation_bytes(model, x.shape[1:3]) * (3 if gradient else 1)
     return choose_chunk_size(per_item, n_items, devices=[device])

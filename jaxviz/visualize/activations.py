@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import save_npy
+from ..atomic import confine, file_stems, save_npy
+from ..errors import LayerError
+from ..images import save_png
+from ..render import feature_map_grid
 
 #: Layers that only transform their one input elementwise: a block's output is taken after them.
 _ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU", "Softmax")
@@ -84,7 +87,6 @@ def activation_grids(model, x, layers: str | Iterable[str], count: int = 64, col
     Returns:
       ``(features, grids)``: ``{layer: np.ndarray [N, h, w, C]}`` and ``{layer: [uint8 grid per image]}``.
     """
-    from ..render import feature_map_grid
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -94,7 +96,6 @@ def activation_grids(model, x, layers: str | Iterable[str], count: int = 64, col
     for name in layers:
         a = feats[name]
         if a.ndim != 4:
-            from ..errors import LayerError
 
             raise LayerError(f"{name!r} has no spatial feature maps; choose a conv or pool layer")
         scale = _scale_for(a.shape[1], a.shape[2], min_side)
@@ -122,8 +123,6 @@ def save_activation_grids(model, x, layers: str | Iterable[str], out_dir: str | 
     Returns:
       The paths written (every file written atomically).
     """
-    from ..atomic import confine, file_stems
-    from ..images import save_png
 
     feats, grids = activation_grids(model, x, layers, count=count, cols=cols)
     out = Path(out_dir)

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import confine, file_stems, save_npy
 from ..errors import LayerError
+from ..images import save_png
+from ..render import image_grid
 
 
 def channel_order(model) -> str:
@@ -99,7 +102,6 @@ def kernel_grid(k, filters: int | None = None, channels: int | None = None, scal
     Returns:
       uint8 ``[F·kh·s + (F-1)·m, C·kw·s + (C-1)·m]``.
     """
-    from ..render import image_grid
 
     k = np.asarray(k)
     kh, kw, c_in, c_out = k.shape
@@ -126,7 +128,6 @@ def kernel_colour_patches(k, filters: int | None = None, cols: int = 8, scale: i
     Returns:
       uint8 ``[R·kh·s + (R-1)·m, cols·kw·s + (cols-1)·m, 3]``.
     """
-    from ..render import image_grid
 
     k = np.asarray(k)
     if k.ndim != 4 or k.shape[2] != 3:
@@ -155,8 +156,6 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
     Returns:
       The paths written, each written atomically.
     """
-    from ..atomic import confine, file_stems
-    from ..images import save_png
 
     k = kernels(model, layer)
     out = Path(out_dir)
@@ -166,7 +165,6 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
         patches = kernel_colour_patches(k, filters, scale=scale, bgr_to_rgb=channel_order(model) == "B, G, R")
         paths.append(save_png(confine(out, f"{prefix}{layer}_rgb.png"), patches))
     if npy:
-        from ..atomic import save_npy
 
         paths.append(save_npy(confine(out, f"{prefix}{layer}.npy"), k))
     return paths
