@@ -41,12 +41,12 @@ from .attribution.smoothgrad import smoothgrad
 from .attribution.xgradcam import xgradcam
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
 from .figures import make_figures
+from .frontends.vgg import ARCHS, layer_table
 from .graph import Graph, Layer
 from .imagenet import decode_predictions
 from .images import deprocess_image, load_image, overlay, preprocess_input, undo_preprocess
 from .model import Model, load
 from .version import __version__ as __version__
-from .vgg import ARCHS, layer_table
 from .visualize.deepvis import class_patterns
 from .visualize.kernels import kernels
 from .visualize.patterns import filter_patterns, pattern_objective

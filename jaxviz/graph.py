@@ -2,8 +2,8 @@
 
 A :class:`Graph` is a tuple of :class:`Layer` s (name, Keras class name as ``kind``, config, input layer
 names) in an order where every layer comes after its inputs. VGG16/VGG19 and the demo networks are graphs
-built from a table (:mod:`jaxviz.vgg`); a Keras ``.keras``/``.h5`` file is a graph read from its config
-(:mod:`jaxviz.keras_io`). Each layer kind is one small pure function in :mod:`jaxviz.layers`.
+built from a table (:mod:`jaxviz.frontends.vgg`); a Keras ``.keras``/``.h5`` file is a graph read from its config
+(:mod:`jaxviz.frontends.keras`). Each layer kind is one small pure function in :mod:`jaxviz.layers`.
 
 :func:`forward` evaluates only the ancestors of what is asked for — a pass truncated at a layer computes
 nothing after it —, returns named intermediates (taps), adds ``perturb={layer: delta}`` to layers' outputs

@@ -1,6 +1,7 @@
 """The model interface: everything jaxviz's methods may ask of a model, and nothing else.
 
-A front end (the VGG tables, :mod:`jaxviz.vgg`; a model file, :mod:`jaxviz.model_files`) turns what it reads
+A front end (the VGG tables, :mod:`jaxviz.frontends.vgg`; a model file, :mod:`jaxviz.frontends.files`) turns what it
+reads
 into a :class:`FrontEnd` — a layer graph, a :class:`ModelInfo`, a :class:`jaxviz.profile.Profile` and,
 where it has one, an exact layer table — and :class:`jaxviz.Model` turns that and the weights into an
 object that satisfies :class:`ModelInterface`. The methods (attribution, visualisation, metrics, atlas,
@@ -44,7 +45,7 @@ class LayerInfo:
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What a front end says of its model besides the graph: its name, classes, input size and channels,
-    and whether its head fixes the input size (:class:`jaxviz.vgg.Arch` has the same fields).
+    and whether its head fixes the input size (:class:`jaxviz.frontends.vgg.Arch` has the same fields).
 
     ``input_hw`` is the ``(height, width)`` images are resized to (the file's, or 224×224 for a free size);
     ``None`` for a model whose input is not an image (a flat feature vector ``[N, channels]``).
@@ -73,7 +74,7 @@ class FrontEnd:
 
     Attributes:
       graph: the layer graph (:class:`jaxviz.graph.Graph`) the forward pass runs.
-      info: the model's description (:class:`ModelInfo` or a :class:`jaxviz.vgg.Arch`).
+      info: the model's description (:class:`ModelInfo` or a :class:`jaxviz.frontends.vgg.Arch`).
       profile: the architecture's defaults (:class:`jaxviz.profile.Profile`).
       table: ``table(input_shape) -> [LayerInfo]``, the front end's exact layer table for any input size, or
         ``None``: the model computes its table from the graph's shapes (a size some layer cannot take then
@@ -101,7 +102,7 @@ class ModelInterface(Protocol):
     Input:
       preprocess, preprocess_input, undo_preprocess, check_input, check_layers, require_spatial, deepest.
 
-    ``arch`` (the front end's :class:`ModelInfo` or :class:`jaxviz.vgg.Arch`) remains for code written
+    ``arch`` (the front end's :class:`ModelInfo` or :class:`jaxviz.frontends.vgg.Arch`) remains for code written
     against it; methods ask the plain members above.
     """
 

@@ -8,9 +8,9 @@ reuses them). The model owns the kernels its ops derive from the params (:meth:`
 once per set of weights).
 
 A :class:`Model` implements :class:`jaxviz.interface.ModelInterface` for what a front end produces (a
-:class:`jaxviz.interface.FrontEnd`: the VGG tables' :func:`jaxviz.vgg.front_end`, a model file's graph).
+:class:`jaxviz.interface.FrontEnd`: the VGG tables' :func:`jaxviz.frontends.vgg.front_end`, a model file's graph).
 Its helpers live by job: :mod:`jaxviz.describe` (layer tables and summaries from shapes),
-:mod:`jaxviz.input_rules` (which batches it takes), :mod:`jaxviz.model_files` (reading whole-model files).
+:mod:`jaxviz.input_rules` (which batches it takes), :mod:`jaxviz.frontends.files` (reading whole-model files).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import graph as graph_lib
-from . import input_rules, model_files, preprocessing, runtime, vgg, xla_cpu
+from . import input_rules, preprocessing, runtime, xla_cpu
 from . import ops as ops_lib
 from . import profile as profile_lib
 from .demo import demo_weights_path, load_demo_params
 from .describe import format_table, graph_layer_table, model_info
 from .errors import JaxvizError, LayerError, WeightsError, printable
-from .imagenet import class_index, decode_predictions
-from .interface import FrontEnd, LayerInfo, ModelInfo
-from .model_files import (
+from .frontends import files as model_files
+from .frontends import vgg
+from .frontends.files import (
     MAX_ACTIVATION,
     check_activation_sizes,
     file_weights_error,
@@ -40,7 +40,9 @@ from .model_files import (
     read_model_file,
     seeded_params,
 )
-from .vgg import format_summary
+from .frontends.vgg import format_summary
+from .imagenet import class_index, decode_predictions
+from .interface import FrontEnd, LayerInfo, ModelInfo
 from .weights import load_params
 
 # Names other modules import from here: the model's helpers split into front-end and description modules.
@@ -63,7 +65,7 @@ class Model:
 
     Attributes:
       graph: the :class:`jaxviz.graph.Graph` (layers, kinds, configs, inputs).
-      arch: the front end's description: the :class:`jaxviz.vgg.Arch` of a VGG-table model, else a
+      arch: the front end's description: the :class:`jaxviz.frontends.vgg.Arch` of a VGG-table model, else a
         :class:`jaxviz.interface.ModelInfo` with the same fields (methods ask the model's own members:
         :attr:`name`, :attr:`num_classes`, :attr:`input_hw`, :attr:`head`, …).
       include_top: whether the classifier head is present.
@@ -81,7 +83,7 @@ class Model:
                  profile: profile_lib.Profile | None = None):
         """A model from a front end's output (:class:`jaxviz.interface.FrontEnd`), a layer graph (a graph
         of its own: described from its shapes, ``file`` profile) or a VGG table row or its name (built by
-        :func:`jaxviz.vgg.front_end`); ``profile`` replaces the front end's."""
+        :func:`jaxviz.frontends.vgg.front_end`); ``profile`` replaces the front end's."""
         if isinstance(arch, graph_lib.Graph):
             front = model_files.front_end(arch)
         elif isinstance(arch, FrontEnd):
@@ -485,7 +487,7 @@ def load(arch: str = "vgg16", weights: str | None = "imagenet", include_top: boo
 
 
 def _load_file(path, weights, ops, preprocess) -> Model:
-    """A model from a whole-model file (:func:`jaxviz.model_files.read_model_file`), its weights checked
+    """A model from a whole-model file (:func:`jaxviz.frontends.files.read_model_file`), its weights checked
     against its layers by shapes alone before anything is computed."""
     seed = file_weights_seed(path, weights)
     graph, params, info = read_model_file(path)

@@ -100,7 +100,7 @@ def file() -> Profile:
                                deepvis=MappingProxyType({**DEEPVIS_PAPER, "step_size": None}))
 
 
-#: The profiles a front end may name (:attr:`jaxviz.vgg.Arch.profile`).
+#: The profiles a front end may name (:attr:`jaxviz.frontends.vgg.Arch.profile`).
 PROFILES = MappingProxyType({"imagenet": imagenet, "demo": demo, "file": file})
 
 

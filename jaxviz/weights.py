@@ -8,7 +8,7 @@
   (``$KERAS_HOME/models`` or ``~/.keras/models``), then downloaded from the URL Keras uses and checked
   against Keras's md5 (:func:`download`: through a temporary file, renamed into place only when it matches).
 * a path: a Keras HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``, ``.keras``) or a converted ``.npz``, read
-  and checked against the architecture by :mod:`jaxviz.weight_files`.
+  and checked against the architecture by :mod:`jaxviz.frontends.vgg_weights`.
 * ``None`` or ``"random:SEED"`` — deterministic He-initialised weights (nothing is read).
 
 For ``"imagenet"`` without the top, a with-top file already in a cache is used before the smaller no-top
@@ -30,13 +30,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import vgg, weight_files
 from .atomic import atomic_open, file_digest
-from .converted import LEGACY_FORMAT as FORMAT_NAME  # noqa: F401  (the earlier format's names, kept public)
-from .converted import LEGACY_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401
-from .converted import LEGACY_META_KEY as META_KEY  # noqa: F401
 from .errors import WeightsError
-from .weight_files import (  # noqa: F401  (public here since jaxviz.weights first read files)
+from .frontends import vgg
+from .frontends import vgg_weights as weight_files
+from .frontends.npz import LEGACY_FORMAT as FORMAT_NAME  # noqa: F401  (the earlier format's names, kept public)
+from .frontends.npz import LEGACY_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401
+from .frontends.npz import LEGACY_META_KEY as META_KEY  # noqa: F401
+from .frontends.vgg_weights import (  # noqa: F401  (public here since jaxviz.weights first read files)
     converted_metadata,
     load_converted,
     load_file,
@@ -340,7 +341,7 @@ def _fetch(url: str, dst: Path, kf: KnownFile) -> Path:
 
 def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike | None = None,
             include_top: bool | None = None) -> Path:
-    """Converts a VGG weight file to jaxviz's converted format (:func:`jaxviz.weight_files.convert`).
+    """Converts a VGG weight file to jaxviz's converted format (:func:`jaxviz.frontends.vgg_weights.convert`).
 
     ``dst`` defaults, for a published file, to the jaxviz cache (where :func:`resolve` finds it first), else to
     ``src``'s folder, named as ``src`` with the ``.npz`` suffix. Returns the path written.
@@ -358,7 +359,7 @@ def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike
 
 
 def _load_file(path: Path, arch: vgg.Arch, include_top: bool) -> dict:
-    """:func:`jaxviz.weight_files.load_file`; a no-top file asked for with the top names the published file."""
+    """:func:`jaxviz.frontends.vgg_weights.load_file`; a no-top file asked for with the top names the published file."""
     try:
         return weight_files.load_file(path, arch, include_top)
     except weight_files.NoClassifierError as e:

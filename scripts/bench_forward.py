@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import jaxviz
-    from jaxviz import vgg
+    from jaxviz.frontends import vgg
 
     if keras.backend.backend() != "jax":
         print("run with KERAS_BACKEND=jax", file=sys.stderr)

@@ -225,7 +225,7 @@ def check(path, kmodel, methods=METHODS, batch: int = 2, seed: int = 0, ig_steps
 
 
 def layer_kinds(path) -> set[str]:
-    from jaxviz import keras_io
+    from jaxviz.frontends import keras as keras_io
 
     graph, _, _ = keras_io.read_model(path)
     return {x.kind for x in graph.layers}

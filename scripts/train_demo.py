@@ -38,9 +38,10 @@ import optax
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jaxviz import graph, ops, vgg  # noqa: E402
+from jaxviz import graph, ops  # noqa: E402
 from jaxviz.atomic import write_bytes  # noqa: E402
 from jaxviz.demo import VGG_DEMO, VGG_DEMO_GAP, make_scenes  # noqa: E402
+from jaxviz.frontends import vgg  # noqa: E402
 from jaxviz.images import preprocess_input  # noqa: E402
 from jaxviz.model import Model  # noqa: E402
 

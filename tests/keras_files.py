@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxviz import vgg
+from jaxviz.frontends import vgg
 
 _KERAS3_CLASS = {"InputLayer": "input_layer", "Conv2D": "conv2d", "MaxPooling2D": "max_pooling2d",
                  "Flatten": "flatten", "GlobalAveragePooling2D": "global_average_pooling2d", "Dense": "dense"}

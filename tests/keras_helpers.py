@@ -13,8 +13,8 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 
 from jaxviz import graph as graph_lib  # noqa: E402
-from jaxviz import keras_io  # noqa: E402
 from jaxviz import ops as ops_lib  # noqa: E402
+from jaxviz.frontends import keras as keras_io  # noqa: E402
 
 
 @contextlib.contextmanager

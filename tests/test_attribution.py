@@ -227,7 +227,7 @@ def test_incremental_occlusion_equals_full_evaluation(biased, batch):
         np.testing.assert_allclose(inc, full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
     # the plan needs the family and the layer table only (VGG16's weights are not loaded)
     vgg16 = types.SimpleNamespace(family="vgg", input_channels=3,
-                                  layer_table=functools.partial(jaxviz.vgg.layer_table, "vgg16", True))
+                                  layer_table=functools.partial(jaxviz.frontends.vgg.layer_table, "vgg16", True))
     plan = split_plan(vgg16, (224, 224), (16, 16), "auto")
     assert plan.layer == "block3_conv3" and plan.crop == (96, 96) and plan.cost < 0.55
     assert split_plan(biased, (32, 32), (32, 32), "auto") is None  # nothing to save

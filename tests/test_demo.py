@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import demo, vgg
+from jaxviz import demo
 from jaxviz.demo import CLASS_NAMES, NUM_CLASSES, make_scenes, object_regions
 from jaxviz.errors import JaxvizError
+from jaxviz.frontends import vgg
 from jaxviz.model import Model
 
 TEST_SEED = 20_000  # fresh scenes: training used seeds (0, step), its held-out check seed 10_000

@@ -10,9 +10,9 @@ from PIL import Image
 
 import jaxviz
 from jaxviz import figures as F
-from jaxviz import vgg
 from jaxviz.cli import main
 from jaxviz.figures import runners
+from jaxviz.frontends import vgg
 from jaxviz.images import sample_image_path
 
 TINY = ["--arch", "vgg_tiny", "--weights", "random:0"]

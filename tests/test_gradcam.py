@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import ops, runtime, vgg
+from jaxviz import ops, runtime
 from jaxviz.attribution.gradcam import gradcam, gradcam_result
+from jaxviz.frontends import vgg
 from jaxviz.model import Model
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import converted, graph, layers, ops, preprocessing, vgg
+from jaxviz import graph, layers, ops, preprocessing
 from jaxviz.errors import JaxvizError, LayerError
+from jaxviz.frontends import npz as converted
+from jaxviz.frontends import vgg
 from jaxviz.graph import Graph, make_layer
 from jaxviz.model import Model
 

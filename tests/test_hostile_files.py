@@ -723,15 +723,15 @@ def test_printable_escapes_terminal_control_characters():
 
 
 def test_summary_escapes_names():
+    from jaxviz.frontends.vgg import LayerInfo
     from jaxviz.model import format_table
-    from jaxviz.vgg import LayerInfo
 
     text = format_table("m\x1b]0;x\x07", [LayerInfo("c\x1b[2J", "Conv2D", (8, 8, 2), 56, (3, 3, 3, 2))])
     assert "\x1b" not in text and "\x07" not in text and "c\\x1b[2J (Conv2D)" in text
 
 
 def test_layer_order_is_linear_and_keeps_the_config_order(tmp_path):
-    from jaxviz import keras_io
+    from jaxviz.frontends import keras as keras_io
 
     n = 4000  # listed last to first: took ~50 s with repeated passes over the list
     layers = [_input()] + [_layer("ReLU", f"r{i}", [f"r{i - 1}" if i else "input_layer"]) for i in range(n)]
@@ -788,8 +788,8 @@ def html_escape(text: str) -> str:
 
 
 def test_unzipped_model_folder_with_a_symlink_is_refused(tmp_path):
-    from jaxviz import keras_io
     from jaxviz.errors import WeightsError
+    from jaxviz.frontends import keras as keras_io
 
     folder = tmp_path / "model"
     folder.mkdir()

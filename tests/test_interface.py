@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import interface, vgg
+from jaxviz import interface
 from jaxviz.attribution.occlusion import split_plan
 from jaxviz.attribution.scores import default_score
+from jaxviz.frontends import vgg
 from jaxviz.graph import Graph
 
 SOURCE = Path(jaxviz.__file__).resolve().parent
@@ -85,7 +86,7 @@ def test_the_bundled_weights_load_by_name():
 def test_importing_jaxviz_registers_nothing():
     # A fresh interpreter: the table after ``import jaxviz`` is the one vgg.py defines, and no module of
     # the package calls the registration hook.
-    code = ("import jaxviz.vgg as v; rows = dict(v.ARCHS); import jaxviz, jaxviz.demo; "
+    code = ("import jaxviz.frontends.vgg as v; rows = dict(v.ARCHS); import jaxviz, jaxviz.demo; "
             "assert v.ARCHS == rows and not hasattr(jaxviz.demo, 'register'); print(sorted(v.ARCHS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Whole Keras models read by jaxviz.keras_io (no Keras involved in reading) against Keras 3 (JAX backend):
+"""Whole Keras models read by jaxviz.frontends.keras (no Keras involved in reading) against Keras 3 (JAX backend):
 the book's convnets (listing 5.5 as legacy .h5, listing 5.20's nested VGG16 as .keras and .h5),
 keras.applications models with random weights, Keras 2 (tf.keras) files committed under
 tests/fixtures/keras2 (scripts/make_keras2_fixtures.py), and unreadable files.
@@ -21,9 +21,10 @@ keras = pytest.importorskip("keras", reason="Keras 3 is the parity reference for
 import jax  # noqa: E402
 from keras_helpers import REL_TOL, check, forward_exact, max_rel_error, numpy_initializers, randomize  # noqa: E402
 
-from jaxviz import converted, keras_io  # noqa: E402
 from jaxviz.cli import main  # noqa: E402
 from jaxviz.errors import JaxvizError, LayerError  # noqa: E402
+from jaxviz.frontends import keras as keras_io  # noqa: E402
+from jaxviz.frontends import npz as converted  # noqa: E402
 from jaxviz.graph import min_input_side  # noqa: E402
 from jaxviz.model import Model  # noqa: E402
 

@@ -34,8 +34,9 @@ if keras.backend.backend() != "jax":
 from keras_files import layer_names, seeded_params, write_keras1  # noqa: E402
 
 import jaxviz  # noqa: E402
-from jaxviz import keras_io, weights  # noqa: E402
+from jaxviz import weights  # noqa: E402
 from jaxviz.errors import WeightsError  # noqa: E402
+from jaxviz.frontends import keras as keras_io  # noqa: E402
 from jaxviz.keras_compare import compare_with  # noqa: E402
 
 COMPARED = ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool", "fc2", "predictions")
@@ -140,7 +141,7 @@ def _assert_same(params, ref, what):
 
 def test_every_layout_reads_bit_exact(built):
     for layout, path in built.files.items():
-        params, source = weights.load_params(jaxviz.vgg.get_arch(built.arch), path, built.include_top)
+        params, source = weights.load_params(jaxviz.frontends.vgg.get_arch(built.arch), path, built.include_top)
         assert source == str(path)
         _assert_same(params, built.ref, layout)
 
@@ -166,12 +167,13 @@ def test_one_reader_for_models_and_weight_files(built):
     for layout in ("legacy_full_model", "keras_archive"):
         graph, params, info = keras_io.read_model(built.files[layout])
         assert info["application"] == "vgg16" and info["preprocess"] == "caffe"
-        assert [x.name for x in graph.layers][1:] == [x.name for x in jaxviz.vgg.build_graph("vgg16", False).layers][1:]
+        vgg_graph = jaxviz.frontends.vgg.build_graph("vgg16", False)
+        assert [x.name for x in graph.layers][1:] == [x.name for x in vgg_graph.layers][1:]
         _assert_same(params, built.ref, f"{layout} read as a model")
     src = built.files["keras3"]
     npz = weights.convert(src, built.arch, src.parent / "keras3_converted")
     model = jaxviz.load(str(npz), ops="exact")
-    assert model.graph == jaxviz.vgg.build_graph(built.arch, built.include_top)
+    assert model.graph == jaxviz.frontends.vgg.build_graph(built.arch, built.include_top)
     _assert_same(model.params, built.ref, "converted .weights.h5 loaded as a model")
 
 

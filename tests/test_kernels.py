@@ -21,7 +21,7 @@ def test_kernels_min_max_over_the_whole_layer(tiny_no_top):
 
 
 def test_constant_kernel_is_flat_gray():
-    params = jaxviz.vgg.random_params("vgg_tiny", False)
+    params = jaxviz.frontends.vgg.random_params("vgg_tiny", False)
     params["block1_conv1"]["kernel"][:] = 0
     k = kernels(Model("vgg_tiny", params, False), "block1_conv1")
     assert not np.isnan(k).any() and np.all(k == 0.5)

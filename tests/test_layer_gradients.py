@@ -26,9 +26,9 @@ import jax  # noqa: E402
 from keras_helpers import REL_TOL, max_rel_error, numpy_initializers, randomize  # noqa: E402
 
 from jaxviz import graph as graph_lib  # noqa: E402
-from jaxviz import keras_io  # noqa: E402
 from jaxviz import layers as layers_lib  # noqa: E402
 from jaxviz import ops as ops_lib  # noqa: E402
+from jaxviz.frontends import keras as keras_io  # noqa: E402
 
 L = keras.layers
 

@@ -1,5 +1,5 @@
 """Every layer kind of jaxviz.layers against Keras 3 (JAX backend): small models Keras builds and saves as
-.keras, read back with jaxviz.keras_io (no Keras), each layer's output compared with Keras's own.
+.keras, read back with jaxviz.frontends.keras (no Keras), each layer's output compared with Keras's own.
 
 Exact mode under jax.default_matmul_precision("highest"); tolerance max|Δ| ≤ 1e-4·max|ref| per layer: the
 two sides compute the same float32 formulas, differing only in summation order (~1e-6 relative).
@@ -16,10 +16,10 @@ keras = pytest.importorskip("keras", reason="Keras 3 is the parity reference for
 import jax  # noqa: E402
 from keras_helpers import check, numpy_initializers  # noqa: E402
 
-from jaxviz import keras_io  # noqa: E402
 from jaxviz import layers as layers_lib  # noqa: E402
 from jaxviz import ops as ops_lib  # noqa: E402
 from jaxviz.errors import JaxvizError  # noqa: E402
+from jaxviz.frontends import keras as keras_io  # noqa: E402
 
 L = keras.layers
 

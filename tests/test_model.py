@@ -9,7 +9,8 @@ import pytest
 from jax import lax
 
 import jaxviz
-from jaxviz import ops, vgg
+from jaxviz import ops
+from jaxviz.frontends import vgg
 from jaxviz.model import format_summary
 
 KERAS_VGG16_LAYERS = [

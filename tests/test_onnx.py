@@ -1,4 +1,5 @@
-"""ONNX files read into jaxviz's layer graph (jaxviz.onnx): parity with PyTorch, onnxruntime and the onnx wheel's
+"""ONNX files read into jaxviz's layer graph (jaxviz.frontends.onnx): parity with PyTorch, onnxruntime and the onnx
+wheel's
 classic CNNs, every method on the graph, and files from strangers refused in one line."""
 
 import importlib.util
@@ -14,7 +15,7 @@ import pytest
 from module_files import load_module
 
 import jaxviz
-import jaxviz.onnx
+import jaxviz.frontends.onnx
 from jaxviz.errors import JaxvizError
 
 onnx = pytest.importorskip("onnx", reason="the ONNX reader needs the onnx package (pip install 'jaxviz[onnx]')")
@@ -125,7 +126,7 @@ def test_dynamo_exporter_module_paths_name_the_layers(tmp_path):
         entry = node.metadata_props.add()
         entry.key, entry.value = "pkg.torch.onnx.name_scopes", repr(s)
     onnx.save(_tiny_graph(nodes, [w]), tmp_path / "m.onnx")
-    graph, _, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, _, _ = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     assert graph.layer_names == ["x", "layer1.0.conv1", "layer1.0.relu", "layer1.0"]
     assert graph.resolve("layer1") == "layer1.0" and graph.resolve("node_relu") == "layer1.0.relu"
 
@@ -225,7 +226,7 @@ def test_guided_backprop_treats_relu_and_clip_as_relus(files, x):
 
 
 def test_convert_keeps_names_and_aliases(files, tmp_path, x):
-    from jaxviz import converted
+    from jaxviz.frontends import npz as converted
 
     path = files["resnet"][1]
     model = jaxviz.load(path)
@@ -294,7 +295,7 @@ def _external(tmp_path, location, data=b"\0" * 432, offset=None):
 
 def _refusal(path, *words):
     with pytest.raises(JaxvizError) as e:
-        jaxviz.onnx.read_model(path)
+        jaxviz.frontends.onnx.read_model(path)
     msg = str(e.value)
     assert "\n" not in msg and str(path) in msg, msg
     for w in words:
@@ -304,7 +305,7 @@ def _refusal(path, *words):
 
 def test_external_data_beside_the_model_loads(tmp_path):
     path = _external(tmp_path, "weights.bin", np.full(108, 0.5, np.float32).tobytes())
-    graph, params, _ = jaxviz.onnx.read_model(path)
+    graph, params, _ = jaxviz.frontends.onnx.read_model(path)
     np.testing.assert_array_equal(params["conv"]["kernel"], np.full((3, 3, 3, 4), 0.5, np.float32))
 
 
@@ -370,13 +371,13 @@ def test_hostile_node_names_never_become_paths(tmp_path):
     model = _conv_model(name="../../etc/evil\x1b[2J")
     model.graph.node[1].name = "/abs/../x"
     onnx.save(model, tmp_path / "m.onnx")
-    graph, _, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, _, _ = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     for name in graph.layer_names:
         assert not name.startswith("/") and ".." not in name.split("/") and name.isprintable(), name
 
 
 def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
-    from jaxviz.onnx import reader
+    from jaxviz.frontends.onnx import reader
 
     path = tmp_path / "m.onnx"
     onnx.save(_conv_model(), path)
@@ -408,7 +409,7 @@ def test_nhwc_input_with_transposes_loads(tmp_path):
     model = _tiny_graph(nodes, [numpy_helper.from_array(w, "w")],
                         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 3])])
     onnx.save(model, tmp_path / "m.onnx")
-    graph, params, info = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, params, info = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     assert info["input_layout"] == "NHWC" and "Permute" not in {layer.kind for layer in graph.layers}
     xin = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
     ref = ReferenceEvaluator(model).run(None, {"x": xin})[0]
@@ -425,7 +426,7 @@ def test_single_ops_match_the_reference_evaluator(tmp_path, op, attrs):
     model = _tiny_graph([helper.make_node(op, ["x"], ["y"], **attrs)], [])
     xin = rng.normal(size=(2, 3, 8, 8)).astype(np.float32) * 3
     onnx.save(model, tmp_path / "m.onnx")
-    graph, params, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, params, _ = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     # onnxruntime (onnx.reference's LRN differs from PyTorch's and onnxruntime's).
     ort = pytest.importorskip("onnxruntime")
     ref = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xin})[0]
@@ -440,7 +441,7 @@ def test_average_pool_padding_and_ceil_mode(tmp_path, ceil, include):
                         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])])
     xin = np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)
     onnx.save(model, tmp_path / "m.onnx")
-    graph, params, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, params, _ = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     ref = torch.nn.functional.avg_pool2d(torch.from_numpy(xin), 3, 2, 1, ceil_mode=bool(ceil),
                                          count_include_pad=bool(include)).numpy()
     out = jaxviz.graph.forward(graph, params, jnp.asarray(_nhwc(xin)), ops=jaxviz.ops.EXACT)[0]
@@ -477,7 +478,7 @@ def test_onnx_kinds_input_gradient_equals_torch(tmp_path, kind, nodes, inits, to
     rng = np.random.default_rng(3)
     model = _tiny_graph(nodes, inits, inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])])
     onnx.save(model, tmp_path / "m.onnx")
-    graph, params, _ = jaxviz.onnx.read_model(tmp_path / "m.onnx")
+    graph, params, _ = jaxviz.frontends.onnx.read_model(tmp_path / "m.onnx")
     assert kind in {layer.kind for layer in graph.layers}
     xin = (rng.normal(size=(2, 3, 8, 8)) * 1.5).astype(np.float32)
     t = torch.from_numpy(xin).requires_grad_(True)

@@ -368,7 +368,7 @@ def test_plan_comes_from_the_graph_so_any_model_gets_it(tiny):
     # The same graph and weights as a model of no VGG table (a model file's kind): the same plan, programs
     # and numbers, through the model's forward pass and prepared kernels.
     graph_model = Model(tiny.graph, tiny.params, include_top=False)
-    assert not isinstance(graph_model.arch, jaxviz.vgg.Arch)
+    assert not isinstance(graph_model.arch, jaxviz.frontends.vgg.Arch)
     assert objectives.plan(graph_model, "block3_conv1", SIZE) == plan
     kw = dict(size=SIZE, steps=2, chunk_size=2, progress=False)
     ours = patterns.filter_patterns(graph_model, LAYER, [1, 6], **kw)

@@ -1,4 +1,4 @@
-"""jaxviz.weights and jaxviz.weight_files: every Keras HDF5 layout read by the one Keras reader, the converted
+"""jaxviz.weights and jaxviz.frontends.vgg_weights: every Keras HDF5 layout read by the one Keras reader, the converted
 format (and the earlier VGG-only .npz), resolve/download/verify, and bad inputs.
 
 Fast: the tiny VGG ("vgg_tiny", a few channels) written in each layout with h5py (tests/keras_files.py),
@@ -22,8 +22,11 @@ import pytest
 from keras_files import layer_names, seeded_params, write_keras1, write_keras3, write_legacy
 
 import jaxviz
-from jaxviz import converted, demo, keras_io, untrusted, vgg, weights
+from jaxviz import demo, untrusted, weights
 from jaxviz.errors import WeightsError
+from jaxviz.frontends import keras as keras_io
+from jaxviz.frontends import npz as converted
+from jaxviz.frontends import vgg
 
 ARCH = "vgg_tiny"
 # VGG19-shaped and tiny: to check that a file of another architecture is recognised as such.

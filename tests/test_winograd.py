@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxviz
-from jaxviz import conv_ops, ops, vgg, winograd
+from jaxviz import conv_ops, ops, winograd
+from jaxviz.frontends import vgg
 
 
 def _direct(x, k):

@@ -11,12 +11,12 @@ import numpy as np
 from .. import model as model_lib
 from .. import weights
 from ..atomic import confine, file_stems
-from ..converted import write_model
 from ..errors import JaxvizError, WeightsError, printable
+from ..frontends.npz import write_model
+from ..frontends.vgg import get_arch
 from ..keras_compare import compare
 from ..model import read_model_file
 from ..render import feature_map_figure, save_figure
-from ..vgg import get_arch
 from ..visualize.activations import block_end_layers
 from .common import (
     CompileNotice,

@@ -4,7 +4,7 @@
   each object's ground-truth mask.
 - ``vgg_demo`` (flatten head) and ``vgg_demo_gap`` (global-average-pooling head, for :func:`cam`) are
   narrow 64×64 VGGs trained on them by ``scripts/train_demo.py``; they are rows of the VGG table
-  (:data:`jaxviz.vgg.ARCHS`), their profile names the bundled weights, and those ship with jaxviz
+  (:data:`jaxviz.frontends.vgg.ARCHS`), their profile names the bundled weights, and those ship with jaxviz
   (:func:`demo_weights_path`), so ``jaxviz.load("vgg_demo")`` works offline.
 
 Attribution maps of these models can be checked against the masks (pointing game, deletion/insertion),

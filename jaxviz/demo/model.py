@@ -7,7 +7,7 @@ Two heads on one shared convolutional trunk (trained jointly by ``scripts/train_
   Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, for which the class
   activation map (:func:`cam`) is exact: the logit is the spatial mean of the CAM plus the bias.
 
-Their rows (:data:`VGG_DEMO`, :data:`VGG_DEMO_GAP`) are rows of the VGG table, :data:`jaxviz.vgg.ARCHS`.
+Their rows (:data:`VGG_DEMO`, :data:`VGG_DEMO_GAP`) are rows of the VGG table, :data:`jaxviz.frontends.vgg.ARCHS`.
 Layer names are Keras's (``block1_conv1`` … ``block4_pool``, ``fc1``, ``predictions``), inputs are
 ``preprocess_input`` of RGB 0..255 images (BGR, mean-subtracted), exactly as for VGG16. No I/O here: the
 shipped weights are found by :func:`jaxviz.demo.demo_weights_path`.
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ..errors import JaxvizError
-from ..vgg import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP
+from ..frontends.vgg import DEMO_ARCHS, VGG_DEMO, VGG_DEMO_GAP
 
 __all__ = ["DEMO_ARCHS", "VGG_DEMO", "VGG_DEMO_GAP", "cam"]
 

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from .. import model as model_lib
 from ..atomic import confine, file_digest, remove_tree, write_bytes
 from ..errors import ImageError, JaxvizError
+from ..frontends.vgg import get_arch, layer_table
 from ..render import GRID_ORDERS
 from ..version import __version__
-from ..vgg import get_arch, layer_table
 from ..visualize.activations import block_end_layers
 from ..visualize.kernels import channel_order
 from .context import FORMAT, MANIFEST, PARTIAL, Context, Task, unique_stems

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .. import imagenet
 from ..atomic import file_stems
-from ..vgg import layer_table
+from ..frontends.vgg import layer_table
 from ..visualize import patterns
 from . import runners
 from .context import Task

@@ -36,7 +36,7 @@ def _hard_sigmoid(x, ops: Ops):
 
 
 def _hard_sigmoid_keras2(x):
-    """Keras 2's (tf.keras) ``hard_sigmoid``: ``clip(0.2 x + 0.5, 0, 1)``; :mod:`jaxviz.keras_io` renames
+    """Keras 2's (tf.keras) ``hard_sigmoid``: ``clip(0.2 x + 0.5, 0, 1)``; :mod:`jaxviz.frontends.keras` renames
     ``hard_sigmoid`` to this in files Keras 2 wrote."""
     return jnp.clip(jnp.asarray(0.2, x.dtype) * x + jnp.asarray(0.5, x.dtype), 0, 1)
 

@@ -1,5 +1,5 @@
 """Keras 3 operations applied to tensors in a functional model (``x + 3.0``, ``x * (1 / 6)``: MobileNetV3's hard
-sigmoid). :mod:`jaxviz.keras_io` reads them as kind ``"ops.<Class>"`` with ``cfg["args"]`` = the call's
+sigmoid). :mod:`jaxviz.frontends.keras` reads them as kind ``"ops.<Class>"`` with ``cfg["args"]`` = the call's
 arguments, ``{"__input__": i}`` marking the layer's i-th input and numbers kept as they are."""
 
 from __future__ import annotations

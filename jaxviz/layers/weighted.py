@@ -32,7 +32,7 @@ def _depthwise(x, kernel, cfg, ops):
 @kind("DepthwiseConv2D")
 def depthwise_conv2d(p, inputs, cfg, ops):
     """Keras's ``DepthwiseConv2D``; its kernel ``[kh, kw, C, depth_multiplier]`` is ``p["kernel"]`` (Keras 3's
-    name; Keras 2 called it ``depthwise_kernel``, :mod:`jaxviz.keras_io` stores it as ``kernel``)."""
+    name; Keras 2 called it ``depthwise_kernel``, :mod:`jaxviz.frontends.keras` stores it as ``kernel``)."""
     x = inputs[0]
     check_channels_last(cfg, "DepthwiseConv2D")
     y = _depthwise(x, weight(p, "kernel", x), cfg, ops)

@@ -6,7 +6,7 @@ arXiv:1810.03292 (section 3).
 Cascading randomisation re-initialises the weighted layers from the top (``predictions``) down, one more
 layer at a time, and recomputes the map for the same class after each; ``mode="independent"`` randomises
 one layer at a time instead. Each layer's kernel is redrawn He-normal (as
-:func:`jaxviz.vgg.random_params`) and its bias set to zero. A map that stays similar to the original as the
+:func:`jaxviz.frontends.vgg.random_params`) and its bias set to zero. A map that stays similar to the original as the
 network is destroyed explains the input more than the model. Similarity, per image:
 
 - Spearman rank correlation of the raw maps (``spearman``) and of their absolute values (``spearman_abs``),

@@ -1,18 +1,19 @@
-"""Weight files of jaxviz's VGGs (:mod:`jaxviz.vgg`): read, checked against the architecture, and converted.
+"""Weight files of jaxviz's VGGs (:mod:`jaxviz.frontends.vgg`): read, checked against the architecture, and converted.
 
 A weight file for a VGG of the table is
 
 * a Keras HDF5 file of any layout Keras has written (``.h5``, ``.hdf5``, ``.weights.h5``, or the
-  ``model.weights.h5`` of a ``.keras`` archive): read by :mod:`jaxviz.keras_io`'s one HDF5 reader, which is
-  given the architecture's graph (:func:`jaxviz.vgg.build_graph`) to know where each layer's weights are, as
+  ``model.weights.h5`` of a ``.keras`` archive): read by :mod:`jaxviz.frontends.keras`'s one HDF5 reader, which is
+  given the architecture's graph (:func:`jaxviz.frontends.vgg.build_graph`) to know where each layer's weights are, as
   it is given a whole model's config;
-* jaxviz's converted ``.npz`` (:mod:`jaxviz.converted`: the graph as JSON + the params, pickle-free), which
+* jaxviz's converted ``.npz`` (:mod:`jaxviz.frontends.npz`: the graph as JSON + the params, pickle-free), which
   :func:`save_converted` writes for a VGG of the table and ``jaxviz convert`` writes for any model; or the
   earlier VGG-only ``.npz`` (``<layer>/kernel`` arrays and a metadata entry), still read.
 
 Params are ``{layer: {"kernel": HWIO or [in, out], "bias": [out]}}`` of float32 numpy arrays, keyed by Keras's
 layer names, so every layout is a key-for-key copy. Each file is checked against
-:func:`jaxviz.vgg.weighted_layers` (names, shapes) before its data is read; errors name the layer, the file and
+:func:`jaxviz.frontends.vgg.weighted_layers` (names, shapes) before its data is read; errors name the layer, the file
+and
 the fix, and the architecture a file is for when it matches another one.
 
 Top / no-top: a file *with* the classifier may be loaded with ``include_top=False`` (``fc1``, ``fc2`` and
@@ -27,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import converted, keras_io, untrusted, vgg
-from .atomic import file_digest
-from .errors import WeightsError, printable
-from .version import __version__
+from .. import untrusted
+from ..atomic import file_digest
+from ..errors import WeightsError, printable
+from ..version import __version__
+from . import keras as keras_io
+from . import npz as converted
+from . import vgg
 
 
 class NoClassifierError(WeightsError):
@@ -127,7 +131,7 @@ def _read_h5(path: Path, a: vgg.Arch, include_top: bool | None) -> tuple[dict, b
 
 
 def read_keras_h5(path: str | os.PathLike, arch: str | vgg.Arch, include_top: bool = True) -> dict:
-    """Reads Keras weights for ``arch`` from any Keras HDF5 layout (see :mod:`jaxviz.keras_io.h5`).
+    """Reads Keras weights for ``arch`` from any Keras HDF5 layout (see :mod:`jaxviz.frontends.keras.h5`).
 
     Returns:
       ``{layer: {"kernel", "bias"}}`` float32 numpy arrays; WeightsError naming the layer and the fix if the
@@ -147,7 +151,7 @@ def is_converted(path: str | os.PathLike) -> bool:
 
 def save_converted(params: dict, dst: str | os.PathLike, arch: str | vgg.Arch, include_top: bool = True,
                    *, source: str | None = None, source_md5: str | None = None) -> Path:
-    """Writes a VGG's params in jaxviz's converted format: the graph :func:`jaxviz.vgg.build_graph` gives, the
+    """Writes a VGG's params in jaxviz's converted format: the graph :func:`jaxviz.frontends.vgg.build_graph` gives, the
     params, and ``__info__`` = arch, include_top, preprocessing (``"caffe"``), jaxviz's version and, if given,
     the source file's name and md5.
 

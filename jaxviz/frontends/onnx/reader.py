@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import JaxvizError, WeightsError
-from ..graph import Graph, make_layer
+from ...errors import JaxvizError, WeightsError
+from ...graph import Graph, make_layer
 from . import converters, registry  # noqa: F401  (converters: registers the converters)
 from .context import (
     _NAME_OK,
@@ -42,7 +42,7 @@ def read_model(path: str | os.PathLike) -> tuple[Graph, dict, dict]:
     """Reads an ONNX model file (PyTorch's exporters, tf2onnx, …) into jaxviz's layer graph.
 
     Returns:
-      ``(graph, params, info)`` as :func:`jaxviz.keras_io.read_model`: layers named by the PyTorch module
+      ``(graph, params, info)`` as :func:`jaxviz.frontends.keras.read_model`: layers named by the PyTorch module
       path where the exporter records it (``features.28``, ``layer4.2.conv3``), else by the ONNX node name
       (both, and every module path whose output a layer is, resolve as aliases); ``info`` =
       ``{"format": "onnx", "name", "application": None, "preprocess": "none", "opset", "producer",

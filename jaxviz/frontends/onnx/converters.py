@@ -1,4 +1,4 @@
-"""One converter per ONNX op (see :mod:`jaxviz.onnx.registry`), each emitting existing jaxviz layer kinds.
+"""One converter per ONNX op (see :mod:`jaxviz.frontends.onnx.registry`), each emitting existing jaxviz layer kinds.
 
 Layout: convolutions, pooling, batch and response normalisation run channels-last (``ctx.nhwc``);
 elementwise ops keep their input's layout; reshapes run in ONNX's own layout (``ctx.plain``).

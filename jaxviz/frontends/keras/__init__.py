@@ -3,13 +3,13 @@ the weights of every Keras HDF5 layout.
 
 One job per module:
 
-- :mod:`jaxviz.keras_io.config`: a model's config → flat layers (nested models flattened: an inner layer is
+- :mod:`jaxviz.frontends.keras.config`: a model's config → flat layers (nested models flattened: an inner layer is
   named ``outer/inner``, ``vgg16/block5_conv3``) and where each layer's weights are in the file;
-- :mod:`jaxviz.keras_io.h5`: the one reader of Keras HDF5 weights, every layout (legacy ``save_weights``
+- :mod:`jaxviz.frontends.keras.h5`: the one reader of Keras HDF5 weights, every layout (legacy ``save_weights``
   files, the 2016 keras-applications files, Keras 3 ``.weights.h5``), given the layers whose weights to read:
   a whole model's (from its config) or a graph's (:func:`graph_slots`, for weights-only files such as
   Keras's VGG files);
-- :mod:`jaxviz.keras_io.model_file`: :func:`read_model`, ``.keras`` archives and folders and legacy
+- :mod:`jaxviz.frontends.keras.model_file`: :func:`read_model`, ``.keras`` archives and folders and legacy
   whole-model ``.h5`` files.
 
 ``Sequential`` and functional models (merges, branches, several outputs) are read. Each layer's weights are
@@ -18,7 +18,7 @@ named as Keras names them (``kernel``, ``bias``, ``gamma``, ``beta``, ``moving_m
 ``DepthwiseConv2D``'s kernel, which is ``kernel`` (Keras 3's name; Keras 2 called it ``depthwise_kernel``).
 See :func:`jaxviz.layers.weight_names` for each kind's weights.
 
-jaxviz's own pickle-free format for a read model is :mod:`jaxviz.converted`.
+jaxviz's own pickle-free format for a read model is :mod:`jaxviz.frontends.npz`.
 """
 
 from .config import (

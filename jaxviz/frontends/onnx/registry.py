@@ -1,6 +1,6 @@
 """The converter registry: one function per ONNX op type, registered with the opset versions it reads.
 
-A converter is ``fn(ctx, node, attrs)``: it reads its inputs from the :class:`jaxviz.onnx.context.Context`
+A converter is ``fn(ctx, node, attrs)``: it reads its inputs from the :class:`jaxviz.frontends.onnx.context.Context`
 (constants as numpy arrays, activations as layers), emits jaxviz layers and binds the node's outputs.
 """
 

@@ -5,8 +5,8 @@
 UTF-8 JSON bytes under ``"__graph__"`` (:meth:`jaxviz.graph.Graph.to_json`), and what the model needs to be
 used — its preprocessing mode and where it came from — as JSON under ``"__info__"``. Nothing is pickled:
 it loads with ``np.load(path, allow_pickle=False)``, without Keras, h5py or TensorFlow. A VGG of jaxviz's
-table is written the same way (:func:`jaxviz.weight_files.save_converted`: its graph is
-:func:`jaxviz.vgg.build_graph`'s, and ``__info__`` names the architecture).
+table is written the same way (:func:`jaxviz.frontends.vgg_weights.save_converted`: its graph is
+:func:`jaxviz.frontends.vgg.build_graph`'s, and ``__info__`` names the architecture).
 
 Files of the earlier VGG-only format — ``"<layer>/kernel"`` and ``"<layer>/bias"`` arrays and a JSON entry
 ``"__jaxviz_meta__"`` (format ``jaxviz-weights``, arch, include_top), no graph — are still read
@@ -22,10 +22,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .atomic import atomic_open
-from .errors import JaxvizError, WeightsError, printable
-from .graph import Graph, name_problem
-from .untrusted import check_npz
+from ..atomic import atomic_open
+from ..errors import JaxvizError, WeightsError, printable
+from ..graph import Graph, name_problem
+from ..untrusted import check_npz
 
 GRAPH_KEY = "__graph__"
 INFO_KEY = "__info__"
@@ -149,7 +149,7 @@ def is_legacy_file(path) -> bool:
 def read_legacy(path, arrays: bool = True) -> tuple[dict, dict]:
     """``(metadata, {layer: {"kernel", "bias"}})`` of a file in the earlier VGG-only format (``arrays=False``:
     the metadata alone, ``{}``); checked: sizes before reading, the format, keys ``<layer>/kernel|bias``.
-    The tree is not checked against the architecture here (:mod:`jaxviz.weight_files` does that)."""
+    The tree is not checked against the architecture here (:mod:`jaxviz.frontends.vgg_weights` does that)."""
     if not os.path.isfile(path):
         raise WeightsError(f"weight file {path} not found; check the path")
     tree: dict[str, dict[str, np.ndarray]] = {}

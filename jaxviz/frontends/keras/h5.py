@@ -8,11 +8,11 @@ Layouts:
   (``block1_conv1_W_1:0``, ``conv2d/kernel:0``, ``conv2d/kernel``; a nested model's group lists all its layers'
   weights, ``vgg16/block1_conv1/kernel``);
 - Keras 3 (``x.weights.h5``, ``model.weights.h5`` inside a ``.keras`` archive): ``layers/<key>/vars/0, 1, …``
-  with the key as :class:`jaxviz.keras_io.config.Slot` says, and in recent Keras the layer's name in the
+  with the key as :class:`jaxviz.frontends.keras.config.Slot` says, and in recent Keras the layer's name in the
   ``vars`` group's ``name`` attribute (checked when present, used where the key does not match).
 
-The model's layers — from its config (:class:`jaxviz.keras_io.config._Flattener`) or from a graph
-(:func:`jaxviz.keras_io.config.graph_slots`, for weights-only files) — say where each layer's weights are:
+The model's layers — from its config (:class:`jaxviz.frontends.keras.config._Flattener`) or from a graph
+(:func:`jaxviz.frontends.keras.config.graph_slots`, for weights-only files) — say where each layer's weights are:
 :func:`read_weights` reads them. :func:`stored_layers` lists what a file holds (names and shapes, no data) so
 a caller can check it against what it expects before reading. Every dataset is checked by
 :mod:`jaxviz.untrusted` before any is read.
@@ -30,9 +30,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import layers as layers_lib
-from .. import untrusted
-from ..errors import WeightsError
+from ... import layers as layers_lib
+from ... import untrusted
+from ...errors import WeightsError
 from .config import Slot
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

@@ -1,8 +1,8 @@
 """The model-file front end: whole-model files (Keras ``.keras`` / ``.h5``, ONNX, jaxviz's converted ``.npz``)
 read into a graph, its weights and what the file says of itself, and the rules for the weights of a file.
 
-:func:`read_model_file` dispatches on the file to :mod:`jaxviz.keras_io`, :mod:`jaxviz.onnx` or
-:mod:`jaxviz.converted` (each reads untrusted bytes without pickles or code); :func:`seeded_params` gives
+:func:`read_model_file` dispatches on the file to :mod:`jaxviz.frontends.keras`, :mod:`jaxviz.frontends.onnx` or
+:mod:`jaxviz.frontends.npz` (each reads untrusted bytes without pickles or code); :func:`seeded_params` gives
 a file's graph fresh seeded weights (the model-randomisation sanity check, ``--weights random:SEED``).
 """
 
@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import converted, keras_io, vgg
-from . import graph as graph_lib
+from .. import graph as graph_lib
+from .. import profile as profile_lib
+from ..errors import JaxvizError, WeightsError
+from ..interface import FrontEnd, LayerInfo
+from . import keras as keras_io
+from . import npz as converted
 from . import onnx as onnx_io
-from . import profile as profile_lib
-from .errors import JaxvizError, WeightsError
-from .interface import FrontEnd, LayerInfo
+from . import vgg
 
 #: Values one layer of a model file may output per image at its input size (1 GiB of float32; VGG16's
 #: largest, block1_conv1 at 224 px, has 3.2 M).
@@ -37,8 +39,9 @@ def is_model_file(arch) -> bool:
 
 
 def read_model_file(path) -> tuple[graph_lib.Graph, dict, dict]:
-    """``(graph, params, info)`` of a whole-model file: jaxviz's converted ``.npz`` (:mod:`jaxviz.converted`),
-    an ONNX ``.onnx`` (:mod:`jaxviz.onnx`), or a Keras ``.keras`` / ``.h5`` (:mod:`jaxviz.keras_io`)."""
+    """``(graph, params, info)`` of a whole-model file: jaxviz's converted ``.npz`` (:mod:`jaxviz.frontends.npz`),
+    an ONNX ``.onnx`` (:mod:`jaxviz.frontends.onnx`), or a Keras ``.keras`` / ``.h5``
+    (:mod:`jaxviz.frontends.keras`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise JaxvizError(f"no such model file: {path}; give the path of a .keras, .h5, .onnx or converted .npz file, "

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .. import layers as layers_lib
-from ..errors import JaxvizError, WeightsError, printable
-from ..graph import name_problem
+from ... import layers as layers_lib
+from ...errors import JaxvizError, WeightsError, printable
+from ...graph import name_problem
 
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
@@ -77,7 +77,8 @@ def to_snake_case(name: str) -> str:
 
 def graph_slots(graph) -> dict[str, Slot]:
     """Where Keras saves the weights of a flat :class:`jaxviz.graph.Graph` (no nested models, such as
-    :func:`jaxviz.vgg.build_graph`'s), layer for layer as :class:`_Flattener` finds them for a model config."""
+    :func:`jaxviz.frontends.vgg.build_graph`'s), layer for layer as :class:`_Flattener` finds them for a model
+    config."""
     used: dict[str, int] = {}
     slots = {}
     for layer in graph.layers:

@@ -21,11 +21,11 @@ import functools
 
 import numpy as np
 
-from . import profile as profile_lib
-from .describe import format_table
-from .errors import JaxvizError
-from .graph import Graph, make_layer
-from .interface import VGG_FAMILY, FrontEnd, LayerInfo
+from .. import profile as profile_lib
+from ..describe import format_table
+from ..errors import JaxvizError
+from ..graph import Graph, make_layer
+from ..interface import VGG_FAMILY, FrontEnd, LayerInfo
 
 __all__ = ["ARCHS", "Arch", "DEMO_ARCHS", "LayerInfo", "VGG_DEMO", "VGG_DEMO_GAP", "build_graph", "format_summary",
            "front_end", "get_arch", "layer_table", "random_params", "register_arch", "weighted_layers"]

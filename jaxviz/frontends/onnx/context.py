@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import layers as layers_lib
-from ..errors import JaxvizError
-from ..graph import make_layer
-from ..ops import EXACT
+from ... import layers as layers_lib
+from ...errors import JaxvizError
+from ...graph import make_layer
+from ...ops import EXACT
 
 #: Bounds on a file from a stranger, checked before and after parsing.
 MAX_FILE_BYTES = 2 * 2**30  # protobuf's own limit for one message

@@ -2,13 +2,14 @@
 params.
 
 - Keras 3's ``model.save("m.keras")``: a zip with ``config.json`` (the model's config), ``metadata.json`` (the
-  Keras version) and ``model.weights.h5`` (Keras 3 layout, :mod:`jaxviz.keras_io.h5`); also saved unzipped
+  Keras version) and ``model.weights.h5`` (Keras 3 layout, :mod:`jaxviz.frontends.keras.h5`); also saved unzipped
   into a folder (``model.save(folder, zipped=False)``);
 - the legacy whole-model HDF5 of ``model.save("m.h5")`` (Keras 2 / tf.keras, and Keras 3's legacy writer):
   root attribute ``model_config`` (JSON), ``keras_version``, ``backend``, and the weights in a
   ``model_weights`` group (legacy layout).
 
-The config becomes flat layers (:mod:`jaxviz.keras_io.config`), whose slots say where :mod:`jaxviz.keras_io.h5`
+The config becomes flat layers (:mod:`jaxviz.frontends.keras.config`), whose slots say where
+:mod:`jaxviz.frontends.keras.h5`
 finds each layer's weights.
 """
 
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import h5py
 
-from .. import untrusted
-from ..errors import JaxvizError, WeightsError
-from ..graph import Graph, make_layer
+from ... import untrusted
+from ...errors import JaxvizError, WeightsError
+from ...graph import Graph, make_layer
 from .config import MAX_CONFIG_BYTES, MAX_MEMBERS, MAX_METADATA_BYTES, _Flattener, application_preprocess
 from .h5 import HDF5_MAGIC, text, weights_keras3, weights_legacy
 
