@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -17,19 +18,21 @@ from flax import nnx
 
 
 class MnistCNN(nn.Module):
-    """Flax's examples/mnist CNN (32/64 channels there; 4/8 here)."""
+    """Flax's examples/mnist CNN (32/64 channels there; 4/8 here); ``act`` lets a test run it with its own ReLU."""
+
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(features=4, kernel_size=(3, 3))(x)
-        x = nn.relu(x)
+        x = self.act(x)
         x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         x = nn.Conv(features=8, kernel_size=(3, 3))(x)
-        x = nn.relu(x)
+        x = self.act(x)
         x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(features=16)(x)
-        x = nn.relu(x)
+        x = self.act(x)
         x = nn.Dense(features=10)(x)
         return x
 
@@ -82,10 +85,11 @@ class NnxCNN(nnx.Module):
         self.bn2 = nnx.BatchNorm(6, rngs=rngs)
         self.dropout = nnx.Dropout(0.5, rngs=rngs)
         self.head = nnx.Linear(6, 7, rngs=rngs)
+        self.act = jax.nn.relu  # a test swaps in its own ReLU on a copy
 
     def __call__(self, x):
-        x = jax.nn.relu(self.bn1(self.conv1(x)))
-        x = nnx.relu(self.bn2(self.conv2(x)))
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.act(self.bn2(self.conv2(x)))
         x = self.dropout(x.mean(axis=(1, 2)))
         return self.head(x)
 

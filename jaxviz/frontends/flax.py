@@ -292,9 +292,13 @@ def _split_linen(variables) -> tuple[dict, object]:
     return floats, rest
 
 
+def _float_variable(path, value) -> bool:
+    return _is_float(value.get_value() if isinstance(value, nnx.Variable) else value)
+
+
 def _split_nnx(module):
-    graphdef, floats, rest = nnx.split(module, lambda path, v: _is_float(getattr(v, "value", v)), ...)
-    return graphdef, floats, rest
+    """``(graphdef, float state, the rest)``: RNG keys and counts stay out of the weights."""
+    return nnx.split(module, _float_variable, ...)
 
 
 def _freeze_kwargs(apply_kwargs) -> tuple:
@@ -384,8 +388,8 @@ class FlaxModel(Model):
         self.arch = ModelInfo(name, classes, hw[0] if spatial and hw[0] == hw[1] else None,
                               "flatten" if fixed else "gap", None if class_names is None else tuple(class_names),
                               1, int(input_shape[-1]), hw)
-        if spatial:
-            self.arch = dataclasses.replace(self.arch, min_size=min(hw) if fixed else self._min_side(input_shape))
+        if fixed:  # a free size is checked against the module's shapes at each size asked for (layer_table)
+            self.arch = dataclasses.replace(self.arch, min_size=min(hw))
         self.source = source
         self.preprocess = preprocessing.check_channels(preprocess, int(input_shape[-1]))
         self.profile = profile_lib.file()
@@ -436,16 +440,6 @@ class FlaxModel(Model):
         if any(len(s) == 4 and min(s[1:3]) < 1 for _, _, s in rows):
             raise ValueError(f"a layer has no pixels left at input shape {shape}")
         return tuple(rows)
-
-    def _min_side(self, input_shape) -> int:
-        lo, hi = 1, min(int(d) for d in input_shape[:2])
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._takes((mid, mid, input_shape[-1])):
-                hi = mid
-            else:
-                lo = mid + 1
-        return hi
 
     def min_side(self, layers: str | Iterable[str] | None = None) -> int:
         return self.arch.min_size
