@@ -100,3 +100,14 @@ def sequential_cnn() -> nn.Sequential:
         nn.Conv(4, (3, 3)), nn.relu, nn.Conv(6, (3, 3), strides=(2, 2)), nn.relu,
         lambda x: x.mean(axis=(1, 2)), nn.Dense(3),
     ])
+
+
+def nnx_cnn() -> NnxCNN:
+    """``--arch flax_models:nnx_cnn``: an NNX module holding its weights."""
+    return NnxCNN(rngs=nnx.Rngs(0))
+
+
+def mnist_cnn() -> tuple[MnistCNN, dict]:
+    """``--arch flax_models:mnist_cnn``: a linen ``(module, variables)`` pair for 16×16 RGB inputs."""
+    module = MnistCNN()
+    return module, module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
