@@ -3,7 +3,8 @@
 The public API, by task:
 
 - models: :func:`load`, :class:`Model` (``summary``, ``predict``, ``features``), :data:`ARCHS`;
-  :func:`from_flax` (any Flax linen/NNX module), :mod:`jaxviz.models` (VGG16/VGG19 as Flax modules);
+  :func:`from_flax` (any Flax linen/NNX module), :mod:`jaxviz.models` (VGG16/VGG19 as Flax modules),
+  :func:`to_flax` / :func:`save_flax` (any jaxviz model out to Flax);
 - images: :func:`load_image`, :func:`preprocess_input`, :func:`deprocess_image`, :func:`overlay`,
   :func:`decode_predictions`;
 - what the network learned: :func:`kernels`, :func:`filter_patterns`, :func:`class_patterns`,
@@ -39,6 +40,7 @@ from .attribution.smoothgrad import smoothgrad
 from .attribution.xgradcam import xgradcam
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
 from .figures import make_figures
+from .frontends.export import save_flax, to_flax
 from .frontends.flax import from_flax
 from .graph import Graph, Layer
 from .imagenet import decode_predictions
@@ -62,5 +64,5 @@ __all__ = [
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
     "ablationcam", "deeplift", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel",
-    "models", "rise", "xgradcam",
+    "models", "rise", "save_flax", "to_flax", "xgradcam",
 ]

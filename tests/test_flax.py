@@ -258,3 +258,37 @@ def test_errors_are_one_line():
         from_flax(MnistCNN(), input_shape=(16, 16, 3))
     with pytest.raises(FlaxError, match="unknown output"):
         from_flax(module, {"params": {}}, input_shape=(16, 16, 3), output="softmax")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Any jaxviz model out to Flax
+
+
+def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
+    keras = pytest.importorskip("keras", reason="Keras 3 writes the model file and is the reference")
+    from keras_helpers import randomize
+
+    layers = keras.layers
+    net = randomize(keras.Sequential([  # listing 5.5's convnet, narrower, with a BatchNormalization
+        keras.Input((32, 32, 3)), layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(8, 3, activation="relu"), layers.BatchNormalization(), layers.MaxPooling2D(2),
+        layers.Flatten(), layers.Dropout(0.5), layers.Dense(16, activation="relu"),
+        layers.Dense(1, activation="sigmoid")]))
+    net.save(tmp_path / "m.keras")
+    model = jaxviz.load(tmp_path / "m.keras", ops="exact")
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    ref = np.asarray(net(x, training=False))
+    module = jaxviz.to_flax(model)
+    close(module(x), ref)
+    assert set(nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))["weights"]["batch_normalization"]) == {
+        "moving_mean", "moving_variance"}
+    linen_module, variables = jaxviz.to_flax(model, api="linen")
+    close(linen_module.apply(variables, x), ref)
+    state, graph = jaxviz.save_flax(model, tmp_path / "m_flax")
+    from flax import serialization
+
+    restored = serialization.msgpack_restore(state.read_bytes())
+    close(linen_module.apply(restored, x), ref)
+    assert jaxviz.Graph.from_json(graph.read_text()) == model.graph
+    vgg = jaxviz.to_flax(jaxviz.load("vgg_tiny", weights="random:0", ops="exact"))
+    assert isinstance(vgg, models.VGG) and vgg.block1_conv1.kernel.shape == (3, 3, 3, 4)

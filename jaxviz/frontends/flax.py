@@ -224,9 +224,11 @@ class FlaxNetwork:
             pass
         return got[target], {t: got[n] for t, n in names.items()}
 
-    def calls(self, params: Mapping, x_spec: jax.ShapeDtypeStruct) -> list[tuple[str, str, tuple]]:
+    def calls(self, params: Mapping, x_spec: jax.ShapeDtypeStruct, upto: str | None = None
+              ) -> list[tuple[str, str, tuple]]:
         """``[(layer, kind, output shape)]`` of one traced call (shapes only), in the order outputs are computed,
-        then the output; a call whose value is not an array is left out."""
+        then the output; a call whose value is not an array is left out. With ``upto``, the trace stops once
+        that layer has returned (a fixed-size head after it never runs)."""
         rows = []
 
         def probe(p, v):
@@ -236,6 +238,8 @@ class FlaxNetwork:
                 name = _layer_name(path, counts)
                 if isinstance(value, jax.Array):
                     rows.append((name, kind, tuple(value.shape)))
+                if name == upto:
+                    raise _Stop
                 return value
 
             out = self.run(p, v, hook)
@@ -246,7 +250,10 @@ class FlaxNetwork:
             return out
 
         specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), params)
-        jax.eval_shape(probe, specs, x_spec)
+        try:
+            jax.eval_shape(probe, specs, x_spec)
+        except _Stop:
+            pass
         return rows
 
 
@@ -423,19 +430,22 @@ class FlaxModel(Model):
         except (TypeError, ValueError):
             return False
 
-    def _calls(self, shape: tuple) -> tuple:
-        """The calls at input ``shape`` (ValueError if the module cannot take it or calls other submodules)."""
+    def _calls(self, shape: tuple, upto: str | None = None) -> tuple:
+        """The calls at input ``shape``, up to layer ``upto`` (default: all); ValueError if the module cannot
+        take that shape or calls other submodules at it."""
         cache = self.__dict__.setdefault("_call_rows", {})
-        if shape not in cache:
-            cache[shape] = self._trace_calls(shape)
-        return cache[shape]
+        key = (shape, upto)
+        if key not in cache:
+            cache[key] = self._trace_calls(shape, upto)
+        return cache[key]
 
-    def _trace_calls(self, shape: tuple) -> tuple:
+    def _trace_calls(self, shape: tuple, upto: str | None) -> tuple:
         try:
-            rows = self.module.calls(self.params, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+            rows = self.module.calls(self.params, jax.ShapeDtypeStruct((1, *shape), jnp.float32), upto)
         except Exception as e:  # noqa: BLE001 - the module's own error at this shape
             raise ValueError(" ".join(str(e).split())[:200]) from None
-        if [r[0] for r in rows] != self.graph.layer_names[1:]:
+        names = [r[0] for r in rows]
+        if names != self.graph.layer_names[1: len(names) + 1] or (upto is not None and names[-1:] != [upto]):
             raise ValueError(f"the module calls other submodules at input shape {shape}")
         if any(len(s) == 4 and min(s[1:3]) < 1 for _, _, s in rows):
             raise ValueError(f"a layer has no pixels left at input shape {shape}")
@@ -449,16 +459,15 @@ class FlaxModel(Model):
         shape = tuple(self.graph.input_shape if input_shape is None else input_shape)
         key = (shape, upto)
         if key not in self._tables:
-            calls = self._calls(tuple(int(d) for d in shape))
+            last = None if upto is None or upto == "logits" else self.graph.resolve(upto)
+            calls = () if last == "input_layer" else self._calls(tuple(int(d) for d in shape),
+                                                                 None if last == OUTPUT else last)
             rows = [LayerInfo("input_layer", "InputLayer", shape, 0)]
             prev = "input_layer"
             for name, kind, s in calls:
                 count, kernel, fixed = _row_params(self.params, name)
                 rows.append(LayerInfo(name, kind, tuple(s[1:]), count, kernel, fixed, (prev,)))
                 prev = name
-            if upto is not None:
-                last = "output" if upto == "logits" else self.graph.resolve(upto)
-                rows = rows[: next(i for i, r in enumerate(rows) if r.name == last) + 1]
             self._tables[key] = rows
         return self._tables[key]
 
