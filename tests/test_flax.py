@@ -44,21 +44,30 @@ guided_relu.defvjp(lambda z: (jnp.maximum(z, 0), z), lambda z, g: (g * (z > 0) *
 
 def linen_grad_at(module, variables, x, path, targets, **kwargs):
     """``(A, ∂S_t/∂A)`` of submodule ``path``'s output: a zero delta added there by a hand-written interceptor."""
-    def score(delta):
-        def add(next_fun, args, kw, ctx):
-            out = next_fun(*args, **kw)
-            return out + delta if ctx.method_name == "__call__" and ctx.module.path == path else out
+    @jax.jit
+    def run(variables, x, targets):
+        def score(delta):
+            def add(next_fun, args, kw, ctx):
+                out = next_fun(*args, **kw)
+                return out + delta if ctx.method_name == "__call__" and ctx.module.path == path else out
 
-        with nn.intercept_methods(add):
-            logits = module.apply(variables, x, **kwargs)
-        return logits[jnp.arange(x.shape[0]), targets].sum()
+            with nn.intercept_methods(add):
+                logits = module.apply(variables, x, **kwargs)
+            return logits[jnp.arange(x.shape[0]), targets].sum()
 
+        a = captured(module, variables, x, path, **kwargs)
+        return a, jax.grad(score)(jnp.zeros_like(a))
+
+    return run(variables, x, targets)
+
+
+def captured(module, variables, x, path, **kwargs):
+    """Submodule ``path``'s output, from Flax's ``capture_intermediates``."""
     _, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"], **kwargs)
     node = state["intermediates"]
     for p in path:
         node = node[p]
-    a = node["__call__"][0]
-    return a, jax.grad(score)(jnp.zeros_like(a))
+    return node["__call__"][0]
 
 
 def book_gradcam(a, g):
@@ -99,17 +108,22 @@ def test_flax_vgg16_without_top_equals_jaxviz_vgg16():
 
 def test_one_optax_step_on_the_nnx_vgg():
     net = models.vgg("vgg_tiny", "random:0", classifier_activation=None)
-    before = np.asarray(net.predictions.kernel.value).copy()
+    before = np.asarray(net.predictions.kernel[...]).copy()
     optimizer = nnx.Optimizer(net, optax.sgd(1e-2), wrt=nnx.Param)
     x, labels = images(4, 32), jnp.array([0, 1, 2, 3])
 
-    def loss_fn(model):
+    def loss_fn(model, x, labels):
         return optax.softmax_cross_entropy_with_integer_labels(model(x), labels).mean()
 
-    loss0, grads = nnx.value_and_grad(loss_fn)(net)
-    optimizer.update(net, grads)
-    assert not np.array_equal(np.asarray(net.predictions.kernel.value), before)
-    assert float(loss_fn(net)) < float(loss0)
+    @nnx.jit
+    def train_step(model, optimizer, x, labels):
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, labels)
+        optimizer.update(model, grads)
+        return loss, loss_fn(model, x, labels)
+
+    loss0, loss1 = train_step(net, optimizer, x, labels)
+    assert not np.array_equal(np.asarray(net.predictions.kernel[...]), before)
+    assert float(loss1) < float(loss0)
 
 
 def test_from_flax_vgg_matches_jaxviz_vgg_under_the_methods():
@@ -188,8 +202,8 @@ def test_linen_resnet18_with_batch_norm():
     model = from_flax(module, variables, input_shape=(16, 16, 3), apply_kwargs={"train": False})
     assert "layer2_0/proj_bn" in model.layer_names and model.cam_layer == "layer4_1"
     assert set(model.params["bn_init"]) == {"scale", "bias", "mean", "var"}
-    _, state = module.apply(variables, x, train=False, capture_intermediates=True, mutable=["intermediates"])
-    close(model.features(x, "layer3_0/bn2")["layer3_0/bn2"], state["intermediates"]["layer3_0"]["bn2"]["__call__"][0])
+    close(model.features(x, "layer3_0/bn2")["layer3_0/bn2"], captured(module, variables, x, ("layer3_0", "bn2"),
+                                                                       train=False))
     t = jnp.array([1, 4])
     a, g = linen_grad_at(module, variables, x, ("layer3_1", "bn2"), t, train=False)
     close(jaxviz.gradcam(model, x, target=t, layer="layer3_1/bn2", score="logit"), book_gradcam(a, g))
