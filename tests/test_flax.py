@@ -131,7 +131,7 @@ def test_from_flax_vgg_matches_jaxviz_vgg_under_the_methods():
     ref = jaxviz.load("vgg_tiny", weights="random:2", ops="exact")
     model = from_flax(models.vgg("vgg_tiny", "random:2", classifier_activation=None), input_shape=(32, 32, 3),
                       preprocess="caffe")
-    assert model.layer_names == ref.layer_names[:-1] + ["output"] or model.layer_names[1:-1] == ref.layer_names[1:]
+    assert model.layer_names[1:-1] == ref.layer_names[1:] and model.layer_names[-1] == "output"
     assert model.cam_layer == ref.cam_layer == "block5_conv3"
     close(model.features(x, "block3_conv2")["block3_conv2"], ref.features(x, "block3_conv2")["block3_conv2"])
     close(jaxviz.saliency(model, x, target=3), jaxviz.saliency(ref, x, target=3))
@@ -169,6 +169,8 @@ def test_linen_mnist_cnn_against_hand_written_jax(mnist):
     close(jaxviz.saliency(model, x, target=t, reduce=None), jnp.abs(jax.grad(score)(x)))
     guided = jax.grad(lambda v: score(v, guided_relu))(x)
     close(jaxviz.guided_backprop(model, x, target=t, reduce=None), guided)
+    with pytest.raises(FlaxError, match="not a ReLU's"):  # Conv_1's ReLU is a function applied after it
+        jaxviz.ablationcam(model, x, target=t)
 
 
 def test_filter_pattern_equals_a_hand_written_ascent(mnist):
