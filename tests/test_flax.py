@@ -308,3 +308,16 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
     assert jaxviz.Graph.from_json(graph.read_text()) == model.graph
     vgg = jaxviz.to_flax(jaxviz.load("vgg_tiny", weights="random:0", ops="exact"))
     assert isinstance(vgg, models.VGG) and vgg.block1_conv1.kernel.shape == (3, 3, 3, 4)
+
+
+def test_cli_takes_a_flax_factory(tmp_path, capsys):
+    from jaxviz.cli import main
+
+    assert main(["gradcam", "--arch", "flax_models:nnx_cnn", "--input-size", "16", "--score", "logit",
+                 "-o", str(tmp_path), "--no-progress"]) == 0
+    assert "layer bn2" in capsys.readouterr().out and (tmp_path / "chelsea_gradcam.png").exists()
+    assert main(["kernels", "--arch", "flax_models:mnist_cnn", "--input-size", "16", "--layer", "Conv_0",
+                 "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "kernels_Conv_0_rgb.png").exists()
+    assert main(["gradcam", "--arch", "flax_models:nnx_cnn", "--weights", "random:0", "-o", str(tmp_path)]) == 2
+    assert "makes its own weights" in capsys.readouterr().err
