@@ -321,3 +321,19 @@ def test_cli_takes_a_flax_factory(tmp_path, capsys):
     assert (tmp_path / "kernels_Conv_0_rgb.png").exists()
     assert main(["gradcam", "--arch", "flax_models:nnx_cnn", "--weights", "random:0", "-o", str(tmp_path)]) == 2
     assert "makes its own weights" in capsys.readouterr().err
+
+
+def test_probs_and_sigmoid_outputs():
+    x = images()
+    body = [nn.Conv(3, (3, 3)), nn.relu, lambda v: v.mean(axis=(1, 2)), nn.Dense(1)]
+    module = nn.Sequential([*body, nn.sigmoid])
+    variables = module.init(jax.random.key(4), x)
+    model = from_flax(module, variables, input_shape=(16, 16, 3), output="sigmoid")
+    p = np.asarray(module.apply(variables, x))
+    assert model.num_classes == 2
+    close(model.predict(x), p)
+    z = np.log(p) - np.log1p(-p)
+    close(runtime.logits(model, x), np.concatenate([-z, z], axis=-1))
+    probs = nn.Sequential([*body[:-1], nn.Dense(4), nn.softmax])
+    model = from_flax(probs, probs.init(jax.random.key(5), x), input_shape=(16, 16, 3), output="probs")
+    close(model.predict(x), probs.apply(probs.init(jax.random.key(5), x), x))
