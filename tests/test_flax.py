@@ -106,6 +106,19 @@ def test_flax_vgg16_without_top_equals_jaxviz_vgg16():
     assert isinstance(net.block5_conv3, nnx.Conv) and not hasattr(net, "fc1")
 
 
+def test_flax_vgg16_at_224_px_equals_jaxviz_vgg16():
+    """The one full-size check: VGG16 with its classifier, NNX logits and linen probabilities."""
+    x = jnp.asarray(np.random.default_rng(0).normal(0, 50, (1, 224, 224, 3)).astype(np.float32))
+    ref = jaxviz.load("vgg16", weights="random:0", ops="exact")
+    net = models.vgg16("random:0", classifier_activation=None)
+    graphdef, state = nnx.split(net)
+    logits = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))(state, x)
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(runtime.logits(ref, x)))
+    del net, state
+    module, variables = models.vgg16("random:0", api="linen")
+    np.testing.assert_array_equal(np.asarray(jax.jit(module.apply)(variables, x)), ref.predict(x))
+
+
 def test_one_optax_step_on_the_nnx_vgg():
     net = models.vgg("vgg_tiny", "random:0", classifier_activation=None)
     before = np.asarray(net.predictions.kernel[...]).copy()
