@@ -3,6 +3,8 @@
 The public API, by task:
 
 - models: :func:`load`, :class:`Model` (``summary``, ``predict``, ``features``), :data:`ARCHS`;
+  :func:`from_flax` (any Flax linen/NNX module), :mod:`jaxviz.models` (VGG16/VGG19 as Flax modules),
+  :func:`to_flax` / :func:`save_flax` (any jaxviz model out to Flax);
 - images: :func:`load_image`, :func:`preprocess_input`, :func:`deprocess_image`, :func:`overlay`,
   :func:`decode_predictions`;
 - what the network learned: :func:`kernels`, :func:`filter_patterns`, :func:`class_patterns`,
@@ -15,7 +17,7 @@ The public API, by task:
 Importing jaxviz changes no table and no process-wide state.
 """
 
-from . import demo, metrics, weights
+from . import demo, metrics, models, weights
 from .atlas import atlas
 from .attribution.ablationcam import ablationcam
 from .attribution.deconvnet import deconvnet
@@ -41,6 +43,8 @@ from .attribution.smoothgrad import smoothgrad
 from .attribution.xgradcam import xgradcam
 from .errors import ImageError, JaxvizError, LayerError, WeightsError
 from .figures import make_figures
+from .frontends.flax import from_flax
+from .frontends.flax_export import save_flax, to_flax
 from .frontends.vgg import ARCHS, layer_table
 from .graph import Graph, Layer
 from .imagenet import decode_predictions
@@ -54,10 +58,10 @@ from .visualize.patterns import filter_patterns, pattern_objective
 __all__ = [
     "ARCHS", "METHODS", "atlas", "Graph", "ImageError", "JaxvizError", "LayerError", "Model", "WeightsError",
     "class_patterns", "decode_predictions", "deconvnet", "demo", "deprocess_image", "explain",
-    "filter_patterns", "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam",
+    "filter_patterns", "from_flax", "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam",
     "integrated_gradients", "kernels", "Layer", "layer_table", "lime", "load", "load_image", "make_figures", "metrics",
     "occlusion", "overlay", "pattern_objective", "preprocess_input", "saliency", "score_cam", "smoothgrad",
     "undo_preprocess", "weights",
     "ablationcam", "deeplift", "eigencam", "gradient_shap", "hirescam", "input_x_gradient", "layercam", "noise_tunnel",
-    "rise", "xgradcam",
+    "models", "rise", "save_flax", "to_flax", "xgradcam",
 ]

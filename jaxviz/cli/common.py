@@ -17,6 +17,7 @@ from .. import model as model_lib
 from ..atomic import save_npy, write_bytes  # noqa: F401  (save_npy: for the commands)
 from ..errors import JaxvizError, printable
 from ..figures import unique_stems  # noqa: F401  (for the commands)
+from ..frontends.flax_factory import is_factory_spec, load_factory
 from ..images import load_image, preprocess_input
 from ..preprocessing import MODES
 from ..runtime import CompileNotice, chunk_progress  # noqa: F401  (CompileNotice: for the commands)
@@ -25,7 +26,10 @@ from ..runtime import CompileNotice, chunk_progress  # noqa: F401  (CompileNotic
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
     p.add_argument("--arch", default=default_arch,
                    help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models), or your own model file: "
-                        "a Keras .keras or .h5 (model.save) or a converted .npz (default: %(default)s)")
+                        "a Keras .keras or .h5 (model.save) or a converted .npz, or package.module:factory (a "
+                        "function returning a Flax NNX module or a linen (module, variables)) (default: %(default)s)")
+    p.add_argument("--input-size", type=positive_int, default=None,
+                   help="input side in pixels of a package.module:factory model (default 224)")
     p.add_argument("--preprocess", choices=MODES, default=None,
                    help="how images are prepared for the model (Keras's modes; rescale = x / 255, for models "
                         "trained on [0, 1] pixels); default: the model's own (caffe for VGG; for a file, its Keras "
@@ -93,6 +97,10 @@ def weights_spec(text: str) -> str:
 def model_from_args(args, include_top: bool | None = None):
     if include_top is None:
         include_top = not getattr(args, "no_top", False)
+    if is_factory_spec(args.arch):
+        if args.weights is not None:
+            raise JaxvizError(f"--weights {args.weights}: {args.arch} makes its own weights; drop --weights")
+        return load_factory(args.arch, getattr(args, "input_size", None), getattr(args, "preprocess", None))
     model = model_lib.load(args.arch, weights_arg(args), include_top=include_top,
                  preprocess=getattr(args, "preprocess", None))
     if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
