@@ -182,8 +182,21 @@ def test_linen_mnist_cnn_against_hand_written_jax(mnist):
     close(jaxviz.saliency(model, x, target=t, reduce=None), jnp.abs(jax.grad(score)(x)))
     guided = jax.grad(lambda v: score(v, guided_relu))(x)
     close(jaxviz.guided_backprop(model, x, target=t, reduce=None), guided)
-    with pytest.raises(FlaxError, match="not a ReLU's"):  # Conv_1's ReLU is a function applied after it
-        jaxviz.ablationcam(model, x, target=t)
+    # Ablation-CAM at Conv_1, whose ReLU is a function applied after it: channel k of the call's output zeroed
+    # by a hand-written interceptor, w_k = (S - S_k) / S, ReLU(Σ_k w_k A_k) at the layer's resolution
+    def logits_with(scale):
+        def swap(next_fun, args, kw, ctx):
+            out = next_fun(*args, **kw)
+            return out * scale if ctx.method_name == "__call__" and ctx.module.path == ("Conv_1",) else out
+
+        with nn.intercept_methods(swap):
+            return module.apply(variables, x)[jnp.arange(2), t]
+
+    s = logits_with(1.0)
+    s_k = jnp.stack([logits_with(1 - jax.nn.one_hot(k, a.shape[-1])) for k in range(a.shape[-1])], axis=1)
+    w = (s[:, None] - s_k) / s[:, None]
+    ref = jnp.maximum(jnp.einsum("nhwk,nk->nhw", a, w), 0)
+    close(jaxviz.ablationcam(model, x, target=t, upsample=False), ref)
 
 
 def test_filter_pattern_equals_a_hand_written_ascent(mnist):
@@ -258,6 +271,10 @@ def test_nnx_cnn_with_batch_norm_and_functional_relus():
     guided = nnx_eval_copy(net, guided_relu)
     close(jaxviz.guided_backprop(model, x, target=t, reduce=None),
           jax.grad(lambda v: guided(v)[jnp.arange(2), t].sum())(x))
+    # the sanity check redraws the kernels layer by layer, keeping BatchNorm's statistics
+    res = jaxviz.metrics.model_randomisation(model, x, "saliency", target=t)
+    assert res.layers == ["head", "conv2", "conv1"] and np.isfinite(res.spearman).all()
+    assert (np.abs(res.spearman[-1]) < 0.9).all()  # every kernel redrawn: the map changed
 
 
 def test_linen_sequential_and_weights_as_traced_arguments():

@@ -110,14 +110,16 @@ class FlaxModel(Model):
         self.preprocess = preprocessing.check_channels(preprocess, int(input_shape[-1]))
         self.profile = profile_lib.file()
         self._prepared_cache = None
+        self._table = None  # no front-end table: shapes come from tracing the module (layer_table)
         self._tables: dict = {}
 
     # --- running it ---------------------------------------------------------------------------------------
 
     def apply(self, params: dict, x, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable | None = None, perturb: Mapping | None = None, prepared=None, flipped=None):
+              relu: Callable | None = None, perturb: Mapping | None = None, prepared=None, flipped=None,
+              replace: Mapping | None = None):
         """``(output, {tap: array})``, :meth:`jaxviz.Model.apply`'s contract, by running the Flax module."""
-        return self.module.forward(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb)
+        return self.module.forward(params, x, upto=upto, taps=taps, relu=relu, perturb=perturb, replace=replace)
 
     def prepared(self, params: dict | None = None) -> dict:
         """No precomputed kernels: the module computes as written."""

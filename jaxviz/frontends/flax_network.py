@@ -146,35 +146,31 @@ class FlaxNetwork:
     # --- jaxviz's forward pass --------------------------------------------------------------------------
 
     def apply(self, variables: Mapping, x, upto: str | None = None, taps: Sequence[str] = (),
-              relu: Callable | None = None, perturb: Mapping | None = None):
+              relu: Callable | None = None, perturb: Mapping | None = None, replace: Mapping | None = None):
         """:class:`jaxviz.graph.Network`'s ``apply``: ``variables["params"]`` are the flat weights."""
-        return self.forward(variables["params"], x, upto=upto, taps=taps, relu=relu, perturb=perturb)
+        return self.forward(variables["params"], x, upto=upto, taps=taps, relu=relu, perturb=perturb,
+                            replace=replace)
 
     def forward(self, params: Mapping, x, upto: str | None = None, taps: Sequence[str] = (),
-                relu: Callable | None = None, perturb: Mapping | None = None):
-        """``(output, {tap: array})`` as :func:`jaxviz.graph.forward` (see the module docstring)."""
+                relu: Callable | None = None, perturb: Mapping | None = None, replace: Mapping | None = None):
+        """``(output, {tap: array})`` as :func:`jaxviz.graph.forward` (see the module docstring); ``replace``
+        swaps a call's return value for the given array (Ablation-CAM's ablated maps)."""
         resolve = self.graph.resolve
         target = OUTPUT if upto is None else ("logits" if upto == "logits" else resolve(upto))
         taps = tuple(taps)
         names = {t: ("logits" if t == "logits" else resolve(t)) for t in taps}
         delta = {("logits" if k == "logits" else resolve(k)): v for k, v in (perturb or {}).items()}
+        swap = {resolve(k): v for k, v in (replace or {}).items()}
         if relu is None or relu is jax.nn.relu:
-            return self._forward(params, x, target, names, delta)
+            return self._forward(params, x, target, names, delta, swap)
         try:
-            return activations.substitute(lambda p, v, d: self._forward(p, v, target, names, d), relu,
+            return activations.substitute(lambda p, v, d: self._forward(p, v, target, names, d, swap), relu,
                                           params, x, delta)
         except activations.NoActivationError:
             raise FlaxError(f"{self.graph.name}: no ReLU found in its forward pass (jax.nn.relu, nn.relu, "
                             "jnp.maximum(x, 0)); guided backprop, deconvnet and DeepLIFT need one") from None
-        except RuntimeError as e:  # jaxviz.runtime.injecting_relu: the layer's output is not a ReLU's
-            if "injected activation" not in str(e):
-                raise
-            raise FlaxError(f"{self.graph.name}: {upto if upto else 'this layer'}'s output is not a ReLU's (its "
-                            "ReLU is a function applied after the submodule); Ablation-CAM and Guided Grad-CAM "
-                            "run the layers after a layer from its output through its ReLU call: give them "
-                            "layer= a submodule whose output is a ReLU's, or use gradcam") from None
 
-    def _forward(self, params, x, target: str, names: Mapping[str, str], delta: Mapping):
+    def _forward(self, params, x, target: str, names: Mapping[str, str], delta: Mapping, swap: Mapping):
         wanted = {target, *names.values()}
         inner = wanted - {OUTPUT, "logits"}
         got: dict = {}
@@ -182,6 +178,8 @@ class FlaxNetwork:
 
         def hook(path, kind, value):
             name = _layer_name(path, counts)
+            if name in swap:
+                value = swap[name]
             if name in delta:
                 value = value + delta[name]
             if name in wanted:

@@ -107,12 +107,13 @@ def ssim(a, b, sigma: float = 1.5, size: int = 11, data_range: float = 1.0) -> f
 
 
 def weighted_layers_top_down(model) -> list[str]:
-    """The model's layers that have weights, from the output down (``predictions``, ``fc2``, …)."""
-    return [name for name in reversed(model.layer_names) if name in model.params]
+    """The model's layers that have a kernel, from the output down (``predictions``, ``fc2``, …); a
+    normalisation layer's scale and statistics are not a kernel and are kept."""
+    return [name for name in reversed(model.layer_names) if "kernel" in model.params.get(name, {})]
 
 
 def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
-    """A copy of ``params`` with each of ``layers`` re-drawn: He-normal kernel, zero bias.
+    """A copy of ``params`` with each of ``layers`` re-drawn: He-normal kernel, zero bias (where it has one).
 
     Layer ``i`` of ``layers`` draws from numpy's PCG64 seeded with ``(seed, i)``, so a layer gets the same
     new weights at every step of a cascade, and no program is compiled for the draws.
@@ -123,7 +124,9 @@ def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
         fan_in = int(np.prod(kernel.shape[:-1]))
         rng = np.random.default_rng([seed, i])
         new = rng.standard_normal(kernel.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        out[name] = {**params[name], "kernel": jnp.asarray(new), "bias": jnp.zeros_like(params[name]["bias"])}
+        out[name] = {**params[name], "kernel": jnp.asarray(new)}
+        if "bias" in params[name]:
+            out[name]["bias"] = jnp.zeros_like(params[name]["bias"])
     return out
 
 

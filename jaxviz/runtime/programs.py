@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 
 import jax
 
-from ..graph import forward
+from ..graph import Network, forward
 from .checks import check_input, params_of
 
 #: How many times each program was traced, by name ("saliency", "gradcam_book", "deepvis",
@@ -103,6 +103,11 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
     Winograd kernels (XLA drops whatever a program does not use).
     """
     graph = getattr(model, "graph", None)
+    module = getattr(model, "module", None)
+    if graph is not None and module is not None and not isinstance(module, Network):
+        if _hashable(module):  # a forward pass of its own (a Flax module)
+            return _module_program(model, module, name, key, build)
+        return _object_program(model, name, key, build)  # e.g. an nn.Sequential of a list: per model object
     if graph is None:
         return _object_program(model, name, key, build)
     ops = program_ops(model)
@@ -116,6 +121,41 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
 
     program = shared_program(("program", graph, ops, name, key), make)
     return lambda params, *args: program(params, model.prepared(params), *args)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _ModuleForward:
+    """The forward pass of a model's own hashable ``module`` (``module.apply({"params": …}, x, …)``): a Flax
+    module's run through Flax's interception (:class:`jaxviz.frontends.flax_network.FlaxNetwork`)."""
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module):
+        self._module = module
+
+    def __call__(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None, replace=None):
+        return self._module.apply({"params": params}, x, upto=upto, taps=taps, relu=relu, perturb=perturb,
+                                  replace=replace)
+
+
+def _module_program(model, module, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
+    """Programs keyed by the module (equal modules: equal programs), so other weights of it compile nothing."""
+
+    def make():
+        def counted(params, *args):
+            trace_counts[name] += 1
+            return build(_ModuleForward(module))(params, *args)
+
+        return jax.jit(counted)
+
+    return shared_program(("module program", module, name, key), make)
 
 
 def _object_program(model, name: str, key: Hashable, build: Callable[[Callable], Callable]) -> Callable:
