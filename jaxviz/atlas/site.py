@@ -65,11 +65,11 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
         (:func:`jaxviz.visualize.patterns.diverse_patterns`: a batch penalised by the similarity of its Gram
         matrices, Olah et al. 2017).
       image_format: ``"png"`` (lossless) or ``"webp"`` (the site's pictures several times smaller).
-      host: ``(index, count)``: this host makes every ``count``-th chunk of units starting at ``index``
-        (:func:`jaxviz.parallel.process_share`), into an ``out`` folder every host sees; the host that finds
-        every chunk done writes the layer pages, the manifest and the index (as does a later run without
-        ``host``). Default: ``jax.distributed``'s process index and count (one host without it); there every
-        process waits for the others and process 0 writes them.
+      host: ``(index, count)`` for separate runs (hosts) sharing the work: this one makes every ``count``-th
+        chunk of units starting at ``index`` (:func:`jaxviz.parallel.process_share`) into an ``out`` folder
+        every host sees; the host that finds every chunk done writes the layer pages, the manifest and the
+        index (as does a later run without ``host``). Under ``jax.distributed`` leave it out: there every
+        process runs every chunk together, :func:`jaxviz.filter_patterns` splitting its units between them.
 
     Returns:
       The manifest written to ``out/atlas.json``, with ``"run": {"computed", "reused", "pending", "up_to_date"}``
@@ -105,7 +105,10 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     image_format = str(image_format).lower()
     if image_format not in IMAGE_FORMATS:
         raise JaxvizError(f"image format {printable(image_format)!r}: give one of {', '.join(IMAGE_FORMATS)}")
-    index, count = (jax.process_index(), jax.process_count()) if host is None else (int(host[0]), int(host[1]))
+    if host is not None and jax.process_count() > 1:
+        raise JaxvizError("host= splits the units between separate runs; under jax.distributed the processes "
+                          "already split each chunk's units: leave it out")
+    index, count = (0, 1) if host is None else (int(host[0]), int(host[1]))
     if not 0 <= index < count:
         raise JaxvizError(f"host {index} of {count}: give an index from 0 to {count - 1}, e.g. --host 0/{count}")
     root = Path(out)
@@ -162,20 +165,7 @@ def atlas(model, images: str | os.PathLike, layers: str | Iterable[str] | None =
     finally:
         if bar is not None:
             bar.close()
-    if run["pending"] and host is None and jax.process_count() > 1:
-        parallel.barrier("jaxviz atlas chunks")  # every process's chunks are on the shared disk now
-        if jax.process_index() != 0:
-            return {"model": model.arch.name, "layers": [], "run": run}
-        for n, c0 in plan:  # process 0 reads the others' chunks and writes the site
-            want = json.loads(json.dumps({"settings": settings, "units": chosen[n][c0: c0 + chunk],
-                                          "order": chosen[n]}))
-            if (n, c0) not in mine:
-                recs = _saved_chunk(confine(state, f"{stems[n]}.{c0 // chunk:05d}.json"), want)
-                if recs is not None:
-                    records[n] += recs
-                    run["pending"] -= len(recs)
-        for n in names:
-            records[n].sort(key=lambda r: chosen[n].index(r["index"]))
+    parallel.barrier("jaxviz atlas chunks")  # under jax.distributed: every process's chunks are written
     if run["pending"]:
         return {"model": model.arch.name, "layers": [], "run": run}
     manifest_layers = []
@@ -230,7 +220,7 @@ def _chunk(model, layer, stem, part, order, data, field, root, folder, first, as
     imgs = {}
     for method in ("regularised", "keras"):
         x = patterns.filter_patterns(model, layer, part, size=size, steps=ascent[method], seed=seed, method=method,
-                                     chunk_size=len(part), progress=False)
+                                     chunk_size=-(-len(part) // jax.process_count()), progress=False)
         imgs[method] = patterns.display_images(x, method, model.preprocess)
     hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
     kernel = np.asarray(model.params[layer]["kernel"]) if first and "kernel" in model.params.get(layer, {}) else None
