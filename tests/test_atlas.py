@@ -1,6 +1,7 @@
 """jaxviz.atlas: the recorded top-K are the true top-K, receptive-field boxes against a hand computation, every
-link and image of the site resolves, an interrupted run resumes to the same bytes, hostile layer names stay
-inside the site folder and are escaped (Chromium opens the pages where it is installed)."""
+link and image of the site resolves, an interrupted run resumes to the same bytes, two hosts make disjoint shares
+of the same site, WebP pictures, ``jaxviz atlas`` end to end with a rerun that writes nothing, hostile layer names
+stay inside the site folder and are escaped (Chromium opens the pages where it is installed)."""
 
 import html.parser
 import json
@@ -20,6 +21,7 @@ from jaxviz import graph as G
 from jaxviz.atlas import Field, field_box, receptive_fields
 from jaxviz.atlas.dataset import _load
 from jaxviz.atlas.site import _site_stems
+from jaxviz.cli import main
 from jaxviz.demo.scenes import make_scenes
 from jaxviz.images import save_png
 
@@ -173,7 +175,8 @@ def test_every_link_and_image_resolves(site, folder):
     assert len(imgs) == 3 + 2 * 3  # two patterns and the kernel, a crop and a thumbnail per top image
     assert not any("kernel" in r for _, r in pages["block2_conv2/0.html"])  # kernels for the first layer only
     on_disk = json.loads((root / "atlas.json").read_text())
-    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk == json.loads(json.dumps({k: v for k, v in manifest.items() if k != "run"}))
+    assert manifest["run"] == {"computed": 8, "reused": 0, "pending": 0, "up_to_date": False}
     for layer in on_disk["layers"]:
         for unit in layer["units"]:
             assert set(unit["images"]) >= {"regularised", "keras"}
@@ -310,3 +313,73 @@ def test_diversity_lowers_the_similarity_of_a_batch(demo, folder, site, tmp_path
     assert len(diverse) == 3 and all((tmp_path / "site" / d).is_file() for d in diverse)
     pages = _check_links(tmp_path / "site")
     assert sum("_diverse" in ref for _, ref in pages["block2_conv2/3.html"]) == 3
+
+
+def test_two_hosts_make_disjoint_shares_of_the_same_site(demo, folder, site, tmp_path, monkeypatch):
+    from jaxviz.visualize import patterns
+
+    full, _ = site
+    out = tmp_path / "atlas"  # one folder both hosts see
+    calls = []
+    real = patterns.filter_patterns
+    monkeypatch.setattr(patterns, "filter_patterns", lambda *a, **k: calls.append((a[1], tuple(a[2]))) or real(*a, **k))
+    first = _atlas()(demo, folder, out=out, progress=False, host=(0, 2), **OPTIONS)
+    # 4 chunks of 2 units (2 layers × 4 units): host 0 makes chunks 0 and 2, and leaves the site unwritten
+    assert first["run"] == {"computed": 4, "reused": 0, "pending": 4, "up_to_date": False}
+    assert first["layers"] == [] and not (out / "atlas.json").exists() and not (out / "index.html").exists()
+    host0 = set(calls)
+    calls.clear()
+    second = _atlas()(demo, folder, out=out, progress=False, host=(1, 2), **OPTIONS)
+    host1 = set(calls)
+    assert host0 == {("block1_conv1", (0, 1)), ("block2_conv2", (0, 1))}
+    assert host1 == {("block1_conv1", (2, 3)), ("block2_conv2", (2, 3))}
+    # host 1 finds host 0's chunks done and writes the site: the bytes of one host's run
+    assert second["run"] == {"computed": 4, "reused": 4, "pending": 0, "up_to_date": False}
+    assert _files(out) == _files(full)
+    with pytest.raises(jaxviz.JaxvizError, match="host 2 of 2"):
+        _atlas()(demo, folder, out=tmp_path / "bad", progress=False, host=(2, 2), **OPTIONS)
+
+
+def test_webp_pictures(demo, folder, site, tmp_path):
+    out = tmp_path / "webp"
+    manifest = _atlas()(demo, folder, out=out, progress=False, image_format="webp",
+                        **{**OPTIONS, "layers": ["block1_conv1"], "units": [0, 1]})
+    pictures = sorted((out / "block1_conv1" / "img").iterdir())
+    assert len(pictures) == 2 * (3 + 2 * 3)  # patterns, kernel, a crop and a thumbnail per top image
+    for p in pictures:
+        head = p.read_bytes()[:12]
+        assert p.suffix == ".webp" and head[:4] == b"RIFF" and head[8:] == b"WEBP", p
+        assert Image.open(p).format == "WEBP"
+    pages = _check_links(out)
+    refs = [r for _, r in pages["block1_conv1/0.html"] if _ == "img"] + [
+        r for kind, r in pages["block1_conv1/index.html"] if kind == "img"]
+    assert refs and all(r.endswith(".webp") for r in refs)
+    assert manifest["image_format"] == "webp"
+    assert manifest["layers"][0]["units"][0]["top"][0]["thumb"].endswith(".webp")
+    with pytest.raises(jaxviz.JaxvizError, match="png, webp"):
+        _atlas()(demo, folder, out=tmp_path / "gif", image_format="gif", **OPTIONS)
+
+
+def test_the_atlas_command_makes_a_site_and_a_rerun_writes_nothing(folder, tmp_path, capsys):
+    out = tmp_path / "site"
+    argv = ["atlas", "--arch", "vgg_demo", "--images", str(folder), "--layers", "block1_conv1", "--units", "0:4",
+            "--top", "3", "--quick", "--no-progress", "-o", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "4 units of 1 layers over 7 images" in said
+    manifest = json.loads((out / "atlas.json").read_text())
+    assert [u["index"] for u in manifest["layers"][0]["units"]] == [0, 1, 2, 3]
+    assert manifest["steps"] == {"keras": 10, "regularised": 32} and manifest["top"] == 3
+    assert {"index.html", "block1_conv1/index.html", *(f"block1_conv1/{u}.html" for u in range(4))} <= set(
+        _check_links(out))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "up to date" in said and "nothing written" in said
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+    # the host split on the command line: the 4 units are one chunk, host 0's; host 1 of 2 leaves it to host 0
+    assert main([*argv[:-1], str(tmp_path / "split"), "--host", "1/2"]) == 0
+    assert "0 units made, 0 found done, 4 left to other hosts" in capsys.readouterr().out
+    assert not (tmp_path / "split" / "index.html").exists()
+    assert main([*argv, "--host", "2/2"]) != 0
+    assert "argument --host: '2/2': give I/N with 0 <= I < N" in capsys.readouterr().err

@@ -20,7 +20,9 @@ and the dataset images that excite it most (after OpenAI Microscope, without a s
 atomically inside ``SITE`` (:func:`jaxviz.atomic.confine`). The dataset pass is one jitted program per batch
 shape that computes all chosen layers at once and keeps a running top-K per unit on the device (memory
 ``O(layers × units × K)``, whatever the folder's size). Units are done in chunks; each finished chunk is
-recorded under ``SITE/.atlas/``, so a rerun with the same settings skips it and writes the same bytes.
+recorded under ``SITE/.atlas/``, so a rerun with the same settings skips it and writes the same bytes; a rerun
+over a finished site writes nothing. With ``host=(i, n)`` each of ``n`` hosts makes its share of the chunks
+into one folder they all see, and the last to finish writes the site (the same bytes as one host's run).
 
 The package's modules, one job each: :mod:`.fields` (receptive fields), :mod:`.dataset` (the dataset pass),
 :mod:`.pages` (the site's HTML and pictures) and :mod:`.site` (making the atlas, resumably).
@@ -28,8 +30,8 @@ The package's modules, one job each: :mod:`.fields` (receptive fields), :mod:`.d
 
 from .dataset import IMAGE_SUFFIXES, dataset_pass, image_files
 from .fields import Field, field_box, receptive_fields
-from .pages import CROP, THUMB
+from .pages import CROP, IMAGE_FORMATS, THUMB
 from .site import RESERVED, STATE, STEPS, atlas
 
-__all__ = ["CROP", "Field", "IMAGE_SUFFIXES", "RESERVED", "STATE", "STEPS", "THUMB", "atlas", "dataset_pass",
-           "field_box", "image_files", "receptive_fields"]
+__all__ = ["CROP", "Field", "IMAGE_FORMATS", "IMAGE_SUFFIXES", "RESERVED", "STATE", "STEPS", "THUMB", "atlas",
+           "dataset_pass", "field_box", "image_files", "receptive_fields"]

@@ -15,9 +15,18 @@ from PIL import Image, ImageDraw
 CROP, THUMB = 64, 96
 
 
-def _png(array) -> bytes:
+#: The site's picture formats: PNG (lossless) and WebP (lossy at quality 90, several times smaller).
+IMAGE_FORMATS = ("png", "webp")
+
+
+def _picture(array, image_format: str = "png") -> bytes:
+    """``array`` encoded as PNG or WebP (Pillow's encoders; the same array gives the same bytes)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    img = Image.fromarray(np.ascontiguousarray(array))
+    if image_format == "webp":
+        img.save(buf, format="WEBP", quality=90, method=4)
+    else:
+        img.save(buf, format="PNG")
     return buf.getvalue()
 
 

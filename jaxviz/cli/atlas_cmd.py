@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..atlas import atlas, image_files
+import argparse
+
+from ..atlas import IMAGE_FORMATS, atlas, image_files
 from ..errors import printable
 from . import common
 
@@ -28,10 +30,27 @@ def register(sub) -> None:
     p.add_argument("--diversity", type=common.nonnegative_int, default=0, metavar="N",
                    help="also N >= 2 diverse patterns per unit (Olah et al. 2017's Gram-similarity penalty; "
                         "default: none)")
+    p.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+                   help="the site's pictures: png (lossless, default) or webp (several times smaller)")
+    p.add_argument("--host", type=_host, default=None, metavar="I/N",
+                   help="make only host I's share of the units (every N-th chunk, I = 0..N-1) into a SITE folder "
+                        "all N hosts see; the last host to finish writes the pages and the index (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer ascent steps (10 book, 32 regularised)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, metavar="SITE", help="output folder")
     p.set_defaults(func=cmd_atlas)
+
+
+def _host(text: str) -> tuple[int, int]:
+    """``I/N`` as ``(I, N)`` with ``0 <= I < N``."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{printable(text)!r}: give I/N with 0 <= I < N (0/2 and 1/2 for two hosts)")
+    return i, n
 
 
 def cmd_atlas(args) -> int:
@@ -46,8 +65,16 @@ def cmd_atlas(args) -> int:
     with common.CompileNotice(model):
         manifest = atlas(model, args.images, layers, out, units, top=args.top, quick=args.quick,
                          progress=not args.no_progress, size=args.size, batch_size=args.batch_size,
-                         diversity=args.diversity)
+                         diversity=args.diversity, image_format=args.image_format, host=args.host)
+    run = manifest["run"]
+    if run["pending"]:
+        print(printable(f"{run['computed']} units made, {run['reused']} found done, {run['pending']} left to other "
+                        f"hosts; the last host to finish (or a rerun without --host) writes {out / 'index.html'}"))
+        return 0
     count = sum(len(layer["units"]) for layer in manifest["layers"])
+    if run["up_to_date"]:
+        print(printable(f"up to date: {out} already holds these {count} units; nothing written"))
+        return 0
     print(printable(f"{count} units of {len(manifest['layers'])} layers over {manifest['image_count']} images -> "
                     f"{out / 'index.html'}"))
     return 0
