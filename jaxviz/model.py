@@ -30,7 +30,7 @@ from .demo import demo_weights_path, load_demo_params
 from .describe import format_table, graph_layer_table, model_info
 from .errors import JaxvizError, LayerError, WeightsError, printable
 from .frontends import files as model_files
-from .frontends import vgg
+from .frontends import flax_export, vgg
 from .frontends.files import (
     MAX_ACTIVATION,
     check_activation_sizes,
@@ -302,6 +302,11 @@ class Model:
 
     def channels(self, layer: str) -> int:
         return int(self.output_shape(layer)[-1])
+
+    def to_flax(self, api: str = "nnx"):
+        """This model as a Flax module holding its weights (:func:`jaxviz.frontends.flax_export.to_flax`): an NNX
+        module, or for ``api="linen"`` ``(module, variables)``; it computes the same graph."""
+        return flax_export.to_flax(self, api)
 
     # --- Keras-like entry points -----------------------------------------------------------------------
 

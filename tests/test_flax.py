@@ -15,6 +15,7 @@ from flax_models import MnistCNN, NnxCNN, ResNet18, sequential_cnn
 
 import jaxviz
 from jaxviz import models, runtime
+from jaxviz.cli import main
 from jaxviz.frontends.flax import FlaxError, from_flax
 
 
@@ -336,8 +337,12 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
     restored = serialization.msgpack_restore(state.read_bytes())
     close(linen_module.apply(restored, x), ref)
     assert jaxviz.Graph.from_json(graph.read_text()) == model.graph
-    vgg = jaxviz.to_flax(jaxviz.load("vgg_tiny", weights="random:0", ops="exact"))
+    vgg = jaxviz.load("vgg_tiny", weights="random:0", ops="exact").to_flax()
     assert isinstance(vgg, models.VGG) and vgg.block1_conv1.kernel.shape == (3, 3, 3, 4)
+    # the command line writes the same two files
+    assert main(["convert", str(tmp_path / "m.keras"), "--to", "flax", "-o", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli.msgpack").read_bytes() == state.read_bytes()
+    assert (tmp_path / "cli.json").read_text() == graph.read_text()
 
 
 def test_cli_takes_a_flax_factory(tmp_path, capsys):

@@ -12,6 +12,7 @@ from .. import model as model_lib
 from .. import weights
 from ..atomic import confine, file_stems
 from ..errors import JaxvizError, WeightsError, printable
+from ..frontends import flax_export
 from ..frontends.npz import write_model
 from ..frontends.vgg import get_arch
 from ..keras_compare import compare
@@ -49,7 +50,11 @@ def register(sub) -> None:
     p.add_argument("--arch", default=None,
                    help="for a weight file: its architecture, vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the "
                         "architecture's graph is written with the weights); without it SRC must be a whole model")
-    p.add_argument("-o", "--output", required=True, help="destination (the .npz suffix is added)")
+    p.add_argument("-o", "--output", required=True, help="destination (the .npz suffix is added; with --to flax, "
+                                                          "a .msgpack and a .json)")
+    p.add_argument("--to", choices=("npz", "flax"), default="npz",
+                   help="npz: jaxviz's format (default); flax: the linen variables as Flax checkpoints hold them "
+                        "(.msgpack, flax.serialization) and the graph (.json), for jaxviz.frontends.flax_export")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("weights", help="where the ImageNet weights are; download or verify them")
@@ -105,10 +110,16 @@ def cmd_summary(args) -> int:
 def cmd_convert(args) -> int:
     """Writes jaxviz's one converted format (graph JSON + params): of a whole model, or of a VGG weight file."""
 
+    if args.to == "flax":
+        model = model_lib.load(args.src) if args.arch is None else model_lib.load(args.arch, args.src)
+        stem = args.output.removesuffix(".msgpack").removesuffix(".json")
+        for suffix in (".msgpack", ".json"):
+            check_output_file(stem + suffix, "-o")
+        print(*flax_export.save_flax(model, stem), sep="\n")
+        return 0
     out = args.output if args.output.endswith(".npz") else args.output + ".npz"
     check_output_file(out, "-o")
     if args.arch is None:
-
         graph, params, info = read_model_file(args.src)
         print(write_model(out, graph, params, info))
     else:

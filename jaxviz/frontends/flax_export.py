@@ -25,8 +25,6 @@ from ..atomic import write_bytes
 from ..errors import JaxvizError
 from ..models import linen as linen_models
 from ..models.nnx import VGG
-from . import vgg as vgg_lib
-from .flax import FlaxModel
 
 APIS = ("nnx", "linen")
 
@@ -83,7 +81,7 @@ def to_flax(model, api: str = "nnx"):
     if api not in APIS:
         raise JaxvizError(f"unknown api {api!r}; use 'nnx' or 'linen'")
     arch = model.arch
-    if isinstance(arch, vgg_lib.Arch) and arch.head == "flatten":
+    if model.family == "vgg" and arch.head == "flatten":
         options = dict(include_top=model.include_top, fc_features=arch.fc_features, num_classes=arch.num_classes)
         params = {name: {k: jnp.asarray(v) for k, v in p.items()} for name, p in model.params.items()}
         if api == "linen":
@@ -93,7 +91,7 @@ def to_flax(model, api: str = "nnx"):
         graphdef, state = nnx.split(abstract)
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(graphdef, state)
-    if isinstance(model, FlaxModel):
+    if hasattr(model, "to_flax_variables"):  # already a Flax module (jaxviz.from_flax)
         raise JaxvizError(f"{arch.name} already is a Flax module (from_flax); use the module itself")
     graph = model.graph
     if api == "linen":
