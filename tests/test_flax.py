@@ -346,7 +346,6 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
 
 
 def test_cli_takes_a_flax_factory(tmp_path, capsys):
-    from jaxviz.cli import main
 
     assert main(["gradcam", "--arch", "flax_models:nnx_cnn", "--input-size", "16", "--score", "logit",
                  "-o", str(tmp_path), "--no-progress"]) == 0
