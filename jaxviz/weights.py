@@ -3,7 +3,7 @@
 
 ``jaxviz.load(arch, weights)`` calls :func:`load_params`, which accepts:
 
-* ``"imagenet"`` — Keras's published VGG files (:data:`KNOWN_FILES`), found by :func:`resolve` in the
+* ``"imagenet"`` — Keras's published VGG files (:data:`KNOWN_FILES`), found by :func:`imagenet_file` in the
   jaxviz cache (:func:`cache_dir`; a converted ``.npz`` there is preferred), then in Keras's cache
   (``$KERAS_HOME/models`` or ``~/.keras/models``), then downloaded from the URL Keras uses and checked
   against Keras's md5 (:func:`download`: through a temporary file, renamed into place only when it matches).
@@ -106,7 +106,7 @@ def weight_filename(arch: str | vgg.Arch, include_top: bool = True) -> str:
 
 
 def converted_filename(arch: str | vgg.Arch, include_top: bool = True) -> str:
-    """The name :func:`resolve` looks for in the jaxviz cache: Keras's name with the ``.npz`` suffix."""
+    """The name :func:`imagenet_file` looks for in the jaxviz cache: Keras's name with the ``.npz`` suffix."""
     return Path(weight_filename(arch, include_top)).with_suffix(".npz").name
 
 
@@ -223,7 +223,7 @@ def _mismatch(path: Path, kf: KnownFile) -> str | None:
 # resolve and download
 
 
-def resolve(arch: str | vgg.Arch, include_top: bool = True, download: bool = True) -> Path:
+def imagenet_file(arch: str | vgg.Arch, include_top: bool = True, download: bool = True) -> Path:
     """Finds Keras's ImageNet weights for ``arch``: jaxviz cache, Keras cache, then a download.
 
     Order: a converted ``.npz`` in :func:`cache_dir` (trusted: its tree is checked when loaded), Keras's
@@ -343,7 +343,7 @@ def convert(src: str | os.PathLike, arch: str | vgg.Arch, dst: str | os.PathLike
             include_top: bool | None = None) -> Path:
     """Converts a VGG weight file to jaxviz's converted format (:func:`jaxviz.frontends.vgg_weights.convert`).
 
-    ``dst`` defaults, for a published file, to the jaxviz cache (where :func:`resolve` finds it first), else to
+    ``dst`` defaults, for a published file, to the jaxviz cache (where :func:`imagenet_file` finds it first), else to
     ``src``'s folder, named as ``src`` with the ``.npz`` suffix. Returns the path written.
     """
     src = Path(src)
@@ -391,7 +391,7 @@ def load_params(arch: vgg.Arch, weights, include_top: bool = True) -> tuple[dict
             raise WeightsError(f"bad weights spec {weights!r}; the seed must be >= 0, e.g. random:0")
         return vgg.random_params(arch, include_top, seed), weights
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        path = resolve(arch, include_top)
+        path = imagenet_file(arch, include_top)
         return _load_file(path, arch, include_top), f"imagenet:{path}"
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()

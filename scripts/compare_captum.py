@@ -38,7 +38,7 @@ Definitional differences, and how they are matched here:
 - Occlusion: same window positions (``ceil((H − k) / s) + 1`` per axis, the last one clipped at the
   border) and the same averaging of score drops over the windows covering a pixel. Both sides evaluate
   the same number of occluded images per call (Captum's ``perturbations_per_eval`` = jaxviz's chunk).
-- gradcam: :func:`jaxviz.attribution.methods.gradcam` (the book's Grad-CAM, upsampled bilinearly to the
+- gradcam: :func:`jaxviz.attribution.methods.gradcam_at_input` (the book's Grad-CAM, upsampled bilinearly to the
   input size) with ``score="logit"``; Captum's ``LayerGradCam`` map is ReLU'd, divided by its maximum and
   upsampled with ``torch.nn.functional.interpolate(mode="bilinear")`` like it (inside the timed call).
 - SmoothGrad (NoiseTunnel) and LIME draw different random numbers; they are timed, not compared. LIME runs
@@ -115,7 +115,7 @@ from jaxviz.attribution.input_x_gradient import input_x_gradient  # noqa: E402
 from jaxviz.attribution.integrated_gradients import integrated_gradients  # noqa: E402
 from jaxviz.attribution.layercam import layercam  # noqa: E402
 from jaxviz.attribution.lime import lime, segment  # noqa: E402
-from jaxviz.attribution.methods import gradcam  # noqa: E402
+from jaxviz.attribution.methods import gradcam_at_input as gradcam  # noqa: E402
 from jaxviz.attribution.noise_tunnel import noise_tunnel  # noqa: E402
 from jaxviz.attribution.occlusion import occlusion  # noqa: E402
 from jaxviz.attribution.rise import rise, rise_masks  # noqa: E402

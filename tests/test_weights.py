@@ -499,19 +499,19 @@ def test_resolve_order(tiny_known, tmp_path, params):
     keras_models = weights.keras_cache_dirs()[0]
     assert keras_models == tmp_path / "keras_home" / "models"  # KERAS_HOME is honoured
     with pytest.raises(WeightsError, match="is not in"):
-        weights.resolve(ARCH, download=False)
+        weights.imagenet_file(ARCH, download=False)
     # Keras's cache ...
     keras_models.mkdir(parents=True)
     (keras_models / kf.filename).write_bytes(src.read_bytes())
-    assert weights.resolve(ARCH) == keras_models / kf.filename
+    assert weights.imagenet_file(ARCH) == keras_models / kf.filename
     # ... then the jaxviz cache's .h5 ...
     weights.cache_dir().mkdir(parents=True)
     (weights.cache_dir() / kf.filename).write_bytes(src.read_bytes())
-    assert weights.resolve(ARCH) == weights.cache_dir() / kf.filename
+    assert weights.imagenet_file(ARCH) == weights.cache_dir() / kf.filename
     # ... and a converted file there comes first.
     npz = weights.convert(src, ARCH)
     assert npz == weights.cache_dir() / weights.converted_filename(ARCH, True)
-    assert weights.resolve(ARCH) == npz
+    assert weights.imagenet_file(ARCH) == npz
     assert_same(jaxviz.load(ARCH, "imagenet").params, params)
 
 
@@ -520,7 +520,7 @@ def test_resolve_no_top_uses_cached_top_file(tiny_known, params):
     keras_models = weights.keras_cache_dirs()[0]
     keras_models.mkdir(parents=True)
     (keras_models / kf.filename).write_bytes(src.read_bytes())
-    assert weights.resolve(ARCH, include_top=False) == keras_models / kf.filename
+    assert weights.imagenet_file(ARCH, include_top=False) == keras_models / kf.filename
     assert_same(jaxviz.load(ARCH, "imagenet", include_top=False).params, head_dropped(params))
 
 
@@ -531,11 +531,11 @@ def test_resolve_skips_and_reports_a_corrupt_cached_file(tiny_known, server, mon
     bad = keras_models / kf.filename
     bad.write_bytes(src.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(WeightsError, match=rf"{bad} has md5 [0-9a-f]{{32}}, expected {kf.md5}"):
-        weights.resolve(ARCH, download=False)
+        weights.imagenet_file(ARCH, download=False)
     with pytest.raises(WeightsError, match="md5 .* expected"):
         weights.verify(bad)
     monkeypatch.setenv("JAXVIZ_WEIGHTS_URL", server)  # with a download allowed, a good copy is fetched
-    assert weights.resolve(ARCH) == weights.cache_dir() / kf.filename
+    assert weights.imagenet_file(ARCH) == weights.cache_dir() / kf.filename
 
 
 def test_verify_size_and_unknown_files(tiny_known, tmp_path):

@@ -49,7 +49,7 @@ def layer_gradients(fwd: Callable, params, x: jax.Array, layer: str, targets: ja
         return logits, taps[layer]
 
     logits, vjp, a = jax.vjp(forward, delta0, has_aux=True)
-    t = runtime.resolve(targets, logits)
+    t = runtime.resolve_targets(targets, logits)
     dlogits = jax.grad(lambda z: runtime.class_score(z, t, score).sum())(logits)
     (grads,) = vjp(dlogits)
     return a, grads, t

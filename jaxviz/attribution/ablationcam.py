@@ -65,7 +65,7 @@ def ablationcam(model, x, target: int | Sequence[int] | None = None, *, layer: s
 
             a = fwd(params, x, upto=layer)[0]
             logits = head(a)
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             s = runtime.class_score(logits, t, score)  # [N]
 
             def ablated(ks):  # ks: [c] channel indices → [c, N] scores with channel k zeroed

@@ -140,7 +140,7 @@ def deeplift(model, x, target: int | Sequence[int] | None = None, *, baseline=No
             n = x.shape[0]
             both = jnp.concatenate([x, base])
             logits, vjp = jax.vjp(lambda v: fwd(params, v, upto="logits", relu=rescale_relu)[0], both)
-            t = runtime.resolve(targets, logits[:n])
+            t = runtime.resolve_targets(targets, logits[:n])
             dlogits = jax.grad(lambda z: runtime.class_score(z, t, score).sum())(logits[:n])
             (g,) = vjp(jnp.concatenate([dlogits, jnp.zeros_like(dlogits)]))
             return (x - base) * g[:n]

@@ -61,7 +61,7 @@ def guided_gradcam(model, x, target: int | Sequence[int] | None = None, *, layer
                 return logits, taps[layer]
 
             logits, vjp, a = jax.vjp(forward, x, jnp.zeros(a_shape.shape, a_shape.dtype), has_aux=True)
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             dlogits = jax.grad(lambda z: runtime.class_score(z, t, score).sum())(logits)
             gb, _ = vjp(dlogits)  # guided backpropagation to the input
             # Grad-CAM's gradient goes through the layers after the tap with the plain ReLU: re-run only

@@ -40,7 +40,7 @@ from ..images import preprocess_input
 #: as its positive part.
 SIGNED = True
 
-METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+RULES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 BASELINES = ("zeros", "black", "blur")
 
 
@@ -49,8 +49,8 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return 0.5 * (nodes + 1), 0.5 * weights
-    if method not in METHODS:
-        raise JaxvizError(f"unknown integration method {method!r}; use one of: {', '.join(METHODS)}")
+    if method not in RULES:
+        raise JaxvizError(f"unknown integration method {method!r}; use one of: {', '.join(RULES)}")
     if steps < 2:
         raise JaxvizError(f"{method} needs at least 2 steps, got {steps}")
     weights = np.full(steps, 1.0 / steps)
@@ -171,5 +171,5 @@ def integrated_gradients(model, x, target: int | Sequence[int] | None = None, *,
 
 def _scores_and_targets(fwd, params, x, targets, score):
     logits = fwd(params, x, upto="logits")[0]
-    t = runtime.resolve(targets, logits)
+    t = runtime.resolve_targets(targets, logits)
     return runtime.class_score(logits, t, score), t

@@ -190,7 +190,7 @@ def lime(model, x, target: int | Sequence[int] | None = None, *, n_samples: int 
     def build(fwd):
         def run(params, x, targets, labels, valid, keys, fill_value, kernel_width, alpha):
             logits = fwd(params, x, upto="logits")[0]
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             onehot = jax.nn.one_hot(labels, k, dtype=x.dtype)  # [N, H, W, K]
             if mean_fill:
                 sums = jnp.einsum("nhwk,nhwc->nkc", onehot, x)

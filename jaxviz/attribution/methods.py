@@ -39,7 +39,7 @@ from . import (
 from . import gradcam as book
 
 
-def gradcam(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
+def gradcam_at_input(model, x, target: int | Sequence[int] | None = None, *, layer: str | None = None,
             score: str = "logit", interpolation: str = "bilinear", reduce: str | None = "sum",
             params=None) -> jax.Array:
     """Grad-CAM (:func:`jaxviz.attribution.gradcam.gradcam`, the book's: scaled to [0, 1]) at input size.
@@ -73,7 +73,7 @@ METHODS: dict[str, Callable] = {
     "deeplift": deeplift.deeplift,
     "deconvnet": deconvnet.deconvnet,
     "guided_backprop": guided_backprop.guided_backprop,
-    "gradcam": gradcam,
+    "gradcam": gradcam_at_input,
     "guided_gradcam": guided_gradcam.guided_gradcam,
     "gradcam_plus_plus": gradcam_plus_plus.gradcam_plus_plus,
     "score_cam": score_cam.score_cam,

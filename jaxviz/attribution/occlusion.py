@@ -97,7 +97,7 @@ def occlusion(model, x, target: int | Sequence[int] | None = None, *, window: in
     def build(fwd):
         def run(params, x, targets, fill):
             logits = fwd(params, x, upto="logits")[0]
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             s0 = runtime.class_score(logits, t, score)
             r_ind = _indicator(h, rows, wh, sh)  # [A, H]: window rows
             c_ind = _indicator(w, cols, ww, sw)  # [B, W]: window columns

@@ -100,7 +100,7 @@ def rise_from_masks(model, x, target, masks, p: float, *, fill: float = 0.0, sco
 
     def build(fwd):
         def run(params, x, targets, masks, p, fill):
-            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
+            t = runtime.resolve_targets(targets, fwd(params, x, upto="logits")[0])
             return _masked_terms(fwd, params, x, t, masks, fill, score).sum(0) / (masks.shape[0] * p)
 
         return run

@@ -82,7 +82,7 @@ def score_cam(model, x, target: int | Sequence[int] | None = None, *, layer: str
     def build(fwd):
         def run(params, x, targets):
             logits, taps = fwd(params, x, upto="logits", taps=(layer,))
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             weights, valid = channel_scores(fwd, params, x, taps[layer], t, score, chunk, interpolation,
                                             with_valid=True)
             if softmax_channels:  # over the channels with spatial information only

@@ -60,7 +60,7 @@ def smoothgrad(model, x, target: int | Sequence[int] | None = None, *, n: int = 
 
     def build(fwd):
         def run(params, x, targets, keys, noise):
-            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
+            t = runtime.resolve_targets(targets, fwd(params, x, upto="logits")[0])
             sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))  # [N]
 
             def chunk_grads(ks):  # ks: [c, N] keys → gradients [c, N, H, W, C]

@@ -132,7 +132,7 @@ def cmd_weights(args) -> int:
     top = not args.no_top
     if args.action == "path":
         try:
-            print(weights.resolve(arch, top, download=False))
+            print(weights.imagenet_file(arch, top, download=False))
         except WeightsError:  # absent: where `weights download` would put it
             dest = weights.cache_dir() / weights.known_file(arch, top).filename
             print(dest)
@@ -141,7 +141,7 @@ def cmd_weights(args) -> int:
     elif args.action == "download":
         print(weights.download(arch, top, force=args.force))
     else:
-        path = weights.resolve(arch, top, download=False)
+        path = weights.imagenet_file(arch, top, download=False)
         print(f"{path}: md5 {weights.verify(path, arch, top)} OK")
     return 0
 

@@ -91,7 +91,7 @@ def _curve(kind, model, x, maps, target, steps, baseline, score, batch_size, blu
 
     def build(fwd):
         def run(params, x, base, maps, targets):
-            t = runtime.resolve(targets, fwd(params, x, upto="logits")[0])
+            t = runtime.resolve_targets(targets, fwd(params, x, upto="logits")[0])
             n = x.shape[0]
             order = jnp.argsort(-maps.reshape(n, -1), axis=1, stable=True)
             rank = jnp.argsort(order, axis=1).reshape(n, h, w)  # 0 = most salient

@@ -84,7 +84,7 @@ def infidelity(model, x, maps, target: int | Sequence[int] | None = None, *, n: 
     def build(fwd):
         def run(params, x, targets, m, pert):
             logits = fwd(params, x, upto="logits")[0]
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             s = runtime.class_score(logits, t, score)  # [N]
 
             def terms(ip):  # [c, N, H, W, 1|C] → (a, d) [c, N]

@@ -108,7 +108,7 @@ def road_scores(model, x, maps, target=None, *, order: str = "morf", percentiles
     def build(fwd):
         def run(params, x, targets, keep, keys, noise, tol):
             logits = fwd(params, x, upto="logits")[0]
-            t = runtime.resolve(targets, logits)
+            t = runtime.resolve_targets(targets, logits)
             s = runtime.class_score(logits, t, score)
             imputed = jax.vmap(jax.vmap(impute, (0, 0, 0, None, None)), (None, 0, 0, None, None))(x, keep, keys, noise,
                                                                                                    tol)  # [P, N, …]

@@ -82,8 +82,8 @@ from .scores import (
                        input_gradient,
                        logits_fn,
                        probabilities,
-                       resolve,
                        resolve_on_clean_images,
+                       resolve_targets,
                        scores_of,
 )
 
@@ -93,6 +93,6 @@ __all__ = [
     "check_targets", "chunk_done", "chunk_progress", "chunked_map", "chunked_sum", "class_score",
     "clear_programs", "compile_count", "compiled", "finish", "finish_spatial", "fold_keys",
     "gradient_method", "input_gradient", "logits", "logits_fn", "logits_program", "num_classes", "params_of",
-    "per_chunk", "probabilities", "program_ops", "reduce_channels", "resize_maps", "resolve",
+    "per_chunk", "probabilities", "program_ops", "reduce_channels", "resize_maps", "resolve_targets",
     "resolve_on_clean_images", "scores_of", "shared_program", "trace_counts",
 ]

@@ -35,7 +35,7 @@ def class_score(logits: jax.Array, targets: jax.Array, score: str) -> jax.Array:
     return (values * onehot).sum(-1)
 
 
-def resolve(targets: jax.Array, logits: jax.Array) -> jax.Array:
+def resolve_targets(targets: jax.Array, logits: jax.Array) -> jax.Array:
     """Replaces the ``-1`` entries of ``targets`` by the arg-max of ``logits`` (the top class)."""
     return jnp.where(targets < 0, jnp.argmax(logits, axis=-1).astype(jnp.int32), targets)
 
@@ -45,7 +45,7 @@ def resolve_on_clean_images(model, x, targets: jax.Array, params=None) -> jax.Ar
     images ``x`` of their own, made only if needed: for methods whose programs only see perturbed copies
     (noise, masks, baselines) and must still explain each image's own top class."""
     if bool(jnp.any(targets < 0)):
-        targets = resolve(targets, logits(model, x, params))
+        targets = resolve_targets(targets, logits(model, x, params))
     return targets
 
 
@@ -61,7 +61,7 @@ def input_gradient(fwd: Callable, params, x: jax.Array, targets: jax.Array, scor
     batch statistics), so the gradient of the summed score is each image's own gradient.
     """
     logits, vjp = jax.vjp(logits_fn(fwd, params, relu), x)
-    t = resolve(targets, logits)
+    t = resolve_targets(targets, logits)
     s, dlogits = jax.value_and_grad(lambda z: class_score(z, t, score).sum())(logits)
     (g,) = vjp(dlogits)
     return g, class_score(logits, t, score), t

@@ -76,7 +76,7 @@ __all__ = ["REGULARISED_DEFAULTS", "bytes_per_filter", "check_compiled_program",
            "gram_similarity", "measured_bytes_per_filter", "pattern_objective", "weight_bytes",
            "working_set_bytes_per_filter"]
 
-METHODS = ("keras", "regularised")
+PATTERN_METHODS = ("keras", "regularised")
 DTYPES = ("float32", "bfloat16")
 #: ``steps`` and ``step_size`` when not given: the book's 40 steps of size 1; lucid-style 256 Adam steps
 #: with learning rate 0.05.
@@ -250,8 +250,8 @@ def filter_patterns(
     (layer,) = model.check_layers(layer) if isinstance(layer, str) else (None,)
     if layer is None:
         raise JaxvizError("layer must be one layer name")
-    if method not in METHODS:
-        raise JaxvizError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method not in PATTERN_METHODS:
+        raise JaxvizError(f"unknown method {method!r}; choose one of: {', '.join(PATTERN_METHODS)}")
     if str(dtype) not in DTYPES:
         raise JaxvizError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     dtype = str(dtype)
@@ -348,8 +348,8 @@ def display_images(x, method: str = "keras", preprocess: str = "caffe", bgr_to_r
     Returns:
       uint8 ``[F, S, S, 3]``.
     """
-    if method not in METHODS:
-        raise JaxvizError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method not in PATTERN_METHODS:
+        raise JaxvizError(f"unknown method {method!r}; choose one of: {', '.join(PATTERN_METHODS)}")
     if method == "keras":
         return deprocess_image(x, bgr_to_rgb=bgr_to_rgb)
     rgb = np.asarray(preprocessing.unpreprocess(np.asarray(x, np.float32), preprocessing.check_mode(preprocess)))
