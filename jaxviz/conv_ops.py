@@ -32,7 +32,8 @@ def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
     (a graph's kernels are prepared by :func:`jaxviz.graph.prepare`, which calls its ops per layer).
 
     Compute it once, outside a loop of gradient steps, and pass it to the forward pass: XLA:CPU leaves the
-    flips of the backward convs inside a ``fori_loop`` body, where they cost up to ~19 % of a step.
+    flips of the backward convs inside a ``fori_loop`` body, where they would be redone every step
+    (docs/PERFORMANCE.md).
     With ``transforms`` (default: on the CPU backend) the layers :func:`jaxviz.winograd.kernel_eligible`
     also get their Winograd kernels ``"winograd"`` and ``"winograd_t"`` (of the kernel and of its flip),
     and the dense layers their transposed kernel (:func:`dense`).
@@ -42,7 +43,7 @@ def flipped_kernels(params: dict, transforms: bool | None = None) -> dict:
     out = {}
     for name, p in params.items():
         if p["kernel"].ndim == 2:
-            if transforms:  # see dense(): XLA:CPU's input gradient without it is up to 30× slower
+            if transforms:  # see dense(): XLA:CPU's input gradient without it is slow
                 out[name] = {"kernel": p["kernel"].T}
             continue
         kernel_t = flip_kernel(p["kernel"])
@@ -113,8 +114,8 @@ FEW_CHANNELS = 4
 
 def _input_grad_few_channels(g, kernel):
     """The input gradient of a 3×3 "same" conv with few input channels, as one matmul (each output pixel's
-    contribution to its 3×3 neighbourhood) and nine shifted adds: 5–7× faster on XLA:CPU than the conv with
-    a 3-channel output (64 → 3 channels at 224 px: 9.7 → 1.3 ms), whose vector lanes sit mostly idle."""
+    contribution to its 3×3 neighbourhood) and nine shifted adds, which fill XLA:CPU's vector lanes, unlike
+    the conv with a 3-channel output, whose lanes sit mostly idle (docs/PERFORMANCE.md)."""
     n, h, w, _ = g.shape
     p = jnp.einsum("nhwo,ijco->nhwijc", g, kernel, precision=lax.Precision.HIGHEST)
     dx = sum(jnp.pad(p[:, :, :, i, j], ((0, 0), (i, 2 - i), (j, 2 - j), (0, 0))) for i in range(3) for j in range(3))
@@ -197,10 +198,9 @@ _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 def dense(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array | None = None,
           approximate: bool | None = None) -> jax.Array:
     """``x @ kernel``; with ``kernel_t`` (its transpose, :func:`flipped_kernels`) the input gradient is
-    ``g @ kernel_t``. XLA:CPU computes ``g @ kernelᵀ`` for 2–16 rows without it at 164–450 ms for fc1
-    (25088 × 4096; one row: 13 ms) — every gradient method on a batch paid that; with it, ~25 ms. For one
-    row both directions are matrix–vector products over contiguous rows (``kernel_t @ x``, ``kernel @ g``):
-    fc1 13.7 ms instead of 19 ms, at this CPU's memory bandwidth. Not in the exact mode
+    ``g @ kernel_t``: XLA:CPU's ``g @ kernelᵀ`` for a few rows is a slow path that every gradient method on
+    a batch would pay (docs/PERFORMANCE.md). For one row both directions are matrix–vector products over
+    contiguous rows (``kernel_t @ x``, ``kernel @ g``), bounded by memory bandwidth. Not in the exact mode
     (``approximate`` False, :attr:`Ops.approximate`; default: the current matmul precision allows it), whose
     products and gradients stay autodiff's."""
     if approximate is None:

@@ -378,8 +378,8 @@ class Model:
         if not self.include_top:
             raise JaxvizError("predict needs the classifier: load the model with include_top=True")
         x = self.check_input(x)
-        # The softmax in its own small program: fused into the network's program it makes XLA:CPU's whole
-        # VGG16 pass ~1.5x slower (measured, batch 8 at 224 px); the numbers are the same.
+        # The softmax in its own small program: fused into the network's program it slows XLA:CPU's whole
+        # VGG16 pass (docs/PERFORMANCE.md); the numbers are the same.
         logits = runtime.logits_program(self)
         outs = []
         for i in range(0, x.shape[0], batch_size):

@@ -16,7 +16,7 @@ state read inside the layers:
   kernel, depthwise convolutions as shifted multiply-adds (:func:`depthwise_conv`), strided 1×1
   convolutions on the subsampled input, and max-pools of any window with mask gradients
   (:func:`max_pool_taps`). Their rounding differs
-  from the exact ops' by ~1e-5 relative per layer (see README, "Exactness"). Under
+  from the exact ops' by ~1e-5 relative per layer (see docs/EXACTNESS.md). Under
   ``jax.default_matmul_precision("highest"/"float32")`` — JAX's own statement that no approximation is
   wanted — the fast ops compute exactly as the exact ones.
 
@@ -173,7 +173,7 @@ class Ops:
         return out
 
     def prepare_dense(self, kernel: jax.Array) -> dict | None:
-        # XLA:CPU's input gradient without the transposed kernel is up to 30× slower (see dense()).
+        # XLA:CPU's input gradient without the transposed kernel is a slow path (see conv_ops.dense()).
         return {"kernel": kernel.T} if self.fast else None
 
     # --- the arithmetic ------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ resumes where it stopped.
 - **Chunk size** (:func:`choose_chunk_size`): bytes one item needs (a cost model: the activations the
   program keeps alive, computed from the layer table or measured on the compiled program by
   :func:`measured_bytes_per_item`) against the memory budget of the device (:func:`device_memory_bytes`):
-  free device memory on an accelerator, the last-level cache on a CPU. On a 2-core CPU a 64×64 image
-  already fills both cores and batches past the L3 cache run slower, so CPU chunks stay small
+  free device memory on an accelerator, the last-level cache on a CPU. On a CPU, batches past the last-level
+  cache run slower and small images already fill a few cores, so CPU chunks stay small
   (:data:`CPU_MAX_CHUNK`) unless the weights dominate the traffic (deep layers at small sizes); on a
   GPU one small image leaves the device idle and chunks are large.
 - **Devices** (:func:`local_mesh`, :func:`batch_sharding`): a 1-D :class:`jax.sharding.Mesh` over the
@@ -40,8 +40,8 @@ from . import xla_cpu
 from .atomic import confine, remove_tree, write_bytes
 from .errors import JaxvizError
 
-#: Largest chunk per CPU device: on a 2-core CPU batches past ~16–32 images of 64×64 fall out of the L3
-#: cache and run slower (docs/PERFORMANCE.md, item 4).
+#: Largest chunk per CPU device: larger batches of small images fall out of the last-level cache and run
+#: slower (docs/PERFORMANCE.md, item 4).
 CPU_MAX_CHUNK = 16
 #: Largest chunk per accelerator (beyond this a GPU is long saturated and progress gets coarse).
 ACCELERATOR_MAX_CHUNK = 1024
@@ -134,8 +134,8 @@ def choose_chunk_size(bytes_per_item: float, n_items: int, *, shared_bytes: floa
     - CPU: the chunk grows until the per-item traffic outweighs the shared traffic (``shared_bytes /
       bytes_per_item`` items: deep layers at small sizes are weight-bound, batching amortises the weight
       reads), but never past what fits in the last-level cache (``memory_bytes // bytes_per_item``) nor
-      :data:`CPU_MAX_CHUNK`. Shallow layers and large images get 1 (a 64×64 image already fills 2
-      cores), deep layers at small sizes up to the cap.
+      :data:`CPU_MAX_CHUNK`. Shallow layers and large images get 1 (one image already keeps a CPU's
+      cores busy), deep layers at small sizes up to the cap.
 
     Args:
       bytes_per_item: memory one item keeps alive in the program (see :func:`measured_bytes_per_item`).

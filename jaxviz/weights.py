@@ -67,7 +67,7 @@ class KnownFile:
 
 #: Where Keras downloads its application weights from (``WEIGHTS_PATH`` in keras/src/applications/vgg16.py).
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
-#: The same files as first released (flat layout, no per-architecture folder); for the README only.
+#: The same files as first released (flat layout, no per-architecture folder); named in weights/README.md.
 GITHUB_RELEASE_URL = "https://github.com/fchollet/deep-learning-models/releases/download/v0.1"
 
 #: ``(arch, include_top) -> KnownFile``; md5s are the ``file_hash`` values Keras checks, sizes in bytes.

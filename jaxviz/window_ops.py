@@ -84,10 +84,9 @@ max_pool2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 # ---------------------------------------------------------------------------------------------------------
 # Window taps: a k×k window op as k·k strided slices of the padded input, combined elementwise.
 #
-# XLA:CPU runs a depthwise convolution (``feature_group_count`` = channels) on a generic loop: MobileNetV2's
-# seventeen depthwise layers at 224 px take ~200 ms forward at batch 1; as nine multiply-adds of strided
-# slices, which XLA fuses into one elementwise loop, ~10 ms (docs/PERFORMANCE.md). Overlapping max-pools
-# (ResNet's 3×3, stride 2) get their gradient the same way, without the serial select-and-scatter.
+# XLA:CPU runs a depthwise convolution (``feature_group_count`` = channels) on a generic loop; as nine
+# multiply-adds of strided slices XLA fuses it into one elementwise loop, far quicker (docs/PERFORMANCE.md).
+# Overlapping max-pools (ResNet's 3×3, stride 2) get their gradient the same way, without the serial select-and-scatter.
 
 
 def window_pads(size: int, k: int, stride: int, dilation: int, padding: str) -> tuple[int, tuple[int, int]]:
@@ -158,7 +157,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: str
     output channel ``c·multiplier + m`` (the grouped ``lax`` convolution's values up to float32 rounding).
 
     Its input gradient is computed the same way — the correlation of the stride-dilated output gradient with
-    the flipped kernel — not as autodiff's transposed slices, whose padded sum XLA:CPU runs ~10× slower.
+    the flipped kernel — not as autodiff's transposed slices, whose padded sum XLA:CPU runs on a slow path.
     """
     return _depthwise_conv(x, kernel, tuple(strides), padding, tuple(dilation))
 

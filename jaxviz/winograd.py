@@ -3,12 +3,10 @@ Convolutional Neural Networks", CVPR 2016).
 
 A 3×3 "same" convolution computed on 6×6 input tiles that each give a 4×4 output tile: 36 elementwise
 products (as 36 matrix products over channels) instead of 144 multiply-adds per tile and channel pair — 4×
-fewer FLOPs. XLA:CPU runs these matrix products at its matmul rate, so on VGG16's layers with ≥ 64
-channels on one side and ≥ 128 on the other, on ≥ 14×14 pixels, it is 1.3–2.7× faster than XLA:CPU's
-direct convolution (measured on a 2-core AVX-512 CPU, forward + input gradient: 112² × 64 → 128: 1.6×,
-112² × 128 → 128: 1.9×, 56² × 256 → 256: 2.7×, 28² × 512 → 512: 2.0×, 14² × 512: 1.3×; 224² × 64 → 64 was
-no faster, so block1 stays direct). Images whose transformed tiles would not fit in the last-level cache
-are done in strips (:func:`strips`), one loop iteration each.
+fewer FLOPs. XLA:CPU runs these matrix products at its matmul rate, so it is used where that beats
+XLA:CPU's direct convolution: layers with ≥ 64 channels on one side and ≥ 128 on the other, on ≥ 14×14
+pixels (block1 stays direct; the measurements are in docs/PERFORMANCE.md). Images whose transformed tiles
+would not fit in the last-level cache are done in strips (:func:`strips`), one loop iteration each.
 
 It is jaxviz's fast default on CPUs and is never used for comparisons: under
 ``jax.default_matmul_precision("highest")`` (or ``"float32"``) every convolution is the direct one, which
@@ -51,7 +49,7 @@ STRIP_BYTES = 16 * 2**20
 
 def kernel_eligible(kernel_shape) -> bool:
     """Whether a ``[3, 3, Cin, Cout]`` kernel is worth transforming: both channel counts ≥ MIN_CHANNELS and
-    one ≥ MIN_WIDER_CHANNELS (64 → 64 at 224 px was no faster than the direct conv; 64 → 128 at 112 px 1.6×)."""
+    one ≥ MIN_WIDER_CHANNELS: narrower layers gain nothing over the direct conv (docs/PERFORMANCE.md)."""
     kh, kw, cin, cout = kernel_shape
     return (kh, kw) == (3, 3) and min(cin, cout) >= MIN_CHANNELS and max(cin, cout) >= MIN_WIDER_CHANNELS
 
@@ -80,9 +78,9 @@ def applies(x_shape, channels: int | None = None, approximate: bool | None = Non
 
     Below :data:`MIN_TILES` 4×4 output tiles per call (images × tiles per image), only layers with
     ≥ :data:`WIDE_CHANNELS` channels take it: each of its 36 matrix products then has too few rows to
-    amortise the transforms (ResNet50's 14² × 256 layers at batch 1: 16 tiles, 1.2–1.5× slower than direct;
-    VGG's 14² × 512 at batch 1: 1.2× faster). ``approximate`` (:attr:`jaxviz.ops.Ops.approximate`; default:
-    :func:`precision_allows` now) is False in the exact mode, where no layer takes it.
+    amortise the transforms, except for the widest layers (docs/PERFORMANCE.md, item 13). ``approximate``
+    (:attr:`jaxviz.ops.Ops.approximate`; default: :func:`precision_allows` now) is False in the exact mode,
+    where no layer takes it.
     """
     n, h, w = x_shape[:3]
     if approximate is None:
@@ -103,12 +101,12 @@ def transform_kernel(kernel: jax.Array) -> jax.Array:
 def _along(matrix: np.ndarray, x: jax.Array, axis: int, ynn_fusion: bool) -> jax.Array:
     """``matrix @ x`` along ``axis`` for a small constant matrix; the result's axis first."""
     if not ynn_fusion:
-        # A broadcast product and a sum: XLA fuses it into one loop and compiles it 2–5× faster than the
-        # sums unrolled (a pattern program with 10 Winograd convs: 4.1 s instead of 6.1 s to first result).
+        # A broadcast product and a sum: XLA fuses it into one loop, which compiles quicker than the sums
+        # unrolled (docs/PERFORMANCE.md).
         m = jnp.asarray(matrix, x.dtype).reshape(matrix.shape + (1,) * (x.ndim - 1))
         return jnp.sum(m * jnp.moveaxis(x, axis, 0)[None], axis=1)
-    # With YNNPACK's fusions on (JAX's default flags, see jaxviz.xla_cpu) that sum goes to YNNPACK and runs
-    # 6–12× slower; unrolled sums of scaled slices stay XLA's own fused loops.
+    # With YNNPACK's fusions on (JAX's default flags, see jaxviz.xla_cpu) that sum would go to YNNPACK, a slow
+    # path for it; unrolled sums of scaled slices stay XLA's own fused loops.
     terms = [jax.lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis])]
     out = []
     for row in matrix:
@@ -150,7 +148,7 @@ def strips(n: int, th: int, tw: int, cin: int, cout: int, budget: int = STRIP_BY
     per tile and channel, in and out) take ≤ 3 × ``budget``, else strips that fit in ``budget`` bytes:
     whole images when they fit, else bands of tile rows of one image, of equal height."""
     per_row = 36 * tw * (cin + cout) * 4
-    if n * th * per_row <= 3 * budget:  # splitting gains ≤ 5 % there; each strip loop adds compile time
+    if n * th * per_row <= 3 * budget:  # splitting gains little there; each strip loop adds compile time
         return n, th
     rows = max(1, budget // per_row)
     if rows < th:
@@ -165,8 +163,8 @@ def conv(x: jax.Array, u: jax.Array, budget: int = STRIP_BYTES, ynn_fusion: bool
     """3×3, stride 1, "same" convolution of NHWC ``x`` with transformed kernels ``u`` (:func:`transform_kernel`).
 
     Computed strip by strip (:func:`strips`) in a loop when the batch's transformed tiles take more than
-    3 × ``budget`` bytes: each strip's intermediates then stay in the CPU's cache (without it, a 56 × 56
-    × 128-channel batch of 8 was 1.5–2.5× slower than with it, and slower than the direct convolution).
+    3 × ``budget`` bytes: each strip's intermediates then stay in the CPU's cache (without strips, large
+    batches fall out of the cache and lose to the direct convolution; docs/PERFORMANCE.md).
     ``ynn_fusion`` says whether XLA:CPU's YNNPACK fusions are on (:attr:`jaxviz.ops.Ops.ynn_fusion`; default:
     this process's ``XLA_FLAGS``, :func:`jaxviz.xla_cpu.ynn_disabled`): the tile transforms take the form that
     stays fast under them.

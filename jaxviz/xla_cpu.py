@@ -1,15 +1,14 @@
 """XLA:CPU settings jaxviz applies before JAX starts its CPU backend.
 
-jaxlib 0.10 hands convolutions (and dots) to YNNPACK by default (``ynn_fusion`` custom fusions). On the
-AVX-512 CPUs jaxviz is benchmarked on, XLA's own Eigen convolutions run VGG's 3×3 convolutions 1.3–1.5×
-faster (``scripts/bench_patterns.py`` and ``scripts/compare_captum.py`` report both settings side by side),
-so jaxviz turns the YNNPACK fusions off at ONE point: :func:`configure`, which the ``jaxviz`` command runs
-first and :func:`jaxviz.load` runs before it creates the model's arrays (importing jaxviz changes nothing).
-It does nothing if the user already chose
-(``--xla_cpu_experimental_ynn_fusion_type`` in ``XLA_FLAGS``), set ``JAXVIZ_KEEP_XLA_FLAGS=1``, or JAX's
-backend was already running when jaxviz was imported (XLA reads its flags once per process). The flag only
-concerns the CPU backend: GPU and TPU runs are unchanged, and results differ from the YNNPACK path only by
-float32 rounding.
+jaxlib 0.10 hands convolutions (and dots) to YNNPACK by default (``ynn_fusion`` custom fusions). XLA's own
+Eigen convolutions are the faster path for VGG's 3×3 convolutions on CPUs (docs/PERFORMANCE.md;
+``scripts/bench_patterns.py`` and ``scripts/compare_captum.py`` report both settings side by side), so jaxviz
+turns the YNNPACK fusions off at ONE point: :func:`configure`, which the ``jaxviz`` command runs first and
+:func:`jaxviz.load` runs before it creates the model's arrays (importing jaxviz changes nothing). It does
+nothing if the user already chose (``--xla_cpu_experimental_ynn_fusion_type`` in ``XLA_FLAGS``), set
+``JAXVIZ_KEEP_XLA_FLAGS=1``, or JAX's backend was already running when jaxviz was imported (XLA reads its
+flags once per process). The flag only concerns the CPU backend: GPU and TPU runs are unchanged, and results
+differ from the YNNPACK path only by float32 rounding.
 """
 
 from __future__ import annotations

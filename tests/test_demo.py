@@ -135,7 +135,8 @@ def test_shipped_weights_load_with_right_shapes_and_checksum(name):
 
 
 def test_the_vgg_table_rows_name_the_scenes_classes():
-    # The rows live in jaxviz/vgg.py (the table is complete without registration); their classes are the scenes'.
+    # The rows live in jaxviz/frontends/vgg.py (the table is complete without registration); their classes
+    # are the scenes'.
     for arch in (demo.VGG_DEMO, demo.VGG_DEMO_GAP):
         assert arch.class_names == CLASS_NAMES and arch.num_classes == NUM_CLASSES
         assert vgg.ARCHS[arch.name] is arch and arch.profile == "demo"

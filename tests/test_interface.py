@@ -100,7 +100,7 @@ def test_only_the_vgg_front_end_asks_for_an_arch():
     pattern = re.compile(r"isinstance\([^()]*(\([^()]*\))?[^()]*,\s*(\w+\.)?Arch\b")
     found = [f"{p.relative_to(SOURCE)}:{i}" for p in SOURCE.rglob("*.py") if p.name != "vgg.py"
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
-    assert found == [], "isinstance(…, Arch) outside jaxviz/vgg.py: ask the model's interface (e.g. model.family)"
+    assert found == [], "isinstance(…, Arch) outside jaxviz/frontends/vgg.py: ask the model's interface (model.family)"
     assert pattern.search("if not isinstance(model.arch, vgg.Arch):")  # the pattern finds what it looks for
 
 

@@ -201,7 +201,7 @@ def test_forward_matches_keras(built):
         assert r["max_abs_diff"] <= RTOL * r["max_abs_ref"], (
             f"{r['layer']}: max|Δ| {r['max_abs_diff']:.3g} > {RTOL}·max|ref| ({r['max_abs_ref']:.3g})")
     if jax.default_backend() == "cpu":
-        # README's claim: in the exact mode the outputs are bit-identical to Keras's on CPUs (both sides run
+        # docs/EXACTNESS.md's claim: in the exact mode the outputs are bit-identical to Keras's on CPUs (both sides run
         # the same XLA:CPU convolutions and matmuls under "highest" precision). Measured: 0 on every layer.
         assert all(r["max_abs_diff"] == 0 for r in rows), [(r["layer"], r["max_abs_diff"]) for r in rows]
     print(f"\n{built.config} on {what}: max|Δ|/max|ref|: " + ", ".join(f"{r['layer']} {r['rel']:.1e}" for r in rows))

@@ -234,7 +234,7 @@ def _incremental_logits(fwd, params, x, clean, windows, cols, stride, window, fi
 
     The layers up to the first dense layer run chunk by chunk (the convs up to the split on crops); the
     remaining dense layers run once, for all windows together, after the loop: XLA:CPU's YNN fusion of
-    the conv stack together with two dense layers inside a loop body ran several times slower.
+    the conv stack together with two dense layers inside a loop body is a slow path (docs/PERFORMANCE.md).
     """
     n, h, w, ch = x.shape
     s = plan.scale

@@ -7,7 +7,7 @@ stripes, vertical stripes, checker, dots) in random colours, size, position and 
 pixels are the ground-truth mask, which is what attribution maps are checked against (pointing game,
 deletion/insertion on a known answer).
 
-Rendering is vectorised over a chunk of scenes at a time: 20 000 scenes of 64×64 take a few seconds.
+Rendering is vectorised over a chunk of scenes at a time (numpy array operations, not a loop per scene).
 
 Example::
 

@@ -49,9 +49,8 @@ def working_set_bytes_per_filter(model, layer: str, size: int, dtype: str = "flo
 
     Layers run one after the other, so what must stay in cache for a convolution to run at full speed is
     its own input and output, not every activation the backward pass keeps (those stream to memory and
-    back once per step). Measured on a 2-core CPU with a 32 MiB L3 (block5_conv1 @ 64 px, 40 steps):
-    chunks of 1, 2, 4, 8 filters took 1.28, 1.22, 1.06, 0.98 s per pattern, while block3_conv1 @ 64 px was
-    flat (0.37–0.39 s) from 1 to 16 — the chunk is bounded by this working set, not by the whole program.
+    back once per step), so the chunk is bounded by this working set, not by the whole program
+    (docs/PERFORMANCE.md).
     """
     sizes = _activation_sizes(model, layer, size, columns)
     itemsize = jnp.dtype(dtype).itemsize

@@ -18,8 +18,8 @@ def _plan(n: int, chunk: int) -> tuple[int, int]:
     """``(chunks, size)``: chunks of ``size`` items, ``chunk/2 < size ≤ chunk``, padding the fewest items.
 
     Padding items are evaluated and thrown away, so e.g. 50 IG steps with ``chunk=8`` run as 10 chunks of
-    5 (50 evaluations) rather than 7 of 8 (56: 12 % wasted); on a CPU, 5 or 8 inputs per chunk run at the
-    same speed per input (docs/PERFORMANCE.md). Ties go to the larger size.
+    5 (50 evaluations) rather than 7 of 8 (56: 12 % wasted); on a CPU, a few inputs more or less per chunk
+    change the time per input little (docs/PERFORMANCE.md). Ties go to the larger size.
     """
     chunk = max(1, min(chunk, n))
     best = min(range(chunk // 2 + 1, chunk + 1), key=lambda s: (-(-n // s) * s, -s))
@@ -92,9 +92,8 @@ def per_chunk(batch_size: int, n_images: int) -> int:
     return max(1, int(batch_size) // max(1, n_images))
 
 
-#: Default model inputs per chunk on a CPU (gradient programs, forward-only programs). At 224×224 on a
-#: 2-core CPU one image already fills both cores; 8–16 measured marginally faster than 1 for VGG16 and
-#: keeps a gradient chunk near 1 GB.
+#: Default model inputs per chunk on a CPU (gradient programs, forward-only programs). A few inputs per
+#: chunk use the cores as well as more would while keeping a VGG16 gradient chunk near 1 GB (docs/PERFORMANCE.md).
 CPU_BATCH = {True: 8, False: 16}
 
 

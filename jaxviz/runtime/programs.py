@@ -56,8 +56,8 @@ def clear_programs() -> None:
 class _GraphForward:
     """The forward pass of a graph with its ops (:func:`jaxviz.graph.forward`), with the kernels prepared from
     the params (:meth:`jaxviz.Model.prepared`): the backward convs then use precomputed flipped kernels instead
-    of flipping and transposing every kernel inside each program (measured: ~9 % of a VGG16 saliency call at
-    batch 1, the transposes run nearly serially on XLA:CPU), and the fast ops their Winograd, transposed and
+    of flipping and transposing every kernel inside each program (the transposes run nearly serially on
+    XLA:CPU; docs/PERFORMANCE.md), and the fast ops their Winograd, transposed and
     folded kernels."""
 
     __slots__ = ("_graph", "_ops", "_prepared")
