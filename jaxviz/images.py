@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import preprocessing
 from .atomic import atomic_open
 from .errors import ImageError
 
@@ -227,8 +228,10 @@ def _is_jax_array(x) -> bool:
     return jax is not None and isinstance(x, jax.Array)
 
 
-def preprocess_input(x):
-    """Keras's "caffe" preprocessing for VGG16/VGG19: RGB -> BGR, then subtract the BGR ImageNet means.
+def preprocess_input(x, mode: str = "caffe"):
+    """Keras's preprocessing in ``mode`` (default "caffe", VGG16/VGG19's: RGB -> BGR, then subtract the BGR
+    ImageNet means; "tf", "torch", "rescale", "none": :func:`jaxviz.preprocessing.preprocess`). A model's own
+    mode is ``model.preprocess``, and ``model.preprocess_input(x)`` applies it.
 
     Same numbers as `keras.applications.vgg16.preprocess_input` (channels-last), but never modifies `x`
     (Keras edits float numpy input in place) and always returns float32.
@@ -239,8 +242,9 @@ def preprocess_input(x):
     Returns:
       ``[..., 3]`` float32 BGR, mean-subtracted; a jax Array if `x` is one (works under jit), else numpy.
     """
+    if mode != "caffe":
+        return preprocessing.preprocess(x, mode)
     if _is_jax_array(x):
-
         x = jnp.asarray(x, jnp.float32)
         _check_channels(x.shape, "preprocess_input")
         return x[..., ::-1] - jnp.asarray(_BGR_MEAN_F32)
@@ -249,8 +253,8 @@ def preprocess_input(x):
     return x[..., ::-1] - _BGR_MEAN_F32  # a new array: the input is untouched
 
 
-def undo_preprocess(x):
-    """Inverse of `preprocess_input`: adds the BGR means back and flips BGR -> RGB.
+def undo_preprocess(x, mode: str = "caffe"):
+    """Inverse of `preprocess_input` in ``mode`` (default "caffe": adds the BGR means back and flips BGR -> RGB).
 
     Use it to show model-space images (e.g. a gradient-ascent result) in their true colours; the result is
     not clipped, so apply ``np.clip(x, 0, 255).astype(np.uint8)`` before saving.
@@ -261,8 +265,9 @@ def undo_preprocess(x):
     Returns:
       ``[..., 3]`` float32 RGB, nominally 0..255; a jax Array if `x` is one, else numpy.
     """
+    if mode != "caffe":
+        return preprocessing.unpreprocess(x, mode)
     if _is_jax_array(x):
-
         x = jnp.asarray(x, jnp.float32)
         _check_channels(x.shape, "undo_preprocess")
         return (x + jnp.asarray(_BGR_MEAN_F32))[..., ::-1]
