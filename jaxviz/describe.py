@@ -132,3 +132,35 @@ def _readable_bytes(n: float) -> str:
             return f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} PB"
+
+
+def default_cam_layer(graph: graph_lib.Graph, rows: Sequence[LayerInfo], head_kinds: Sequence[str],
+                      plumbing_kinds: Sequence[str]) -> str | None:
+    """Grad-CAM's default layer: the last spatial map before the head that is not a pooling layer or one that
+    only moves or pads a map, among the layers the output depends on (``None``: there is none).
+
+    The head is a layer of ``head_kinds`` (global pooling, flatten) with no map of more than one pixel after
+    it: a squeeze-and-excitation block's global pooling (EfficientNet, MobileNetV3) feeds a scale back into
+    the spatial path and is not the head."""
+    feeds = graph.ancestors(graph.outputs)
+    spatial = [r.name for r in rows if len(r.output_shape) == 3 and r.kind != "InputLayer"]
+    maps = {r.name for r in rows if len(r.output_shape) == 3
+            and (r.output_shape[0] or 2) * (r.output_shape[1] or 2) > 1}
+    after_head: set[str] = set()
+    for layer in graph.layers:
+        if layer.kind in head_kinds:
+            below = _descendants(graph, layer.name) - {layer.name}
+            if not below & maps:
+                after_head |= below | {layer.name}
+    names = [n for n in spatial if n in feeds and n not in after_head and "Pool" not in graph.by_name[n].kind
+             and graph.by_name[n].kind not in plumbing_kinds]
+    return names[-1] if names else None
+
+
+def _descendants(graph: graph_lib.Graph, name: str) -> set[str]:
+    """``name`` and every layer that depends on it."""
+    out = {name}
+    for layer in graph.layers:
+        if any(i in out for i in layer.inputs):
+            out.add(layer.name)
+    return out

@@ -27,7 +27,7 @@ from . import input_rules, preprocessing, runtime, xla_cpu
 from . import ops as ops_lib
 from . import profile as profile_lib
 from .demo import demo_weights_path, load_demo_params
-from .describe import format_table, graph_layer_table, model_info
+from .describe import default_cam_layer, format_table, graph_layer_table, model_info
 from .errors import JaxvizError, LayerError, WeightsError, printable
 from .frontends import files as model_files
 from .frontends import flax_export, vgg
@@ -220,35 +220,12 @@ class Model:
 
     @property
     def cam_layer(self) -> str:
-        """The default layer of Grad-CAM and its family: the last spatial map before the head that is not a
-        pooling layer (``block5_conv3`` on VGG16, ``conv5_block3_out`` on ResNet50, ``out_relu`` on
-        MobileNetV2), among the layers the output depends on."""
-        feeds = self.graph.ancestors(self.graph.outputs)
-        spatial = self.spatial_layer_names
-        # The head: a pooling/flatten layer with no spatial map after it (a squeeze-and-excitation block's global
-        # pooling, as in EfficientNet and MobileNetV3, feeds a scale back into the spatial path).
-        maps = {r.name for r in self.layer_table() if len(r.output_shape) == 3
-                and (r.output_shape[0] or 2) * (r.output_shape[1] or 2) > 1}  # more than one pixel
-        after_head = set()
-        for layer in self.graph.layers:
-            if layer.kind in HEAD_KINDS:
-                below = self._descendants(layer.name) - {layer.name}
-                if not below & maps:
-                    after_head |= below | {layer.name}
-        names = [n for n in spatial
-                 if n in feeds and n not in after_head and "Pool" not in self.graph.by_name[n].kind
-                 and self.graph.by_name[n].kind not in PLUMBING_KINDS]
-        if not names:
+        """The default layer of Grad-CAM and its family (:func:`jaxviz.describe.default_cam_layer`):
+        ``block5_conv3`` on VGG16, ``conv5_block3_out`` on ResNet50, ``out_relu`` on MobileNetV2."""
+        name = default_cam_layer(self.graph, self.layer_table(), HEAD_KINDS, PLUMBING_KINDS)
+        if name is None:
             raise LayerError(f"{self.arch.name} has no layer with a spatial map to explain")
-        return names[-1]
-
-    def _descendants(self, name: str) -> set[str]:
-        """``name`` and every layer that depends on it."""
-        out = {name}
-        for layer in self.graph.layers:
-            if any(i in out for i in layer.inputs):
-                out.add(layer.name)
-        return out
+        return name
 
     def _order(self, name: str) -> int:
         return self.graph.index[self.graph.resolve(name)]

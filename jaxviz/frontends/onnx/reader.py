@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import JaxvizError, WeightsError
 from ...graph import Graph, make_layer
-from . import converters, registry  # noqa: F401  (converters: registers the converters)
+from . import converters, registry, shape_converters  # noqa: F401  (the converters register at import)
 from .context import (
     _NAME_OK,
     FREE_SIDE,
