@@ -1,0 +1,66 @@
+"""A newcomer's own model through the CLI (docs/NEWCOMER.md): the book's cats-vs-dogs network in miniature —
+Keras's default layer names (conv2d, conv2d_1, …), a Rescaling layer first and one sigmoid unit — saved by
+Keras with seeded weights. Each test pins a problem that walkthrough found."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+keras = pytest.importorskip("keras", reason="Keras 3 writes the model files these tests read")
+
+from PIL import Image  # noqa: E402
+
+import jaxviz  # noqa: E402
+from jaxviz.cli import main  # noqa: E402
+from jaxviz.visualize.activations import block_end_layers  # noqa: E402
+
+L = keras.layers
+
+
+def _catsdogs():
+    """DLwP 2nd ed. listing 8.7 at 36 px and a tenth of the width: Rescaling, conv/pool ×3, Flatten, Dropout,
+    Dense, Dense(1, sigmoid); Keras's default names."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((36, 36, 3))
+    h = L.Rescaling(1 / 255)(inp)
+    for width in (4, 8, 8):
+        h = L.MaxPooling2D(2)(L.Conv2D(width, 3, activation="relu")(h))
+    h = L.Dense(8, activation="relu")(L.Dropout(0.5)(L.Flatten()(h)))
+    return keras.Model(inp, L.Dense(1, activation="sigmoid")(h))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("newcomer")
+    path = str(folder / "catsdogs.keras")
+    _catsdogs().save(path)
+    photo = folder / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
+    return {"model": path, "photo": str(photo)}
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_blocks_of_a_chain_with_keras_default_names_end_before_each_pooling(files):
+    # Every conv is named conv2d[_k]: grouping by the name's prefix gave one block (the last conv only).
+    model = jaxviz.load(files["model"])
+    assert model.conv_layer_names == ["conv2d", "conv2d_1", "conv2d_2"]
+    assert block_end_layers(model) == ["conv2d", "conv2d_1", "conv2d_2"]
+    # VGG's block<k>_ names still decide (block1_conv2 precedes block1_pool anyway).
+    vgg = jaxviz.load("vgg16", weights="random:0", include_top=False)
+    assert block_end_layers(vgg) == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
+                                     "block5_conv3"]
+
+
+def test_activations_blocks_draws_every_block_of_the_book_network(files, tmp_path, capsys):
+    code, out, err = _run(capsys, "activations", files["photo"], "--arch", files["model"], "--blocks",
+                          "-o", tmp_path)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["photo_conv2d.png", "photo_conv2d_1.png",
+                                                              "photo_conv2d_2.png"]
