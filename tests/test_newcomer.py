@@ -64,3 +64,14 @@ def test_activations_blocks_draws_every_block_of_the_book_network(files, tmp_pat
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["photo_conv2d.png", "photo_conv2d_1.png",
                                                               "photo_conv2d_2.png"]
+
+
+def test_rescale_on_a_file_that_rescales_itself_is_one_warning_line(files, capsys):
+    # README's "--preprocess rescale" is for the 1st edition's files; the 2nd edition's model has Rescaling(1/255)
+    # inside, and rescaling again feeds it 0..1/255 (every prediction ~0.5): say so.
+    code, out, err = _run(capsys, "predict", files["photo"], "--arch", files["model"], "--preprocess", "rescale")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "rescaling" in warning[0] and "second time" in warning[0], err
+    code, out, err = _run(capsys, "predict", files["photo"], "--arch", files["model"])
+    assert code == 0 and "warning" not in err and "'none'" in err, err

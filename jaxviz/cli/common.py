@@ -97,10 +97,25 @@ def model_from_args(args, include_top: bool | None = None):
                  preprocess=getattr(args, "preprocess", None))
     if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
         model.require_spatial(f"jaxviz {getattr(args, 'command', None) or 'this command'}")
-    if model_lib._is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
-        print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
-              file=sys.stderr)
+    if model_lib._is_model_file(args.arch) and model.input_hw is not None:
+        mode = getattr(args, "preprocess", None)
+        if mode is None:
+            print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
+                  file=sys.stderr)
+        elif mode != "none" and (layer := input_rescaling(model)) is not None:
+            print(f"jaxviz: warning: {printable(args.arch)} scales its 0..255 input itself (its {printable(layer)} "
+                  f"layer): --preprocess {mode} scales it a second time; leave --preprocess out", file=sys.stderr)
     return model
+
+
+def input_rescaling(model) -> str | None:
+    """The name of a ``Rescaling`` layer of the model that maps 0..255 pixels to a unit range (a scale under
+    0.1, as ``Rescaling(1./255)`` or ``Rescaling(1./127.5, offset=-1)``), or None."""
+    for layer in model.graph.layers:
+        scale = np.atleast_1d(np.asarray(layer.cfg.get("scale", 1.0), np.float64)) if layer.kind == "Rescaling" else ()
+        if len(scale) and np.all(np.abs(scale) < 0.1):
+            return layer.name
+    return None
 
 
 def weights_arg(args) -> str:
