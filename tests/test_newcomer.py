@@ -75,3 +75,21 @@ def test_rescale_on_a_file_that_rescales_itself_is_one_warning_line(files, capsy
     assert len(warning) == 1 and "rescaling" in warning[0] and "second time" in warning[0], err
     code, out, err = _run(capsys, "predict", files["photo"], "--arch", files["model"])
     assert code == 0 and "warning" not in err and "'none'" in err, err
+
+
+def test_the_two_pattern_methods_of_a_layer_share_a_folder(files, tmp_path, capsys):
+    # The regularised grid was written over the book's <layer>.png in the same -o folder.
+    common = ("patterns", "--arch", files["model"], "--layer", "conv2d_1", "--filters", "0:2", "--size", "32",
+              "--steps", "2", "--no-progress", "-o", tmp_path)
+    code, _, err = _run(capsys, *common)
+    assert code == 0, err
+    book = (tmp_path / "conv2d_1.png").read_bytes()
+    code, out, err = _run(capsys, *common, "--method", "regularised")
+    assert code == 0, err
+    assert "conv2d_1_regularised.png" in out
+    assert (tmp_path / "conv2d_1.png").read_bytes() == book
+    assert {p.name for p in tmp_path.iterdir()} >= {"conv2d_1.png", "conv2d_1.json", "conv2d_1_labelled.png",
+                                                    "conv2d_1_regularised.png", "conv2d_1_regularised.json",
+                                                    "conv2d_1_regularised_labelled.png"}
+    code, out, err = _run(capsys, *common)  # the book's grid is still done
+    assert code == 0 and "done already" in out, err
