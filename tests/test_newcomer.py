@@ -93,3 +93,16 @@ def test_the_two_pattern_methods_of_a_layer_share_a_folder(files, tmp_path, caps
                                                     "conv2d_1_regularised_labelled.png"}
     code, out, err = _run(capsys, *common)  # the book's grid is still done
     assert code == 0 and "done already" in out, err
+
+
+def test_gradcam_of_a_sigmoid_unit_names_class_1_once_with_its_probability(files, tmp_path, capsys):
+    # A file without class names: the unit is "class 1" (was printed "class 1 (class 1)"), its p the model's.
+    code, out, err = _run(capsys, "gradcam", files["photo"], "--arch", files["model"], "--class", "1",
+                          "--no-progress", "-o", tmp_path)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("  photo:"))
+    assert line.startswith("  photo: class 1, p = "), line
+    model = jaxviz.load(files["model"])
+    x = model.preprocess_input(jaxviz.load_image(files["photo"], target_size=model.input_hw)[None])
+    p = float(model.predict(x)[0, -1])
+    assert abs(float(line.split("p = ")[1].split(",")[0]) - p) < 1e-4, (line, p)

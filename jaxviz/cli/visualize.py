@@ -201,7 +201,9 @@ def cmd_gradcam(args) -> int:
                     print(save_npy(confine(out, f"{stem}_gradcam.npy"), np.asarray(report.heatmaps[i])))
                     print(save_npy(confine(out, f"{stem}_top{k}.npy"), np.asarray(report.maps[i])))
                 c = int(report.heat_classes[i])
-                print(f"  {stem}: class {c} ({class_title(model, c)}), p = {float(report.probs[i, c]):.4f}, "
+                name = class_title(model, c)
+                named = f"class {c}" if name == f"class {c}" else f"class {c} ({name})"  # not "class 1 (class 1)"
+                print(f"  {stem}: {named}, p = {float(report.probs[i, c]):.4f}, "
                       f"logit {float(report.logits[i, c]):.2f}")
             bar.update(len(chunk))
     return 0
