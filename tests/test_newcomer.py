@@ -106,3 +106,10 @@ def test_gradcam_of_a_sigmoid_unit_names_class_1_once_with_its_probability(files
     x = model.preprocess_input(jaxviz.load_image(files["photo"], target_size=model.input_hw)[None])
     p = float(model.predict(x)[0, -1])
     assert abs(float(line.split("p = ")[1].split(",")[0]) - p) < 1e-4, (line, p)
+    # explain's gradcam map went to the same photo_gradcam.png, over gradcam's heatmap: both now stay.
+    assert {f.name for f in tmp_path.iterdir()} == {"photo_heatmap.png", "photo_overlay.png", "photo_top2.png"}
+    heatmap = (tmp_path / "photo_heatmap.png").read_bytes()
+    code, out, err = _run(capsys, "explain", files["photo"], "--arch", files["model"], "--method", "gradcam",
+                          "--no-progress", "-o", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "photo_gradcam.png").exists() and (tmp_path / "photo_heatmap.png").read_bytes() == heatmap
