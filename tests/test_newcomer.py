@@ -14,6 +14,7 @@ from PIL import Image  # noqa: E402
 
 import jaxviz  # noqa: E402
 from jaxviz.cli import main  # noqa: E402
+from jaxviz.metrics.sanity import randomise  # noqa: E402
 from jaxviz.visualize.activations import block_end_layers  # noqa: E402
 
 L = keras.layers
@@ -113,3 +114,28 @@ def test_gradcam_of_a_sigmoid_unit_names_class_1_once_with_its_probability(files
                           "--no-progress", "-o", tmp_path)
     assert code == 0, err
     assert (tmp_path / "photo_gradcam.png").exists() and (tmp_path / "photo_heatmap.png").read_bytes() == heatmap
+
+
+def test_evaluate_sanity_check_of_a_batchnorm_model(tmp_path, capsys):
+    # ResNet50's sanity check died with "internal error: KeyError: 'kernel'" on its BatchNormalization layers
+    # (and would on a conv without bias): they are re-initialised as Keras does, identity for a batch norm.
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((24, 24, 3))
+    h = L.Conv2D(4, 3, use_bias=False, name="conv")(inp)
+    h = L.Activation("relu")(L.BatchNormalization(name="bn")(h))
+    h = L.SeparableConv2D(4, 3, name="sep")(h)
+    model = keras.Model(inp, L.Dense(3, activation="softmax", name="out")(L.GlobalAveragePooling2D()(h)))
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(photo)
+    code, out, err = _run(capsys, "evaluate", photo, "--arch", path, "--method", "saliency", "--sanity", "full",
+                          "--steps", "4", "--no-progress")
+    assert code == 0, err
+    assert "out / sep / bn / conv" in out, out
+    loaded = jaxviz.load(path)
+    new = randomise(loaded.params, ["bn", "sep", "conv"])
+    np.testing.assert_array_equal(new["bn"]["gamma"], 1)
+    np.testing.assert_array_equal(new["bn"]["moving_mean"], 0)
+    assert set(new["sep"]) == set(loaded.params["sep"]) and set(new["conv"]) == {"kernel"}
+    assert not np.allclose(new["conv"]["kernel"], loaded.params["conv"]["kernel"])
