@@ -139,3 +139,11 @@ def test_evaluate_sanity_check_of_a_batchnorm_model(tmp_path, capsys):
     np.testing.assert_array_equal(new["bn"]["moving_mean"], 0)
     assert set(new["sep"]) == set(loaded.params["sep"]) and set(new["conv"]) == {"kernel"}
     assert not np.allclose(new["conv"]["kernel"], loaded.params["conv"]["kernel"])
+
+
+def test_help_names_every_model_file_and_when_rescale_applies(capsys):
+    # The help listed .keras/.h5/.npz but not .onnx, and "rescale" without the Rescaling-layer caveat.
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ".onnx" in text and "without a Rescaling layer of their own" in text, text

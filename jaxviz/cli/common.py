@@ -25,11 +25,12 @@ from ..runtime import CompileNotice, chunk_progress  # noqa: F401  (CompileNotic
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
     p.add_argument("--arch", default=default_arch,
                    help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models), or your own model file: "
-                        "a Keras .keras or .h5 (model.save) or a converted .npz (default: %(default)s)")
+                        "a Keras .keras or .h5 (model.save), an ONNX .onnx or a converted .npz (default: %(default)s)")
     p.add_argument("--preprocess", choices=MODES, default=None,
                    help="how images are prepared for the model (Keras's modes; rescale = x / 255, for models "
-                        "trained on [0, 1] pixels); default: the model's own (caffe for VGG; for a file, its Keras "
-                        "application's mode, else none: pixels 0..255 as they are)")
+                        "trained on [0, 1] pixels without a Rescaling layer of their own); default: the model's "
+                        "own (caffe for VGG; for a file, its Keras application's mode, else none: pixels 0..255 as "
+                        "they are)")
     p.add_argument("--weights", default=None, type=weights_spec,
                    help='"imagenet" (the default: Keras files, cache, then download; the demo models: their shipped '
                         'weights), a .h5/.npz path, or random:SEED; for a model file: its own weights, or '
