@@ -52,7 +52,7 @@ def test_python_gradcam_default_is_the_clis_on_the_demo(demo, star, tmp_path, ca
     np.testing.assert_array_equal(ours, logit)  # the saturated softmax: the logit is the demo's default
     code, _, err = run(["gradcam", demo_image_path(), *DEMO, "--npy", "--no-progress", "-o", tmp_path], capsys)
     assert code == 0, err
-    cli = np.load(tmp_path / "demo_star_gradcam.npy")
+    cli = np.load(tmp_path / "demo_star_heatmap.npy")
     np.testing.assert_allclose(cli, ours, atol=1e-6)  # same program, same input: float32 rounding at most
     r, c = np.unravel_index(np.argmax(ours), ours.shape)
     assert 0 < r < ours.shape[0] - 1 and 0 < c < ours.shape[1] - 1  # the star, not the image's edge

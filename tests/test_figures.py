@@ -239,9 +239,9 @@ def test_cli_gradcam(tmp_path, capsys):
                          capsys)
     assert code == 0, err
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"chelsea_gradcam.png", "chelsea_overlay.png", "chelsea_top3.png", "chelsea_gradcam.npy",
+    assert names == {"chelsea_heatmap.png", "chelsea_overlay.png", "chelsea_top3.png", "chelsea_heatmap.npy",
                      "chelsea_top3.npy"}
-    heat = np.load(tmp_path / "chelsea_gradcam.npy")
+    heat = np.load(tmp_path / "chelsea_heatmap.npy")
     assert heat.shape == (2, 2) and 0 <= heat.min() and heat.max() <= 1
     overlay = np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
     assert overlay.shape == np.asarray(Image.open(img)).shape  # drawn on the photo at its own size

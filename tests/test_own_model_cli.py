@@ -240,7 +240,7 @@ def test_non_square_model_through_every_command(files, tmp_path, monkeypatch, ca
     np.testing.assert_allclose(got, model.predict(x)[0], atol=1e-5)
     code, _, err = _run(capsys, "gradcam", files["photo"], "--arch", path, "-o", tmp_path / "cam")
     assert code == 0, err
-    heat = np.asarray(Image.open(tmp_path / "cam" / "photo_gradcam.png"))
+    heat = np.asarray(Image.open(tmp_path / "cam" / "photo_heatmap.png"))
     assert heat.shape[:2] == (34, 50)  # c2's 17×25 map (40×56 → 38×54 → 19×27 → 17×25), enlarged twice
     code, _, err = _run(capsys, "explain", files["photo"], "--arch", path, "--method", "saliency,occlusion",
                         "--npy", "-o", tmp_path / "ex")

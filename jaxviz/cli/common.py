@@ -26,14 +26,16 @@ from ..runtime import CompileNotice, chunk_progress  # noqa: F401  (CompileNotic
 def add_model_args(p: argparse.ArgumentParser, default_arch: str = "vgg16", top: bool = True) -> None:
     p.add_argument("--arch", default=default_arch,
                    help="vgg16 | vgg19 | vgg_demo | vgg_demo_gap (the shipped demo models), or your own model file: "
-                        "a Keras .keras or .h5 (model.save) or a converted .npz, or package.module:factory (a "
-                        "function returning a Flax NNX module or a linen (module, variables)) (default: %(default)s)")
+                        "a Keras .keras or .h5 (model.save), an ONNX .onnx or a converted .npz, or "
+                        "package.module:factory (a function returning a Flax NNX module or a linen (module, "
+                        "variables)) (default: %(default)s)")
     p.add_argument("--input-size", type=positive_int, default=None,
                    help="input side in pixels of a package.module:factory model (default 224)")
     p.add_argument("--preprocess", choices=MODES, default=None,
                    help="how images are prepared for the model (Keras's modes; rescale = x / 255, for models "
-                        "trained on [0, 1] pixels); default: the model's own (caffe for VGG; for a file, its Keras "
-                        "application's mode, else none: pixels 0..255 as they are)")
+                        "trained on [0, 1] pixels without a Rescaling layer of their own); default: the model's "
+                        "own (caffe for VGG; for a file, its Keras application's mode, else none: pixels 0..255 as "
+                        "they are)")
     p.add_argument("--weights", default=None, type=weights_spec,
                    help='"imagenet" (the default: Keras files, cache, then download; the demo models: their shipped '
                         'weights), a .h5/.npz path, or random:SEED; for a model file: its own weights, or '
@@ -105,10 +107,25 @@ def model_from_args(args, include_top: bool | None = None):
                  preprocess=getattr(args, "preprocess", None))
     if getattr(args, "command", None) != "predict":  # predict also takes feature vectors (.npy)
         model.require_spatial(f"jaxviz {getattr(args, 'command', None) or 'this command'}")
-    if model_lib._is_model_file(args.arch) and getattr(args, "preprocess", None) is None and model.input_hw is not None:
-        print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
-              file=sys.stderr)
+    if model_lib._is_model_file(args.arch) and model.input_hw is not None:
+        mode = getattr(args, "preprocess", None)
+        if mode is None:
+            print(f"jaxviz: {printable(model.arch.name)} from {printable(args.arch)}: {preprocess_note(model)}",
+                  file=sys.stderr)
+        elif mode != "none" and (layer := input_rescaling(model)) is not None:
+            print(f"jaxviz: warning: {printable(args.arch)} scales its 0..255 input itself (its {printable(layer)} "
+                  f"layer): --preprocess {mode} scales it a second time; leave --preprocess out", file=sys.stderr)
     return model
+
+
+def input_rescaling(model) -> str | None:
+    """The name of a ``Rescaling`` layer of the model that maps 0..255 pixels to a unit range (a scale under
+    0.1, as ``Rescaling(1./255)`` or ``Rescaling(1./127.5, offset=-1)``), or None."""
+    for layer in model.graph.layers:
+        scale = np.atleast_1d(np.asarray(layer.cfg.get("scale", 1.0), np.float64)) if layer.kind == "Rescaling" else ()
+        if len(scale) and np.all(np.abs(scale) < 0.1):
+            return layer.name
+    return None
 
 
 def weights_arg(args) -> str:

@@ -65,7 +65,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="download even if a verified file exists")
     p.set_defaults(func=cmd_weights)
 
-    p = sub.add_parser("predict", help="top-k classes for images or folders (ImageNet; vgg_demo*: its 10 classes)")
+    p = sub.add_parser("predict", help="top-k classes for images or folders (the model's: ImageNet's, vgg_demo*'s 10, "
+                       "a file's; a sigmoid unit is class 1)")
     add_images_arg(p)
     add_model_args(p)
     p.add_argument("--top", type=positive_int, default=5,

@@ -7,8 +7,9 @@ images through ``deprocess_image``: the book's figure; ``--method regularised`` 
 in RGB, as lucid/Lucent show them: :func:`jaxviz.visualize.patterns.display_images`),
 ``DIR/<layer>_labelled.png`` (the same with the layer, the settings and each filter's index) and
 ``DIR/<layer>.json`` (the settings), optionally ``DIR/<layer>.npy`` (the raw model-space arrays, ``--npy``)
-and ``DIR/<layer>/filter_NNN.png`` (``--per-filter``). Every finished filter is saved under
-``DIR/.partial/<layer>/`` as soon as its chunk completes; a rerun with the same settings loads those,
+and ``DIR/<layer>/filter_NNN.png`` (``--per-filter``). With ``--method regularised`` every ``<layer>`` above
+is ``<layer>_regularised``, so that a layer's two grids can share a folder. Every finished filter is saved
+under ``DIR/.partial/<layer>/`` as soon as its chunk completes; a rerun with the same settings loads those,
 computes the rest, and skips layers whose outputs already exist. All files are written atomically.
 """
 
@@ -125,7 +126,7 @@ def run_patterns(args) -> int:
     out = common.output_dir(args.output)
     stems = file_stems(model.layer_names)  # file names from layer names: a safe slug of each
     for layer, filters in plan:
-        name = stems[layer]
+        name = stems[layer] + ("" if args.method == "keras" else f"_{args.method}")
         compute = _settings(args, model, layer, filters, {})
         # the sidecar: arrays + how they are shown
         settings = {**compute, "rgb": args.rgb, "cols": args.cols, "order": args.order}

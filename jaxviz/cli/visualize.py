@@ -90,7 +90,9 @@ def register(sub) -> None:
                    help="differentiate the probability (the book; default) or the logit (the paper; default for "
                         "vgg_demo*, whose softmax is saturated on its scenes)")
     add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: IMAGE_heatmap.png, IMAGE_overlay.png and IMAGE_topK.png per image (explain "
+                        "--method gradcam writes IMAGE_gradcam.png beside them)")
     p.add_argument("--npy", action="store_true", help="also save the heatmaps as .npy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_gradcam)
@@ -194,14 +196,16 @@ def cmd_gradcam(args) -> int:
                 title = (f"{Path(path).name}: Grad-CAM of the top {k} classes at {shown} ({score}), "
                          f"{model.arch.name}")
                 heatmap, overlay, panel = gradcam_images(model, photo, report, i, title)
-                print(save_png(confine(out, f"{stem}_gradcam.png"), heatmap))
+                print(save_png(confine(out, f"{stem}_heatmap.png"), heatmap))
                 print(save_png(confine(out, f"{stem}_overlay.png"), overlay))
                 print(save_figure(panel, confine(out, f"{stem}_top{k}.png")))
                 if args.npy:
-                    print(save_npy(confine(out, f"{stem}_gradcam.npy"), np.asarray(report.heatmaps[i])))
+                    print(save_npy(confine(out, f"{stem}_heatmap.npy"), np.asarray(report.heatmaps[i])))
                     print(save_npy(confine(out, f"{stem}_top{k}.npy"), np.asarray(report.maps[i])))
                 c = int(report.heat_classes[i])
-                print(f"  {stem}: class {c} ({class_title(model, c)}), p = {float(report.probs[i, c]):.4f}, "
+                name = class_title(model, c)
+                named = f"class {c}" if name == f"class {c}" else f"class {c} ({name})"  # not "class 1 (class 1)"
+                print(f"  {stem}: {named}, p = {float(report.probs[i, c]):.4f}, "
                       f"logit {float(report.logits[i, c]):.2f}")
             bar.update(len(chunk))
     return 0

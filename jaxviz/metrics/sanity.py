@@ -109,24 +109,31 @@ def ssim(a, b, sigma: float = 1.5, size: int = 11, data_range: float = 1.0) -> f
 def weighted_layers_top_down(model) -> list[str]:
     """The model's layers that have a kernel, from the output down (``predictions``, ``fc2``, …); a
     normalisation layer's scale and statistics are not a kernel and are kept."""
-    return [name for name in reversed(model.layer_names) if "kernel" in model.params.get(name, {})]
+    return [name for name in reversed(model.layer_names)
+            if any(k.endswith("kernel") for k in model.params.get(name, {}))]
 
 
 def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
-    """A copy of ``params`` with each of ``layers`` re-drawn: He-normal kernel, zero bias (where it has one).
+    """A copy of ``params`` with each of ``layers`` re-initialised as Keras initialises it: He-normal kernels
+    (every ``*kernel``: a separable conv's two, too), ones for a normalisation's ``gamma`` and
+    ``moving_variance``, zeros for the rest (biases, ``beta``, ``moving_mean``, PReLU's ``alpha``).
 
-    Layer ``i`` of ``layers`` draws from numpy's PCG64 seeded with ``(seed, i)``, so a layer gets the same
-    new weights at every step of a cascade, and no program is compiled for the draws.
+    Layer ``i`` of ``layers`` draws from numpy's PCG64 seeded with ``(seed, i)``, its kernels in the order of
+    its params, so a layer gets the same new weights at every step of a cascade, and no program is compiled
+    for the draws.
     """
     out = dict(params)
     for i, name in enumerate(layers):
-        kernel = params[name]["kernel"]
-        fan_in = int(np.prod(kernel.shape[:-1]))
         rng = np.random.default_rng([seed, i])
-        new = rng.standard_normal(kernel.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        out[name] = {**params[name], "kernel": jnp.asarray(new)}
-        if "bias" in params[name]:
-            out[name]["bias"] = jnp.zeros_like(params[name]["bias"])
+        new = {}
+        for key, value in params[name].items():
+            if key.endswith("kernel"):
+                fan_in = int(np.prod(value.shape[:-1]))
+                draw = rng.standard_normal(value.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+                new[key] = jnp.asarray(draw)
+            else:
+                new[key] = (jnp.ones_like if key in ("gamma", "moving_variance") else jnp.zeros_like)(value)
+        out[name] = new
     return out
 
 

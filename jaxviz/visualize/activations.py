@@ -53,7 +53,28 @@ def block_end_layers(model) -> list[str]:
     last: dict[str, str] = {}
     for name in model.conv_layer_names:
         last[name.split("_", 1)[0]] = name  # "block3_conv3" -> block "block3"; later convs overwrite
-    return list(last.values())
+    if len(last) > 1 or len(model.conv_layer_names) < 2:
+        return list(last.values())
+    # Keras's default names (conv2d, conv2d_1, …) share one prefix: a block then ends where the resolution drops.
+    return _ends_before_downsampling(layers, set(model.conv_layer_names))
+
+
+#: Layer kinds after which a chain's feature maps are smaller (or no longer maps).
+_DOWNSAMPLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten")
+
+
+def _ends_before_downsampling(layers, convs: set[str]) -> list[str]:
+    """The last conv layer before each pooling layer, Flatten or strided conv of a chain, and the last conv."""
+    ends, last_conv = [], None
+    for layer in layers:
+        strides = layer.cfg.get("strides", 1)
+        strided = layer.name in convs and any(s > 1 for s in np.atleast_1d(strides))
+        if last_conv is not None and (layer.kind in _DOWNSAMPLING or strided):
+            ends.append(last_conv)
+            last_conv = None
+        if layer.name in convs:
+            last_conv = layer.name
+    return ends + ([last_conv] if last_conv is not None else [])
 
 
 #: Alias of :func:`block_end_layers`.
