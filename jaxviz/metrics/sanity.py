@@ -107,16 +107,19 @@ def ssim(a, b, sigma: float = 1.5, size: int = 11, data_range: float = 1.0) -> f
 
 
 def weighted_layers_top_down(model) -> list[str]:
-    """The model's layers that have a kernel, from the output down (``predictions``, ``fc2``, …); a
-    normalisation layer's scale and statistics are not a kernel and are kept."""
-    return [name for name in reversed(model.layer_names)
-            if any(k.endswith("kernel") for k in model.params.get(name, {}))]
+    """The model's layers that have weights, from the output down (``predictions``, ``fc2``, …)."""
+    return [name for name in reversed(model.layer_names) if model.params.get(name)]
+
+
+#: Weights a fresh layer holds at one: a normalisation's scale and variance (Keras's names, and Flax's).
+_ONE_AT_INIT = ("gamma", "moving_variance", "scale", "var")
 
 
 def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
     """A copy of ``params`` with each of ``layers`` re-initialised as Keras initialises it: He-normal kernels
     (every ``*kernel``: a separable conv's two, too), ones for a normalisation's ``gamma`` and
-    ``moving_variance``, zeros for the rest (biases, ``beta``, ``moving_mean``, PReLU's ``alpha``).
+    ``moving_variance`` (Flax: ``scale``, ``var``), zeros for the rest (biases, ``beta``, ``moving_mean``,
+    PReLU's ``alpha``).
 
     Layer ``i`` of ``layers`` draws from numpy's PCG64 seeded with ``(seed, i)``, its kernels in the order of
     its params, so a layer gets the same new weights at every step of a cascade, and no program is compiled
@@ -132,7 +135,7 @@ def randomise(params: dict, layers: Sequence[str], seed: int = 0) -> dict:
                 draw = rng.standard_normal(value.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
                 new[key] = jnp.asarray(draw)
             else:
-                new[key] = (jnp.ones_like if key in ("gamma", "moving_variance") else jnp.zeros_like)(value)
+                new[key] = (jnp.ones_like if key in _ONE_AT_INIT else jnp.zeros_like)(value)
         out[name] = new
     return out
 
