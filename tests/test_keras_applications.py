@@ -97,3 +97,33 @@ def test_every_application_layer_kind_is_a_gradient_tested_jaxviz_kind(script, s
     assert {"AveragePooling2D", "Concatenate", "LayerNormalization", "Multiply", "Normalization",
             "DepthwiseConv2D"} <= seen
     assert seen <= script.APPLICATION_KINDS, sorted(seen - script.APPLICATION_KINDS)
+
+
+def test_relu_margins_read_every_relu_input_and_the_draw_keeps_the_farthest(script, tmp_path):
+    """The saliency check's images: :func:`relu_margins` is the smallest |ReLU input| / max |ReLU input| over
+    every ReLU (here Keras's own layer outputs before each ReLU), and :func:`clear_of_kinks` keeps, per image,
+    the candidate with the largest margin."""
+    import jax
+    import numpy as np
+
+    import jaxviz
+
+    inp = keras.Input((8, 8, 3))
+    pre1 = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inp)
+    pre2 = keras.layers.Conv2D(4, 3, padding="same", name="c2")(keras.layers.ReLU()(pre1))
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.ReLU()(pre2)))
+    kmodel = keras.Model(inp, out)
+    kmodel.save(tmp_path / "m.keras")
+    model = jaxviz.load(tmp_path / "m.keras", ops="exact")
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        pres = keras.Model(inp, [pre1, pre2]).predict(x, verbose=0)
+    want = np.min([np.abs(p).reshape(3, -1).min(1) / np.abs(p).reshape(3, -1).max(1) for p in pres], axis=0)
+    np.testing.assert_allclose(script.relu_margins(model, x), want, rtol=1e-3)
+
+    images, margins = script.clear_of_kinks(model, 2, 8)
+    assert images.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(margins, script.relu_margins(model, images), rtol=1e-6)
+    rng = np.random.default_rng(1)  # clear_of_kinks' candidates: seed + 1
+    cands = model.preprocess_input(rng.uniform(0, 255, (2 * script.CANDIDATES, 8, 8, 3)).astype(np.float32))
+    assert (margins == script.relu_margins(model, cands).reshape(2, -1).max(1)).all()
