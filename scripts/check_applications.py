@@ -7,10 +7,13 @@ and
   * saliency — the raw input gradient of the target's logit (``saliency(abs=False, reduce=None)``) is
     compared with ``jax.grad`` of the same logit through Keras's ``stateless_call`` (the final softmax
     switched off in memory after saving): max|Δ| / max|ref| in the exact ops under matmul precision
-    "highest", and in the fast default ops (their hand-written backward passes) at default precision;
+    "highest", and in the fast default ops (their hand-written backward passes) at default precision, on
+    images drawn clear of ReLU kinks (:func:`clear_of_kinks`: where a ReLU input lies within float32 rounding
+    of 0, the float32 gradient depends on the summation order and no reference is right);
   * Grad-CAM, guided backprop, DeepLIFT, Integrated Gradients, LayerCAM and occlusion (fast ops, each
     image's top class, as a user calls them) and filter patterns must give finite maps that are not
-    constant over any image.
+    constant over any image. A Grad-CAM map that is zero because every cell of the map before its final
+    ReLU is negative (random weights) is reported as such, not as a failure.
 
 Grad-CAM and LayerCAM use the model's default layer unless its map is 1×1 at this size (then always
 constant): then the deepest spatial layer with a map of at least 2×2. The markdown table goes to stdout
