@@ -343,9 +343,9 @@ def main(argv=None) -> int:
             if kinds - APPLICATION_KINDS:
                 failures.append(f"{family} uses layer kinds missing from APPLICATION_KINDS: "
                                 f"{', '.join(sorted(kinds - APPLICATION_KINDS))}")
-            notes.append(note)
             if "relu_margin" in res.get("saliency", {}):
                 note += f"; saliency's images' smallest ReLU margin {res['saliency']['relu_margin']:.1e}"
+            notes.append(note)
             for m in args.methods:
                 if not res[m]["ok"] and not res[m].get("negative"):
                     failures.append(f"{family} {m}: {res[m].get('exception') or res[m].get('error') or 'constant'}")
