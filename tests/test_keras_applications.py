@@ -99,7 +99,7 @@ def test_every_application_layer_kind_is_a_gradient_tested_jaxviz_kind(script, s
     assert seen <= script.APPLICATION_KINDS, sorted(seen - script.APPLICATION_KINDS)
 
 
-def test_relu_margins_read_every_relu_input_and_the_draw_keeps_the_farthest(script, tmp_path):
+def test_relu_margins_read_every_relu_input_and_the_draw_keeps_the_farthest(script, tmp_path, monkeypatch):
     """The saliency check's images: :func:`relu_margins` is the smallest |ReLU input| / max |ReLU input| over
     every ReLU (here Keras's own layer outputs before each ReLU), and :func:`clear_of_kinks` keeps, per image,
     the candidate with the largest margin."""
@@ -121,9 +121,15 @@ def test_relu_margins_read_every_relu_input_and_the_draw_keeps_the_farthest(scri
     want = np.min([np.abs(p).reshape(3, -1).min(1) / np.abs(p).reshape(3, -1).max(1) for p in pres], axis=0)
     np.testing.assert_allclose(script.relu_margins(model, x), want, rtol=1e-3)
 
+    monkeypatch.setattr(script, "ROUNDS", 1)
     images, margins = script.clear_of_kinks(model, 2, 8)
     assert images.shape == (2, 8, 8, 3)
     np.testing.assert_allclose(margins, script.relu_margins(model, images), rtol=1e-6)
     rng = np.random.default_rng(1)  # clear_of_kinks' candidates: seed + 1
     cands = model.preprocess_input(rng.uniform(0, 255, (2 * script.CANDIDATES, 8, 8, 3)).astype(np.float32))
     assert (margins == script.relu_margins(model, cands).reshape(2, -1).max(1)).all()
+    monkeypatch.setattr(script, "ROUNDS", 3)
+    monkeypatch.setattr(script, "KINK_MARGIN", np.inf)  # never cleared: every round drawn, the best kept
+    more, more_margins = script.clear_of_kinks(model, 2, 8)
+    assert (more_margins >= margins).all() and (more_margins > margins).any()
+    np.testing.assert_allclose(more_margins, script.relu_margins(model, more), rtol=1e-6)
