@@ -8,7 +8,8 @@ run in the suite, and the two heaviest (NASNetMobile: SeparableConv2D, Cropping2
 CustomScaleLayer; 2–3 minutes each on 2 cores) with ``JAXVIZ_HEAVY_APPLICATIONS=1``. Each is built
 with seeded weights at its smallest input and saved once; jaxviz's saliency must equal Keras's input gradient
 of the logit (``jax.grad`` through ``stateless_call``, exact ops at "highest" and fast ops; max|Δ| ≤
-1e-4·max|ref|), and Grad-CAM and one modified-gradient method must give finite, non-constant maps.
+1e-4·max|ref|), and Grad-CAM and one modified-gradient method must give finite, non-constant maps (Grad-CAM:
+or a zero map whose map before its final ReLU varies and is negative everywhere).
 ``python scripts/check_applications.py`` runs every family under every method (docs/APPLICATIONS.md).
 """
 
@@ -79,7 +80,8 @@ def test_application_gradients(script, saved, family):
     assert set(errors) == {"exact", "fast"}, res["saliency"]
     assert max(errors.values()) <= script.REL_TOL, errors
     for m in methods:
-        assert res[m]["ok"], (m, res[m])
+        # Grad-CAM's ReLU zeroes a map negative in every cell (random weights): then the map before it must vary
+        assert res[m]["ok"] or (m == "gradcam" and res[m].get("negative")), (m, res[m])
 
 
 def test_every_application_layer_kind_is_a_gradient_tested_jaxviz_kind(script, saved):
