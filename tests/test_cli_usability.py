@@ -294,6 +294,7 @@ def test_compiling_is_said_when_a_command_compiles(monkeypatch, capsys):
     from jaxviz.cli import common
 
     monkeypatch.setattr(common.CompileNotice, "after_s", 0.0)  # every compile counts as slow
+    jaxviz.runtime.clear_programs()  # programs are shared by graph: an earlier test's vgg_demo must not serve this one
     code, out, err = run(["predict", demo_image_path(), *DEMO, "--top", "1"], capsys)
     assert code == 0 and "jaxviz: compiling vgg_demo (once per input shape; kept " in err
 

@@ -318,7 +318,7 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
     layers = keras.layers
     net = randomize(keras.Sequential([  # listing 5.5's convnet, narrower, with a BatchNormalization
         keras.Input((32, 32, 3)), layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2),
-        layers.Conv2D(8, 3, activation="relu"), layers.BatchNormalization(), layers.MaxPooling2D(2),
+        layers.Conv2D(8, 3, activation="relu"), layers.BatchNormalization(name="bn"), layers.MaxPooling2D(2),
         layers.Flatten(), layers.Dropout(0.5), layers.Dense(16, activation="relu"),
         layers.Dense(1, activation="sigmoid")]))
     net.save(tmp_path / "m.keras")
@@ -327,7 +327,7 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
     ref = np.asarray(net(x, training=False))
     module = jaxviz.to_flax(model)
     close(module(x), ref)
-    assert set(nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))["weights"]["batch_normalization"]) == {
+    assert set(nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))["weights"]["bn"]) == {
         "moving_mean", "moving_variance"}
     linen_module, variables = jaxviz.to_flax(model, api="linen")
     close(linen_module.apply(variables, x), ref)
