@@ -81,11 +81,11 @@ def test_cli_shows_regularised_patterns_as_display_images(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     from PIL import Image
 
-    x = np.load(tmp_path / "block1_conv1.npy")
+    x = np.load(tmp_path / "block1_conv1_regularised.npy")  # beside the book's grid of the layer
     expected = patterns.display_images(x, "regularised")
     for i in range(2):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "block1_conv1" / f"filter_{i:03d}.png")),
-                                      expected[i])
+        png = tmp_path / "block1_conv1_regularised" / f"filter_{i:03d}.png"
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), expected[i])
 
 
 def test_live_comparison_with_lucent(compare_lucent, demo):

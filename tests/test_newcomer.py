@@ -23,6 +23,7 @@ L = keras.layers
 def _catsdogs():
     """DLwP's cats-vs-dogs convnet (1st ed. listing 5.5, behind the 2nd edition's Rescaling) at 36 px and a
     tenth of the width: Rescaling, conv/pool ×3, Flatten, Dropout, Dense, Dense(1, sigmoid); Keras's names."""
+    keras.backend.clear_session()  # Keras's default names count from zero again (conv2d, conv2d_1, …)
     keras.utils.set_random_seed(0)
     inp = keras.Input((36, 36, 3))
     h = L.Rescaling(1 / 255)(inp)

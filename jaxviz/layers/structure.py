@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 
 from .registry import kind
@@ -70,18 +72,12 @@ def average(p, inputs, cfg, ops):
 
 @kind("Maximum")
 def maximum(p, inputs, cfg, ops):
-    out = inputs[0]
-    for v in inputs[1:]:
-        out = jnp.maximum(out, v)
-    return out
+    return functools.reduce(jnp.maximum, inputs)
 
 
 @kind("Minimum")
 def minimum(p, inputs, cfg, ops):
-    out = inputs[0]
-    for v in inputs[1:]:
-        out = jnp.minimum(out, v)
-    return out
+    return functools.reduce(jnp.minimum, inputs)
 
 
 @kind("Concatenate")
