@@ -38,9 +38,11 @@ chosen from its gradient.
 
 All classes are optimised together as one batch (image i maximises class i, selected by a one-hot
 contraction: :func:`jaxviz.optvis.objectives.class_logit`), the whole ascent is one jit-compiled
-``lax.fori_loop`` on the model's forward pass (:meth:`jaxviz.Model.apply`, whose conv and pool have the
+``lax.fori_loop`` (:func:`jaxviz.optvis.ascent.gradient_ascent`, the loop of the filter patterns' ascent)
+on the model's forward pass (:meth:`jaxviz.Model.apply`, whose conv and pool have the
 loop-friendly custom VJPs, see docs/PERFORMANCE.md) with the model's prepared kernels
-(:meth:`jaxviz.Model.prepared`: flipped, Winograd and transposed dense kernels); the jitter and the blur are
+(:meth:`jaxviz.Model.prepared`: flipped, Winograd and transposed dense kernels); the jitter, the step with
+decay, the periodic blur and the best-iterate tracker are :mod:`jaxviz.optvis.ascent`'s hooks, the blur
 :mod:`jaxviz.optvis.transforms`'. Every class gets its own PRNG stream derived from (seed, class), so an
 image does not depend on which other classes share its batch.
 """
@@ -53,12 +55,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from tqdm.auto import tqdm
 
 from .. import runtime
 from ..errors import JaxvizError
-from ..optvis import objectives, transforms
+from ..optvis import ascent, objectives
 from ..optvis.param import pixel_range, pixel_space
 from ..optvis.transforms import gaussian_blur, gaussian_kernel1d
 from ..profile import DEEPVIS_DEMO, DEEPVIS_PAPER
@@ -73,7 +74,8 @@ DEFAULTS, DEMO_DEFAULTS = dict(DEEPVIS_PAPER), dict(DEEPVIS_DEMO)
 
 
 def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, channels: int):
-    """The ascent program on ``fwd`` (:func:`jaxviz.runtime.compiled`'s forward pass)."""
+    """The ascent program on ``fwd`` (:func:`jaxviz.runtime.compiled`'s forward pass): steps ``start`` …
+    ``stop - 1`` of :func:`jaxviz.optvis.ascent.gradient_ascent` with DeepVis's hooks and best-iterate tracker."""
     lo, hi = (jnp.asarray(v) for v in pixel_range(mode, channels))  # valid pixels in model space
     centre, scale = (jnp.asarray(v) for v in pixel_space(mode, channels))
 
@@ -85,24 +87,13 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, chan
             s, vjp = jax.vjp(scores, v)
             return s, vjp(jnp.ones_like(s))[0]
 
-        def body(i, carry):
-            x, best, best_score = carry
-            x = jnp.clip(x, lo, hi)
-            if jitter:
-                shifts = transforms.random_shifts(keys, i + 1, jitter)
-                s, g = score_and_grad(transforms.shift(x, shifts))
-                g = transforms.unshift(g, shifts)
-            else:
-                s, g = score_and_grad(x)
-            better = s > best_score  # the toolbox's "best-ever objective" snapshot, per image
-            best = jnp.where(better[:, None, None, None], x, best)
-            best_score = jnp.where(better, s, best_score)
-            x = centre + (x - centre + step_size * scale * scale * g) * (1.0 - l2_decay)
-            if blur_every and blur_sigma > 0:
-                x = lax.cond(i % blur_every == 0, lambda v: gaussian_blur(v, blur_sigma), lambda v: v, x)
-            return x, best, best_score
-
-        return lax.fori_loop(start, stop, body, (x, best, best_score))
+        blur = None
+        if blur_every and blur_sigma > 0:
+            blur = ascent.every(blur_every, lambda v: gaussian_blur(v, blur_sigma))
+        x, (best, best_score) = ascent.gradient_ascent(
+            ascent.jittered(score_and_grad, keys, jitter), ascent.decayed_step(step_size, l2_decay, centre, scale),
+            x, start, stop, before=lambda v: jnp.clip(v, lo, hi), after=blur, best=(best, best_score))
+        return x, best, best_score
 
     return run
 
