@@ -387,14 +387,10 @@ def test_registry_names_and_gradcam_paths_agree(tiny, batch):
 def test_each_method_lives_in_a_module_named_after_it():
     import importlib
 
-    from jaxviz.attribution import guided
-
     for name in METHODS:
         module = importlib.import_module(f"jaxviz.attribution.{name}")
         assert callable(getattr(module, name)), name
         assert "arXiv" in module.__doc__ or "doi:" in module.__doc__, f"{name}'s module docstring cites no paper"
-    # the old shared module still exports both for old imports
-    assert guided.deconvnet is deconvnet and guided.guided_backprop is guided_backprop
 
 
 def test_params_override_is_used(tiny, batch):
