@@ -1,8 +1,9 @@
 """Tiny models with hand-set weights whose attribution maps can be derived by hand.
 
-``HandModel`` speaks the protocol the attribution methods use (``apply(params, x, upto, taps, relu, perturb,
-replace)``,
-``params``, ``check_input``, ``arch.num_classes``, ``layer_names``, ``conv_layer_names``):
+``HandModel`` offers the members of :class:`jaxviz.interface.ModelInterface` the attribution methods use
+(``apply(params, x, upto, taps, relu, perturb, replace)``, ``params``, ``check_input``, ``name``, ``num_classes``,
+``input_channels``, ``layer_table``, ``layer_names``, ``conv_layer_names``; ``graph`` and ``module`` are ``None``:
+the programs run its own ``apply``):
 
     x [N, H, W, 1] ─ conv1: 1×1 conv, kernel (1, −1), bias (0, 0), ReLU ─ A [N, H, W, 2] = (relu(x), relu(−x))
                    ─ sum over positions ─ predictions: V = [[1, 0], [−2, 1]], bias 0 ─ logits
@@ -19,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.interface import LayerInfo
+
 V = np.array([[1.0, 0.0], [-2.0, 1.0]], np.float32)
 
 
@@ -34,13 +37,20 @@ class HandModel:
     """The two-layer network above (a conv layer named ``conv1``, a dense head named ``predictions``)."""
 
     include_top = True
-    arch = types.SimpleNamespace(name="hand", num_classes=2)
+    name, num_classes, input_channels = "hand", 2, 1
+    arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
+    graph = module = None  # no layer graph: the programs run apply
     layer_names = ["input_layer", "conv1", "predictions"]
     conv_layer_names = ["conv1"]
     last_conv_layer = "conv1"
 
     def __init__(self, params=None):
         self.params = params if params is not None else hand_params()
+
+    def layer_table(self, input_shape=None, upto=None):
+        h, w, c = input_shape
+        return [LayerInfo("input_layer", "InputLayer", (h, w, c), 0), LayerInfo("conv1", "Conv2D", (h, w, 2), 4),
+                LayerInfo("predictions", "Dense", (2,), 6)]
 
     def check_input(self, x):
         return jnp.asarray(x, jnp.float32)

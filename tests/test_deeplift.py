@@ -18,6 +18,7 @@ from jaxviz.attribution.deeplift import deeplift
 from jaxviz.attribution.input_x_gradient import input_x_gradient
 from jaxviz.attribution.methods import METHODS
 from jaxviz.graph import Graph, make_layer
+from jaxviz.interface import LayerInfo
 
 
 def test_deeplift_by_hand():
@@ -42,7 +43,9 @@ def test_deeplift_by_hand():
 
 class ConvNet:
     include_top = True
-    arch = types.SimpleNamespace(name="convnet", num_classes=5)
+    name, num_classes, input_channels = "convnet", 5, 3
+    arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
+    graph = module = None  # no layer graph: the programs run apply
     layer_names = ["input_layer", "conv1", "conv2", "fc1", "predictions"]
     conv_layer_names = ["conv1", "conv2"]
 
@@ -59,6 +62,12 @@ class ConvNet:
 
     def check_input(self, x):
         return jnp.asarray(x, jnp.float32)
+
+    def layer_table(self, input_shape=None, upto=None):
+        h, w, c = input_shape
+        return [LayerInfo("input_layer", "InputLayer", (h, w, c), 0), LayerInfo("conv1", "Conv2D", (h, w, 8), 224),
+                LayerInfo("conv2", "Conv2D", ((h + 1) // 2, (w + 1) // 2, 8), 584),
+                LayerInfo("fc1", "Dense", (16,), 8208), LayerInfo("predictions", "Dense", (5,), 85)]
 
     def apply(self, params, x, upto=None, taps=(), relu=jax.nn.relu, perturb=None):
         def conv(v, p, stride):

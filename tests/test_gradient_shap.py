@@ -14,6 +14,7 @@ from test_gradient_methods import _rel, torch_side  # noqa: F401  (a fixture)
 import jaxviz
 from jaxviz.attribution.gradient_shap import gradient_shap, gradient_shap_from_draws
 from jaxviz.attribution.methods import METHODS, explain
+from jaxviz.interface import LayerInfo
 
 
 def test_gradient_shap_by_hand():
@@ -94,13 +95,19 @@ def test_cli_explain_gradient_shap(tmp_path):
 
 class _Probe:
     include_top = True
-    arch = types.SimpleNamespace(name="probe", num_classes=2)
+    name, num_classes, input_channels = "probe", 2, 3
+    arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
+    graph = module = None  # no layer graph: the programs run apply
     layer_names = ["input_layer", "predictions"]
     conv_layer_names = []
     params = {}
 
     def check_input(self, x):
         return jnp.asarray(x, jnp.float32)
+
+    def layer_table(self, input_shape=None, upto=None):
+        h, w, c = input_shape
+        return [LayerInfo("input_layer", "InputLayer", (h, w, c), 0), LayerInfo("predictions", "Dense", (2,), 0)]
 
     def apply(self, params, x, upto=None, taps=(), relu=None, perturb=None):
         s = x[..., 0].sum((1, 2)) + 0.5 * (x[..., 1] ** 2).sum((1, 2)) + x[..., 2].sum((1, 2))

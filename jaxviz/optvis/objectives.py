@@ -41,7 +41,7 @@ class Plan:
 
 def layer_table(model, size: int, layer: str):
     """The model's layer table for ``size`` × ``size`` inputs, up to ``layer``."""
-    return model.layer_table((size, size, getattr(model.arch, "channels", 3)), upto=layer)
+    return model.layer_table((size, size, model.input_channels), upto=layer)
 
 
 def _column_conv(graph, name: str) -> bool:
@@ -56,9 +56,9 @@ def plan(model, layer: str, size: int) -> Plan:
 
     A convolution (or a max-pool of one) is computed from its input by the conv with only the wanted kernel
     columns (``columns`` in :func:`prepare`); any other layer by a pass up to it."""
-    space = dict(preprocess=getattr(model, "preprocess", "caffe"), in_channels=getattr(model.arch, "channels", 3))
+    space = dict(preprocess=model.preprocess, in_channels=model.input_channels)
     if layer == "logits":
-        return Plan(layer, model.arch.num_classes, False, **space)
+        return Plan(layer, model.num_classes, False, **space)
     graph = model.graph
     name = graph.resolve(layer)
     row = next(r for r in layer_table(model, size, layer) if r.name == name)

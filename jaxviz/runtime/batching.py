@@ -115,11 +115,9 @@ def batch_size_for(model, x, batch_size: int | None, n_items: int, gradient: boo
 
 
 def activation_bytes(model, size: tuple[int, int]) -> float:
-    """float32 bytes of all layer outputs of one ``size`` input (a guess for models without a layer table)."""
-    table = getattr(model, "layer_table", None)
-    if table is None:
-        return 4.0 * size[0] * size[1] * 64 * 8
-    rows = table((*size, getattr(model.arch, "channels", 3)))
+    """float32 bytes of all layer outputs of one ``size`` input, from the model's layer table
+    (:meth:`jaxviz.interface.ModelInterface.layer_table`)."""
+    rows = model.layer_table((*size, model.input_channels))
     return 4.0 * sum(float(np.prod(r.output_shape)) for r in rows)
 
 

@@ -17,23 +17,17 @@ REDUCTIONS = ("sum", "mean", "max", "abs_max", "abs_sum", "norm")
 
 
 def check_model(model, name: str) -> None:
-    if not getattr(model, "include_top", True):
+    if not model.include_top:
         raise JaxvizError(f"{name} explains a class score and needs the classifier: load the model with "
                           "include_top=True")
 
 
 def check_input(model, x) -> jax.Array:
-    check = getattr(model, "check_input", None)
-    if check is not None:
-        return check(x)
-    x = jnp.asarray(x, jnp.float32)
-    if x.ndim != 4:
-        raise JaxvizError(f"expected a batch of images [N, H, W, C], got shape {x.shape}")
-    return x
+    return model.check_input(x)
 
 
 def num_classes(model) -> int:
-    return int(model.arch.num_classes)
+    return int(model.num_classes)
 
 
 def check_targets(model, target, n: int) -> jax.Array:
@@ -89,5 +83,5 @@ def check_score(model, score: str) -> str:
     if score.startswith("sigmoid_") and score[len("sigmoid_"):] in SCORES:
         return score
     check_choice(score, SCORES, "score")
-    graph = getattr(model, "graph", None)
+    graph = model.graph
     return f"sigmoid_{score}" if graph is not None and graph.head_activation == "sigmoid" else score

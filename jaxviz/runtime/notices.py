@@ -98,8 +98,7 @@ class CompileNotice:
     after_s = 2.0
 
     def __init__(self, model, what: str | None = None, message: str | None = None):
-        name = getattr(getattr(model, "arch", None), "name", "the model")
-        self.message = message or f"jaxviz: compiling {what or name}"
+        self.message = message or f"jaxviz: compiling {what or model.name}"
         self.said = False
 
     def say(self):

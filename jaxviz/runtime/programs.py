@@ -102,8 +102,7 @@ def compiled(model, name: str, key: Hashable, build: Callable[[Callable], Callab
     params) as an argument: gradient programs use their input-gradient kernels, and on CPUs all programs their
     Winograd kernels (XLA drops whatever a program does not use).
     """
-    graph = getattr(model, "graph", None)
-    module = getattr(model, "module", None)
+    graph, module = model.graph, model.module
     if graph is not None and module is not None and not isinstance(module, Network):
         if _hashable(module):  # a forward pass of its own (a Flax module)
             return _module_program(model, module, name, key, build)

@@ -99,8 +99,7 @@ def _build(fwd, blur_every: int, blur_sigma: float, jitter: int, mode: str, chan
 
 
 def _compiled(model, blur_every: int, blur_sigma: float, jitter: int):
-    mode = getattr(model, "preprocess", "caffe")
-    key = (blur_every, blur_sigma, jitter, mode, getattr(model.arch, "channels", 3))
+    key = (blur_every, blur_sigma, jitter, model.preprocess, model.input_channels)
     return runtime.compiled(model, "deepvis", key, lambda fwd: _build(fwd, *key))
 
 
@@ -133,7 +132,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
 
     Args:
       model: a :class:`jaxviz.Model` with its classifier (``include_top=True``).
-      classes: class index or indices (``0 <= c < model.arch.num_classes``); each gets one image.
+      classes: class index or indices (``0 <= c < model.num_classes``); each gets one image.
       size: image side, or ``(height, width)``; default the model's input size (224×224 for VGG16; a flatten
         head needs it).
       steps: gradient steps (paper: 1000).
@@ -167,13 +166,13 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
     opts = {k: (v if given[k] is None else given[k]) for k, v in model.profile.deepvis.items()}
     steps, step_size, l2_decay, blur_every, blur_sigma, jitter, init_std = (
         opts[k] for k in ("steps", "step_size", "l2_decay", "blur_every", "blur_sigma", "jitter", "init_std"))
-    n_cls = model.arch.num_classes
+    n_cls = model.num_classes
     cls = [operator.index(classes)] if np.ndim(classes) == 0 else [operator.index(c) for c in classes]
     if not cls:
         raise JaxvizError("no class given; name at least one class index")
     bad = [c for c in cls if not 0 <= c < n_cls]
     if bad:
-        raise JaxvizError(f"class {bad[0]} out of range: {model.arch.name} has {n_cls} classes (0..{n_cls - 1})")
+        raise JaxvizError(f"class {bad[0]} out of range: {model.name} has {n_cls} classes (0..{n_cls - 1})")
     if steps < 0 or blur_every < 0 or jitter < 0:
         raise JaxvizError("steps, blur_every and jitter must be non-negative")
     model.require_spatial("class visualisation")
@@ -181,8 +180,8 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
     h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
         raise JaxvizError(f"size must be a positive number of pixels, got {size}")
-    channels = getattr(model.arch, "channels", 3)
-    centre, scale = pixel_space(getattr(model, "preprocess", "caffe"), channels)
+    channels = model.input_channels
+    centre, scale = pixel_space(model.preprocess, channels)
 
     base = jax.random.PRNGKey(seed)
     keys = jnp.stack([jax.random.fold_in(base, c) for c in cls])
@@ -219,7 +218,7 @@ def class_patterns(model, classes: int | Sequence[int], size: int | tuple[int, i
     finally:
         if bar is not None:
             bar.close()
-    lo, hi = pixel_range(getattr(model, "preprocess", "caffe"), channels)
+    lo, hi = pixel_range(model.preprocess, channels)
     x = np.clip(np.asarray(best), lo, hi)
     if raw:
         return x
