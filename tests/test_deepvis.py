@@ -193,3 +193,25 @@ def test_ascent_gets_the_precomputed_kernels(tiny):
     with jax.default_matmul_precision("highest"):
         exact = class_patterns(tiny, CLASSES, steps=6, raw=True, progress=False)
     assert np.abs(fast - exact).max() < 1e-2 * np.abs(exact).max()
+
+
+def test_gradient_ascent_runs_its_hooks_in_order():
+    # DeepVis's loop is optvis.ascent's: per step clip (before), score and gradient, best-iterate snapshot,
+    # step, then the periodic transform (after). Image 0's score is x, image 1's is -x; each step moves the
+    # image by its gradient's sign, the clip holds it in [-3, 3], and every even step adds 100 after the step.
+    import jax.numpy as jnp
+
+    from jaxviz.optvis import ascent
+
+    sign = jnp.asarray([1.0, -1.0]).reshape(2, 1, 1, 1)
+    hooks = dict(before=lambda v: jnp.clip(v, -3.0, 3.0), after=ascent.every(2, lambda v: v + 100.0))
+    score_and_grad = ascent.jittered(lambda v: ((v * sign).sum((1, 2, 3)), sign), keys=None, jitter=0)
+    x0, best0 = jnp.zeros((2, 1, 1, 1)), (jnp.zeros((2, 1, 1, 1)), jnp.full((2,), -jnp.inf))
+    x, (best, best_score) = ascent.gradient_ascent(score_and_grad, lambda v, g: v + g, x0, 0, 5, best=best0, **hooks)
+    # image 0: 0 → 1+100 → (clip 3) 4 → 104 → 4 → 104; its best is the first clipped 3
+    # image 1: 0 → -1+100 → (clip 3) 2 → 1+100 → 2 → 101; its best is the start (score 0)
+    np.testing.assert_array_equal(np.ravel(x), [104.0, 101.0])
+    np.testing.assert_array_equal(np.ravel(best), [3.0, 0.0])
+    np.testing.assert_array_equal(best_score, [3.0, 0.0])
+    untracked = ascent.gradient_ascent(score_and_grad, lambda v, g: v + g, x0, 0, 5, **hooks)
+    np.testing.assert_array_equal(untracked, x)
