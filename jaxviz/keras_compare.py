@@ -64,7 +64,7 @@ def keras_model(model: Model, input_shape=None):
 def _keras_vgg(keras, model: Model, input_shape=None):
     """A Keras functional model with ``model``'s layers and names, for VGG-family models Keras does not ship
     (the demo networks): built from the model's layer table with Keras's own layers."""
-    if getattr(model, "family", None) != VGG_FAMILY:
+    if model.family != VGG_FAMILY:
         raise JaxvizError("compare-keras works for VGG-family models (vgg16, vgg19, vgg_demo, vgg_demo_gap)")
     L = keras.layers
     shape = tuple(input_shape) if input_shape is not None else (*model.input_hw, model.input_channels)

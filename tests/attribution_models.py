@@ -2,8 +2,8 @@
 
 ``HandModel`` offers the members of :class:`jaxviz.interface.ModelInterface` the attribution methods use
 (``apply(params, x, upto, taps, relu, perturb, replace)``, ``params``, ``check_input``, ``name``, ``num_classes``,
-``input_channels``, ``layer_table``, ``layer_names``, ``conv_layer_names``; ``graph`` and ``module`` are ``None``:
-the programs run its own ``apply``):
+``input_channels``, ``profile``, ``family``, ``layer_table``, ``layer_names``, ``conv_layer_names``,
+``spatial_layer_names``, ``cam_layer``; ``graph`` and ``module`` are ``None``: the programs run its own ``apply``):
 
     x [N, H, W, 1] ─ conv1: 1×1 conv, kernel (1, −1), bias (0, 0), ReLU ─ A [N, H, W, 2] = (relu(x), relu(−x))
                    ─ sum over positions ─ predictions: V = [[1, 0], [−2, 1]], bias 0 ─ logits
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.interface import LayerInfo
+from jaxviz.profile import file as file_profile
 
 V = np.array([[1.0, 0.0], [-2.0, 1.0]], np.float32)
 
@@ -40,8 +41,10 @@ class HandModel:
     name, num_classes, input_channels = "hand", 2, 1
     arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
     graph = module = None  # no layer graph: the programs run apply
+    profile, family = file_profile(), None  # a model file's defaults (score "prob"); no faster path
     layer_names = ["input_layer", "conv1", "predictions"]
-    conv_layer_names = ["conv1"]
+    conv_layer_names = spatial_layer_names = ["conv1"]
+    cam_layer = "conv1"
     last_conv_layer = "conv1"
 
     def __init__(self, params=None):

@@ -19,6 +19,7 @@ from jaxviz.attribution.input_x_gradient import input_x_gradient
 from jaxviz.attribution.methods import METHODS
 from jaxviz.graph import Graph, make_layer
 from jaxviz.interface import LayerInfo
+from jaxviz.profile import file as file_profile
 
 
 def test_deeplift_by_hand():
@@ -46,8 +47,10 @@ class ConvNet:
     name, num_classes, input_channels = "convnet", 5, 3
     arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
     graph = module = None  # no layer graph: the programs run apply
+    profile, family = file_profile(), None  # a model file's defaults (score "prob"); no faster path
     layer_names = ["input_layer", "conv1", "conv2", "fc1", "predictions"]
-    conv_layer_names = ["conv1", "conv2"]
+    conv_layer_names = spatial_layer_names = ["conv1", "conv2"]
+    cam_layer = "conv2"
 
     def __init__(self, seed=0):
         rng = np.random.default_rng(seed)

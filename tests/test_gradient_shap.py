@@ -15,6 +15,7 @@ import jaxviz
 from jaxviz.attribution.gradient_shap import gradient_shap, gradient_shap_from_draws
 from jaxviz.attribution.methods import METHODS, explain
 from jaxviz.interface import LayerInfo
+from jaxviz.profile import file as file_profile
 
 
 def test_gradient_shap_by_hand():
@@ -98,8 +99,9 @@ class _Probe:
     name, num_classes, input_channels = "probe", 2, 3
     arch = types.SimpleNamespace(name=name, num_classes=num_classes, channels=input_channels)
     graph = module = None  # no layer graph: the programs run apply
+    profile, family = file_profile(), None  # a model file's defaults (score "prob"); no faster path
     layer_names = ["input_layer", "predictions"]
-    conv_layer_names = []
+    conv_layer_names = spatial_layer_names = []
     params = {}
 
     def check_input(self, x):

@@ -65,7 +65,8 @@ def test_block_end_layers(tiny_no_top):
                                         "block5_conv3"]
     table = jaxviz.layer_table("vgg19", include_top=False)
 
-    class Names:  # block_end_layers only needs conv_layer_names
+    class Names:  # block_end_layers only needs the graph (None: a chain) and conv_layer_names
+        graph = None
         conv_layer_names = [r.name for r in table if r.kind == "Conv2D"]
 
     assert A.block_end_layers(Names())[2:] == ["block3_conv4", "block4_conv4", "block5_conv4"]

@@ -87,7 +87,7 @@ def _topk_program(model, layers: tuple[str, ...], batch: int, k: int):
 
 def _spatial_shapes(model, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """``{layer: (h, w, C)}`` at the model's input size; a layer without a spatial map is refused."""
-    hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
+    hw, channels = model.input_hw, model.input_channels
     shapes = {n: tuple(model.output_shape(n, (*hw, channels))) for n in layers}
     for n, s in shapes.items():
         if len(s) != 3:
@@ -108,7 +108,7 @@ def dataset_pass(model, folder: str | os.PathLike, layers: Sequence[str], top: i
     """
     layers = model.check_layers(layers)
     files = image_files(folder) if files is None else list(files)
-    hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
+    hw, channels = model.input_hw, model.input_channels
     k = int(top)
     shapes = _spatial_shapes(model, layers)
     state = {n: (jnp.full((s[-1], k), -jnp.inf), jnp.full((s[-1], k), -1, jnp.int32),

@@ -222,7 +222,7 @@ def _chunk(model, layer, stem, part, order, data, field, root, folder, first, as
         x = patterns.filter_patterns(model, layer, part, size=size, steps=ascent[method], seed=seed, method=method,
                                      chunk_size=-(-len(part) // jax.process_count()), progress=False)
         imgs[method] = patterns.display_images(x, method, model.preprocess)
-    hw, channels = model.input_hw, getattr(model.arch, "channels", 3)
+    hw, channels = model.input_hw, model.input_channels
     kernel = np.asarray(model.params[layer]["kernel"]) if first and "kernel" in model.params.get(layer, {}) else None
     cache: dict[int, np.ndarray] = {}
     ext = image_format

@@ -28,9 +28,9 @@ def check_layer(model, layer: str | None, method: str = "class-activation maps n
     """The layer a CAM is computed on: any layer with a spatial map ``[N, h, w, C]``; default the model's
     ``cam_layer``, the last such layer before the head (``block5_conv3`` on VGG16, ``conv5_block3_out`` on
     ResNet50)."""
-    names = list(getattr(model, "spatial_layer_names", None) or model.conv_layer_names)
+    names = list(model.spatial_layer_names)
     if layer is None:
-        return getattr(model, "cam_layer", None) or model.conv_layer_names[-1]
+        return model.cam_layer
     if layer not in names:
         raise LayerError(f"{method} a conv layer (a layer with a spatial map), got {layer!r}; choose one "
                          f"of: {', '.join(names)}")

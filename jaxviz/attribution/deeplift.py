@@ -130,7 +130,7 @@ def deeplift(model, x, target: int | Sequence[int] | None = None, *, baseline=No
     x = runtime.check_input(model, x)
     targets = runtime.check_targets(model, target, x.shape[0])
     base = _check_baseline(baseline, x)
-    gates = layers_without_rule(getattr(model, "graph", None))
+    gates = layers_without_rule(model.graph)
     if gates:
         warnings.warn(f"deeplift: no DeepLIFT rule for {', '.join(gates)}; the gradient passes through "
                       f"{'it' if len(gates) == 1 else 'them'} (as in Captum's DeepLift)", stacklevel=2)

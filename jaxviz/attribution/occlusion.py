@@ -180,7 +180,7 @@ def split_plan(model, size: tuple[int, int], window: tuple[int, int], incrementa
 
     Only a plain VGG stack (``model.family == "vgg"``: 3×3 "same" convolutions with ReLUs, 2×2 max pools)
     is split; its layer table gives the layers and their sizes."""
-    if incremental is False or getattr(model, "family", None) != VGG_FAMILY:
+    if incremental is False or model.family != VGG_FAMILY:
         return None
     h, w = size
     table = model.layer_table((h, w, model.input_channels))

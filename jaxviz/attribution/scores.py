@@ -14,8 +14,5 @@ from __future__ import annotations
 
 def default_score(model, score: str | None = None) -> str:
     """``score`` if given, else the model's profile's (``"logit"`` for the demo networks, ``"prob"`` for
-    others); ``"prob"`` for a hand-written model without a profile."""
-    if score is not None:
-        return score
-    profile = getattr(model, "profile", None)
-    return "prob" if profile is None else profile.score
+    others)."""
+    return model.profile.score if score is None else score

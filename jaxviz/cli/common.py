@@ -144,7 +144,7 @@ def preprocess_note(model) -> str:
     what = {"none": "pixels 0..255 as they are", "rescale": "x / 255, in [0, 1]", "tf": "x / 127.5 - 1",
             "caffe": "BGR minus the ImageNet means", "torch": "x / 255 standardised by ImageNet's mean and std"}[mode]
     rescales = any(layer.kind in ("Rescaling", "Normalization") for layer in model.graph.layers)
-    if mode == "none" and str(getattr(model, "source", "")).lower().endswith(".onnx"):
+    if mode == "none" and str(model.source).lower().endswith(".onnx"):
         return (f"images preprocessed as 'none' ({what}): an ONNX file holds no preprocessing; torchvision models "
                 "want --preprocess torch")
     if mode == "none" and not rescales:
@@ -156,7 +156,7 @@ def preprocess_note(model) -> str:
 def images_from_paths(paths, size, model=None) -> np.ndarray:
     """Loads image files as one batch ``[N, H, W, C]`` at ``size`` (H, W), preprocessed for ``model`` (default:
     VGG's "caffe" mode); grayscale (C = 1) for a model on one-channel images, else RGB."""
-    channels = 3 if model is None else getattr(model.arch, "channels", 3)
+    channels = 3 if model is None else model.input_channels
     rgb = np.stack([load_image(p, target_size=size, channels=channels) for p in paths])
     return preprocess_input(rgb) if model is None else np.asarray(model.preprocess_input(rgb))
 

@@ -155,7 +155,7 @@ def run_patterns(args) -> int:
         )
         if not lead:
             continue
-        mode = getattr(model, "preprocess", "caffe")
+        mode = model.preprocess
         images = patterns.display_images(x, args.method, mode, bgr_to_rgb=args.rgb and mode == "caffe")  # RGB already
         grid = image_grid(images, cols=min(args.cols, len(images)), margin=5, fill=0, order=args.order)
         if args.per_filter:

@@ -134,7 +134,7 @@ def cmd_deepvis(args) -> int:
     for c in args.classes:
         check_class(model, c, "--class")
     h, w = model.input_hw
-    flatten = getattr(model.arch, "head", "flatten") == "flatten"
+    flatten = model.head == "flatten"
     if args.size is not None and (args.size, args.size) != (h, w) and flatten:
         hint = f"drop --size or use --size {h}" if h == w else "drop --size"
         raise JaxvizError(f"--size {args.size}: {model.arch.name}'s classifier (a flatten head) takes only {h}×{w} "

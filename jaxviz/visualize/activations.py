@@ -35,7 +35,7 @@ def block_end_layers(model) -> list[str]:
     layer the next block reads. In a chain (VGG, Sequential models) it is the last conv layer of each group of
     layers named ``<block>_…`` (``block1_conv2`` … ``block5_conv3`` for VGG16).
     """
-    graph = getattr(model, "graph", None)
+    graph = model.graph
     layers = list(graph.layers) if graph is not None else []
     if any(len(layer.inputs) > 1 for layer in layers):
         consumers: dict[str, list] = {}

@@ -32,12 +32,12 @@ from ..render import image_grid
 def channel_order(model) -> str:
     """The names of a model's input channels, in order: ``"B, G, R"`` for Caffe's preprocessing (the Keras
     VGG/ResNet50 weights), ``"R, G, B"`` for every other mode, ``"gray"`` for one channel."""
-    channels = getattr(model.arch, "channels", 3)
+    channels = model.input_channels
     if channels == 1:
         return "gray"
     if channels != 3:
         return f"{channels} channels"
-    return "B, G, R" if getattr(model, "preprocess", "caffe") == "caffe" else "R, G, B"
+    return "B, G, R" if model.preprocess == "caffe" else "R, G, B"
 
 
 def _check_conv_layer(model, layer: str) -> str:
@@ -161,7 +161,7 @@ def save_kernel_figures(model, layer: str, out_dir: str | os.PathLike, filters: 
     out = Path(out_dir)
     layer = file_stems(model.layer_names)[layer]
     paths = [save_png(confine(out, f"{prefix}{layer}.png"), kernel_grid(k, filters, channels, scale))]
-    if k.shape[2] == 3 and getattr(model.arch, "channels", 3) == 3:
+    if k.shape[2] == 3 and model.input_channels == 3:
         patches = kernel_colour_patches(k, filters, scale=scale, bgr_to_rgb=channel_order(model) == "B, G, R")
         paths.append(save_png(confine(out, f"{prefix}{layer}_rgb.png"), patches))
     if npy:
