@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from flax_models import NnxStagedCNN, StagedCNN
+from flax_models import NnxStagedCNN, StagedCNN, sequential_cnn
 from PIL import Image
 
 import jaxviz
@@ -104,3 +104,15 @@ def test_figures_command_takes_a_flax_factory(photo, tmp_path, monkeypatch, caps
     assert main(args) == 0 and "0 figure task(s) made" in capsys.readouterr().out  # resumed: nothing to redo
     assert main([*args[:-2], "--weights", "random:0", "-o", str(out)]) == 2
     assert "makes its own weights" in capsys.readouterr().err
+
+
+def test_a_linen_sequential_keys_the_programs_of_its_patterns():
+    """``nn.Sequential`` holds its layers in a list, so the module does not hash; two models of it with other
+    weights still share one key for the compiled programs (the filter patterns')."""
+    module = sequential_cnn()
+    x = jnp.zeros((1, SIDE, SIDE, 3))
+    a, b = (jaxviz.from_flax(module, module.init(jax.random.key(seed), x), input_shape=(SIDE, SIDE, 3))
+            for seed in (0, 1))
+    assert a.module == b.module and hash(a.module) == hash(b.module)
+    assert a.module != jaxviz.from_flax(module, module.init(jax.random.key(0), x), input_shape=(SIDE, SIDE, 3),
+                                        output="probs").module

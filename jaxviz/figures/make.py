@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import model as model_lib
 from ..atomic import confine, file_digest, remove_tree, write_bytes
-from ..errors import ImageError, JaxvizError
+from ..errors import ImageError, JaxvizError, LayerError
 from ..frontends.vgg import get_arch, layer_table
 from ..render import GRID_ORDERS
 from ..version import __version__
@@ -87,6 +87,14 @@ def _given_model(model, weights, preprocess):
         raise JaxvizError(f"preprocess={preprocess!r}: {model.arch.name} prepares images as {model.preprocess!r}; "
                           "leave preprocess out or make the model with the preprocessing it needs")
     return model
+
+
+def _cam_layer(model) -> str | None:
+    """The model's default Grad-CAM layer, or None where no layer has a spatial map (no Grad-CAM to draw)."""
+    try:
+        return model.cam_layer
+    except LayerError:
+        return None
 
 
 def make_figures(model_arch: str | model_lib.Model = "vgg16", weights: str | None = "imagenet",
@@ -218,7 +226,7 @@ def make_figures(model_arch: str | model_lib.Model = "vgg16", weights: str | Non
                   for i, (im, stem) in enumerate(zip(images, stems))]
     extra = {}
     if file_model is not None:
-        extra = {"_file": True, "_cam_layer": file_model.cam_layer if arch.num_classes else None,
+        extra = {"_file": True, "_cam_layer": _cam_layer(file_model) if arch.num_classes else None,
                  "_blocks": block_end_layers(file_model), "_channel_order": channel_order(file_model),
                  "_convs": [r.name for r in conv_rows(file_model, table)]}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": dict(profile.pattern_step_size),

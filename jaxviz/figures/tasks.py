@@ -99,7 +99,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                            "steps": _steps(s, m), "step_size": _step_size(s, m), "seed": s["seed"]},
                           runners.run_single_pattern, f"{layer} filter {f} at {size} px ({m})",
                           f"Filter patterns ({m})"))
-    classes = deepvis_classes(s["deepvis_classes"], arch.num_classes)
+    classes = deepvis_classes(s["deepvis_classes"], arch.num_classes) if arch.num_classes else []
     if classes:
         dv = {k: v for k, v in s["_deepvis"].items() if k in DEEPVIS_OPTIONS}
         if s["deepvis_steps"] is not None:
@@ -114,8 +114,9 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           captions={f"deepvis_{c}.png": f"class {c} ({names[c]}): the image that maximises its "
                                                         "logit" for c in classes}))
     k = min(s["gradcam_top"], arch.num_classes)
-    layer = (s["gradcam_layer"] or s.get("_cam_layer") or conv_names[-1]) if k else None
-    for im in images if k else ():  # no classes (a module returning a map): no class to explain
+    layer = s["gradcam_layer"] or s.get("_cam_layer") or (conv_names[-1] if conv_names else None)
+    # no classes (a module returning a map) or no spatial map: nothing for Grad-CAM to explain
+    for im in images if k and layer is not None else ():
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"gradcam{sfx}_heatmap.png", f"gradcam{sfx}_overlay.png", f"gradcam{sfx}_top{k}.png"]
         tasks.append(task(f"gradcam{sfx}", files,

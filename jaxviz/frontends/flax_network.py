@@ -102,7 +102,11 @@ class FlaxNetwork:
         return (self.api, self.definition, self.treedef, self.keys, self.output, self.apply_kwargs)
 
     def __hash__(self):
-        return hash(self._key())
+        key = self._key()
+        try:
+            return hash(key)
+        except TypeError:  # a linen module with a list field (nn.Sequential's layers): equality still decides
+            return hash((self.api, type(self.definition), self.treedef, self.keys, self.output))
 
     def __eq__(self, other):
         return isinstance(other, FlaxNetwork) and self._key() == other._key()
