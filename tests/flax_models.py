@@ -4,6 +4,8 @@
 - :class:`ResNet18`: a linen ResNet-18 with BatchNorm (``batch_stats``, a ``train`` flag), few channels.
 - :class:`NnxCNN`: an NNX CNN with ``nnx.BatchNorm``, ``nnx.Dropout`` and functional ReLUs.
 - :func:`sequential_cnn`: a linen ``nn.Sequential`` of modules and functions.
+- :class:`StagedCNN` (linen) and :class:`NnxStagedCNN` (NNX): convs inside named stages, so that layer names
+  are ``/``-paths (``stem/conv``, ``blocks/0/conv``); the linen one's stage names need HTML escaping.
 """
 
 from __future__ import annotations
@@ -92,6 +94,50 @@ class NnxCNN(nnx.Module):
         x = self.act(self.bn2(self.conv2(x)))
         x = self.dropout(x.mean(axis=(1, 2)))
         return self.head(x)
+
+
+class Stage(nn.Module):
+    """A conv and its ReLU (a function), as one named stage."""
+
+    features: int
+    strides: tuple = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(self.features, (3, 3), self.strides, name="conv")(x))
+
+
+class StagedCNN(nn.Module):
+    """Two stages whose names are not plain file names (``<``, ``>``, ``&``), global pooling, a dense head."""
+
+    stage_names: tuple = ("stem", "x<y>&z")
+
+    @nn.compact
+    def __call__(self, x):
+        x = Stage(4, name=self.stage_names[0])(x)
+        x = Stage(6, (2, 2), name=self.stage_names[1])(x)
+        return nn.Dense(5, name="head")(x.mean(axis=(1, 2)))
+
+
+class NnxStage(nnx.Module):
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(cin, cout, (3, 3), rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.conv(x))
+
+
+class NnxStagedCNN(nnx.Module):
+    """NNX stages in an ``nnx.List`` (layers ``blocks/0/conv``, ``blocks/0``, …) and a linear head."""
+
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([NnxStage(3, 4, rngs=rngs), NnxStage(4, 6, rngs=rngs)])
+        self.head = nnx.Linear(6, 5, rngs=rngs)
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
 
 
 def sequential_cnn() -> nn.Sequential:

@@ -345,6 +345,42 @@ def test_to_flax_round_trip_of_a_keras_convnet(tmp_path):
     assert (tmp_path / "cli.json").read_text() == graph.read_text()
 
 
+@pytest.mark.slow
+def test_to_flax_round_trip_of_keras_resnet50(tmp_path):
+    """ResNet50 (Keras 3's application: 53 convs, 53 BatchNormalizations, 16 residual Adds) out to NNX and
+    linen, and the msgpack and graph that ``jaxviz convert --to flax`` writes read back, compute Keras's
+    outputs (its logits: random weights saturate a 1000-way softmax to one-hot)."""
+    keras = pytest.importorskip("keras", reason="Keras 3 writes the model file and is the reference")
+    from flax import serialization
+    from keras_helpers import COMPILER_OPTIONS, keras_outputs, numpy_initializers, randomize
+
+    from jaxviz.frontends.flax_export import LinenGraphModule
+
+    def compiled(fn, *args):  # one program, compiled as keras_outputs compiles Keras's (fewer XLA passes)
+        return jax.jit(fn).lower(*args).compile(compiler_options=COMPILER_OPTIONS)
+
+    keras.utils.set_random_seed(0)
+    with numpy_initializers():
+        net = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classifier_activation=None)
+    randomize(net)  # BatchNormalization's statistics and scales away from the identity they start as
+    net.save(tmp_path / "resnet50.keras")
+    x = np.random.default_rng(0).normal(0, 50, size=(2, 32, 32, 3)).astype(np.float32)
+    (ref,) = keras_outputs(net, x)
+    assert ref.shape == (2, 1000) and ref.std() > 1
+    model = jaxviz.load(tmp_path / "resnet50.keras", ops="exact")
+    nnx_module = model.to_flax(api="nnx")
+    assert len(nnx.to_flat_state(nnx.state(nnx_module, nnx.BatchStat))) == 2 * 53  # moving means, variances
+    graphdef, state = nnx.split(nnx_module)
+    close(compiled(lambda state, x: nnx.merge(graphdef, state)(x), state, x)(state, x), ref)
+    module, variables = model.to_flax(api="linen")
+    linen_apply = compiled(module.apply, variables, x)
+    close(linen_apply(variables, x), ref)
+    assert main(["convert", str(tmp_path / "resnet50.keras"), "--to", "flax", "-o", str(tmp_path / "cli")]) == 0
+    restored = serialization.msgpack_restore((tmp_path / "cli.msgpack").read_bytes())
+    assert LinenGraphModule(jaxviz.Graph.from_json((tmp_path / "cli.json").read_text())) == module
+    close(linen_apply(restored, x), ref)  # the same program on the weights read back
+
+
 def test_cli_takes_a_flax_factory(tmp_path, capsys):
     assert main(["gradcam", "--arch", "flax_models:nnx_cnn", "--input-size", "16", "--score", "logit",
                  "-o", str(tmp_path), "--no-progress"]) == 0

@@ -11,6 +11,7 @@ from .. import figures
 from ..atomic import confine, file_stems
 from ..attribution.gradcam import gradcam_report
 from ..errors import JaxvizError, printable
+from ..frontends.flax_factory import is_factory_spec
 from ..images import load_image, save_png
 from ..render import deepvis_panel, display_photo, gradcam_images, save_figure
 from ..visualize.deepvis import DEFAULTS as DV
@@ -213,12 +214,15 @@ def cmd_gradcam(args) -> int:
 
 def cmd_figures(args) -> int:
     images = collect_images(args.image) if args.image else None
-    weights = weights_arg(args)
+    if is_factory_spec(args.arch):  # the user's Flax code: the model is made here, with its preprocessing
+        arch, weights, preprocess = model_from_args(args), None, None
+    else:
+        arch, weights, preprocess = args.arch, weights_arg(args), args.preprocess
     out = output_dir(args.output)
     kwargs = dict(figures.QUICK) if args.quick else {}
     kwargs["pattern_order"] = args.pattern_order
-    manifest = figures.make_figures(args.arch, weights, images, out, progress=_progress(args),
-                                    preprocess=args.preprocess, **kwargs)
+    manifest = figures.make_figures(arch, weights, images, out, progress=_progress(args), preprocess=preprocess,
+                                    **kwargs)
     run = manifest["last_run"]
     print(f"{printable(out / 'index.html')}: {len(run['ran'])} figure task(s) made, {len(run['skipped'])} already done "
           f"({run['seconds']:.1f} s)")

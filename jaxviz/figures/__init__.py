@@ -28,6 +28,11 @@ output folder (:func:`jaxviz.atomic.confine`):
 ``index.html``, ``manifest.json``       a gallery of all of the above; parameters, versions and timings
 ======================================  ==================================================================
 
+A model passed itself (:func:`jaxviz.from_flax`'s Flax module, any :class:`jaxviz.Model`) keeps its weights
+and preprocessing; its tasks are keyed by its kind, name and the SHA-256 of its weights. A Flax module's conv
+layers are its submodule calls with a kernel ``[kh, kw, in, out]``; sections whose layers a model lacks (no
+conv kernel; no classes, for a module returning a map) are left out.
+
 DeepVis classes on models with fewer classes than asked for (``vgg_tiny``: 10): a class ``c >= num_classes``
 is replaced by ``c % num_classes`` (130, 736, 779 → 0, 6, 9 on a 10-class model), repeats dropped; the
 manifest records the classes actually used.

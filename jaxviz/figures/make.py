@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -12,11 +13,12 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from .. import model as model_lib
 from ..atomic import confine, file_digest, remove_tree, write_bytes
-from ..errors import ImageError, JaxvizError
+from ..errors import ImageError, JaxvizError, LayerError
 from ..frontends.vgg import get_arch, layer_table
 from ..render import GRID_ORDERS
 from ..version import __version__
@@ -24,7 +26,7 @@ from ..visualize.activations import block_end_layers
 from ..visualize.kernels import channel_order
 from .context import FORMAT, MANIFEST, PARTIAL, Context, Task, unique_stems
 from .page import _weights_description, _write_index
-from .tasks import DEFAULT_PATTERN_LAYERS, DEFAULT_SINGLE_LAYER, _pattern_convs, _tasks
+from .tasks import DEFAULT_PATTERN_LAYERS, DEFAULT_SINGLE_LAYER, _pattern_convs, _tasks, conv_rows
 
 #: Parameters of ``--quick``: the same figures, small enough for a few minutes on a laptop CPU.
 QUICK = dict(pattern_filters=16, single_size=64, deepvis_steps=100)
@@ -64,8 +66,39 @@ def _is_done(task: Task, record: dict | None, out: Path) -> bool:
             and record.get("files") == task.files and all((out / f).is_file() for f in task.files))
 
 
-def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", image: str | os.PathLike | None = None,
-                 out_dir: str | os.PathLike = "figures", *,
+def params_digest(params) -> str:
+    """The hex SHA-256 of a model's weights: each leaf's path, dtype, shape and bytes, in path order."""
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _given_model(model, weights, preprocess):
+    """A model passed as itself: its weights and preprocessing are its own (``weights`` and ``preprocess``
+    must be left out or name them)."""
+    if weights not in (None, "imagenet"):
+        raise JaxvizError(f"weights={weights!r}: {model.arch.name} is a model already made and holds its own "
+                          "weights; leave weights out")
+    if preprocess not in (None, model.preprocess):
+        raise JaxvizError(f"preprocess={preprocess!r}: {model.arch.name} prepares images as {model.preprocess!r}; "
+                          "leave preprocess out or make the model with the preprocessing it needs")
+    return model
+
+
+def _cam_layer(model) -> str | None:
+    """The model's default Grad-CAM layer, or None where no layer has a spatial map (no Grad-CAM to draw)."""
+    try:
+        return model.cam_layer
+    except LayerError:
+        return None
+
+
+def make_figures(model_arch: str | model_lib.Model = "vgg16", weights: str | None = "imagenet",
+                 image: str | os.PathLike | None = None, out_dir: str | os.PathLike = "figures", *,
                  pattern_layers: Sequence[str] = DEFAULT_PATTERN_LAYERS,
                  pattern_methods: Sequence[str] = ("keras", "regularised"),
                  pattern_filters: int = 64, pattern_size: int = 64, pattern_steps: int | None = None,
@@ -80,12 +113,15 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     """Regenerates the figure set into ``out_dir``; resumable (see the module docstring).
 
     Args:
-      model_arch: "vgg16", "vgg19", "vgg_tiny", any registered architecture (GAP heads included), or the path
-        of the user's own model file (``.keras``, ``.h5``, converted ``.npz``): then the default pattern layers
-        are a few of its conv layers, the single pattern one in the middle, Grad-CAM at its
-        :attr:`~jaxviz.Model.cam_layer`, and images are prepared in its preprocessing mode.
+      model_arch: "vgg16", "vgg19", "vgg_tiny", any registered architecture (GAP heads included), the path
+        of the user's own model file (``.keras``, ``.h5``, converted ``.npz``), or a model itself (a
+        :class:`jaxviz.Model`: :func:`jaxviz.from_flax`'s Flax module, :func:`jaxviz.load`'s): then the default
+        pattern layers are a few of its conv layers, the single pattern one in the middle, Grad-CAM at its
+        :attr:`~jaxviz.Model.cam_layer`, and images are prepared in its preprocessing mode. A Flax model's
+        conv layers are its submodule calls whose own kernel is ``[kh, kw, in, out]``; a model without a
+        classifier (its output a map) gets no DeepVis or Grad-CAM.
       weights: as :func:`jaxviz.load` ("imagenet", a file, "random:SEED"; for a model file, "imagenet" means its
-        own weights and "random:SEED" re-initialises its graph).
+        own weights and "random:SEED" re-initialises its graph; a model itself keeps its own: leave it out).
       image: the photo for feature maps and Grad-CAM; default the bundled cat (``sample_image_path()``), or
         for the demo networks their bundled star scene (``jaxviz.demo.demo_image_path()``).
       out_dir: output folder (created if missing).
@@ -113,7 +149,8 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
         ("prob", the book; "logit", the paper and the default for the demo networks).
       seed: seed of every random start.
       progress: tqdm bar over the tasks.
-      preprocess: the images' preprocessing mode (:mod:`jaxviz.preprocessing`); default the model's own.
+      preprocess: the images' preprocessing mode (:mod:`jaxviz.preprocessing`); default the model's own (a
+        model itself keeps its own).
 
     Returns:
       The manifest (also in ``out_dir/manifest.json``): parameters, versions, and per task its files,
@@ -122,13 +159,16 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     Raises:
       KeyboardInterrupt: passed on after recording the tasks finished so far (rerun to resume).
     """
-    file_model = None
-    if model_lib._is_model_file(model_arch):  # the user's own model: a Keras file or a converted .npz
+    file_model = given = None
+    if isinstance(model_arch, model_lib.Model):  # a model already made: jaxviz.from_flax, jaxviz.load
+        file_model = given = _given_model(model_arch, weights, preprocess)
+    elif model_lib._is_model_file(model_arch):  # the user's own model: a Keras file or a converted .npz
         file_model = model_lib.load(model_arch, weights, preprocess=preprocess)
+    if file_model is not None:
         file_model.require_spatial("jaxviz figures")
         arch = file_model.arch
         table = file_model.layer_table((*arch.input_hw, arch.channels))
-        convs = _pattern_convs(table)
+        convs = _pattern_convs(conv_rows(file_model, table))
         if tuple(pattern_layers) == DEFAULT_PATTERN_LAYERS:  # VGG's names: a few conv layers of this model
             step = max(1, len(convs) // 4)
             pattern_layers = list(dict.fromkeys(convs[::step][:4] + convs[-1:]))
@@ -174,7 +214,10 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                  deepvis_classes=[int(c) for c in deepvis_classes], deepvis_size=deepvis_size,
                  deepvis_steps=deepvis_steps, gradcam_top=gradcam_top, gradcam_layer=gradcam_layer,
                  gradcam_score=gradcam_score, seed=seed)
-    common = {"arch": str(model_arch) if file_model is not None else arch.name, "weights": str(weights)}
+    if given is not None:  # what identifies its figures on a rerun: the kind of model and its weights' bytes
+        common = {"arch": f"{given.source}:{arch.name}", "weights": f"sha256:{params_digest(given.params)}"}
+    else:
+        common = {"arch": str(model_arch) if file_model is not None else arch.name, "weights": str(weights)}
     mode = file_model.preprocess if file_model is not None else preprocess
     if mode is not None:  # images and patterns depend on it
         common["preprocess"] = mode
@@ -183,8 +226,9 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
                   for i, (im, stem) in enumerate(zip(images, stems))]
     extra = {}
     if file_model is not None:
-        extra = {"_file": True, "_cam_layer": file_model.cam_layer, "_blocks": block_end_layers(file_model),
-                 "_channel_order": channel_order(file_model)}
+        extra = {"_file": True, "_cam_layer": _cam_layer(file_model) if arch.num_classes else None,
+                 "_blocks": block_end_layers(file_model), "_channel_order": channel_order(file_model),
+                 "_convs": [r.name for r in conv_rows(file_model, table)]}
     tasks = _tasks(arch, common, {**sizes, "_arch_step_size": dict(profile.pattern_step_size),
                                   "_fmap_min_side": profile.fmap_min_side,
                                   "_deepvis": dict(profile.deepvis), **extra}, image_info, table)
@@ -192,9 +236,10 @@ def make_figures(model_arch: str = "vgg16", weights: str | None = "imagenet", im
     path = confine(out, MANIFEST)
     old = _load_manifest(path)
     manifest = {
-        "format": FORMAT, "arch": arch.name, "weights": str(weights), "profile": profile.name,
-        "weights_description": _weights_description(arch, weights, profile,
-                                                    model_arch if file_model is not None else None),
+        "format": FORMAT, "arch": arch.name, "weights": common["weights"], "profile": profile.name,
+        "weights_description": (f"the weights {arch.name} holds ({given.source})" if given is not None
+                                else _weights_description(arch, weights, profile,
+                                                          model_arch if file_model is not None else None)),
         "image": str(image),
         "images": [str(i) for i in images],
         "parameters": _jsonable(sizes), "versions": _versions(),

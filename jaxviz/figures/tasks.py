@@ -44,34 +44,35 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
            table=None) -> list[Task]:
     if table is None:
         table = layer_table(arch, include_top=False)
-    convs = [r for r in table if r.kind == "Conv2D"]
+    convs = ([r for r in table if r.kind == "Conv2D"] if s.get("_convs") is None
+             else [r for r in table if r.name in s["_convs"]])
     conv_names = [r.name for r in convs]
     channels = {r.name: r.output_shape[-1] for r in convs}
     depth = {r.name: r.output_shape[-1] for r in table}
     ends: dict[str, str] = {}
     for name in conv_names:
         ends[name.split("_", 1)[0]] = name
-    first = conv_names[0]
     stem = file_stems([r.name for r in table])  # file names from layer names: a safe slug of each
-    kh, kw = convs[0].kernel_shape[:2]
     order = s.get("_channel_order", "B, G, R")
 
     def task(name, files, params, run, caption, section, captions=None):
         return Task(name, files, {**common, **params}, run, caption, section, captions or {})
 
     summaries = ["summary.txt"] if s.get("_file") else ["summary.txt", "summary_conv_base.txt"]
-    tasks = [
-        task("summary", summaries, {}, runners.run_summary,
-             f"{arch.name}: layers, output shapes and parameters", "Model"),
-        task("kernels", [f"kernels_{stem[first]}.png"]
-             + ([f"kernels_{stem[first]}_rgb.png"] if convs[0].kernel_shape[2] == 3 else []),
-             {"layer": first, "filters": s["kernel_filters"]}, runners.run_kernels,
-             f"{first} kernels on one scale for the layer: each filter's {kh}×{kw} weights per input channel "
-             f"({order}) side by side" + ("; and each filter as an RGB patch" if convs[0].kernel_shape[2] == 3
-                                          else ""), "Kernels"),
-    ]
-    fm_layers = list(dict.fromkeys([first, *(s.get("_blocks") or ends.values())]))
-    for im in images:  # only these tasks depend on the photo: a new photo reruns them, nothing else
+    tasks = [task("summary", summaries, {}, runners.run_summary,
+                  f"{arch.name}: layers, output shapes and parameters", "Model")]
+    if convs:  # a model of other layers only (a Flax module without conv kernels) has no kernels to show
+        first = conv_names[0]
+        kh, kw = convs[0].kernel_shape[:2]
+        rgb = convs[0].kernel_shape[2] == 3
+        tasks.append(task("kernels", [f"kernels_{stem[first]}.png"] + ([f"kernels_{stem[first]}_rgb.png"] if rgb
+                                                                         else []),
+                          {"layer": first, "filters": s["kernel_filters"]}, runners.run_kernels,
+                          f"{first} kernels on one scale for the layer: each filter's {kh}×{kw} weights per input "
+                          f"channel ({order}) side by side" + ("; and each filter as an RGB patch" if rgb else ""),
+                          "Kernels"))
+    fm_layers = list(dict.fromkeys([*conv_names[:1], *(s.get("_blocks") or ends.values())]))
+    for im in images if fm_layers else ():  # only these tasks depend on the photo: a new photo reruns them
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"fmaps{sfx}_{stem[n]}.png" for n in fm_layers]
         tasks.append(task(f"feature_maps{sfx}", files,
@@ -98,7 +99,7 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                            "steps": _steps(s, m), "step_size": _step_size(s, m), "seed": s["seed"]},
                           runners.run_single_pattern, f"{layer} filter {f} at {size} px ({m})",
                           f"Filter patterns ({m})"))
-    classes = deepvis_classes(s["deepvis_classes"], arch.num_classes)
+    classes = deepvis_classes(s["deepvis_classes"], arch.num_classes) if arch.num_classes else []
     if classes:
         dv = {k: v for k, v in s["_deepvis"].items() if k in DEEPVIS_OPTIONS}
         if s["deepvis_steps"] is not None:
@@ -113,8 +114,9 @@ def _tasks(arch, common: dict, s: dict, images: Sequence[dict] = ({"index": 0, "
                           captions={f"deepvis_{c}.png": f"class {c} ({names[c]}): the image that maximises its "
                                                         "logit" for c in classes}))
     k = min(s["gradcam_top"], arch.num_classes)
-    layer = s["gradcam_layer"] or s.get("_cam_layer") or conv_names[-1]
-    for im in images:
+    layer = s["gradcam_layer"] or s.get("_cam_layer") or (conv_names[-1] if conv_names else None)
+    # no classes (a module returning a map) or no spatial map: nothing for Grad-CAM to explain
+    for im in images if k and layer is not None else ():
         sfx = f"_{im['stem']}" if im["index"] else ""
         files = [f"gradcam{sfx}_heatmap.png", f"gradcam{sfx}_overlay.png", f"gradcam{sfx}_top{k}.png"]
         tasks.append(task(f"gradcam{sfx}", files,
@@ -141,9 +143,18 @@ def _how_many(count: int, total: int) -> str:
     return f"all {total}" if count >= total else f"the first {count} of {total}"
 
 
-def _pattern_convs(table) -> list[str]:
-    """The conv layers whose filter patterns say something: spatial kernels (k > 1). A 1×1 conv (ResNet's
-    projection shortcuts and bottlenecks) only mixes the channels of the layer before it."""
-    convs = [r for r in table if r.kind == "Conv2D"]
+def conv_rows(model, table) -> list:
+    """The rows of ``table`` the figure set treats as conv layers: Keras's ``Conv2D`` layers, or for a Flax
+    module its submodule calls whose own kernel is ``[kh, kw, in, out]`` with a spatial output
+    (:attr:`jaxviz.frontends.flax.FlaxModel.conv_layer_names`)."""
+    if str(getattr(model, "source", "")).startswith("flax"):
+        names = set(model.conv_layer_names)
+        return [r for r in table if r.name in names]
+    return [r for r in table if r.kind == "Conv2D"]
+
+
+def _pattern_convs(convs) -> list[str]:
+    """The conv layers (rows) whose filter patterns say something: spatial kernels (k > 1). A 1×1 conv
+    (ResNet's projection shortcuts and bottlenecks) only mixes the channels of the layer before it."""
     spatial = [r.name for r in convs if r.kernel_shape is not None and max(r.kernel_shape[:2]) > 1]
     return spatial or [r.name for r in convs]

@@ -67,13 +67,15 @@ def _swap_submodules(root: nnx.Module, hook: Callable) -> None:
     """Replaces each submodule of ``root`` (a copy made inside the traced function) by a :class:`_Tap`."""
     nodes = {tuple(path): node for path, node in nnx.iter_graph(root)}
     for path, node in nodes.items():
-        if not path or not isinstance(node, nnx.Module):
+        # a container that is not called (nnx.List, nnx.Dict: Modules in recent Flax) keeps its place; its
+        # items are tapped
+        if not path or not isinstance(node, nnx.Module) or not callable(node):
             continue
         parent, key = nodes[path[:-1]], path[-1]
         tap = _Tap(node, path, hook)
-        if isinstance(parent, nnx.Module):
+        if isinstance(parent, nnx.Module) and isinstance(key, str):
             setattr(parent, key, tap)
-        else:  # a list of submodules (nnx.List, nnx.Sequential's layers)
+        else:  # an item of a list of submodules (nnx.List, nnx.Sequential's layers)
             parent[key] = tap
 
 
@@ -100,7 +102,11 @@ class FlaxNetwork:
         return (self.api, self.definition, self.treedef, self.keys, self.output, self.apply_kwargs)
 
     def __hash__(self):
-        return hash(self._key())
+        key = self._key()
+        try:
+            return hash(key)
+        except TypeError:  # a linen module with a list field (nn.Sequential's layers): equality still decides
+            return hash((self.api, type(self.definition), self.treedef, self.keys, self.output))
 
     def __eq__(self, other):
         return isinstance(other, FlaxNetwork) and self._key() == other._key()
