@@ -62,7 +62,7 @@ def kernel_figures(model, layer: str, filters: int = 64, channels: int = 8) -> l
     of the model's preprocessing (:func:`jaxviz.visualize.kernels.channel_order`: BGR for Caffe's, else RGB).
     Returns matplotlib figures."""
     return draw_kernel_figures(kernels(model, layer), layer, model.arch.name, channel_order(model),
-                               getattr(model.arch, "channels", 3), filters, channels)
+                               model.input_channels, filters, channels)
 
 
 def run_feature_maps(ctx: Context, task: Task) -> None:

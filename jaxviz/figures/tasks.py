@@ -147,7 +147,7 @@ def conv_rows(model, table) -> list:
     """The rows of ``table`` the figure set treats as conv layers: Keras's ``Conv2D`` layers, or for a Flax
     module its submodule calls whose own kernel is ``[kh, kw, in, out]`` with a spatial output
     (:attr:`jaxviz.frontends.flax.FlaxModel.conv_layer_names`)."""
-    if str(getattr(model, "source", "")).startswith("flax"):
+    if model.source.startswith("flax"):
         names = set(model.conv_layer_names)
         return [r for r in table if r.name in names]
     return [r for r in table if r.kind == "Conv2D"]
