@@ -101,16 +101,52 @@ def available() -> list[str]:
     return [f for f, (builder, _, _) in FAMILIES.items() if hasattr(keras.applications, builder)]
 
 
-def save_family(family: str, folder, seed: int = 0, size: int | None = None):
-    """Builds ``family`` with seeded weights, saves it as ``<folder>/<family>.keras``; returns (path, keras model)."""
+def _reduced_builders() -> dict:
+    """family → a builder of a shallower member of it: the family's own keras.applications constructor (the
+    generic ``DenseNet``, ``EfficientNet``, ``ConvNeXt``, ``MobileNetV3`` behind the named variants) with fewer
+    blocks, so every layer kind and block structure of the family in a fraction of its layers. ``{}`` where
+    this Keras does not have those constructors (they are not public API)."""
+    try:
+        from keras.src.applications import convnext, densenet, efficientnet, mobilenet_v3
+    except ImportError:
+        return {}
+
+    def mobilenet_v3_small(**kw):
+        def stack(x, kernel, activation, se_ratio):  # MobileNetV3Small's first, ReLU and hard-swish blocks
+            x = mobilenet_v3._inverted_res_block(x, 1, 16, 3, 2, se_ratio, mobilenet_v3.relu, 0)
+            x = mobilenet_v3._inverted_res_block(x, 72.0 / 16, 24, 3, 2, None, mobilenet_v3.relu, 1)
+            x = mobilenet_v3._inverted_res_block(x, 4, 40, kernel, 2, se_ratio, activation, 3)
+            return mobilenet_v3._inverted_res_block(x, 6, 40, kernel, 1, se_ratio, activation, 4)
+
+        return mobilenet_v3.MobileNetV3(stack, 1024, kw.pop("input_shape"), model_type="small",
+                                        name="MobileNetV3Small", **kw)
+
+    def efficientnet_b0(**kw):  # B0's first three stages, one block each
+        stages = [dict(a, repeats=1) for a in efficientnet.DEFAULT_BLOCKS_ARGS[:3]]
+        return efficientnet.EfficientNet(1.0, 1.0, 224, blocks_args=stages, name="efficientnetb0", **kw)
+
+    return {
+        "DenseNet121": lambda **kw: densenet.DenseNet([2, 2, 2, 2], name="densenet121", **kw),
+        "EfficientNetB0": efficientnet_b0,
+        "ConvNeXtTiny": lambda **kw: convnext.ConvNeXt([1, 1, 1, 1], [24, 48, 96, 192], name="convnext_tiny",
+                                                       **kw),
+        "MobileNetV3Small": mobilenet_v3_small,
+    }
+
+
+def save_family(family: str, folder, seed: int = 0, size: int | None = None, reduced: bool = False):
+    """Builds ``family`` with seeded weights, saves it as ``<folder>/<family>.keras``; returns (path, keras model).
+
+    ``reduced``: the family's shallower member of :func:`_reduced_builders` where there is one (the test suite's
+    networks), else the variant of :data:`FAMILIES`."""
     import keras
     from keras_helpers import numpy_initializers, randomize
 
     builder, kwargs, min_size = FAMILIES[family]
     size = size or min_size
+    build = (_reduced_builders().get(family) if reduced else None) or getattr(keras.applications, builder)
     with numpy_initializers():
-        model = getattr(keras.applications, builder)(weights=None, input_shape=(size, size, 3), classes=CLASSES,
-                                                    **kwargs)
+        model = build(weights=None, input_shape=(size, size, 3), classes=CLASSES, **kwargs)
     randomize(model, seed)
     path = Path(folder) / f"{family}.keras"
     model.save(path)

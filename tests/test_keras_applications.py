@@ -4,9 +4,11 @@ Every layer kind the applications use (:data:`check_applications.APPLICATION_KIN
 whose input gradient tests/test_layer_gradients.py checks against Keras's; here, whole networks: the four
 lightest families that bring the kinds of the modern networks (hard-swish and ``keras.ops`` arithmetic,
 squeeze-and-excitation gates, LayerNormalization and LayerScale, AveragePooling2D and dense concatenation)
-run in the suite, and the two heaviest (NASNetMobile: SeparableConv2D, Cropping2D; InceptionResNetV2:
-CustomScaleLayer; 2–3 minutes each on 2 cores) with ``JAXVIZ_HEAVY_APPLICATIONS=1``. Each is built
-with seeded weights at its smallest input and saved once; jaxviz's saliency must equal Keras's input gradient
+run in the suite as shallower members of their families (the family's own keras.applications constructor
+with fewer blocks: :func:`check_applications._reduced_builders`; the same layer kinds and blocks in a fifth of
+the layers; the named variants run in the script), and the two heaviest (NASNetMobile: SeparableConv2D,
+Cropping2D; InceptionResNetV2: CustomScaleLayer; 2–3 minutes each on 2 cores) with
+``JAXVIZ_HEAVY_APPLICATIONS=1``. Each is built with seeded weights at its smallest input and saved once; jaxviz's saliency must equal Keras's input gradient
 of the logit (``jax.grad`` through ``stateless_call``, exact ops at "highest" and fast ops; max|Δ| ≤
 1e-4·max|ref|), and Grad-CAM and one modified-gradient method must give finite, non-constant maps (Grad-CAM:
 or a zero map whose map before its final ReLU varies and is negative everywhere).
@@ -47,7 +49,7 @@ def saved(script, tmp_path_factory):
 
     def get(family):
         if family not in cache:
-            cache[family] = script.save_family(family, folder)
+            cache[family] = script.save_family(family, folder, reduced=family not in HEAVY)
         return cache[family]
 
     return get
