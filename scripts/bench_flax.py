@@ -6,7 +6,7 @@ round runs both back to back, which one first alternating, so a noisy shared mac
 ratio is the median of the per-round ratios (in brackets: the ratio of the best rounds):
 
 - saliency: ``jaxviz.saliency`` vs ``jax.jit(jax.grad(score of the module))``;
-- Grad-CAM: ``jaxviz.gradcam`` (logit) vs a jitted forward to ``block5_conv3``, ``jax.vjp`` of the rest and
+- Grad-CAM: ``jaxviz.gradcam`` (logit) vs a jitted forward to ``block5_conv3``, ``jax.grad`` of the rest and
   the book's weighting, written by hand over the module's layers;
 - filter patterns: ``jaxviz.filter_patterns`` (method "keras") vs a jitted ``fori_loop`` of the book's
   normalised gradient ascent on a batch of filters, the module run up to the layer.
@@ -17,7 +17,9 @@ and Grad-CAM returns the probabilities), where the hand-written ones, given the 
 layer's forward product (4096 × 1000 weights, under 1 % of a pass). The hand-written loops are the plain
 JAX a user would write: the module's own layers, ``jax.grad``, ``lax.fori_loop``.
 
-It prints one line per task with both times and their ratio (jaxviz / hand-written; ≤ 1 is as fast).
+It prints one line per task with both times and their ratio (jaxviz / hand-written; ≤ 1 is as fast), and
+the largest difference of the two results relative to the largest value: float32 rounding, which the
+normalised ascent of the patterns amplifies over its steps (after 5 steps they agree to 1e-7).
 Run ``python scripts/bench_flax.py`` (``--quick``: fewer rounds, 4 filters).
 """
 
