@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -101,15 +102,23 @@ class FlaxNetwork:
     def _key(self):
         return (self.api, self.definition, self.treedef, self.keys, self.output, self.apply_kwargs)
 
-    def __hash__(self):
+    @functools.cached_property
+    def _hash(self) -> int:
+        # hashing an NNX graph definition walks every node (milliseconds for a VGG16), and each method call
+        # looks its program up by this network: hashed once (every field is immutable)
         key = self._key()
         try:
             return hash(key)
         except TypeError:  # a linen module with a list field (nn.Sequential's layers): equality still decides
             return hash((self.api, type(self.definition), self.treedef, self.keys, self.output))
 
+    def __hash__(self):
+        return self._hash
+
     def __eq__(self, other):
-        return isinstance(other, FlaxNetwork) and self._key() == other._key()
+        if self is other:
+            return True
+        return isinstance(other, FlaxNetwork) and self._hash == other._hash and self._key() == other._key()
 
     # --- the module's own call, with a hook ---------------------------------------------------------
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import parallel, preprocessing, runtime
+from ..graph import Network
 from . import ascent, objectives, param
 from .objectives import gram_similarity
 
@@ -97,8 +98,10 @@ class Signature:
     precision: str | None = dataclasses.field(default_factory=lambda: jax.config.jax_default_matmul_precision)
 
 
-#: XLA:CPU options for the ascent programs: LLVM at -O2 instead of -O3 compiles faster, and the time goes to
-#: matmuls and convolutions, which LLVM does not generate (docs/PERFORMANCE.md).
+#: XLA:CPU options for the ascent programs on jaxviz's own forward pass (a graph): LLVM at -O2 instead of -O3
+#: compiles faster, and the time goes to matmuls and convolutions, which LLVM does not generate. A module's
+#: own code (a Flax module) keeps -O3: its pooling gradients (scatters) and its convolutions' input gradients
+#: inside the loop are code LLVM generates (docs/PERFORMANCE.md).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 
 
@@ -125,7 +128,7 @@ def make_program(model, plan: objectives.Plan, sig: Signature, devices):
         init = jax.ShapeDtypeStruct((sig.chunk, sig.size, sig.size, plan.in_channels), jnp.float32, sharding=batch)
     step = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)
     steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-    options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
+    options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" and isinstance(sig.module, Network) else None
     lowered = jitted.lower(abstract(model.params, jnp.float32), abstract(model.prepared()), filters, seed, init, step,
                            steps)
     return lowered.compile(compiler_options=options), mesh
