@@ -9,9 +9,9 @@ with fewer blocks: :func:`check_applications._reduced_builders`; the same layer 
 the layers; the named variants run in the script), and the two heaviest (NASNetMobile: SeparableConv2D,
 Cropping2D; InceptionResNetV2: CustomScaleLayer; 2–3 minutes each on 2 cores) with
 ``JAXVIZ_HEAVY_APPLICATIONS=1``. Each is built with seeded weights at its smallest input and saved once;
-jaxviz's saliency must equal Keras's input gradient of the logit (``jax.grad`` through ``stateless_call``, exact ops at "highest" and fast ops; max|Δ| ≤
-1e-4·max|ref|), and Grad-CAM and one modified-gradient method must give finite, non-constant maps (Grad-CAM:
-or a zero map whose map before its final ReLU varies and is negative everywhere).
+jaxviz's saliency must equal Keras's input gradient of the logit (``jax.grad`` through ``stateless_call``, exact ops
+at "highest" and fast ops; max|Δ| ≤ 1e-4·max|ref|), and Grad-CAM and one modified-gradient method must give finite,
+non-constant maps (Grad-CAM: or a zero map whose map before its final ReLU varies and is negative everywhere).
 ``python scripts/check_applications.py`` runs every family under every method (docs/APPLICATIONS.md).
 """
 
