@@ -85,6 +85,11 @@ METHODS = ("saliency", "gradcam", "guided_backprop", "deeplift", "integrated_gra
            "filter_patterns")
 CLASSES = 5
 REL_TOL = 1e-4  # max|Δ| ≤ 1e-4·max|ref|: the same float32 formulas in another summation order
+#: Where jaxviz's saliency misses :data:`REL_TOL` against Keras's float32 gradient, both are compared with Keras's
+#: float64 gradient (:func:`keras_float64_gradient`): jaxviz passes if it is off that by at most this factor
+#: times Keras's own float32 error (and never needs less than REL_TOL) — a network whose float32 input gradient
+#: no float32 program computes within 1e-4 (EfficientNetV2B0, docs/APPLICATIONS.md) is judged on its accuracy.
+FLOAT64_FACTOR = 2.0
 #: Saliency's images keep every ReLU input at least this fraction of its layer's largest |value| away from 0,
 #: and every max-pool window's largest input this fraction of its pool's largest |input| above the second:
 #: float32 rounding moves an input ~1e-7 of that, and one ReLU input nearer 0 than its rounding opens or
@@ -144,6 +149,31 @@ def keras_logit_gradient(kmodel, x, target):
 
     with jax.default_matmul_precision("highest"):
         return jax.jit(jax.grad(score))(x)
+
+
+def keras_float64_gradient(kmodel, x, target):
+    """``∂ logit[target] / ∂x`` in float64: Keras's own layers, cloned from ``kmodel`` with a float64 dtype
+    policy and given its weights, under ``jax.enable_x64`` (``kmodel`` must return logits)."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import numpy as np
+
+    with jax.enable_x64(True):
+        clone = keras.models.clone_model(
+            kmodel, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(),
+                                                                              "dtype": "float64"}))
+        clone.set_weights([np.asarray(w, np.float64) for w in kmodel.get_weights()])
+        tv = [v.value for v in clone.trainable_variables]
+        ntv = [v.value for v in clone.non_trainable_variables]
+        assert all(v.dtype == jnp.float64 for v in tv + ntv), "the float64 clone has float32 weights"
+
+        def score(x):
+            logits = clone.stateless_call(tv, ntv, x, training=False)[0]
+            assert logits.dtype == jnp.float64, "the float64 clone computes in float32"
+            return jnp.sum(logits * jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
+
+        return np.asarray(jax.jit(jax.grad(score))(jnp.asarray(x, jnp.float64)))
 
 
 def max_rel_error(got, ref) -> float:
@@ -327,8 +357,15 @@ def check(path, kmodel, methods=METHODS, batch: int = 2, seed: int = 0, ig_steps
                 got_exact = jaxviz.saliency(exact, xs, target, abs=False, reduce=None)
             got_fast = jaxviz.saliency(fast, xs, target, abs=False, reduce=None)
             errors = {"exact": max_rel_error(got_exact, ref), "fast": max_rel_error(got_fast, ref)}
-            return max(errors.values()) <= REL_TOL and varies(ref), {"error": errors,
-                                                                     "kink_margin": float(np.min(margins))}
+            detail = {"error": errors, "kink_margin": float(np.min(margins))}
+            ok = max(errors.values()) <= REL_TOL
+            if not ok:  # is Keras's float32 gradient itself that far off? (FLOAT64_FACTOR)
+                ref64 = keras_float64_gradient(_logit_model(kmodel), xs, target)
+                detail["float64"] = {"keras": max_rel_error(ref, ref64), "exact": max_rel_error(got_exact, ref64),
+                                     "fast": max_rel_error(got_fast, ref64)}
+                detail["float64_bar"] = max(REL_TOL, FLOAT64_FACTOR * detail["float64"]["keras"])
+                ok = max(detail["float64"]["exact"], detail["float64"]["fast"]) <= detail["float64_bar"]
+            return ok and varies(ref), detail
 
         timed("saliency", saliency)
     layer = cam_layer(fast)
@@ -373,10 +410,17 @@ def table_head() -> str:
 def table_row(family: str, size: int, res: dict, seconds: float) -> str:
     """One family's line of the markdown table."""
     cells = [family, f"{size}×{size}"]
-    errors = res.get("saliency", {}).get("error", {})
+    sal = res.get("saliency", {})
+    errors, errors64 = sal.get("error", {}), sal.get("float64", {})
     for mode in ("exact", "fast"):
         e = errors.get(mode)
-        cells.append("—" if e is None else f"{e:.1e}" + ("" if e <= REL_TOL else " FAIL"))
+        if e is None:
+            cells.append("—")
+        elif mode in errors64:  # judged against float64 Keras (see the notes)
+            e64 = errors64[mode]
+            cells.append(f"{e:.1e}; f64 {e64:.1e}" + ("" if e64 <= sal["float64_bar"] else " FAIL"))
+        else:
+            cells.append(f"{e:.1e}" + ("" if e <= REL_TOL else " FAIL"))
     for m in METHODS[1:]:
         r = res.get(m)
         cells.append("—" if r is None else "ok" if r["ok"] else "zero (map < 0)" if r.get("negative") else "FAIL")
@@ -411,6 +455,10 @@ def main(argv=None) -> int:
                                 f"{', '.join(sorted(kinds - APPLICATION_KINDS))}")
             if "kink_margin" in res.get("saliency", {}):
                 note += f"; saliency's images' smallest kink margin {res['saliency']['kink_margin']:.1e}"
+            sal = res.get("saliency", {})
+            if "float64" in sal:
+                note += (f"; saliency against float64 Keras: Keras's float32 gradient {sal['float64']['keras']:.1e} "
+                         f"off, jaxviz's bar {sal['float64_bar']:.1e}")
             notes.append(note)
             for m in args.methods:
                 if not res[m]["ok"] and not res[m].get("negative"):
