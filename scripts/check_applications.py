@@ -163,10 +163,12 @@ def keras_float64_gradient(kmodel, x, target):
         clone = keras.models.clone_model(
             kmodel, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(),
                                                                               "dtype": "float64"}))
-        clone.set_weights([np.asarray(w, np.float64) for w in kmodel.get_weights()])
+        clone.set_weights([np.asarray(w, np.float64) if np.issubdtype(w.dtype, np.floating) else w
+                           for w in kmodel.get_weights()])  # (not the dropouts' integer seed states)
         tv = [v.value for v in clone.trainable_variables]
         ntv = [v.value for v in clone.non_trainable_variables]
-        assert all(v.dtype == jnp.float64 for v in tv + ntv), "the float64 clone has float32 weights"
+        assert all(v.dtype == jnp.float64 for v in tv + ntv if jnp.issubdtype(v.dtype, jnp.floating)), \
+            "the float64 clone has float32 weights"
 
         def score(x):
             logits = clone.stateless_call(tv, ntv, x, training=False)[0]
