@@ -161,8 +161,8 @@ def keras_float64_gradient(kmodel, x, target):
 
     with jax.enable_x64(True):
         clone = keras.models.clone_model(
-            kmodel, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(),
-                                                                              "dtype": "float64"}))
+            kmodel, input_tensors=keras.Input(kmodel.inputs[0].shape[1:], dtype="float64"),
+            clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float64"}))
         clone.set_weights([np.asarray(w, np.float64) if np.issubdtype(w.dtype, np.floating) else w
                            for w in kmodel.get_weights()])  # (not the dropouts' integer seed states)
         tv = [v.value for v in clone.trainable_variables]

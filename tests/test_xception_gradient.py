@@ -106,3 +106,19 @@ def test_pool_margins_are_the_windows_top_two_gaps(script, block):
     assert float(script._pool_gaps(tied, cfg)[0]) == 0 < float(script._pool_gaps(tied, cfg)[1])
     np.testing.assert_allclose(script.kink_margins(model, x),
                                np.minimum(script.relu_margins(model, x), script.pool_margins(model, x)))
+
+
+def test_keras_float64_gradient_computes_in_float64(script):
+    """The check's float64 reference (:func:`keras_float64_gradient`): Keras's own layers in float64, the float32
+    model's weights — within float32 rounding of Keras's float32 gradient, and not that gradient cast."""
+    inp = keras.Input((6, 6, 3))
+    h = L.BatchNormalization()(L.Conv2D(4, 3, activation="swish")(inp))
+    kmodel = keras.Model(inp, L.Dense(3)(L.Dropout(0.5)(L.GlobalAveragePooling2D()(h))))
+    with numpy_initializers():
+        randomize(kmodel, seed=5)
+    x = np.random.default_rng(2).normal(0, 1, (2, 6, 6, 3)).astype(np.float32)
+    g32 = np.asarray(script.keras_logit_gradient(kmodel, x, np.arange(2)))
+    g64 = script.keras_float64_gradient(kmodel, x, np.arange(2))
+    assert g64.dtype == np.float64
+    assert 0 < max_rel_error(g32, g64) <= 1e-5
+    assert not np.array_equal(g64, g64.astype(np.float32))
