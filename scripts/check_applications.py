@@ -10,7 +10,8 @@ and
     "highest", and in the fast default ops (their hand-written backward passes) at default precision, on
     images drawn clear of kinks (:func:`clear_of_kinks`: where a ReLU input lies within float32 rounding of 0,
     or a max-pool window's two largest inputs within float32 rounding of each other, the float32 gradient
-    depends on the summation order and no reference is right);
+    depends on the summation order and no reference is right); where jaxviz misses the bar against Keras's
+    float32 gradient, it is judged against Keras's float64 gradient (:data:`FLOAT64_FACTOR`);
   * Grad-CAM, guided backprop, DeepLIFT, Integrated Gradients, LayerCAM and occlusion (fast ops, each
     image's top class, as a user calls them) and filter patterns must give finite maps that are not
     constant over any image. A Grad-CAM map that is zero because every cell of the map before its final
