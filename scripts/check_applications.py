@@ -8,8 +8,10 @@ and
     compared with ``jax.grad`` of the same logit through Keras's ``stateless_call`` (the final softmax
     switched off in memory after saving): max|Δ| / max|ref| in the exact ops under matmul precision
     "highest", and in the fast default ops (their hand-written backward passes) at default precision, on
-    images drawn clear of ReLU kinks (:func:`clear_of_kinks`: where a ReLU input lies within float32 rounding
-    of 0, the float32 gradient depends on the summation order and no reference is right);
+    images drawn clear of kinks (:func:`clear_of_kinks`: where a ReLU input lies within float32 rounding of 0,
+    or a max-pool window's two largest inputs within float32 rounding of each other, the float32 gradient
+    depends on the summation order and no reference is right); where jaxviz misses the bar against Keras's
+    float32 gradient, it is judged against Keras's float64 gradient (:data:`FLOAT64_FACTOR`);
   * Grad-CAM, guided backprop, DeepLIFT, Integrated Gradients, LayerCAM and occlusion (fast ops, each
     image's top class, as a user calls them) and filter patterns must give finite maps that are not
     constant over any image. A Grad-CAM map that is zero because every cell of the map before its final
@@ -84,12 +86,19 @@ METHODS = ("saliency", "gradcam", "guided_backprop", "deeplift", "integrated_gra
            "filter_patterns")
 CLASSES = 5
 REL_TOL = 1e-4  # max|Δ| ≤ 1e-4·max|ref|: the same float32 formulas in another summation order
-#: Saliency's images keep every ReLU input at least this fraction of its layer's largest |value| away from 0:
+#: Where jaxviz's saliency misses :data:`REL_TOL` against Keras's float32 gradient, both are compared with Keras's
+#: float64 gradient (:func:`keras_float64_gradient`): jaxviz passes if it is off that by at most this factor
+#: times Keras's own float32 error (and never needs less than REL_TOL) — a network whose float32 input gradient
+#: no float32 program computes within 1e-4 (EfficientNetV2B0, docs/APPLICATIONS.md) is judged on its accuracy.
+FLOAT64_FACTOR = 2.0
+#: Saliency's images keep every ReLU input at least this fraction of its layer's largest |value| away from 0,
+#: and every max-pool window's largest input this fraction of its pool's largest |input| above the second:
 #: float32 rounding moves an input ~1e-7 of that, and one ReLU input nearer 0 than its rounding opens or
-#: closes a whole path of the gradient depending on the summation order (docs/APPLICATIONS.md, ResNet50).
+#: closes a whole path of the gradient depending on the summation order (docs/APPLICATIONS.md, ResNet50), as
+#: a near-tied max-pool window sends its gradient to one input or the other (Xception).
 KINK_MARGIN = 1e-6
 #: Candidate images drawn per image of the batch and round (up to :data:`ROUNDS` rounds, until every image
-#: clears :data:`KINK_MARGIN`); the one farthest from every ReLU kink is kept.
+#: clears :data:`KINK_MARGIN`); the one farthest from every kink is kept.
 CANDIDATES = 8
 ROUNDS = 4
 
@@ -179,6 +188,33 @@ def keras_logit_gradient(kmodel, x, target):
         return jax.jit(jax.grad(score))(x)
 
 
+def keras_float64_gradient(kmodel, x, target):
+    """``∂ logit[target] / ∂x`` in float64: Keras's own layers, cloned from ``kmodel`` with a float64 dtype
+    policy and given its weights, under ``jax.enable_x64`` (``kmodel`` must return logits)."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import numpy as np
+
+    with jax.enable_x64(True):
+        clone = keras.models.clone_model(
+            kmodel, input_tensors=keras.Input(kmodel.inputs[0].shape[1:], dtype="float64"),
+            clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float64"}))
+        clone.set_weights([np.asarray(w, np.float64) if np.issubdtype(w.dtype, np.floating) else w
+                           for w in kmodel.get_weights()])  # (not the dropouts' integer seed states)
+        tv = [v.value for v in clone.trainable_variables]
+        ntv = [v.value for v in clone.non_trainable_variables]
+        assert all(v.dtype == jnp.float64 for v in tv + ntv if jnp.issubdtype(v.dtype, jnp.floating)), \
+            "the float64 clone has float32 weights"
+
+        def score(x):
+            logits = clone.stateless_call(tv, ntv, x, training=False)[0]
+            assert logits.dtype == jnp.float64, "the float64 clone computes in float32"
+            return jnp.sum(logits * jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
+
+        return np.asarray(jax.jit(jax.grad(score))(jnp.asarray(x, jnp.float64)))
+
+
 def max_rel_error(got, ref) -> float:
     import numpy as np
 
@@ -195,9 +231,9 @@ def varies(maps) -> bool:
     return bool(np.isfinite(maps).all() and (np.ptp(flat, axis=1) > 0).all())
 
 
-def relu_margins(model, x):
-    """Per image of ``x``: the smallest ``|ReLU input| / max |ReLU input|`` over the units of every ReLU of
-    ``model`` (exact ops, matmul precision "highest"), the ReLUs' inputs read by a callback as they run."""
+def _margins(model, x):
+    """(:func:`relu_margins`, :func:`pool_margins`) of ``x`` from one forward pass (exact ops, matmul precision
+    "highest"): the ReLUs' inputs read by a callback as they run, the max-pools' inputs as taps."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -210,23 +246,76 @@ def relu_margins(model, x):
         jax.debug.callback(lambda m: seen.append(np.asarray(m)), margin)
         return jax.nn.relu(v)
 
+    pools = [layer for layer in model.graph.layers if layer.kind in ("MaxPooling2D", "MaxPool2D")]
+    feeds = tuple(dict.fromkeys(layer.inputs[0] for layer in pools))
+
+    def margins(p, v):
+        _, taps = model.apply(p, v, upto="logits", taps=feeds, relu=recording_relu)
+        gaps = [_pool_gaps(taps[layer.inputs[0]], layer.cfg) for layer in pools]
+        return jnp.min(jnp.stack(gaps), 0) if gaps else jnp.full(v.shape[0], jnp.inf)
+
     with jax.default_matmul_precision("highest"):
-        jax.block_until_ready(jax.jit(lambda p, v: model.apply(p, v, upto="logits", relu=recording_relu)[0])(
-            model.params, x))
-    return np.min(seen, axis=0) if seen else np.full(x.shape[0], np.inf)
+        pool = np.asarray(jax.jit(margins)(model.params, x))
+    return (np.min(seen, axis=0) if seen else np.full(x.shape[0], np.inf)), pool
+
+
+def _pool_gaps(v, cfg):
+    """Per image: the smallest gap between the largest and the second-largest value of a max-pool window over
+    ``v`` (the pool's input; ``cfg`` its Keras config) / max |v|. Windows whose two largest values are both 0
+    (a ReLU's or a zero padding's zeros: their gradient is 0 whichever of them takes it) do not count; the
+    padding of "same" windows never wins (-inf), as in the pool."""
+    import jax.numpy as jnp
+
+    from jaxviz.window_ops import window_pads
+
+    pair = lambda value: tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    (kh, kw) = pair(cfg.get("pool_size", 2))
+    (sh, sw) = pair(cfg.get("strides") or (kh, kw))
+    padding = cfg.get("padding", "valid")
+    oh, pad_h = window_pads(v.shape[1], kh, sh, 1, padding)
+    ow, pad_w = window_pads(v.shape[2], kw, sw, 1, padding)
+    padded = jnp.pad(v, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=-jnp.inf)
+    cells = jnp.stack([padded[:, i: i + (oh - 1) * sh + 1: sh, j: j + (ow - 1) * sw + 1: sw]
+                       for i in range(kh) for j in range(kw)], -1)
+    top = jnp.sort(cells, -1)
+    first, second = top[..., -1], top[..., -2]
+    gap = jnp.where((first == 0) & (second == 0), jnp.inf, first - second).reshape(v.shape[0], -1)
+    return gap.min(1) / jnp.maximum(jnp.abs(v).reshape(v.shape[0], -1).max(1), 1e-30)
+
+
+def relu_margins(model, x):
+    """Per image of ``x``: the smallest ``|ReLU input| / max |ReLU input|`` over the units of every ReLU of
+    ``model`` (exact ops, matmul precision "highest"), the ReLUs' inputs read by a callback as they run."""
+    return _margins(model, x)[0]
+
+
+def pool_margins(model, x):
+    """Per image of ``x``: the smallest gap between a max-pool window's largest and second-largest input over
+    the windows of every max-pool of ``model``, relative to the largest |input| of its pool (:func:`_pool_gaps`;
+    exact ops, matmul precision "highest"). Where two inputs are within float32 rounding of each other, which
+    of them takes the window's gradient depends on the summation order of the layers before."""
+    return _margins(model, x)[1]
+
+
+def kink_margins(model, x):
+    """Per image of ``x``: the smaller of :func:`relu_margins` and :func:`pool_margins` (one forward pass)."""
+    import numpy as np
+
+    return np.minimum(*_margins(model, x))
 
 
 def clear_of_kinks(model, batch: int, size: int, seed: int = 0):
-    """``batch`` preprocessed uniform-noise images, each the one whose ReLU inputs are farthest from 0
-    (:func:`relu_margins`) of :data:`CANDIDATES` draws per round, drawing rounds until every image's margin is
-    at least :data:`KINK_MARGIN` or :data:`ROUNDS` rounds are drawn; returns (images, their margins)."""
+    """``batch`` preprocessed uniform-noise images, each the one whose ReLU inputs are farthest from 0 and
+    whose max-pool windows' two largest inputs are farthest apart (:func:`kink_margins`) of :data:`CANDIDATES`
+    draws per round, drawing rounds until every image's margin is at least :data:`KINK_MARGIN` or
+    :data:`ROUNDS` rounds are drawn; returns (images, their margins)."""
     import numpy as np
 
     rng = np.random.default_rng(seed + 1)
     images, margins = None, np.full(batch, -np.inf)
     for _ in range(ROUNDS):
         cands = model.preprocess_input(rng.uniform(0, 255, (batch * CANDIDATES, size, size, 3)).astype(np.float32))
-        cand_margins = relu_margins(model, cands).reshape(batch, CANDIDATES)
+        cand_margins = kink_margins(model, cands).reshape(batch, CANDIDATES)
         best = cand_margins.argmax(1)
         better = cand_margins[np.arange(batch), best] > margins
         picked = cands[np.arange(batch) * CANDIDATES + best]
@@ -307,8 +396,15 @@ def check(path, kmodel, methods=METHODS, batch: int = 2, seed: int = 0, ig_steps
                 got_exact = jaxviz.saliency(exact, xs, target, abs=False, reduce=None)
             got_fast = jaxviz.saliency(fast, xs, target, abs=False, reduce=None)
             errors = {"exact": max_rel_error(got_exact, ref), "fast": max_rel_error(got_fast, ref)}
-            return max(errors.values()) <= REL_TOL and varies(ref), {"error": errors,
-                                                                     "relu_margin": float(np.min(margins))}
+            detail = {"error": errors, "kink_margin": float(np.min(margins))}
+            ok = max(errors.values()) <= REL_TOL
+            if not ok:  # is Keras's float32 gradient itself that far off? (FLOAT64_FACTOR)
+                ref64 = keras_float64_gradient(_logit_model(kmodel), xs, target)
+                detail["float64"] = {"keras": max_rel_error(ref, ref64), "exact": max_rel_error(got_exact, ref64),
+                                     "fast": max_rel_error(got_fast, ref64)}
+                detail["float64_bar"] = max(REL_TOL, FLOAT64_FACTOR * detail["float64"]["keras"])
+                ok = max(detail["float64"]["exact"], detail["float64"]["fast"]) <= detail["float64_bar"]
+            return ok and varies(ref), detail
 
         timed("saliency", saliency)
     layer = cam_layer(fast)
@@ -353,10 +449,17 @@ def table_head() -> str:
 def table_row(family: str, size: int, res: dict, seconds: float) -> str:
     """One family's line of the markdown table."""
     cells = [family, f"{size}×{size}"]
-    errors = res.get("saliency", {}).get("error", {})
+    sal = res.get("saliency", {})
+    errors, errors64 = sal.get("error", {}), sal.get("float64", {})
     for mode in ("exact", "fast"):
         e = errors.get(mode)
-        cells.append("—" if e is None else f"{e:.1e}" + ("" if e <= REL_TOL else " FAIL"))
+        if e is None:
+            cells.append("—")
+        elif mode in errors64:  # judged against float64 Keras (see the notes)
+            e64 = errors64[mode]
+            cells.append(f"{e:.1e}; f64 {e64:.1e}" + ("" if e64 <= sal["float64_bar"] else " FAIL"))
+        else:
+            cells.append(f"{e:.1e}" + ("" if e <= REL_TOL else " FAIL"))
     for m in METHODS[1:]:
         r = res.get(m)
         cells.append("—" if r is None else "ok" if r["ok"] else "zero (map < 0)" if r.get("negative") else "FAIL")
@@ -389,8 +492,12 @@ def main(argv=None) -> int:
             if kinds - APPLICATION_KINDS:
                 failures.append(f"{family} uses layer kinds missing from APPLICATION_KINDS: "
                                 f"{', '.join(sorted(kinds - APPLICATION_KINDS))}")
-            if "relu_margin" in res.get("saliency", {}):
-                note += f"; saliency's images' smallest ReLU margin {res['saliency']['relu_margin']:.1e}"
+            if "kink_margin" in res.get("saliency", {}):
+                note += f"; saliency's images' smallest kink margin {res['saliency']['kink_margin']:.1e}"
+            sal = res.get("saliency", {})
+            if "float64" in sal:
+                note += (f"; saliency against float64 Keras: Keras's float32 gradient {sal['float64']['keras']:.1e} "
+                         f"off, jaxviz's bar {sal['float64_bar']:.1e}")
             notes.append(note)
             for m in args.methods:
                 if not res[m]["ok"] and not res[m].get("negative"):
