@@ -34,6 +34,14 @@ for _var, _sub in (("JAXVIZ_HOME", "jaxviz"), ("KERAS_HOME", "keras"), ("XDG_CAC
                    ("MPLCONFIGDIR", "matplotlib")):
     os.environ[_var] = os.path.join(_home, _sub)
 
+# LLVM's backend optimisation level 0 for every program the suite compiles (xdist workers and subprocesses
+# inherit it): a fifth less time for a suite of hundreds of small programs, each compiled to run a few times.
+# XLA's HLO passes, the thunks (Eigen/oneDNN convolutions and dots) and IEEE float semantics are the same at
+# every level. JAXVIZ_TEST_XLA_OPT=default keeps XLA's default level.
+if os.environ.get("JAXVIZ_TEST_XLA_OPT", "0") != "default" and "xla_backend_optimization_level" not in \
+        os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+
 from jaxviz import xla_cpu  # noqa: E402
 
 xla_cpu.configure()
